@@ -1,0 +1,31 @@
+# Quick start:  make run   (set up .venv, run the default experiment)
+#               make test  (set up .venv, run the test suite)
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run train test test-fast bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/spikefed train
+
+train: run
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+bench: $(STAMP)
+	$(PY) benchmarks/snn_step.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
