@@ -1,0 +1,281 @@
+"""Multi-step neuron kernels: a fused path and a plain step-by-step reference.
+
+The leaky integrate-and-fire (LIF) recurrence follows the seed documents (discretised
+``tau dV/dt = -(V - V_rest) + R I`` with ``beta = exp(-dt/tau)``)::
+
+    r[t] = H(u[t-1] - thr)                         reset signal: did the neuron spike at t-1?
+    u[t] = beta * u[t-1] + x[t] - r[t] * (thr - v_r)           reset by subtraction   (mode "subtract")
+    u[t] = beta * ((1 - r[t]) * u[t-1] + r[t] * v_r) + x[t]    reset to v_r           (mode "zero")
+    u[t] = beta * u[t-1] + x[t]                                no reset               (mode "none")
+    s[t] = H(u[t] - thr)                           spike (exact Heaviside forward, surrogate backward)
+
+``v_r`` is the (optionally trainable) reset offset, 0 by default, so "subtract" with ``v_r = 0`` is
+``u[t] = beta u[t-1] + x[t] - S[t-1] thr`` and "zero" sets the potential to 0, as in snnTorch's ``Leaky``.
+By default the reset signal ``r`` is detached (it carries no gradient), the usual practice.
+
+:class:`LIFFunction` runs all T steps in one call. Its backward saves only the membrane potential ``U`` of
+shape ``[T, ...]`` (before the next step's reset; spikes and reset signals are recomputed from it) and runs a
+reverse-time loop of one fused multiply-add per step::
+
+    delta[t] = dL/du[t] = gU[t] + gS[t] * sg(u[t] - thr) + A[t+1] * delta[t+1],
+    A[t] = du[t]/du[t-1] = beta                         (subtract / none, detached reset)
+                         = beta * (1 - r[t])            (zero, detached reset)
+                           + reset-path terms when the reset is not detached.
+
+:func:`lif_reference` is the same recurrence written step by step on autograd; tests check that both agree
+in values and gradients. :class:`LowpassFunction` is the fused first-order filter ``y[t] = a y[t-1] + x[t]``
+used for current-based synapses and leaky read-outs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from .surrogate import Surrogate, heaviside
+
+ResetMode = Literal["subtract", "zero", "none"]
+RESET_MODES: tuple[str, ...] = ("subtract", "zero", "none")
+_MODE_ID = {"subtract": 0, "zero": 1, "none": 2}
+
+
+def _reduce_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Sum a broadcast gradient back to the shape of ``like``."""
+    if grad.shape == like.shape:
+        return grad
+    return grad.sum_to_size(like.shape) if like.dim() > 0 else grad.sum()
+
+
+class LIFFunction(torch.autograd.Function):
+    """Fused multi-step LIF: ``(x [T,...], u0, beta, thr, v_r) -> (spikes [T,...], membrane [T,...])``."""
+
+    @staticmethod
+    def forward(ctx, x, u0, beta, thr, v_r, mode: int, detach_reset: bool, surrogate: Surrogate):  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        steps = x.shape[0]
+        U = torch.empty_like(x)
+        S = torch.empty_like(x)
+        jump = thr - v_r  # subtract mode: the potential drops by thr - v_r after a spike
+        u = u0.expand_as(x[0])
+        r = heaviside(u - thr)  # reset signal for step 0, from the initial state
+        for t in range(steps):
+            ut = U[t]
+            if mode == 0:
+                torch.addcmul(x[t], beta, u, out=ut)
+                ut.addcmul_(r, jump, value=-1.0)
+            elif mode == 1:
+                torch.addcmul(x[t], beta, torch.where(r > 0, v_r, u), out=ut)
+            else:
+                torch.addcmul(x[t], beta, u, out=ut)
+            torch.gt(ut, thr, out=S[t])
+            r = S[t]
+            u = ut
+        ctx.save_for_backward(U, u0, beta, thr, v_r)
+        ctx.mode = mode
+        ctx.detach_reset = detach_reset
+        ctx.surrogate = surrogate
+        return S, U
+
+    @staticmethod
+    def backward(ctx, gS, gU):  # type: ignore[override]
+        U, u0, beta, thr, v_r = ctx.saved_tensors
+        mode, detach_reset, sur = ctx.mode, ctx.detach_reset, ctx.surrogate
+        steps = U.shape[0]
+        need_x, need_u0, need_beta, need_thr, need_vr = ctx.needs_input_grad[:5]
+
+        if gS is None and gU is None:
+            return (None,) * 8
+        need_sg_after = need_thr and gS is not None
+        direct = None
+        if gS is None:
+            sg = None
+            delta = gU.clone(memory_format=torch.contiguous_format)
+        else:
+            sg = sur.derivative_(U - thr)  # dS[t]/du[t], computed in a fresh buffer
+            direct = gS * sg if need_sg_after else None  # dL/ds * ds/du, kept for the threshold gradient
+            delta = sg.mul_(gS) if direct is None else direct.clone()
+            if gU is not None:
+                delta += gU
+        U_prev = R = None
+        if mode == 1 or not detach_reset or need_beta or need_thr or need_vr:
+            U_prev = torch.cat([u0.expand_as(U[0]).unsqueeze(0), U[:-1]], 0)
+            R = heaviside(U_prev - thr)  # reset signal r[t]
+
+        # A[t] = du[t]/du[t-1]
+        if mode == 1:
+            A = beta * (1.0 - R)
+            if not detach_reset:
+                A = A + beta * (v_r - U_prev) * sur.derivative_(U_prev - thr)
+        elif mode == 0 and not detach_reset:
+            A = beta - (thr - v_r) * sur.derivative_(U_prev - thr)
+        else:
+            A = beta.expand_as(U[0])  # constant over time
+        per_step = A.dim() == U.dim() and A.shape[0] == steps
+
+        # reverse-time loop: delta[t] += A[t+1] * delta[t+1]
+        if not delta.is_contiguous():
+            delta = delta.contiguous()
+        for t in range(steps - 2, -1, -1):
+            delta[t].addcmul_(A[t + 1] if per_step else A, delta[t + 1])
+
+        g_x = delta if need_x else None
+        g_u0 = None
+        if need_u0:
+            g_u0 = _reduce_to((A[0] if per_step else A) * delta[0], u0)
+        g_beta = g_thr = g_vr = None
+        if need_beta:
+            if mode == 1:
+                pre = (1.0 - R) * U_prev + R * v_r
+            else:
+                pre = U_prev
+            g_beta = _reduce_to(delta * pre, beta)
+        if need_thr or need_vr:
+            # du[t]/dthr and du[t]/dv_r through the reset; dS/dthr = -sg
+            if mode == 0:
+                du_dthr = -R
+                du_dvr = R
+                if not detach_reset:
+                    du_dthr = du_dthr + (thr - v_r) * sur.derivative_(U_prev - thr)
+            elif mode == 1:
+                du_dvr = beta * R
+                du_dthr = torch.zeros_like(U)
+                if not detach_reset:
+                    du_dthr = -beta * (v_r - U_prev) * sur.derivative_(U_prev - thr)
+            else:
+                du_dthr = torch.zeros_like(U)
+                du_dvr = torch.zeros_like(U)
+            if need_thr:
+                g_thr = delta * du_dthr
+                if direct is not None:
+                    g_thr -= direct
+                g_thr = _reduce_to(g_thr, thr)
+            if need_vr:
+                g_vr = _reduce_to(delta * du_dvr, v_r)
+        return g_x, g_u0, g_beta, g_thr, g_vr, None, None, None
+
+
+def _as_tensor(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=like.dtype)
+    return torch.tensor(float(value), dtype=like.dtype, device=like.device)
+
+
+def lif_fused(
+    x: torch.Tensor,
+    u0: torch.Tensor | None,
+    beta: float | torch.Tensor,
+    threshold: float | torch.Tensor,
+    reset_value: float | torch.Tensor = 0.0,
+    reset: ResetMode = "subtract",
+    detach_reset: bool = True,
+    surrogate: Surrogate | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All T steps of the LIF recurrence in one fused call. Returns ``(spikes, membrane)``, both ``[T, ...]``."""
+    if surrogate is None:
+        from .surrogate import get_surrogate
+
+        surrogate = get_surrogate("atan")
+    if reset not in _MODE_ID:
+        raise ValueError(f"unknown reset {reset!r}; valid: {', '.join(RESET_MODES)}")
+    if u0 is None:
+        u0 = torch.zeros((), dtype=x.dtype, device=x.device)
+    return LIFFunction.apply(
+        x, u0, _as_tensor(beta, x), _as_tensor(threshold, x), _as_tensor(reset_value, x),
+        _MODE_ID[reset], detach_reset, surrogate,
+    )
+
+
+def lif_step(
+    x_t: torch.Tensor,
+    u: torch.Tensor,
+    beta: float | torch.Tensor,
+    threshold: float | torch.Tensor,
+    reset_value: float | torch.Tensor = 0.0,
+    reset: ResetMode = "subtract",
+    detach_reset: bool = True,
+    surrogate: Surrogate | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LIF step on autograd (the reference). Returns ``(s[t], u[t])`` given ``x[t]`` and ``u[t-1]``."""
+    if surrogate is None:
+        from .surrogate import get_surrogate
+
+        surrogate = get_surrogate("atan")
+    if reset == "none":
+        u_new = beta * u + x_t
+    else:
+        r = surrogate(u - threshold)
+        if detach_reset:
+            r = r.detach()
+        if reset == "subtract":
+            u_new = beta * u + x_t - r * (threshold - reset_value)
+        elif reset == "zero":
+            u_new = beta * ((1 - r) * u + r * reset_value) + x_t
+        else:
+            raise ValueError(f"unknown reset {reset!r}; valid: {', '.join(RESET_MODES)}")
+    return surrogate(u_new - threshold), u_new
+
+
+def lif_reference(
+    x: torch.Tensor,
+    u0: torch.Tensor | None,
+    beta: float | torch.Tensor,
+    threshold: float | torch.Tensor,
+    reset_value: float | torch.Tensor = 0.0,
+    reset: ResetMode = "subtract",
+    detach_reset: bool = True,
+    surrogate: Surrogate | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain step-by-step LIF over ``x [T, ...]`` on autograd. Returns ``(spikes, membrane)``."""
+    u = torch.zeros_like(x[0]) if u0 is None else u0.expand_as(x[0])
+    spikes, mems = [], []
+    for t in range(x.shape[0]):
+        s, u = lif_step(x[t], u, beta, threshold, reset_value, reset, detach_reset, surrogate)
+        spikes.append(s)
+        mems.append(u)
+    return torch.stack(spikes), torch.stack(mems)
+
+
+class LowpassFunction(torch.autograd.Function):
+    """Fused first-order filter ``y[t] = a * y[t-1] + x[t]`` over ``x [T, ...]``; saves only ``y``."""
+
+    @staticmethod
+    def forward(ctx, x, y0, a):  # type: ignore[override]
+        Y = torch.empty_like(x)
+        y = y0
+        for t in range(x.shape[0]):
+            y = torch.addcmul(x[t], a, y)
+            Y[t] = y
+        ctx.save_for_backward(Y, y0, a)
+        return Y
+
+    @staticmethod
+    def backward(ctx, gY):  # type: ignore[override]
+        Y, y0, a = ctx.saved_tensors
+        delta = gY.clone(memory_format=torch.contiguous_format)
+        ab = a.expand_as(Y[0])
+        for t in range(Y.shape[0] - 2, -1, -1):
+            delta[t].addcmul_(ab, delta[t + 1])
+        g_y0 = _reduce_to(ab * delta[0], y0) if ctx.needs_input_grad[1] else None
+        g_a = None
+        if ctx.needs_input_grad[2]:
+            Y_prev = torch.cat([y0.expand_as(Y[0]).unsqueeze(0), Y[:-1]], 0)
+            g_a = _reduce_to(delta * Y_prev, a)
+        return delta, g_y0, g_a
+
+
+def lowpass(x: torch.Tensor, a: float | torch.Tensor, y0: torch.Tensor | None = None) -> torch.Tensor:
+    """Leaky integration ``y[t] = a y[t-1] + x[t]`` (fused). ``a`` is a scalar or broadcasts to ``x[0]``."""
+    if y0 is None:
+        y0 = torch.zeros((), dtype=x.dtype, device=x.device)
+    return LowpassFunction.apply(x, y0, _as_tensor(a, x))
+
+
+def lowpass_reference(x: torch.Tensor, a: float | torch.Tensor, y0: torch.Tensor | None = None) -> torch.Tensor:
+    """Step-by-step reference of :func:`lowpass`."""
+    y = torch.zeros_like(x[0]) if y0 is None else y0.expand_as(x[0])
+    out = []
+    for t in range(x.shape[0]):
+        y = a * y + x[t]
+        out.append(y)
+    return torch.stack(out)
