@@ -1,0 +1,230 @@
+"""Validated configuration: pydantic schemas, YAML/TOML files, ``--set a.b=value`` overrides, one-line errors.
+
+Every section forbids unknown keys, so a typo is an error naming the key and the valid ones, never silently
+ignored. :class:`TrainSettings` configures centralized training (``spikefed train``).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..snn.kernels import RESET_MODES
+from ..snn.surrogate import SURROGATES
+from ..snn.train import LOSSES, OPTIMIZERS, STATIC_ENCODERS, TrainConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(_Section):
+    """Dataset and split."""
+
+    name: Literal["digits"] = "digits"
+    test_size: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (stratified)")
+    scale: Literal["standard", "unit"] = Field(
+        "standard", description="standard: per-pixel z-score on the train set; unit: pixels in [0, 1] (rate/latency)")
+
+
+class ModelSettings(_Section):
+    """Spiking network architecture and neuron options."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths")
+    neuron: Literal["lif", "if", "synaptic", "alif", "rlif"] = "lif"
+    readout: Literal["spikes", "membrane"] = "spikes"
+    beta: float = Field(0.9, gt=0, lt=1, description="membrane decay exp(-dt/tau)")
+    threshold: float = Field(1.0, gt=0)
+    reset: str = "subtract"
+    detach_reset: bool = True
+    surrogate: str = "atan"
+    slope: float | None = Field(None, gt=0, description="surrogate slope (None: the surrogate's default)")
+    learn_beta: bool = False
+    learn_threshold: bool = False
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden(cls, v: list[int]) -> list[int]:
+        if any(h < 1 for h in v):
+            raise ValueError("hidden widths must be >= 1")
+        return v
+
+    @field_validator("reset")
+    @classmethod
+    def _reset(cls, v: str) -> str:
+        if v not in RESET_MODES:
+            raise ValueError(f"valid: {', '.join(RESET_MODES)}")
+        return v
+
+    @field_validator("surrogate")
+    @classmethod
+    def _surrogate(cls, v: str) -> str:
+        if v not in SURROGATES:
+            raise ValueError(f"valid: {', '.join(SURROGATES)}")
+        return v
+
+    def neuron_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = dict(threshold=self.threshold, reset=self.reset, detach_reset=self.detach_reset,
+                                  surrogate=self.surrogate, slope=self.slope,
+                                  learn_threshold=self.learn_threshold)
+        if self.neuron != "if":
+            kw.update(beta=self.beta, learn_beta=self.learn_beta)
+        return kw
+
+
+class LocalTrainSettings(_Section):
+    """Local (per-device) training: mirrors :class:`spikefed.snn.train.TrainConfig`."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    optimizer: str = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    tbptt: int | None = Field(None, ge=1, description="truncated BPTT window (None: full BPTT)")
+    num_steps: int = Field(25, ge=1, description="time steps T per sample")
+    encoder: str = "direct"
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+    loss: str = "mse_count"
+    correct_rate: float = Field(0.8, ge=0, le=1)
+    incorrect_rate: float = Field(0.2, ge=0, le=1)
+    membrane_reduction: Literal["time_mean", "max", "last"] = "max"
+    temporal_scale: float = Field(1.0, gt=0)
+    population: int = Field(1, ge=1)
+    reg_l1: float = Field(0.0, ge=0)
+    reg_l2: float = Field(0.0, ge=0)
+    reg_bounds: float = Field(0.0, ge=0)
+    rate_lower: float = Field(0.0, ge=0, le=1)
+    rate_upper: float = Field(1.0, ge=0, le=1)
+    cosine_schedule: bool = True
+
+    @field_validator("optimizer")
+    @classmethod
+    def _opt(cls, v: str) -> str:
+        if v not in OPTIMIZERS:
+            raise ValueError(f"valid: {', '.join(OPTIMIZERS)}")
+        return v
+
+    @field_validator("encoder")
+    @classmethod
+    def _enc(cls, v: str) -> str:
+        if v not in STATIC_ENCODERS:
+            raise ValueError(f"valid: {', '.join(STATIC_ENCODERS)}")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _loss(cls, v: str) -> str:
+        if v not in LOSSES:
+            raise ValueError(f"valid: {', '.join(LOSSES)}")
+        return v
+
+    def to_train_config(self) -> TrainConfig:
+        return TrainConfig(**self.model_dump())
+
+
+class TrainSettings(_Section):
+    """``spikefed train``: centralized training of a spiking network."""
+
+    seed: int = 0
+    data: DataSettings = Field(default_factory=DataSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: LocalTrainSettings = Field(default_factory=LocalTrainSettings)
+
+
+# -- loading, overrides, errors -----------------------------------------------------------------------------
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif p.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {p} must end in .yaml, .yml or .toml")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot parse {p}: {str(e).splitlines()[0]}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML: numbers, booleans, lists, null)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set has an empty key in {item!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _valid_keys(schema: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: Any = schema
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(e: ValidationError, schema: type[BaseModel]) -> str:
+    """One line per problem: ``key: what is wrong (valid: ...)``."""
+    lines = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            valid = _valid_keys(schema, loc)
+            lines.append(f"unknown key {key!r}; valid keys here: {', '.join(valid)}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {msg} (got {err.get('input')!r})")
+    return "; ".join(lines)
+
+
+def build_settings(schema: type[BaseModel], path: str | Path | None = None, overrides: list[str] | None = None):
+    """File (optional) + overrides -> validated settings, or :class:`ConfigError` with a one-line message."""
+    data = load_file(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, schema)) from None
+
+
+def dump_yaml(settings: BaseModel) -> str:
+    """The fully resolved settings as YAML."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)

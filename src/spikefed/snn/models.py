@@ -1,0 +1,208 @@
+"""Spiking network models built from the layers in :mod:`spikefed.snn.neurons`.
+
+All models take a time-major input ``[T, B, *features]`` and an optional explicit state (a list with one entry
+per stateful layer, as returned in :class:`ModelOutput.state`), and return a :class:`ModelOutput`. Linear and
+convolution layers are applied to all T steps at once (folded into the batch), so a layer costs one matmul plus
+one fused neuron call.
+
+- :class:`SpikingMLP`: ``Linear -> neuron`` blocks; the output layer spikes (decode counts / first spikes) or is a
+  non-spiking leaky integrator (decode the membrane).
+- :class:`SpikingConvNet`: ``conv -> neuron -> pool`` blocks, then a spiking MLP head.
+- :class:`RecurrentRegressor`: recurrent spiking layer (RLIF/ALIF/LIF) with a low-pass (synaptic filter) linear
+  read-out, for sequence regression with an MSE loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from .neurons import LeakyIntegrator, NeuronOutput, check_sequence, make_neuron
+
+READOUTS = ("spikes", "membrane")
+
+
+class ModelOutput(NamedTuple):
+    """``output``: ``[T, B, C]`` spikes (readout "spikes") or membrane (readout "membrane");
+    ``membrane``: output-layer membrane ``[T, B, C]``; ``hidden``: spikes of each hidden spiking layer;
+    ``state``: final state of every stateful layer (pass it back in to continue the sequence)."""
+
+    output: torch.Tensor
+    membrane: torch.Tensor
+    hidden: list[torch.Tensor]
+    state: list[Any]
+
+
+def _fold(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    t, b = x.shape[:2]
+    return x.reshape(t * b, *x.shape[2:]), (t, b)
+
+
+def _unfold(x: torch.Tensor, tb: tuple[int, int]) -> torch.Tensor:
+    return x.reshape(*tb, *x.shape[1:])
+
+
+def _check_state(state: Sequence[Any] | None, n: int) -> list[Any]:
+    if state is None:
+        return [None] * n
+    if len(state) != n:
+        raise ValueError(f"state must have one entry per stateful layer ({n}), got {len(state)}")
+    return list(state)
+
+
+class SpikingMLP(nn.Module):
+    """Fully connected SNN: ``sizes = [in, hidden..., out]``, each ``Linear`` followed by a spiking neuron.
+
+    Args:
+        sizes: layer widths, at least ``[in, out]``.
+        neuron: hidden/output neuron kind (``lif``, ``if``, ``synaptic``, ``alif``, ``rlif``).
+        readout: ``"spikes"`` (output layer spikes) or ``"membrane"`` (non-spiking leaky integrator output).
+        neuron_kwargs: passed to every neuron (beta, threshold, reset, surrogate, slope, learn_* ...).
+        generator: seeds the weight initialisation (default: a fresh generator seeded with 0).
+    """
+
+    def __init__(self, sizes: Sequence[int], neuron: str = "lif", readout: str = "spikes",
+                 generator: torch.Generator | None = None, bias: bool = True, **neuron_kwargs: Any) -> None:
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise ValueError(f"sizes must list >= 2 positive layer widths [in, hidden..., out], got {sizes}")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        self.sizes, self.readout = sizes, readout
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.linears = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:]))
+        _init_linear(self.linears, gen)
+        n_spiking = len(sizes) - 1 if readout == "spikes" else len(sizes) - 2
+        kw = dict(neuron_kwargs)
+        if neuron == "rlif":
+            kw["generator"] = gen
+        self.neurons = nn.ModuleList(make_neuron(neuron, sizes[i + 1], **kw) for i in range(n_spiking))
+        beta = float(neuron_kwargs.get("beta", 0.9))
+        self.integrator = LeakyIntegrator(sizes[-1], beta=beta) if readout == "membrane" else None
+
+    @property
+    def in_features(self) -> int:
+        return self.sizes[0]
+
+    def forward(self, x: torch.Tensor, state: Sequence[Any] | None = None) -> ModelOutput:
+        check_sequence(x, (self.sizes[0],))
+        n_state = len(self.neurons) + (1 if self.integrator is not None else 0)
+        states = _check_state(state, n_state)
+        hidden: list[torch.Tensor] = []
+        new_state: list[Any] = []
+        h = x
+        out: NeuronOutput | None = None
+        for i, lin in enumerate(self.linears):
+            h = lin(h)
+            if i < len(self.neurons):
+                out = self.neurons[i].run(h, states[i])
+                new_state.append(out.state)
+                h = out.spikes
+                if i < len(self.linears) - 1:
+                    hidden.append(h)
+        if self.integrator is not None:
+            mem, last = self.integrator(h, states[-1])
+            new_state.append(last)
+            return ModelOutput(mem, mem, hidden, new_state)
+        assert out is not None
+        return ModelOutput(out.spikes, out.membrane, hidden + [out.spikes], new_state)
+
+
+class SpikingConvNet(nn.Module):
+    """Convolutional SNN: ``[conv(k) -> neuron -> maxpool(2)] x len(channels)`` then ``Linear -> neuron``.
+
+    Input ``[T, B, C, H, W]``. ``num_classes`` output neurons (spiking or leaky-integrator read-out).
+    """
+
+    def __init__(self, in_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32),
+                 kernel_size: int = 3, pool: int = 2, neuron: str = "lif", readout: str = "spikes",
+                 generator: torch.Generator | None = None, **neuron_kwargs: Any) -> None:
+        super().__init__()
+        in_shape = tuple(int(s) for s in in_shape)
+        if len(in_shape) != 3:
+            raise ValueError(f"in_shape must be (channels, height, width), got {in_shape}")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        if neuron == "rlif":
+            raise ValueError("SpikingConvNet needs a feed-forward neuron (lif, if, synaptic, alif)")
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.in_shape, self.readout = in_shape, readout
+        c, h, w = in_shape
+        convs, neurons = [], []
+        for ch in channels:
+            convs.append(nn.Conv2d(c, ch, kernel_size, padding=kernel_size // 2))
+            h, w = h // pool, w // pool
+            if h < 1 or w < 1:
+                raise ValueError(f"input {in_shape} too small for {len(channels)} pooling stages of {pool}")
+            neurons.append(make_neuron(neuron, (ch, h * pool, w * pool), **neuron_kwargs))
+            c = ch
+        self.convs, self.conv_neurons = nn.ModuleList(convs), nn.ModuleList(neurons)
+        self.pool = nn.MaxPool2d(pool)
+        self.head = SpikingMLP([c * h * w, num_classes], neuron=neuron, readout=readout, generator=gen,
+                               **neuron_kwargs)
+        _init_linear(self.convs, gen)
+
+    def forward(self, x: torch.Tensor, state: Sequence[Any] | None = None) -> ModelOutput:
+        check_sequence(x, self.in_shape)
+        n_conv = len(self.convs)
+        n_head = len(self.head.neurons) + (1 if self.head.integrator is not None else 0)
+        states = _check_state(state, n_conv + n_head)
+        hidden, new_state = [], []
+        h = x
+        for i, (conv, neuron) in enumerate(zip(self.convs, self.conv_neurons)):
+            flat, tb = _fold(h)
+            out = neuron.run(_unfold(conv(flat), tb), states[i])
+            new_state.append(out.state)
+            pooled, tb = _fold(out.spikes)
+            h = _unfold(self.pool(pooled), tb)
+            hidden.append(h)
+        head = self.head(h.flatten(2), states[n_conv:])
+        return ModelOutput(head.output, head.membrane, hidden + head.hidden, new_state + head.state)
+
+
+class RecurrentRegressor(nn.Module):
+    """Recurrent SNN for sequence regression: ``Linear -> recurrent spiking layer -> Linear -> low-pass``.
+
+    The read-out is a leaky integrator (synaptic filter) ``y[t] = beta_out y[t-1] + W s[t]``, trained with MSE.
+    """
+
+    def __init__(self, in_features: int, hidden: int, out_features: int = 1, neuron: str = "rlif",
+                 readout_beta: float = 0.8, generator: torch.Generator | None = None,
+                 **neuron_kwargs: Any) -> None:
+        super().__init__()
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.in_features = int(in_features)
+        self.encoder = nn.Linear(in_features, hidden)
+        kw = dict(neuron_kwargs)
+        if neuron == "rlif":
+            kw["generator"] = gen
+        self.neuron = make_neuron(neuron, hidden, **kw)
+        self.decoder = nn.Linear(hidden, out_features)
+        self.readout = LeakyIntegrator(out_features, beta=readout_beta)
+        _init_linear([self.encoder, self.decoder], gen)
+
+    def forward(self, x: torch.Tensor, state: Sequence[Any] | None = None) -> ModelOutput:
+        check_sequence(x, (self.in_features,))
+        states = _check_state(state, 2)
+        out = self.neuron.run(self.encoder(x), states[0])
+        y, last = self.readout(self.decoder(out.spikes), states[1])
+        return ModelOutput(y, y, [out.spikes], [out.state, last])
+
+
+def _init_linear(layers: Sequence[nn.Module], gen: torch.Generator) -> None:
+    """Seeded Kaiming-uniform-style initialisation (weights and biases in +-1/sqrt(fan_in))."""
+    with torch.no_grad():
+        for layer in layers:
+            weight = layer.weight  # type: ignore[attr-defined]
+            fan_in = weight[0].numel()
+            bound = 1.0 / fan_in**0.5
+            weight.copy_((torch.rand(weight.shape, generator=gen) * 2 - 1) * bound * 3**0.5)
+            bias = getattr(layer, "bias", None)
+            if bias is not None:
+                bias.copy_((torch.rand(bias.shape, generator=gen) * 2 - 1) * bound)
+
+
+MODELS = ("mlp", "conv", "recurrent")

@@ -1,0 +1,302 @@
+"""Local training of spiking networks: BPTT, truncated BPTT, clipping, Adam/SGD, activity regularisation.
+
+One function does one thing and state is explicit: :func:`train_epoch` runs one pass over ``(x, y)`` with an
+optimizer the caller owns; :func:`evaluate` measures loss, accuracy and spiking activity; :func:`fit` strings
+epochs together (used by ``spikefed train`` and, per client, by the federated engine).
+
+Objective for a batch (``o``: model output ``[T, B, C]``, ``s_l``: spikes of hidden layer ``l``)::
+
+    L = loss(o, y) + l1 * mean|s| + l2 * mean_{b,n} (count/T)^2 + bounds * sum_l penalty(rate_l; lower, upper)
+
+Truncated BPTT with window ``K`` (``tbptt``): the sequence is cut into windows of K steps, the state is carried
+forward but detached at window boundaries, so no gradient flows across a boundary and activation memory is that
+of K steps. The gradient is exact for that truncation: a first pass without autograd gives the outputs of every
+window, dL/d(outputs) is taken on the whole sequence, then each window is re-run with autograd from its stored
+(detached) start state and back-propagated with its slice of dL/d(outputs). With ``K >= T`` it is plain BPTT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from ..data.digits import iterate_batches
+from ..manifold import project_parameters_
+from . import decoding, losses
+from .encoding import ENCODERS, encode
+from .models import ModelOutput
+
+LOSSES = ("mse_count", "ce_count", "ce_membrane", "ce_temporal")
+OPTIMIZERS = ("adam", "sgd")
+STATIC_ENCODERS = tuple(e for e in ENCODERS if e != "delta")
+
+
+@dataclass
+class TrainConfig:
+    """Local training settings (validated on construction)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    tbptt: int | None = None
+    num_steps: int = 25
+    encoder: str = "direct"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: str = "mse_count"
+    correct_rate: float = 0.8
+    incorrect_rate: float = 0.2
+    membrane_reduction: str = "max"
+    temporal_scale: float = 1.0
+    population: int = 1
+    reg_l1: float = 0.0
+    reg_l2: float = 0.0
+    reg_bounds: float = 0.0
+    rate_lower: float = 0.0
+    rate_upper: float = 1.0
+    cosine_schedule: bool = True
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, v: Any) -> None:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+        for name in ("epochs", "batch_size", "num_steps", "population"):
+            positive_int(name, getattr(self, name))
+        if self.tbptt is not None:
+            positive_int("tbptt", self.tbptt)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.encoder not in STATIC_ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r} for static inputs; valid: {', '.join(STATIC_ENCODERS)}"
+                             " (delta modulation needs sequence data)")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
+        for name in ("weight_decay", "reg_l1", "reg_l2", "reg_bounds"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.rate_lower <= self.rate_upper:
+            raise ValueError(f"need 0 <= rate_lower <= rate_upper, got {self.rate_lower}, {self.rate_upper}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    """Evaluation of a model on a labelled set."""
+
+    loss: float
+    accuracy: float
+    spikes_per_sample: float
+    spikes_per_neuron: list[float]
+    firing_rate: list[float]
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or SGD (with momentum) with the configured learning rate and weight decay."""
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def encode_inputs(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """Static inputs ``[B, *features]`` -> time-major ``[T, B, *features]`` with the configured encoder."""
+    return encode(cfg.encoder, x, cfg.num_steps, generator=generator, **cfg.encoder_kwargs)
+
+
+def group_population(output: torch.Tensor, population: int) -> torch.Tensor:
+    """Population coding: ``[T, B, C * n]`` -> mean activity of each class's n neurons ``[T, B, C]``."""
+    if population == 1:
+        return output
+    steps, batch, width = output.shape
+    if width % population:
+        raise ValueError(f"output width {width} is not a multiple of population={population}")
+    return output.reshape(steps, batch, width // population, population).mean(-1)
+
+
+def task_loss(output: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The configured loss on the (population-grouped) output sequence."""
+    out = group_population(output, cfg.population)
+    if cfg.loss == "mse_count":
+        return losses.mse_count_loss(out, y, cfg.correct_rate, cfg.incorrect_rate)
+    if cfg.loss == "ce_count":
+        return losses.ce_count_loss(out, y)
+    if cfg.loss == "ce_membrane":
+        return losses.ce_membrane_loss(out, y, cfg.membrane_reduction)
+    return losses.ce_temporal_loss(out, y, cfg.temporal_scale)
+
+
+def predict(output: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Class predictions matching the loss: counts, membrane or first spike."""
+    out = group_population(output, cfg.population)
+    if cfg.loss == "ce_membrane":
+        return decoding.predict_membrane(out, "last" if cfg.membrane_reduction == "last" else "max")
+    if cfg.loss == "ce_temporal":
+        return decoding.predict_first_spike(out)
+    return decoding.predict_count(out)
+
+
+def objective(output: torch.Tensor, hidden: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Task loss plus the activity regularisers on the hidden spikes."""
+    loss = task_loss(output, y, cfg)
+    spiking = hidden if hidden else []
+    if spiking and cfg.reg_l1:
+        loss = loss + cfg.reg_l1 * losses.l1_activity(spiking)
+    if spiking and cfg.reg_l2:
+        loss = loss + cfg.reg_l2 * losses.l2_activity(spiking)
+    if spiking and cfg.reg_bounds:
+        loss = loss + cfg.reg_bounds * sum(
+            losses.firing_rate_bounds(s, cfg.rate_lower, cfg.rate_upper) for s in spiking)
+    return loss
+
+
+def _detach_state(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_detach_state(s) for s in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(_detach_state(s) for s in state)
+    return state
+
+
+def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                   extra_loss: Callable[[], torch.Tensor] | None = None) -> tuple[float, ModelOutput]:
+    """Forward + backward of one batch (BPTT, or truncated BPTT when ``cfg.tbptt < T``). Returns the loss.
+
+    ``extra_loss`` adds a parameter-only term (e.g. a FedProx proximal term) to the objective.
+    """
+    steps = x.shape[0]
+    if cfg.tbptt is None or cfg.tbptt >= steps:
+        out = model(x)
+        loss = objective(out.output, out.hidden, y, cfg)
+        if extra_loss is not None:
+            loss = loss + extra_loss()
+        loss.backward()
+        return float(loss.detach()), out
+    # truncated BPTT: pass 1 without autograd records window start states and outputs
+    k = cfg.tbptt
+    starts, outputs, hiddens = [], [], []
+    state = None
+    with torch.no_grad():
+        for t0 in range(0, steps, k):
+            starts.append(state)
+            o = model(x[t0:t0 + k], state)
+            state = o.state
+            outputs.append(o.output)
+            hiddens.append(o.hidden)
+    full_out = torch.cat(outputs).requires_grad_(True)
+    full_hidden = [torch.cat([h[i] for h in hiddens]).requires_grad_(True) for i in range(len(hiddens[0]))]
+    loss = objective(full_out, full_hidden, y, cfg)
+    grads = torch.autograd.grad(loss, [full_out, *full_hidden], allow_unused=True)
+    # pass 2: re-run each window from its detached start state and back-propagate its slice
+    for w, t0 in enumerate(range(0, steps, k)):
+        o = model(x[t0:t0 + k], _detach_state(starts[w]))
+        tensors, slices = [o.output], [grads[0][t0:t0 + k]]
+        for i, h in enumerate(o.hidden):
+            if grads[1 + i] is not None:
+                tensors.append(h)
+                slices.append(grads[1 + i][t0:t0 + k])
+        torch.autograd.backward(tensors, slices)
+    if extra_loss is not None:
+        extra = extra_loss()
+        extra.backward()
+        loss = loss + extra.detach()
+    return float(loss.detach()), ModelOutput(full_out.detach(), full_out.detach(), [h.detach() for h in full_hidden],
+                                             [])
+
+
+def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                extra_loss: Callable[[], torch.Tensor] | None = None,
+                on_batch: Callable[[int, float], None] | None = None) -> dict[str, float]:
+    """One pass over ``(x, y)`` in seeded shuffled mini-batches. Returns mean loss and training accuracy."""
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, generator=generator)):
+        xs = encode_inputs(xb, cfg, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss, out = backward_batch(model, xs, yb, cfg, extra_loss)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at batch {i}; lower the learning rate or enable grad_clip")
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        project_parameters_(model)
+        n = yb.shape[0]
+        total_loss += loss * n
+        correct += int((predict(out.output.detach(), cfg) == yb).sum())
+        seen += n
+        if on_batch is not None:
+            on_batch(i, loss)
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+             generator: torch.Generator | None = None, batch_size: int = 512) -> EvalResult:
+    """Loss, accuracy and activity (spikes per sample, per neuron and firing rate per hidden layer)."""
+    model.eval()
+    total_loss, correct, n_total = 0.0, 0, 0
+    layer_spikes: list[float] = []
+    layer_neurons: list[int] = []
+    steps = cfg.num_steps
+    for xb, yb in iterate_batches(x, y, batch_size, shuffle=False):
+        out = model(encode_inputs(xb, cfg, generator))
+        total_loss += float(task_loss(out.output, yb, cfg)) * yb.shape[0]
+        correct += int((predict(out.output, cfg) == yb).sum())
+        n_total += yb.shape[0]
+        if not layer_spikes:
+            layer_spikes = [0.0] * len(out.hidden)
+            layer_neurons = [h[0, 0].numel() for h in out.hidden]
+        for i, h in enumerate(out.hidden):
+            layer_spikes[i] += float((h != 0).sum())
+    per_neuron = [s / (n_total * max(n, 1)) for s, n in zip(layer_spikes, layer_neurons)]
+    return EvalResult(
+        loss=total_loss / max(n_total, 1),
+        accuracy=correct / max(n_total, 1),
+        spikes_per_sample=sum(layer_spikes) / max(n_total, 1),
+        spikes_per_neuron=per_neuron,
+        firing_rate=[p / steps for p in per_neuron],
+        samples=n_total,
+    )
+
+
+def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: TrainConfig,
+        generator: torch.Generator, x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+    """Train for ``cfg.epochs`` epochs (cosine learning-rate schedule by default); returns per-epoch metrics."""
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_schedule
+                 else None)
+    history = []
+    for epoch in range(cfg.epochs):
+        row: dict[str, float] = {"epoch": epoch + 1}
+        row.update({f"train_{k}": v for k, v in train_epoch(model, x_train, y_train, cfg, optimizer,
+                                                             generator).items()})
+        if x_val is not None and y_val is not None:
+            ev = evaluate(model, x_val, y_val, cfg, generator)
+            row.update({"val_loss": ev.loss, "val_accuracy": ev.accuracy})
+        if scheduler is not None:
+            scheduler.step()
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+    return history
