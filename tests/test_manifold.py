@@ -114,11 +114,6 @@ def test_project_works_on_parameter_requiring_grad() -> None:
     assert p.item() == pytest.approx(EPS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="circular project_ can land exactly on the period: torch.remainder(-1e-9, 5.0) in float32 rounds to "
-    "5.0, which contains() rejects (manifold.py Manifold.project_, circular branch)",
-)
 def test_project_circular_tiny_negative_stays_on_manifold() -> None:
     m = circular(5.0)
     v = torch.tensor([-1e-9, -1e-7])

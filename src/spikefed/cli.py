@@ -42,6 +42,9 @@ def train(
         _fail(str(e))
         return
     from .experiment.centralized import run_centralized
+    from .runtime import configure_allocator
+
+    configure_allocator()
 
     epochs = settings.train.epochs
     with Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

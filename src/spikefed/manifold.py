@@ -69,6 +69,7 @@ class Manifold:
             elif self.kind == "circular":
                 assert self.period is not None
                 value.remainder_(self.period)
+                value.masked_fill_(value >= self.period, 0.0)  # float rounding can land on the period itself
         return value
 
 

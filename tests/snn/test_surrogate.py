@@ -231,21 +231,11 @@ def test_non_callable_spec_raises_type_error_listing_names() -> None:
     assert all(n in str(info.value) for n in NAMES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="get_surrogate(Surrogate, slope) skips the slope > 0 check done for names "
-    "(surrogate.py get_surrogate, Surrogate branch): get_surrogate(get_surrogate('atan'), -1.0) returns slope=-1",
-)
 def test_bad_slope_on_surrogate_object_raises() -> None:
     with pytest.raises(ValueError, match="slope"):
         get_surrogate(get_surrogate("atan"), -1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="get_surrogate(Surrogate-from-callable, slope) silently ignores the slope, while "
-    "get_surrogate(callable, slope) raises ValueError",
-)
 def test_slope_on_callable_surrogate_object_raises() -> None:
     sur = get_surrogate(lambda x: torch.ones_like(x))
     with pytest.raises(ValueError, match="slope"):
@@ -259,12 +249,6 @@ def test_float32_derivative_is_even(name: str) -> None:
     torch.testing.assert_close(sur.derivative(x), sur.derivative(-x), rtol=1e-6, atol=0.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sigmoid surrogate loses precision in float32 for k*x >~ 8 (surrogate.py _sigmoid_ computes "
-    "s*(1-s) with s = sigmoid(k x) near 1: catastrophic cancellation); slope 25, x=0.5 gives 9.2387e-05 "
-    "instead of 9.3166e-05 (-x gives the right value), x >= 0.7 gives exactly 0",
-)
 def test_float32_sigmoid_derivative_is_even_and_accurate() -> None:
     x = torch.linspace(0.01, 1.0, 100, dtype=torch.float32)
     sur = get_surrogate("sigmoid", 25.0)

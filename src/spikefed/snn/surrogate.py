@@ -40,8 +40,9 @@ def _fast_sigmoid_(z: torch.Tensor, k: float) -> torch.Tensor:
 
 
 def _sigmoid_(z: torch.Tensor, k: float) -> torch.Tensor:
-    s = z.mul_(k).sigmoid_()
-    return torch.addcmul(s, s, s, value=-1.0, out=s).mul_(k)  # k * s * (1 - s)
+    # k * sig(kz) * sig(-kz): no cancellation in 1 - sig(kz) when sig(kz) is close to 1
+    positive = torch.sigmoid(z.mul_(k))
+    return z.neg_().sigmoid_().mul_(positive).mul_(k)
 
 
 def _triangular_(z: torch.Tensor, a: float) -> torch.Tensor:
@@ -94,18 +95,19 @@ def get_surrogate(spec: "str | Surrogate | DerivativeFn" = "atan", slope: float 
     A callable is taken as the derivative ``dS/dx`` itself: it receives the shifted membrane and must return a
     tensor of the same shape.
     """
+    if slope is not None and not (isinstance(slope, (int, float)) and math.isfinite(slope) and slope > 0):
+        raise ValueError(f"surrogate slope must be a finite number > 0, got {slope!r}")
     if isinstance(spec, Surrogate):
-        if slope is not None and spec.slope is not None and slope != spec.slope:
-            return Surrogate(spec.name, float(slope), spec.fn)
-        return spec
+        if slope is None:
+            return spec
+        if spec.slope is None:
+            raise ValueError("a callable surrogate takes no slope; close over it in the callable instead")
+        return Surrogate(spec.name, float(slope), spec.fn)
     if isinstance(spec, str):
         if spec not in _BUILTIN:
             raise ValueError(f"unknown surrogate {spec!r}; valid surrogates: {', '.join(SURROGATES)} or a callable")
         fn, default = _BUILTIN[spec]
-        s = default if slope is None else float(slope)
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"surrogate slope must be a finite number > 0, got {slope!r}")
-        return Surrogate(spec, s, fn)
+        return Surrogate(spec, default if slope is None else float(slope), fn)
     if callable(spec):
         if slope is not None:
             raise ValueError("a callable surrogate takes no slope; close over it in the callable instead")
