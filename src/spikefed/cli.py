@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .experiment.config import ConfigError, TrainSettings, build_settings
+from .experiment.config import ConfigError, RunSettings, TrainSettings, build_settings, dump_yaml
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Federated learning of spiking neural networks on neuromorphic edge devices.")
@@ -75,6 +76,154 @@ def train(
     table.add_row("epochs / seed", f"{result['epochs']} / {result['seed']}")
     table.add_row("wall time", f"{result['seconds']:.1f} s")
     Console().print(table)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+@app.command()
+def run(
+    config: Optional[Path] = typer.Argument(None, help="YAML or TOML config file (optional; defaults otherwise)"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: --set federation.rounds=10"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<timestamp>)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
+    json_out: bool = typer.Option(False, "--json", help="print summary.json to stdout"),
+) -> None:
+    """Simulate a federated experiment (default: 20 clients on digits, Dirichlet 0.5, FedAvg, 30 rounds)."""
+    from .experiment.runner import Run, default_run_dir
+    from .runtime import configure_allocator
+
+    if resume is not None:
+        if config is None and not set_ and (resume / "config.yaml").is_file():
+            config = resume / "config.yaml"
+        elif config is None and (resume / "config.yaml").is_file():
+            config = resume / "config.yaml"
+        out = resume
+    try:
+        settings = build_settings(RunSettings, config, set_)
+        out_dir = out if out is not None else default_run_dir()
+        configure_allocator()
+        job = Run(settings, out_dir, resume=resume is not None)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+        return
+    f = settings.federation
+    err.print(f"[bold]spikefed run[/]: {settings.partition.num_clients} clients ({settings.partition.method}), "
+              f"{f.strategy}, {f.rounds} rounds -> {out_dir}", highlight=False)
+    columns = (TextColumn("[bold]round[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("rounds", total=f.rounds, completed=job.sim.state.round, info="")
+            while not job.done:
+                row = job.step()
+                acc = row.get("accuracy")
+                info = (f"acc {acc:.4f}  " if acc is not None else "") + (
+                    f"loss {row['loss']:.3f}  " if row.get("loss") is not None else "") + (
+                    f"up {_fmt_bytes(row['bytes_up'])}")
+                bar.update(task, advance=1, info=info)
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted after round {job.sim.state.round}; checkpoint saved in {out_dir}.\n"
+                  f"resume with: spikefed run --resume {out_dir}", highlight=False)
+        raise typer.Exit(130)
+    summary = job.finish()
+    if json_out:
+        print(json.dumps(summary))
+        return
+    table = Table(title=f"spikefed run: {out_dir}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    def fmt(v: object, spec: str) -> str:
+        return format(v, spec) if isinstance(v, (int, float)) else "-"
+    het = summary.get("heterogeneity", {})
+    table.add_row("final accuracy", fmt(summary["final_accuracy"], ".4f"))
+    table.add_row("best accuracy", fmt(summary["best_accuracy"], ".4f"))
+    table.add_row("rounds", str(summary["rounds"]))
+    table.add_row("uplink / downlink", f"{_fmt_bytes(summary['total_bytes_up'])} / "
+                                       f"{_fmt_bytes(summary['total_bytes_down'])}")
+    table.add_row("energy per inference", fmt((summary.get("energy_per_inference_j") or 0) * 1e9, ".1f") + " nJ")
+    table.add_row("synaptic ops per inference", fmt(summary.get("synops_per_inference"), ",.0f"))
+    table.add_row("label skew: mean JSD", fmt(het.get("mean_jsd"), ".3f"))
+    table.add_row("feature skew: mean Hellinger", fmt(het.get("mean_hellinger"), ".3f"))
+    table.add_row("rejected updates", str(summary.get("rejected_updates", 0)))
+    table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
+    Console().print(table)
+    Console().print(f"report: {out_dir / 'report.html'}", highlight=False)
+
+
+config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Optional[Path] = typer.Argument(None, help="config file to resolve (optional)"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting"),
+) -> None:
+    """Print the (default or resolved) experiment config as YAML, each key with its description."""
+    try:
+        settings = build_settings(RunSettings, config, set_)
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    print(_commented_yaml(settings))
+
+
+def _commented_yaml(settings: RunSettings) -> str:
+    """YAML of the settings with each field's description as a trailing comment."""
+    lines = ["# spikefed run configuration (all keys; override with --set section.key=value)"]
+    data = settings.model_dump(mode="json")
+    for section, value in data.items():
+        sub = getattr(settings, section)
+        if isinstance(value, dict):
+            doc = (type(sub).__doc__ or "").strip().splitlines()[0]
+            lines.append(f"{section}:  # {doc}")
+            for key, v in value.items():
+                field = type(sub).model_fields[key]
+                text = yaml.safe_dump({key: v}, default_flow_style=True, width=1000).strip()[1:-1]
+                comment = f"  # {field.description}" if field.description else ""
+                lines.append(f"  {text}{comment}")
+        else:
+            lines.append(yaml.safe_dump({section: value}, default_flow_style=False).strip())
+    return "\n".join(lines)
+
+
+@app.command()
+def partition(
+    config: Optional[Path] = typer.Argument(None, help="config file (optional)"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: --set partition.alpha=0.1"),
+    json_out: bool = typer.Option(False, "--json", help="print the heterogeneity report as JSON"),
+) -> None:
+    """Show how the data is split among clients: sizes, classes, label JSD and feature Hellinger per client."""
+    from .data.heterogeneity import REPORT_SETTINGS, client_heterogeneity, format_table
+    from .experiment.runner import load_data, make_partition
+
+    try:
+        settings = build_settings(RunSettings, config, set_)
+        data = load_data(settings)
+        parts, _ = make_partition(settings, data)
+    except (ConfigError, ValueError) as e:
+        _fail(str(e))
+        return
+    report = client_heterogeneity(data.x_train.numpy(), data.y_train.numpy(), parts, data.num_classes,
+                                  **REPORT_SETTINGS)
+    if json_out:
+        print(json.dumps(report, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
+        return
+    p = settings.partition
+    table = Table(title=f"{p.num_clients} clients, {p.method}" + (f" alpha={p.alpha}" if p.method == "dirichlet" else ""))
+    for col in ("client", "samples", "classes", "label JSD", "feature Hellinger"):
+        table.add_column(col, justify="right")
+    for client, size, classes, jsd, hel in format_table(report):
+        table.add_row(str(client), str(size), str(classes), f"{jsd:.3f}", f"{hel:.3f}")
+    Console().print(table)
+    Console().print(f"mean JSD {report['mean_jsd']:.3f} (max {report['max_jsd']:.3f}); "
+                    f"mean Hellinger {report['mean_hellinger']:.3f} (max {report['max_hellinger']:.3f})")
 
 
 def main() -> None:

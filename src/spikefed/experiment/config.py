@@ -108,6 +108,7 @@ class LocalTrainSettings(_Section):
     rate_lower: float = Field(0.0, ge=0, le=1)
     rate_upper: float = Field(1.0, ge=0, le=1)
     cosine_schedule: bool = True
+    local_steps: int | None = Field(None, ge=1, description="federated: cap on local steps per round")
 
     @field_validator("optimizer")
     @classmethod
@@ -141,6 +142,64 @@ class TrainSettings(_Section):
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: LocalTrainSettings = Field(default_factory=LocalTrainSettings)
+
+
+class PartitionSettings(_Section):
+    """How the training set is split among clients."""
+
+    method: Literal["iid", "dirichlet", "shards", "quantity", "feature"] = "dirichlet"
+    num_clients: int = Field(20, ge=1, description="clients in the federation")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller: more label skew)")
+    min_size: int = Field(10, ge=1, description="minimum samples per client (dirichlet, quantity)")
+    shards_per_client: int = Field(2, ge=1, description="shards per client (shards)")
+    exponent: float = Field(1.5, gt=0, description="power-law exponent of client sizes (quantity)")
+    noise_std: float = Field(0.1, ge=0, description="feature skew: per-client additive noise")
+    shift_std: float = Field(0.1, ge=0, description="feature skew: std of the per-client shift")
+    scale_low: float = Field(0.8, gt=0, description="feature skew: lower bound of the per-client gain")
+    scale_high: float = Field(1.2, gt=0, description="feature skew: upper bound of the per-client gain")
+
+
+class FederationSettings(_Section):
+    """Rounds, client sampling, the strategy and the execution engine."""
+
+    rounds: int = Field(30, ge=1)
+    fraction: float = Field(0.5, gt=0, le=1, description="fraction of clients sampled per round")
+    min_clients: int = Field(1, ge=1, description="sample at least this many clients per round")
+    strategy: Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold"] = "fedavg"
+    server_lr: float | None = Field(None, gt=0, description="server learning rate (None: the strategy's default)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM server momentum")
+    prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight mu")
+    beta1: float = Field(0.9, ge=0, lt=1, description="FedAdam/FedYogi/FedAdagrad first-moment decay")
+    beta2: float = Field(0.99, ge=0, lt=1, description="FedAdam/FedYogi second-moment decay")
+    tau: float = Field(1e-3, gt=0, description="adaptive server optimizers: adaptivity epsilon")
+    engine: Literal["cohort", "sequential"] = Field(
+        "cohort", description="cohort: sampled clients train as one batched computation; sequential: one by one")
+    eval_every: int = Field(1, ge=1, description="evaluate the global model every n rounds (and the last)")
+    max_update_norm: float | None = Field(None, gt=0, description="reject client updates whose L2 delta exceeds it")
+
+
+class EnergySettings(_Section):
+    """Energy model for the evaluation (joules per operation)."""
+
+    e_ac: float = Field(0.9e-12, ge=0, description="per accumulate (spike-driven synaptic event)")
+    e_mac: float = Field(4.6e-12, ge=0, description="per multiply-accumulate (non-binary input)")
+    e_spike: float = Field(0.0, ge=0, description="per emitted spike")
+
+
+def _default_local() -> "LocalTrainSettings":
+    return LocalTrainSettings(epochs=3, batch_size=32, lr=4e-3, cosine_schedule=False)
+
+
+class RunSettings(_Section):
+    """``spikefed run``: a federated experiment."""
+
+    seed: int = 0
+    data: DataSettings = Field(default_factory=DataSettings)
+    partition: PartitionSettings = Field(default_factory=PartitionSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    local: LocalTrainSettings = Field(default_factory=_default_local)
+    federation: FederationSettings = Field(default_factory=FederationSettings)
+    energy: EnergySettings = Field(default_factory=EnergySettings)
 
 
 # -- loading, overrides, errors -----------------------------------------------------------------------------

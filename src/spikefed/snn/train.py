@@ -62,6 +62,7 @@ class TrainConfig:
     rate_lower: float = 0.0
     rate_upper: float = 1.0
     cosine_schedule: bool = True
+    local_steps: int | None = None  # federated clients: cap on optimizer steps per round (None: whole epochs)
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -70,8 +71,9 @@ class TrainConfig:
 
         for name in ("epochs", "batch_size", "num_steps", "population"):
             positive_int(name, getattr(self, name))
-        if self.tbptt is not None:
-            positive_int("tbptt", self.tbptt)
+        for name in ("tbptt", "local_steps"):
+            if getattr(self, name) is not None:
+                positive_int(name, getattr(self, name))
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:

@@ -1,0 +1,278 @@
+"""How non-IID a federated partition is.
+
+- Label skew: Jensen-Shannon divergence between each client's label distribution and the global one::
+
+      JSD(p, q) = 1/2 KL(p || m) + 1/2 KL(q || m),   m = (p + q) / 2,   KL(a || b) = sum_i a_i log(a_i / b_i)
+
+  with ``0 log 0 = 0``. It is symmetric, 0 iff ``p = q``, and at most ``log 2`` (1 bit, reached for disjoint
+  supports).
+
+- Feature skew: Hellinger distance between Gaussian fits (mean, covariance) of a client's features and of all
+  features. For ``N(mu1, S1)`` and ``N(mu2, S2)``, with ``S = (S1 + S2) / 2``::
+
+      H^2 = 1 - det(S1)^(1/4) det(S2)^(1/4) / det(S)^(1/2) * exp(-1/8 (mu1 - mu2)^T S^(-1) (mu1 - mu2))
+
+  ``H`` lies in ``[0, 1]``: 0 for identical Gaussians, close to 1 for far-apart ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from spikefed.data.partition import _indices, _int, _labels, label_distribution
+
+#: Column names of the rows returned by :func:`format_table`.
+TABLE_COLUMNS: tuple[str, ...] = ("client", "size", "classes", "jsd", "hellinger")
+
+#: Valid ``covariance`` choices of :func:`client_heterogeneity`.
+COVARIANCES: tuple[str, ...] = ("full", "diag")
+
+#: Default ridge added to covariances in :func:`hellinger_gaussian` and :func:`client_heterogeneity`.
+EPS = 1e-6
+
+
+def _array(name: str, value: object) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a numeric array, got {type(value).__name__}") from None
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _distribution(name: str, value: object) -> np.ndarray:
+    arr = _array(name, value)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D vector, got shape {list(arr.shape)}")
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be nonnegative, got minimum {arr.min():g}")
+    total = arr.sum()
+    if not total > 0:
+        raise ValueError(f"{name} must have a positive sum, got {total:g}")
+    return arr / total
+
+
+def js_divergence(
+    p: Sequence[float] | np.ndarray | torch.Tensor,
+    q: Sequence[float] | np.ndarray | torch.Tensor,
+    base: float = 2.0,
+) -> float:
+    """Jensen-Shannon divergence ``1/2 KL(p||m) + 1/2 KL(q||m)``, ``m = (p+q)/2``, in units of ``log(base)``.
+
+    ``p`` and ``q`` are nonnegative vectors of one length with positive sums (counts are fine); each is divided by
+    its sum first. Terms with ``p_i = 0`` (resp. ``q_i = 0``) contribute 0. The result lies in
+    ``[0, log(2) / log(base)]``: ``[0, 1]`` for ``base = 2``, ``[0, ln 2]`` for ``base = e``.
+    """
+    if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(base) and base > 1
+    ):
+        raise ValueError(f"base must be a finite float > 1, got {base!r}")
+    pn = _distribution("p", p)
+    qn = _distribution("q", q)
+    if pn.shape != qn.shape:
+        raise ValueError(f"p and q must have the same length, got {pn.size} and {qn.size}")
+    m = 0.5 * (pn + qn)
+
+    def kl_to_m(a: np.ndarray) -> float:
+        s = a > 0  # there m >= a / 2 > 0
+        return float(np.sum(a[s] * np.log(a[s] / m[s])))
+
+    value = (0.5 * kl_to_m(pn) + 0.5 * kl_to_m(qn)) / math.log(base)
+    return float(min(max(value, 0.0), math.log(2.0) / math.log(base)))
+
+
+def _gaussian_args(mu: object, cov: object, which: str) -> tuple[np.ndarray, np.ndarray]:
+    m = np.atleast_1d(_array(f"mu{which}", mu))
+    if m.ndim != 1:
+        raise ValueError(f"mu{which} must be a 1-D vector, got shape {list(m.shape)}")
+    d = m.size
+    c = _array(f"cov{which}", cov)
+    if c.ndim < 2 and c.size == 1 and d == 1:
+        c = c.reshape(1, 1)
+    if c.shape != (d, d):
+        raise ValueError(f"cov{which} must have shape [{d}, {d}] to match mu{which}, got {list(c.shape)}")
+    return m, c
+
+
+def _cholesky(s: np.ndarray, name: str) -> np.ndarray:
+    try:
+        return np.linalg.cholesky(s)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{name} + eps*I must be symmetric positive definite; raise eps") from None
+
+
+def hellinger_gaussian(
+    mu1: Sequence[float] | np.ndarray | torch.Tensor,
+    cov1: np.ndarray | torch.Tensor,
+    mu2: Sequence[float] | np.ndarray | torch.Tensor,
+    cov2: np.ndarray | torch.Tensor,
+    eps: float = EPS,
+) -> float:
+    """Hellinger distance ``H in [0, 1]`` between ``N(mu1, cov1 + eps I)`` and ``N(mu2, cov2 + eps I)``.
+
+    With ``S1 = cov1 + eps I``, ``S2 = cov2 + eps I``, ``S = (S1 + S2) / 2`` and ``dmu = mu1 - mu2``::
+
+        log BC = 1/4 log det S1 + 1/4 log det S2 - 1/2 log det S - 1/8 dmu^T S^(-1) dmu
+        H      = sqrt(1 - BC)
+
+    (``BC``: Bhattacharyya coefficient). Log-determinants come from Cholesky factors (``log det S = 2 sum log
+    L_ii``; as stable as ``slogdet``, and the factorisation checks positive definiteness), so nothing over- or
+    underflows in high dimension. The ridge ``eps`` makes singular covariances usable (e.g. pixels that are
+    constant); a direction where both covariances are 0 then contributes nothing. Note that a covariance fitted
+    on fewer samples than dimensions is rank-deficient, so it is dominated by ``eps`` in the missing directions
+    and ``H`` tends to 1 against a full-rank one.
+
+    Args:
+        mu1, mu2: means ``[d]`` (a scalar for ``d = 1``).
+        cov1, cov2: covariances ``[d, d]`` (a scalar variance for ``d = 1``).
+        eps: ridge ``>= 0`` added to both diagonals.
+    """
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(eps) and eps >= 0
+    ):
+        raise ValueError(f"eps must be a finite float >= 0, got {eps!r}")
+    m1, c1 = _gaussian_args(mu1, cov1, "1")
+    m2, c2 = _gaussian_args(mu2, cov2, "2")
+    if m1.size != m2.size:
+        raise ValueError(f"mu1 and mu2 must have the same dimension, got {m1.size} and {m2.size}")
+    ridge = float(eps) * np.eye(m1.size)
+    s1 = c1 + ridge
+    s2 = c2 + ridge
+    s = 0.5 * (s1 + s2)
+    l1 = _cholesky(s1, "cov1")
+    l2 = _cholesky(s2, "cov2")
+    lm = _cholesky(s, "(cov1 + cov2) / 2")
+
+    def logdet(factor: np.ndarray) -> float:
+        return 2.0 * float(np.sum(np.log(np.diag(factor))))
+
+    z = np.linalg.solve(lm, m1 - m2)  # ||L^-1 dmu||^2 = dmu^T S^-1 dmu
+    log_bc = 0.25 * logdet(l1) + 0.25 * logdet(l2) - 0.5 * logdet(lm) - 0.125 * float(z @ z)
+    h2 = -math.expm1(min(log_bc, 0.0))  # 1 - BC, accurate near BC = 1
+    return math.sqrt(min(max(h2, 0.0), 1.0))
+
+
+def _fit_gaussian(x: np.ndarray, diag: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sample mean and unbiased covariance (``ddof = 1``) of rows ``x [n, D]``; zero covariance when ``n = 1``."""
+    mu = x.mean(axis=0)
+    if x.shape[0] < 2:
+        return mu, np.zeros((x.shape[1], x.shape[1]))
+    centred = x - mu
+    if diag:
+        return mu, np.diag(np.einsum("nd,nd->d", centred, centred) / (x.shape[0] - 1))
+    return mu, centred.T @ centred / (x.shape[0] - 1)
+
+
+#: Settings used for the reports (summary, ``spikefed partition``): with 64-D features and ~100 samples per client,
+#: a full covariance with a 1e-6 ridge makes every client look maximally different (H ~ 1 even for IID splits);
+#: a diagonal fit with a 1e-2 ridge separates IID (~0.26) from 2-shard clients (~0.91) on digits.
+REPORT_SETTINGS: dict[str, Any] = {"covariance": "diag", "eps": 1e-2}
+
+
+def client_heterogeneity(
+    x: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor | Sequence[int],
+    parts: Sequence[np.ndarray],
+    num_classes: int,
+    *,
+    eps: float = EPS,
+    covariance: str = "full",
+) -> dict[str, Any]:
+    """Per-client label and feature heterogeneity of a partition, against the whole set ``(x, labels)``.
+
+    For client ``i`` with samples ``parts[i]``:
+
+    - ``jsd[i] = JSD_2(counts_i, counts_all)``: base-2 :func:`js_divergence` of its label counts against the label
+      counts of all ``labels``, in ``[0, 1]``.
+    - ``hellinger[i] = H(N(mu_i, S_i), N(mu_all, S_all))``: :func:`hellinger_gaussian` (ridge ``eps``) between
+      Gaussian fits of its features and of all features. Features ``[n, ...]`` are flattened to ``[n, D]``; the
+      fit is the sample mean and the unbiased covariance (``ddof = 1``); with ``covariance="diag"`` only its
+      diagonal is kept (per-feature variances; then ``H^2 = 1 - prod_k BC_k`` over features). A client with one
+      sample has an undefined covariance: it is taken as 0, i.e. ``eps * I`` after the ridge (so ``H`` is near 1).
+
+    Caveat: with many features the full-covariance ``H`` saturates near 1 even for IID clients, because the
+    sampling noise of a ``D x D`` covariance fitted on ``n`` samples adds up over ``D^2`` entries, and because
+    features with (near-)zero variance make tiny ``eps`` ratios large. On digits (``D = 64``, 10 IID clients of
+    about 144 samples, unit scale) the mean ``H`` is about 0.99 at ``eps = 1e-6``; ``covariance="diag"`` with
+    ``eps = 1e-2`` gives about 0.26 for IID vs 0.9 for 2-shard clients. Compare values only at equal settings.
+
+    An empty client gets ``nan`` for both and is left out of the summaries. ``parts`` need not be a partition
+    (indices are only range-checked).
+
+    Returns:
+        ``{"sizes", "classes", "label_counts", "jsd", "hellinger"}`` (per-client lists: sample count, number
+        of classes present, ``[C]`` label counts, the two distances) and ``mean_jsd``, ``max_jsd``,
+        ``mean_hellinger``, ``max_hellinger`` (floats over non-empty clients; ``nan`` if all are empty).
+    """
+    if covariance not in COVARIANCES:
+        raise ValueError(f"unknown covariance {covariance!r}; valid choices: {', '.join(map(repr, COVARIANCES))}")
+    y = _labels(labels)
+    c = _int("num_classes", num_classes, 1)
+    feats = _array("x", x)
+    if feats.ndim < 1 or feats.shape[0] != y.size:
+        raise ValueError(
+            f"expected x of shape [N, ...] with N = len(labels) = {y.size}, got {list(feats.shape)}"
+        )
+    feats = feats.reshape(y.size, -1)
+    counts = label_distribution(y, parts, c)
+    global_counts = np.bincount(y, minlength=c)
+    diag = covariance == "diag"
+    mu_all, cov_all = _fit_gaussian(feats, diag)
+
+    sizes: list[int] = []
+    jsd: list[float] = []
+    hell: list[float] = []
+    for i, p in enumerate(parts):
+        idx = _indices(p, y.size, f"parts[{i}]")
+        sizes.append(int(idx.size))
+        if idx.size == 0:
+            jsd.append(math.nan)
+            hell.append(math.nan)
+            continue
+        jsd.append(js_divergence(counts[i], global_counts, base=2.0))
+        mu_i, cov_i = _fit_gaussian(feats[idx], diag)
+        hell.append(hellinger_gaussian(mu_i, cov_i, mu_all, cov_all, eps=eps))
+
+    def summary(values: list[float], how: Any) -> float:
+        kept = [v for v in values if not math.isnan(v)]
+        return float(how(kept)) if kept else math.nan
+
+    return {
+        "sizes": sizes,
+        "classes": [int(np.count_nonzero(row)) for row in counts],
+        "label_counts": counts.tolist(),
+        "jsd": jsd,
+        "hellinger": hell,
+        "mean_jsd": summary(jsd, np.mean),
+        "max_jsd": summary(jsd, max),
+        "mean_hellinger": summary(hell, np.mean),
+        "max_hellinger": summary(hell, max),
+    }
+
+
+def format_table(report: dict[str, Any]) -> list[tuple[int, int, int, float, float]]:
+    """Rows ``(client, size, classes present, jsd, hellinger)`` of a :func:`client_heterogeneity` report.
+
+    Plain values, one row per client in order; the column names are :data:`TABLE_COLUMNS`. Formatting is left
+    to the caller.
+    """
+    keys = ("sizes", "classes", "jsd", "hellinger")
+    if not isinstance(report, dict) or any(k not in report for k in keys):
+        raise ValueError(f"report must be a dict from client_heterogeneity with keys {', '.join(keys)}")
+    columns = [list(report[k]) for k in keys]
+    if len({len(col) for col in columns}) != 1:
+        raise ValueError(
+            "report lists must have one entry per client, got lengths "
+            + ", ".join(f"{k}={len(col)}" for k, col in zip(keys, columns))
+        )
+    return [
+        (i, int(size), int(classes), float(j), float(h))
+        for i, (size, classes, j, h) in enumerate(zip(*columns))
+    ]

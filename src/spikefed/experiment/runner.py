@@ -1,0 +1,227 @@
+"""``spikefed run``: config -> federation -> rounds -> run directory (metrics, summary, checkpoint, report).
+
+Run directory::
+
+    config.yaml        fully resolved settings
+    partition.json     per-client sizes, label distribution, heterogeneity (JSD, Hellinger)
+    metrics.jsonl      one JSON row per round
+    summary.json       final/best accuracy, rounds, bytes, wall time, heterogeneity
+    checkpoint.pt      everything needed to resume (written atomically every round)
+    report.html        plots (accuracy/loss, accuracy vs bytes, label heatmap, firing rates)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from ..data.digits import DatasetSplit, load_digits_split
+from ..data.partition import feature_transforms, label_distribution, partition as split_clients
+from ..federated.simulation import PURPOSE_INIT, PURPOSE_PARTITION, FederationSpec, Simulation, derive_seed
+from ..federated.strategies import make_strategy
+from ..hardware.energy import EnergyModel
+from .centralized import build_model
+from .config import ConfigError, RunSettings, TrainSettings, dump_yaml
+
+
+def load_data(settings: RunSettings) -> DatasetSplit:
+    return load_digits_split(test_size=settings.data.test_size, seed=settings.seed, scale=settings.data.scale)
+
+
+def make_partition(settings: RunSettings, data: DatasetSplit) -> tuple[list[np.ndarray], list[Any] | None]:
+    """Client index sets (and per-client feature transforms for feature skew), seeded by ``settings.seed``."""
+    p = settings.partition
+    n = int(data.y_train.shape[0])
+    if p.num_clients > n:
+        raise ConfigError(f"partition.num_clients={p.num_clients} exceeds the {n} training samples")
+    if p.method in ("dirichlet", "quantity") and p.num_clients * p.min_size > n:
+        raise ConfigError(f"partition.min_size={p.min_size} x num_clients={p.num_clients} exceeds the {n} "
+                          "training samples; lower one of them")
+    rng = np.random.default_rng(derive_seed(settings.seed, PURPOSE_PARTITION))
+    kwargs: dict[str, Any] = {}
+    if p.method == "dirichlet":
+        kwargs = {"alpha": p.alpha, "min_size": p.min_size}
+    elif p.method == "shards":
+        kwargs = {"shards_per_client": p.shards_per_client}
+    elif p.method == "quantity":
+        kwargs = {"exponent": p.exponent, "min_size": p.min_size}
+    try:
+        parts = split_clients(data.y_train.numpy(), p.num_clients, p.method, rng, **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"partition: {e}") from None
+    transforms = None
+    if p.method == "feature":
+        if p.scale_low > p.scale_high:
+            raise ConfigError("partition.scale_low must be <= partition.scale_high")
+        transforms = feature_transforms(p.num_clients, rng, noise_std=p.noise_std,
+                                                     scale_range=(p.scale_low, p.scale_high), shift_std=p.shift_std)
+    return parts, transforms
+
+
+def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
+    f = settings.federation
+    kw: dict[str, Any] = {}
+    if f.server_lr is not None:
+        kw["server_lr"] = f.server_lr
+    if f.strategy == "fedprox":
+        kw["mu"] = f.prox_mu
+    elif f.strategy == "fedavgm":
+        kw["momentum"] = f.momentum
+    elif f.strategy in ("fedadam", "fedyogi", "fedadagrad"):
+        kw.update(beta1=f.beta1, tau=f.tau)
+        if f.strategy != "fedadagrad":
+            kw["beta2"] = f.beta2
+    elif f.strategy == "scaffold":
+        kw["num_clients"] = settings.partition.num_clients
+    return kw
+
+
+def build_spec(settings: RunSettings) -> FederationSpec:
+    """Config -> data, partition, model, strategy (every random choice seeded by ``settings.seed``)."""
+    data = load_data(settings)
+    parts, transforms = make_partition(settings, data)
+    gen = torch.Generator().manual_seed(derive_seed(settings.seed, PURPOSE_INIT))
+    model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
+                                      train=settings.local), data.num_features, data.num_classes, gen)
+    strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
+    f = settings.federation
+    e = settings.energy
+    return FederationSpec(data=data, parts=parts, model=model, strategy=strategy,
+                          local=settings.local.to_train_config(), rounds=f.rounds, fraction=f.fraction,
+                          min_clients=f.min_clients, seed=settings.seed, engine=f.engine, eval_every=f.eval_every,
+                          max_update_norm=f.max_update_norm, energy=EnergyModel(e.e_ac, e.e_mac, e.e_spike),
+                          client_transforms=transforms)
+
+
+def fingerprint(settings: RunSettings) -> dict[str, Any]:
+    """What must match for a resume: every setting except the number of rounds."""
+    d = settings.model_dump(mode="json")
+    d["federation"].pop("rounds")
+    return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, Any]:
+    rows = sim.state.metrics
+    accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
+    last_eval = next((r for r in reversed(rows) if r.get("accuracy") is not None), {})
+    het = sim.heterogeneity
+    return _json_safe({
+        "final_accuracy": accs[-1] if accs else None,
+        "best_accuracy": max(accs) if accs else None,
+        "final_loss": last_eval.get("loss"),
+        "rounds": sim.state.round,
+        "clients": sim.num_clients,
+        "strategy": settings.federation.strategy,
+        "partition": settings.partition.method,
+        "total_bytes_up": sim.state.bytes_up,
+        "total_bytes_down": sim.state.bytes_down,
+        "wall_seconds": wall,
+        "train_seconds": sim.state.seconds,
+        "spikes_per_inference": last_eval.get("spikes"),
+        "synops_per_inference": last_eval.get("synops"),
+        "energy_per_inference_j": last_eval.get("energy_j"),
+        "rejected_updates": sum(r.get("rejected", 0) for r in rows),
+        "heterogeneity": {k: het[k] for k in ("mean_jsd", "max_jsd", "mean_hellinger", "max_hellinger",
+                                               "jsd", "hellinger", "sizes") if k in het},
+        "label_distribution": label_distribution(sim.spec.data.y_train.numpy(), sim.spec.parts,
+                                                 sim.spec.data.num_classes).tolist(),
+        "seed": settings.seed,
+    })
+
+
+class Run:
+    """A run directory plus its simulation: create fresh or resume, step rounds, write files."""
+
+    def __init__(self, settings: RunSettings, out_dir: Path, resume: bool = False) -> None:
+        self.settings = settings
+        self.dir = Path(out_dir)
+        self.spec = build_spec(settings)
+        self.sim = Simulation(self.spec)
+        self.checkpoint = self.dir / "checkpoint.pt"
+        self.started = time.perf_counter()
+        self.fingerprint = fingerprint(settings)
+        if resume:
+            if not self.checkpoint.is_file():
+                raise ConfigError(f"--resume {self.dir}: no checkpoint.pt there")
+            self.sim.load_checkpoint(self.checkpoint, self.fingerprint)
+            if self.sim.state.round > settings.federation.rounds:
+                raise ConfigError(f"checkpoint is at round {self.sim.state.round}, beyond federation.rounds="
+                                  f"{settings.federation.rounds}")
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.dir / "config.yaml", dump_yaml(settings))
+        het = self.sim.heterogeneity
+        _write_atomic(self.dir / "partition.json", json.dumps(_json_safe({
+            "sizes": [len(p) for p in self.spec.parts], "heterogeneity": het,
+            "label_distribution": label_distribution(self.spec.data.y_train.numpy(), self.spec.parts,
+                                                     self.spec.data.num_classes).tolist()})))
+        self._rewrite_metrics()
+
+    @property
+    def done(self) -> bool:
+        return self.sim.state.round >= self.settings.federation.rounds
+
+    def _rewrite_metrics(self) -> None:
+        text = "".join(json.dumps(_json_safe(r)) + "\n" for r in self.sim.state.metrics)
+        _write_atomic(self.dir / "metrics.jsonl", text)
+
+    def step(self) -> dict[str, Any]:
+        """One round; appends its metrics row and writes the checkpoint."""
+        row = self.sim.run_round()
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(_json_safe(row)) + "\n")
+        self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
+        return row
+
+    def finish(self) -> dict[str, Any]:
+        summary = summarize(self.sim, self.settings, time.perf_counter() - self.started)
+        _write_atomic(self.dir / "summary.json", json.dumps(summary, indent=2))
+        try:
+            from .report import write_report
+
+            write_report(self.dir)
+        except ImportError:  # pragma: no cover - report module optional during development
+            pass
+        return summary
+
+
+def default_run_dir(root: str | Path = "runs") -> Path:
+    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def run_experiment(settings: RunSettings, out_dir: Path, resume: bool = False,
+                   on_round: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) to ``federation.rounds``; returns the summary."""
+    run = Run(settings, out_dir, resume)
+    while not run.done:
+        row = run.step()
+        if on_round is not None:
+            on_round(row)
+    return run.finish()

@@ -1,0 +1,324 @@
+"""Manifold-aware aggregation of client parameters (pure functions).
+
+Every parameter lives on a :class:`~spikefed.manifold.Manifold`, and each manifold has a *chart*: a map to
+an (unbounded) coordinate space in which averaging and server-optimizer steps are done.
+
+==============  =====================  =========================  ==========================================
+kind            chart ``y = phi(w)``   inverse ``w = phi^-1(y)``  weighted mean of ``w_1..w_K`` with ``p_k``
+==============  =====================  =========================  ==========================================
+euclidean       ``w``                  ``y``                      ``sum_k p_k w_k``
+positive        ``log w``              ``exp y``                  ``exp(sum_k p_k log w_k)`` (geometric)
+unit_interval   ``logit w``            ``sigmoid y``              ``sigmoid(sum_k p_k logit w_k)``
+circular(P)     ``w``                  ``y mod P``                ``arg(sum_k p_k e^{i 2 pi w_k / P}) P / 2 pi``
+==============  =====================  =========================  ==========================================
+
+Means are computed in float64 and cast back to the dtype of the stack. For numerical exactness they are
+evaluated relative to the first client (``k = 0``), which is the same value in exact arithmetic:
+
+- chart manifolds: ``phi^-1(y_0 + sum_k p_k (y_k - y_0))`` with ``y_k = phi(w_k)``; elements on which all
+  clients agree return that common value exactly (no ulp drift from the chart round trip ``phi^-1(phi(w))``);
+- circular: ``w_0 + arg(sum_k p_k e^{i 2 pi (w_k - w_0) / P}) P / 2 pi``, wrapped into ``[0, P)`` (rotation
+  invariance of the phasor mean).
+
+**Circular mean of cancelling phasors.** When the resultant length ``|sum_k p_k e^{i theta_k}|`` is at most
+``16 * eps(dtype)`` (e.g. two equally weighted clients on opposite sides of the ring) the mean direction is
+undefined; the rule used here is: take the value of the client with the largest weight, the first such
+client on ties, wrapped into ``[0, P)``. The rule applies element-wise.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from spikefed.federated.types import ClientUpdate, ParamDict
+from spikefed.manifold import EUCLIDEAN, Manifold
+
+__all__ = [
+    "InvalidUpdate",
+    "aggregate_params",
+    "chart_difference",
+    "from_chart",
+    "normalized_weights",
+    "to_chart",
+    "update_delta_norm",
+    "validate_update",
+    "weighted_mean",
+    "wrap_circular",
+]
+
+
+class InvalidUpdate(ValueError):
+    """A client update that must not be aggregated. ``client_id`` says whose it is, ``reason`` why."""
+
+    def __init__(self, client_id: int, reason: str) -> None:
+        super().__init__(f"client {client_id}: invalid update: {reason}")
+        self.client_id = client_id
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:  # keep pickling (multiprocessing) working with the two-argument constructor
+        return (type(self), (self.client_id, self.reason))
+
+
+# ----------------------------------------------------------------------------------------------- weights
+
+
+def normalized_weights(num_samples: Sequence[int]) -> torch.Tensor:
+    """FedAvg weights ``p_k = n_k / sum_j n_j`` as a float64 tensor of shape ``[K]``.
+
+    Raises ``ValueError`` for an empty sequence or any ``n_k`` that is not a positive integer.
+    """
+    counts = list(num_samples)
+    if not counts:
+        raise ValueError("normalized_weights needs at least one sample count, got an empty sequence")
+    for k, n in enumerate(counts):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise ValueError(f"sample count #{k} must be an integer, got {n!r}")
+        if n < 1:
+            raise ValueError(f"sample count #{k} must be positive, got {n}")
+    n = torch.tensor([int(c) for c in counts], dtype=torch.float64)
+    return n / n.sum()
+
+
+def _check_weights(weights: torch.Tensor | Sequence[float], k: int) -> torch.Tensor:
+    """Weights as a float64 tensor ``[K]`` normalised to sum 1; ValueError unless finite, >= 0, sum > 0."""
+    p = torch.as_tensor(weights, dtype=torch.float64).detach()
+    if p.ndim != 1 or p.shape[0] != k:
+        raise ValueError(f"weights must have shape [{k}] (one per client), got {tuple(p.shape)}")
+    if not torch.isfinite(p).all():
+        raise ValueError(f"weights must be finite, got {p.tolist()}")
+    if (p < 0).any():
+        raise ValueError(f"weights must be non-negative, got {p.tolist()}")
+    total = p.sum()
+    if not total > 0:
+        raise ValueError(f"weights must not all be zero, got {p.tolist()}")
+    return p / total
+
+
+# ------------------------------------------------------------------------------------------------ charts
+
+
+def _period(manifold: Manifold) -> float:
+    assert manifold.period is not None
+    return float(manifold.period)
+
+
+def wrap_circular(x: torch.Tensor, period: float) -> torch.Tensor:
+    """``x mod P`` in ``[0, P)`` (new tensor); a value that rounds onto ``P`` itself becomes 0."""
+    y = torch.remainder(x, period)
+    return y.masked_fill(y >= period, 0.0)
+
+
+def to_chart(x: torch.Tensor, manifold: Manifold) -> torch.Tensor:
+    """Chart coordinates ``phi(x)``: identity (euclidean, circular), ``log x`` (positive), ``logit x``.
+
+    ``logit x = log x - log(1 - x)``. Values outside the manifold's domain give ``nan``/``inf``; validate
+    first (:func:`validate_update`).
+    """
+    if manifold.kind == "positive":
+        return torch.log(x)
+    if manifold.kind == "unit_interval":
+        return torch.log(x) - torch.log1p(-x)
+    return x.clone()
+
+
+def from_chart(y: torch.Tensor, manifold: Manifold) -> torch.Tensor:
+    """Inverse chart ``phi^-1(y)``: identity, ``exp y``, ``sigmoid y``, or ``y mod P`` in ``[0, P)``."""
+    if manifold.kind == "positive":
+        return torch.exp(y)
+    if manifold.kind == "unit_interval":
+        return torch.sigmoid(y)
+    if manifold.kind == "circular":
+        return wrap_circular(y, _period(manifold))
+    return y.clone()
+
+
+def chart_difference(a: torch.Tensor, b: torch.Tensor, manifold: Manifold) -> torch.Tensor:
+    """``phi(a) - phi(b)``; for circular(P) the shortest signed arc from ``b`` to ``a``, in ``(-P/2, P/2]``.
+
+    Circular: ``d = P/2 - ((P/2 - (a - b)) mod P)``, so that ``b + d == a (mod P)``.
+    """
+    if manifold.kind != "circular":
+        return to_chart(a, manifold) - to_chart(b, manifold)
+    period = _period(manifold)
+    half = period / 2.0
+    d = half - torch.remainder(half - (a - b), period)
+    return torch.where(d <= -half, d + period, d)  # float rounding can land remainder() on P itself
+
+
+# ------------------------------------------------------------------------------------------------- means
+
+
+def weighted_mean(
+    stack: torch.Tensor, weights: torch.Tensor | Sequence[float], manifold: Manifold = EUCLIDEAN
+) -> torch.Tensor:
+    """Weighted mean on ``manifold`` of a stack ``[K, *shape]`` of client values, weights ``p`` of shape ``[K]``.
+
+    Weights are normalised to sum to one (``p / sum p``); they must be finite and non-negative. Returns a
+    tensor of shape ``shape`` with the dtype and device of ``stack``; see the module docstring for the
+    formulas, the numerically exact evaluation and the rule for cancelling circular phasors.
+
+    Raises ``ValueError`` for a non-floating or empty stack, non-finite values, or values outside the domain
+    of a positive (``w > 0``) or unit-interval (``0 < w < 1``) manifold.
+    """
+    if not isinstance(stack, torch.Tensor) or not stack.is_floating_point():
+        raise ValueError(f"stack must be a floating-point tensor, got {getattr(stack, 'dtype', type(stack))}")
+    if stack.ndim < 1 or stack.shape[0] < 1:
+        raise ValueError(f"stack must have shape [K >= 1, ...], got {tuple(stack.shape)}")
+    k = stack.shape[0]
+    p = _check_weights(weights, k).to(stack.device)
+    x = stack.detach().to(torch.float64)
+    if not torch.isfinite(x).all():
+        raise ValueError("stack contains non-finite values")
+    if manifold.kind == "positive" and not (x > 0).all():
+        raise ValueError("values on a positive manifold must be > 0")
+    if manifold.kind == "unit_interval" and not ((x > 0) & (x < 1)).all():
+        raise ValueError("values on a unit_interval manifold must lie in (0, 1)")
+    pw = p.reshape((k,) + (1,) * (x.ndim - 1))
+
+    if manifold.kind == "circular":
+        period = _period(manifold)
+        ref = x[0]
+        theta = (x - ref) * (2.0 * math.pi / period)
+        re = (pw * torch.cos(theta)).sum(0)
+        im = (pw * torch.sin(theta)).sum(0)
+        mean = ref + torch.atan2(im, re) * (period / (2.0 * math.pi))
+        degenerate = torch.hypot(re, im) <= 16.0 * torch.finfo(stack.dtype).eps
+        if degenerate.any():
+            heaviest = int(torch.argmax(p))  # first index among ties
+            mean = torch.where(degenerate, x[heaviest], mean)
+        return wrap_circular(mean.to(stack.dtype), period)
+
+    y = to_chart(x, manifold)
+    y0 = y[0]
+    mean_chart = y0 + (pw * (y - y0)).sum(0)
+    mean = from_chart(mean_chart, manifold).to(stack.dtype)
+    # the mean of identical values is that value, exactly (the chart round trip may be off by an ulp)
+    same = (stack == stack[0]).all(0)
+    return torch.where(same, stack[0].detach(), mean)
+
+
+def aggregate_params(
+    updates: Sequence[ParamDict],
+    weights: torch.Tensor | Sequence[float],
+    manifolds: Mapping[str, Manifold] | None = None,
+) -> ParamDict:
+    """Per-parameter :func:`weighted_mean` of client parameter dicts.
+
+    ``out[name] = weighted_mean(stack_k updates[k][name], weights, manifolds.get(name, EUCLIDEAN))``.
+    Names and order follow ``updates[0]``; every update must hold the same names with the same shapes
+    (ValueError naming the offending update index and parameter otherwise). Each result has the dtype and
+    device of ``updates[0][name]``. Entries of ``manifolds`` for names not present are ignored.
+    """
+    if not updates:
+        raise ValueError("aggregate_params needs at least one update, got none")
+    manifolds = manifolds or {}
+    first = updates[0]
+    names = list(first)
+    for i, upd in enumerate(updates[1:], start=1):
+        if set(upd) != set(names):
+            missing, extra = sorted(set(names) - set(upd)), sorted(set(upd) - set(names))
+            raise ValueError(f"update #{i}: parameter names differ from update #0: missing {missing}, unexpected {extra}")
+    out: ParamDict = {}
+    for name in names:
+        ref = first[name]
+        for i, upd in enumerate(updates):
+            t = upd[name]
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                raise ValueError(f"update #{i}, parameter {name!r}: expected a floating-point tensor, got "
+                                 f"{getattr(t, 'dtype', type(t))}")
+            if t.shape != ref.shape:
+                raise ValueError(f"update #{i}, parameter {name!r}: shape {tuple(t.shape)} differs from "
+                                 f"update #0's {tuple(ref.shape)}")
+        dtype = ref.dtype
+        for upd in updates[1:]:
+            dtype = torch.promote_types(dtype, upd[name].dtype)
+        # the stack keeps the clients' (promoted) precision: it sets the circular degeneracy tolerance
+        stack = torch.stack([upd[name].detach().to(device=ref.device, dtype=dtype) for upd in updates])
+        try:
+            mean = weighted_mean(stack, weights, manifolds.get(name, EUCLIDEAN))
+        except ValueError as e:
+            raise ValueError(f"parameter {name!r}: {e}") from None
+        out[name] = mean.to(ref.dtype)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- validation
+
+
+def update_delta_norm(
+    params: ParamDict, reference: ParamDict, manifolds: Mapping[str, Manifold] | None = None
+) -> float:
+    """``||params - reference||_2`` over all tensors together: ``sqrt(sum_name sum_i (p_i - r_i)^2)``.
+
+    Circular parameters (when ``manifolds`` is given) use the wrapped difference in ``(-P/2, P/2]``; all
+    other kinds the plain difference of values. Computed in float64.
+    """
+    manifolds = manifolds or {}
+    total = 0.0
+    for name, ref in reference.items():
+        a = params[name].detach().to(device=ref.device, dtype=torch.float64)
+        b = ref.detach().to(torch.float64)
+        m = manifolds.get(name, EUCLIDEAN)
+        d = chart_difference(a, b, m) if m.kind == "circular" else a - b
+        total += float((d * d).sum())
+    return math.sqrt(total)
+
+
+def _check_tensor_dict(
+    client_id: int, what: str, got: ParamDict, reference: ParamDict, manifolds: Mapping[str, Manifold] | None
+) -> None:
+    if not isinstance(got, Mapping):
+        raise InvalidUpdate(client_id, f"{what} must be a name -> tensor dict, got {type(got).__name__}")
+    missing = [n for n in reference if n not in got]
+    extra = [n for n in got if n not in reference]
+    if missing or extra:
+        raise InvalidUpdate(client_id, f"{what}: missing parameters {missing}, unexpected parameters {extra}")
+    for name, ref in reference.items():
+        t = got[name]
+        if not isinstance(t, torch.Tensor):
+            raise InvalidUpdate(client_id, f"{what} {name!r}: expected a tensor, got {type(t).__name__}")
+        if t.shape != ref.shape:
+            raise InvalidUpdate(client_id, f"{what} {name!r}: expected shape {tuple(ref.shape)}, got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise InvalidUpdate(client_id, f"{what} {name!r}: expected a floating-point dtype, got {t.dtype}")
+        if not torch.isfinite(t).all():
+            raise InvalidUpdate(client_id, f"{what} {name!r}: contains non-finite values (nan/inf)")
+        if manifolds is not None:
+            m = manifolds.get(name, EUCLIDEAN)
+            if not m.contains(t.detach()):
+                raise InvalidUpdate(client_id, f"{what} {name!r}: values do not lie on its manifold {m}")
+
+
+def validate_update(
+    update: ClientUpdate,
+    reference: ParamDict,
+    max_norm: float | None = None,
+    manifolds: Mapping[str, Manifold] | None = None,
+) -> None:
+    """Raise :class:`InvalidUpdate` (naming ``update.client_id``) unless ``update`` is safe to aggregate.
+
+    Checks, in order: ``num_samples`` is an integer >= 1; ``params`` holds exactly the names of ``reference``,
+    each a floating-point tensor of the reference shape with finite values; when ``manifolds`` is given, every
+    value lies on its parameter's manifold (``Manifold.contains``); ``control_delta`` (if present) passes the
+    same structural and finiteness checks; and, when ``max_norm`` is given,
+    ``||params - reference||_2 <= max_norm`` (see :func:`update_delta_norm`).
+
+    A different floating dtype from the reference is accepted (aggregation works in float64).
+    """
+    cid = update.client_id
+    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0 and math.isfinite(max_norm)):
+        raise ValueError(f"max_norm must be a finite number > 0 or None, got {max_norm!r}")
+    n = update.num_samples
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise InvalidUpdate(cid, f"num_samples must be an integer >= 1, got {n!r}")
+    _check_tensor_dict(cid, "parameter", update.params, reference, manifolds)
+    if update.control_delta is not None:
+        _check_tensor_dict(cid, "control_delta", update.control_delta, reference, None)
+    if max_norm is not None:
+        norm = update_delta_norm(update.params, reference, manifolds)
+        if norm > max_norm:
+            raise InvalidUpdate(cid, f"update norm ||params - reference||_2 = {norm:.6g} exceeds max_norm = {max_norm:g}")

@@ -1,0 +1,413 @@
+"""Local training of a cohort of clients: one batched computation, and a sequential reference beside it.
+
+A round trains K sampled clients from the same global parameters. :func:`train_cohort` stacks the K copies
+of every parameter into ``[K, ...]`` tensors and runs all clients' mini-batches through the network at once:
+a linear layer is one ``baddbmm`` over ``[K, T*B, in]``, a spiking layer one fused LIF call over
+``[T, K, B, N]``. Clients own different amounts of data, so step ``j`` only involves the clients that still
+have a batch at ``j``; batches shorter than the longest are padded and masked (padded samples carry weight 0).
+Each client's loss is the mean over its own batch, so summing the K losses gives every client exactly its own
+gradient. The optimizer (Adam or SGD with momentum, as ``torch.optim``) keeps per-client moments and step
+counts and only moves the clients that took a step.
+
+:func:`train_sequential` trains the same clients one after another with a plain :class:`SpikingMLP` and
+``torch.optim``, drawing the same batches from the same per-client generators; the tests check that both give
+the same client parameters.
+
+Local objective of client k (``w_t``: the global parameters of the round)::
+
+    L_k(w) = mean_{b in batch} loss(f_w(x_b), y_b) + activity regularisers + (mu / 2) ||w - w_t||^2   (FedProx)
+
+and with SCAFFOLD the gradient is corrected to ``g + c - c_k`` before the optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..manifold import manifold_of
+from ..snn.encoding import encode
+from ..snn.kernels import lif_fused
+from ..snn.losses import soft_first_spike_time
+from ..snn.models import SpikingMLP
+from ..snn.neurons import IF, LIF
+from ..snn.train import TrainConfig, group_population, make_optimizer, predict, task_loss
+from .types import ClientUpdate, FitInstructions, ParamDict, clone_params, load_params_
+
+ENGINES = ("cohort", "sequential")
+
+
+@dataclass
+class ClientData:
+    """One client's local training data (features ``[n, *F]``, labels ``[n]``)."""
+
+    client_id: int
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.y.shape[0])
+
+
+def client_schedule(n: int, cfg: TrainConfig, generator: torch.Generator) -> list[torch.Tensor]:
+    """The client's mini-batches for one round: ``cfg.epochs`` seeded permutations cut into batches.
+
+    All permutations are drawn first, so the generator's later draws (stochastic encoders) do not depend on
+    how the batches are executed. ``cfg.local_steps`` (if set) caps the number of steps.
+    """
+    perms = [torch.randperm(n, generator=generator) for _ in range(cfg.epochs)]
+    batches = [p[i:i + cfg.batch_size] for p in perms for i in range(0, n, cfg.batch_size)]
+    return batches[:cfg.local_steps] if cfg.local_steps else batches
+
+
+def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
+    """``None`` if the batched engine supports this model/config, else the reason (use the sequential one)."""
+    if not isinstance(model, SpikingMLP):
+        return f"the batched cohort engine supports SpikingMLP, got {type(model).__name__}"
+    if any(type(n) not in (LIF, IF) for n in model.neurons):
+        return "the batched cohort engine supports LIF and IF neurons"
+    if any(n.refractory for n in model.neurons):
+        return "the batched cohort engine does not support refractory periods"
+    if cfg.tbptt is not None:
+        return "the batched cohort engine runs full BPTT (tbptt must be unset)"
+    return None
+
+
+# -- functional, stacked forward ----------------------------------------------------------------------------
+
+def _stacked(params: ParamDict, name: str, default: torch.Tensor, k: int) -> torch.Tensor:
+    """A neuron parameter as ``[K, 1, N]`` (stacked per client) or the module's fixed buffer."""
+    if name in params:
+        p = params[name]
+        return p.reshape(k, 1, *p.shape[1:]) if p.dim() > 1 else p.reshape(k, 1, 1)
+    return default
+
+
+def cohort_forward(model: SpikingMLP, params: ParamDict, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Forward of K stacked copies of ``model``: ``x [T, K, B, in]`` -> output ``[T, K, B, C]``, spiking layers.
+
+    ``params[name]`` has shape ``[K, *shape]`` for every ``model.named_parameters()`` name.
+    """
+    steps, k, b, _ = x.shape
+    h = x
+    spikes: list[torch.Tensor] = []
+    for i, lin in enumerate(model.linears):
+        w = params[f"linears.{i}.weight"]  # [K, out, in]
+        flat = h.transpose(0, 1).reshape(k, steps * b, h.shape[-1])
+        if f"linears.{i}.bias" in params:
+            z = torch.baddbmm(params[f"linears.{i}.bias"].unsqueeze(1), flat, w.transpose(1, 2))
+        else:
+            z = torch.bmm(flat, w.transpose(1, 2))
+        h = z.view(k, steps, b, -1).transpose(0, 1)  # [T, K, B, out], K-major memory
+        if i < len(model.neurons):
+            neuron = model.neurons[i]
+            beta = _stacked(params, f"neurons.{i}.beta", neuron.beta, k)
+            thr = _stacked(params, f"neurons.{i}.threshold", neuron.threshold, k)
+            vr = _stacked(params, f"neurons.{i}.reset_value", neuron.reset_value, k)
+            if f"neurons.{i}.beta" in params:
+                beta = beta.clamp(1e-4, 1 - 1e-4)
+            if f"neurons.{i}.threshold" in params:
+                thr = thr.clamp(min=1e-4)
+            s, _ = lif_fused(h, None, beta, thr, vr, neuron.reset, neuron.detach_reset, neuron.surrogate)
+            if neuron.graded:
+                s = s * _stacked(params, f"neurons.{i}.amplitude", neuron.amplitude, k)
+            h = s
+            spikes.append(s)
+    if model.integrator is not None:
+        from ..snn.kernels import lowpass
+
+        beta = _stacked(params, "integrator.beta", model.integrator.beta, k)
+        out = lowpass(h, beta)
+        return out, spikes
+    return h, spikes
+
+
+def per_sample_loss(output: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Task loss per sample: ``output [T, K, B, C]``, ``y [K, B]`` -> ``[K, B]`` (same as the trainer's loss)."""
+    steps, k, b, _ = output.shape
+    out = group_population(output.reshape(steps, k * b, -1), cfg.population)
+    c = out.shape[-1]
+    yf = y.reshape(k * b)
+    if cfg.loss == "mse_count":
+        counts = out.sum(0)
+        target = torch.full_like(counts, cfg.incorrect_rate * steps)
+        target.scatter_(1, yf.unsqueeze(1), cfg.correct_rate * steps)
+        loss = ((counts - target) ** 2).mean(1)
+    elif cfg.loss == "ce_count":
+        loss = F.cross_entropy(out.sum(0), yf, reduction="none")
+    elif cfg.loss == "ce_membrane":
+        if cfg.membrane_reduction == "time_mean":
+            loss = F.cross_entropy(out.reshape(steps * k * b, c), yf.repeat(steps), reduction="none")
+            loss = loss.view(steps, k * b).mean(0)
+        elif cfg.membrane_reduction == "max":
+            loss = F.cross_entropy(out.amax(0), yf, reduction="none")
+        else:
+            loss = F.cross_entropy(out[-1], yf, reduction="none")
+    else:
+        loss = F.cross_entropy(-cfg.temporal_scale * soft_first_spike_time(out), yf, reduction="none")
+    return loss.view(k, b)
+
+
+def _masked_regularizers(spikes: list[torch.Tensor], mask: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Per-client activity regularisers ``[K]`` over the valid samples (matches :func:`snn.train.objective`)."""
+    k = mask.shape[0]
+    total = torch.zeros(k, dtype=spikes[0].dtype)
+    n_valid = mask.sum(1).clamp(min=1)  # [K]
+    w = mask.to(spikes[0].dtype)
+    if cfg.reg_l1:
+        num = sum((s.abs().sum((0, 3)) * w).sum(1) for s in spikes)
+        den = sum(s.shape[0] * s.shape[-1] for s in spikes) * n_valid
+        total = total + cfg.reg_l1 * num / den
+    if cfg.reg_l2:
+        num = sum(((s.mean(0) ** 2).sum(-1) * w).sum(1) for s in spikes)
+        den = sum(s.shape[-1] for s in spikes) * n_valid
+        total = total + cfg.reg_l2 * num / den
+    if cfg.reg_bounds:
+        for s in spikes:
+            rates = (s.mean(0) * w.unsqueeze(-1)).sum(1) / n_valid.unsqueeze(-1)  # [K, N]
+            pen = F.relu(cfg.rate_lower - rates).pow(2).mean(1) + F.relu(rates - cfg.rate_upper).pow(2).mean(1)
+            total = total + cfg.reg_bounds * pen
+    return total
+
+
+# -- stacked optimizer --------------------------------------------------------------------------------------
+
+class StackedOptimizer:
+    """Adam / SGD(momentum) over stacked ``[K, ...]`` parameters with per-client step counts and a mask.
+
+    The update of client k is exactly that of ``torch.optim.Adam`` / ``torch.optim.SGD`` on its own slice
+    (L2 weight decay added to the gradient, Adam bias correction with the client's own step count).
+    """
+
+    def __init__(self, params: ParamDict, cfg: TrainConfig, k: int) -> None:
+        self.params, self.cfg = params, cfg
+        self.steps = torch.zeros(k, dtype=torch.int64)
+        self.m = {n: torch.zeros_like(p) for n, p in params.items()}
+        self.v = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.optimizer == "adam" else {}
+
+    @torch.no_grad()
+    def step(self, grads: ParamDict, active: torch.Tensor) -> None:
+        cfg = self.cfg
+        self.steps[active] += 1
+        idx = active.nonzero().flatten()
+        for name, p in self.params.items():
+            g = grads[name][idx]
+            pa = p[idx]
+            if cfg.weight_decay:
+                g = g + cfg.weight_decay * pa
+            if cfg.optimizer == "adam":
+                b1, b2, eps = 0.9, 0.999, 1e-8
+                m = self.m[name][idx].mul_(b1).add_(g, alpha=1 - b1)
+                v = self.v[name][idx].mul_(b2).addcmul_(g, g, value=1 - b2)
+                t = self.steps[idx].to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
+                bc1 = 1 - b1**t
+                bc2 = 1 - b2**t
+                denom = (v.sqrt() / bc2.sqrt()).add_(eps)
+                pa = pa - (cfg.lr / bc1) * m / denom
+                self.m[name][idx] = m
+                self.v[name][idx] = v
+            else:
+                first = (self.steps[idx] == 1).view(-1, *([1] * (p.dim() - 1)))
+                buf = torch.where(first, g, self.m[name][idx] * cfg.momentum + g) if cfg.momentum else g
+                self.m[name][idx] = buf
+                pa = pa - cfg.lr * buf
+            p[idx] = pa
+            manifold = manifold_of(p)
+            if manifold.kind != "euclidean":
+                manifold.project_(p)
+
+
+def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tensor]], step: int,
+                  active: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]``, y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``."""
+    batches = [schedules[k][step] for k in active]
+    bmax = max(len(b) for b in batches)
+    feat = clients[active[0]].x.shape[1:]
+    x = torch.zeros((len(active), bmax, *feat), dtype=clients[active[0]].x.dtype)
+    y = torch.zeros((len(active), bmax), dtype=torch.int64)
+    mask = torch.zeros((len(active), bmax), dtype=torch.bool)
+    for row, (k, b) in enumerate(zip(active, batches)):
+        x[row, :len(b)] = clients[k].x[b]
+        y[row, :len(b)] = clients[k].y[b]
+        mask[row, :len(b)] = True
+    return x, y, mask
+
+
+def _encode_cohort(x: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig, gens: list[torch.Generator]) -> torch.Tensor:
+    """``x [Ka, B, *F]`` -> ``[T, Ka, B, *F]`` (K-major memory). Stochastic encoders draw per client, for its
+    valid samples only (so the draws are those of training the client alone); padded rows stay zero."""
+    if cfg.encoder == "direct":
+        return x.unsqueeze(1).expand(x.shape[0], cfg.num_steps, *x.shape[1:]).contiguous().transpose(0, 1)
+    out = torch.zeros((x.shape[0], cfg.num_steps, *x.shape[1:]), dtype=x.dtype)
+    for i, g in enumerate(gens):
+        n = int(mask[i].sum())
+        out[i, :, :n] = encode(cfg.encoder, x[i, :n], cfg.num_steps, generator=g, **cfg.encoder_kwargs)
+    return out.transpose(0, 1)
+
+
+def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[ClientData],
+                 generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
+                 controls: Sequence[ParamDict | None] | None = None) -> list[ClientUpdate]:
+    """Train every client in ``clients`` from ``global_params`` as one batched computation.
+
+    ``generators[k]`` is client k's own generator (batch order, stochastic encoding). ``controls[k]`` is
+    SCAFFOLD's client control variate ``c_k`` (with ``fit.server_control`` = c). Returns one update per client.
+    """
+    reason = supports_cohort(model, cfg)
+    if reason is not None:
+        raise ValueError(reason)
+    k = len(clients)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    stacked = {n: global_params[n].detach().unsqueeze(0).repeat(k, *([1] * global_params[n].dim())).clone()
+               for n in names}
+    for n, p in model.named_parameters():
+        if n in stacked:
+            setattr(stacked[n], "_spikefed_manifold", manifold_of(p))
+    schedules = [client_schedule(c.num_samples, cfg, g) for c, g in zip(clients, generators)]
+    n_steps = torch.tensor([len(s) for s in schedules])
+    opt = StackedOptimizer(stacked, cfg, k)
+    anchor = {n: global_params[n].detach() for n in names}
+    correction = None
+    if fit.server_control is not None:
+        if controls is None or len(controls) != k:
+            raise ValueError("SCAFFOLD needs one client control variate per client")
+        correction = {n: torch.stack([fit.server_control[n] - (c[n] if c is not None else 0 * fit.server_control[n])
+                                      for c in controls]) for n in names}
+    loss_sum = torch.zeros(k, dtype=torch.float64)
+    correct = torch.zeros(k, dtype=torch.int64)
+    seen = torch.zeros(k, dtype=torch.int64)
+    for j in range(int(n_steps.max()) if k else 0):
+        active_mask = n_steps > j
+        active = active_mask.nonzero().flatten().tolist()
+        xb, yb, mask = _gather_batch(clients, schedules, j, active)
+        xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
+        leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
+        out, spikes = cohort_forward(model, leaves, xs)
+        per = per_sample_loss(out, yb, cfg)
+        w = mask.to(per.dtype)
+        counts = w.sum(1)
+        client_loss = (per * w).sum(1) / counts
+        reg = _masked_regularizers(spikes, mask, cfg) if (cfg.reg_l1 or cfg.reg_l2 or cfg.reg_bounds) else 0.0
+        total = client_loss + reg
+        if fit.prox_mu:
+            prox = sum(((leaves[n] - anchor[n]) ** 2).flatten(1).sum(1) for n in names)
+            total = total + 0.5 * fit.prox_mu * prox
+        grads_list = torch.autograd.grad(total.sum(), [leaves[n] for n in names])
+        grads = {n: torch.zeros_like(stacked[n]) for n in names}
+        act_idx = torch.tensor(active)
+        for n, g in zip(names, grads_list):
+            if correction is not None:
+                g = g + correction[n][act_idx]
+            grads[n][act_idx] = g
+        if cfg.grad_clip is not None:
+            norms = torch.sqrt(sum((grads[n].flatten(1) ** 2).sum(1) for n in names))
+            scale = (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0)
+            for n in names:
+                grads[n].mul_(scale.view(-1, *([1] * (grads[n].dim() - 1))))
+        opt.step(grads, active_mask)
+        with torch.no_grad():
+            pred = _predict_cohort(out.detach(), cfg)
+            loss_sum[act_idx] += (per.detach() * w).sum(1).double()
+            correct[act_idx] += ((pred == yb) & mask).sum(1)
+            seen[act_idx] += counts.long()
+    updates = []
+    for i, c in enumerate(clients):
+        params = {n: stacked[n][i].detach().clone() for n in names}
+        steps = int(n_steps[i])
+        control_delta = None
+        if correction is not None:
+            assert fit.server_control is not None
+            control_delta = scaffold_control_delta(params, anchor, fit.server_control, steps, cfg.lr)
+        updates.append(ClientUpdate(
+            client_id=c.client_id, num_samples=c.num_samples, params=params, steps=steps,
+            metrics={"loss": float(loss_sum[i] / max(int(seen[i]), 1)), "accuracy": float(correct[i]) / max(int(seen[i]), 1),
+                     "steps": steps},
+            control_delta=control_delta))
+    return updates
+
+
+def _predict_cohort(out: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    steps, k, b, c = out.shape
+    return predict(out.reshape(steps, k * b, c), cfg).view(k, b)
+
+
+def scaffold_control_delta(params: ParamDict, anchor: ParamDict, server_control: ParamDict, steps: int,
+                           lr: float) -> ParamDict:
+    """SCAFFOLD option II: ``c_k^+ = c_k - c + (x - y_k) / (K_steps * lr)``, so ``c_k^+ - c_k = (x - y_k) /
+    (K_steps * lr) - c`` (``x``: global parameters, ``y_k``: the client's after ``K_steps`` local SGD steps)."""
+    return {n: (anchor[n] - params[n]) / (max(steps, 1) * lr) - server_control[n] for n in params}
+
+
+# -- sequential reference -----------------------------------------------------------------------------------
+
+def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: Sequence[ClientData],
+                     generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
+                     controls: Sequence[ParamDict | None] | None = None) -> list[ClientUpdate]:
+    """Reference: each client trained alone with ``torch.optim`` on a private copy of ``model``.
+
+    Works for any model (conv nets, recurrent neurons, truncated BPTT); :func:`train_cohort` must agree with
+    it where both apply.
+    """
+    import copy
+
+    from ..snn.train import backward_batch, encode_inputs
+    from ..manifold import project_parameters_
+
+    updates = []
+    for i, (c, gen) in enumerate(zip(clients, generators)):
+        local = copy.deepcopy(model)
+        load_params_(local, global_params)
+        names = [n for n, p in local.named_parameters() if p.requires_grad]
+        anchor = {n: global_params[n].detach() for n in names}
+        params = dict(local.named_parameters())
+        opt = make_optimizer(local.parameters(), cfg)
+        correction = None
+        if fit.server_control is not None:
+            ck = controls[i] if controls is not None else None
+            correction = {n: fit.server_control[n] - (ck[n] if ck is not None else 0) for n in names}
+        extra = None
+        if fit.prox_mu:
+            def extra() -> torch.Tensor:  # noqa: E306
+                return 0.5 * fit.prox_mu * sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
+        schedule = client_schedule(c.num_samples, cfg, gen)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for batch in schedule:
+            xb, yb = c.x[batch], c.y[batch]
+            opt.zero_grad(set_to_none=True)
+            loss, out = backward_batch(local, encode_inputs(xb, cfg, gen), yb, cfg, extra)
+            if correction is not None:
+                for n in names:
+                    params[n].grad.add_(correction[n])
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(local.parameters(), cfg.grad_clip)
+            opt.step()
+            project_parameters_(local)
+            task = float(task_loss(out.output.detach(), yb, cfg))
+            loss_sum += task * len(batch)
+            correct += int((predict(out.output.detach(), cfg) == yb).sum())
+            seen += len(batch)
+        new = {n: params[n].detach().clone() for n in names}
+        control_delta = None
+        if fit.server_control is not None:
+            control_delta = scaffold_control_delta(new, anchor, fit.server_control, len(schedule), cfg.lr)
+        updates.append(ClientUpdate(
+            client_id=c.client_id, num_samples=c.num_samples, params=new, steps=len(schedule),
+            metrics={"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "steps": len(schedule)},
+            control_delta=control_delta))
+    return updates
+
+
+def train_clients(engine: str, model: torch.nn.Module, global_params: ParamDict, clients: Sequence[ClientData],
+                  generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
+                  controls: Sequence[ParamDict | None] | None = None) -> list[ClientUpdate]:
+    """Dispatch to the batched cohort engine or the sequential reference (``engine``: cohort | sequential)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine == "cohort" and supports_cohort(model, cfg) is None:
+        return train_cohort(model, global_params, clients, generators, cfg, fit, controls)  # type: ignore[arg-type]
+    return train_sequential(model, global_params, clients, generators, cfg, fit, controls)

@@ -1,0 +1,622 @@
+"""Server-side federated strategies: a few small hooks plus a server optimizer on the pseudo-gradient.
+
+A strategy is driven by the simulation (or deployment) loop once per round ``t``::
+
+    instructions = strategy.configure_fit(t, global_params)        # sent to the sampled clients
+    updates = [client.fit(global_params, instructions) ...]        # ClientUpdate per participating client
+    global_params = strategy.aggregate_fit(t, global_params, updates, manifolds)
+
+Default aggregation (all strategies but SCAFFOLD's weighting)::
+
+    p_k    = n_k / sum_j n_j                                        (sample-count weights)
+    target = aggregate_params([w_k], p, manifolds)                   (manifold-aware weighted mean)
+    g      = chart_difference(x, target)                             (pseudo-gradient, per tensor, in the chart)
+    phi(x) <- server_optimizer(phi(x), g);  x <- project(phi^-1(phi(x)))
+
+so that plain SGD with ``lr = 1`` gives ``x <- target`` (FedAvg). ``phi`` is the manifold chart (identity,
+log, logit; circular values step on the raw value with a wrapped ``g`` and are wrapped back into ``[0, P)``);
+the final projection clamps positive / unit-interval values to at least ``EPS`` from the boundary, so the
+global model always stays on its manifolds.
+
+Server optimizers (``Delta = -g = target - x`` in chart coordinates, element-wise):
+
+- FedAvg / FedProx: ``x <- x - lr g`` (for ``lr == 1`` the target is returned as is, bit-exact).
+- FedAvgM: ``v <- beta v + g``; ``x <- x - lr v`` (``v_0 = 0``; same as ``torch.optim.SGD(momentum=beta)``).
+- FedAdagrad / FedAdam / FedYogi, Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2::
+
+      m <- b1 m + (1 - b1) Delta
+      v <- v + Delta^2                                   (Adagrad)
+      v <- b2 v + (1 - b2) Delta^2                       (Adam)
+      v <- v - (1 - b2) Delta^2 sign(v - Delta^2)        (Yogi)
+      x <- x + lr m / (sqrt(v) + tau)
+
+  with ``m_{-1} = 0`` and ``v_{-1} = initial_accumulator`` (default ``tau^2``, the smallest value the paper's
+  Algorithm 2 allows). As in the paper there is **no bias correction** of ``m`` or ``v``.
+- SCAFFOLD (Karimireddy et al. 2020, Algorithm 1, server side): ``x <- x + lr mean_{k in S}(y_k - x)`` with
+  the **unweighted** mean over the participating clients as in the paper (``sample_weighted=True`` uses
+  ``p_k`` instead), evaluated manifold-aware like the target above; control variate
+  ``c <- c + (|S| / N) mean_{k in S} control_delta_k`` (always unweighted: it keeps ``c = mean_i c_i`` over
+  all ``N`` clients). ``c_0 = 0``.
+
+Every ``aggregate_fit`` validates each update against the current global parameters (names, shapes, floating
+dtype, finite values, values on their manifolds, ``num_samples >= 1``, unique client ids) and raises
+:class:`~spikefed.federated.aggregation.InvalidUpdate` naming the client: a bad update is never averaged in
+or dropped silently; callers wanting to *exclude* bad clients filter with
+:func:`~spikefed.federated.aggregation.validate_update` (which also offers a norm bound) first.
+``aggregate_fit`` never mutates its inputs, and it only commits its new optimizer state when the whole step
+succeeded (a failing round leaves the strategy unchanged).
+
+State (``state_dict``) is a plain dict of strings, numbers and ``{slot: {parameter name: tensor}}`` buffers,
+safe for ``torch.save`` / ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from spikefed.federated.aggregation import (
+    InvalidUpdate,
+    aggregate_params,
+    chart_difference,
+    from_chart,
+    normalized_weights,
+    to_chart,
+    validate_update,
+)
+from spikefed.federated.types import ClientUpdate, FitInstructions, ParamDict
+from spikefed.manifold import EUCLIDEAN, Manifold
+
+__all__ = [
+    "STRATEGIES",
+    "STATE_FORMAT",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedProx",
+    "FedYogi",
+    "Scaffold",
+    "Strategy",
+    "adaptive_step",
+    "make_strategy",
+    "momentum_step",
+    "sgd_step",
+]
+
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold")
+
+#: Version of the ``state_dict`` layout.
+STATE_FORMAT = 1
+
+AdaptiveRule = Literal["adagrad", "adam", "yogi"]
+
+# ------------------------------------------------------------------------------- functional optimizer core
+
+
+def sgd_step(x: torch.Tensor, g: torch.Tensor, lr: float) -> torch.Tensor:
+    """``x - lr g`` (new tensor)."""
+    return x - lr * g
+
+
+def momentum_step(
+    x: torch.Tensor, g: torch.Tensor, velocity: torch.Tensor, lr: float, momentum: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heavy-ball step: ``v' = momentum v + g``, ``x' = x - lr v'``. Returns ``(x', v')`` (new tensors)."""
+    v = momentum * velocity + g
+    return x - lr * v, v
+
+
+def adaptive_step(
+    x: torch.Tensor,
+    g: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    rule: AdaptiveRule,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    tau: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One FedOpt step of Reddi et al. (2021), Algorithm 2, with ``Delta = -g``. Returns ``(x', m', v')``.
+
+    ``m' = b1 m + (1 - b1) Delta``; ``v'`` per ``rule`` (``adagrad``: ``v + Delta^2``; ``adam``:
+    ``b2 v + (1 - b2) Delta^2``; ``yogi``: ``v - (1 - b2) Delta^2 sign(v - Delta^2)``);
+    ``x' = x + lr m' / (sqrt(v') + tau)``. No bias correction. ``beta2`` is ignored by ``adagrad``.
+    """
+    delta = -g
+    d2 = delta * delta
+    m_new = beta1 * m + (1.0 - beta1) * delta
+    if rule == "adagrad":
+        v_new = v + d2
+    elif rule == "adam":
+        v_new = beta2 * v + (1.0 - beta2) * d2
+    elif rule == "yogi":
+        v_new = v - (1.0 - beta2) * d2 * torch.sign(v - d2)
+    else:
+        raise ValueError(f"unknown adaptive rule {rule!r}; valid rules: adagrad, adam, yogi")
+    return x + lr * m_new / (torch.sqrt(v_new) + tau), m_new, v_new
+
+
+# ------------------------------------------------------------------------------------- argument checking
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return float(value)
+
+
+def _positive(name: str, value: Any) -> float:
+    v = _real(name, value)
+    if not v > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return v
+
+
+def _non_negative(name: str, value: Any) -> float:
+    v = _real(name, value)
+    if v < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return v
+
+
+def _unit_beta(name: str, value: Any) -> float:
+    v = _real(name, value)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+    return v
+
+
+# -------------------------------------------------------------------------------------------- strategies
+
+
+class Strategy:
+    """Base strategy: FedAvg-style aggregation to a target, then a server optimizer step in chart space.
+
+    Subclasses set ``name``, the per-parameter state ``slots`` they keep, :meth:`config` (hyperparameters),
+    and :meth:`_chart_step` (the server optimizer); see the module docstring for the formulas.
+    """
+
+    name: ClassVar[str] = "strategy"
+    #: Names of per-parameter state buffers (``{slot: {param name: tensor}}`` in the state dict).
+    slots: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        self.rounds_aggregated: int = 0
+        self.last_round: int = -1
+        self._buffers: dict[str, ParamDict] = {slot: {} for slot in self.slots}
+
+    # -- configuration ---------------------------------------------------------------------------------
+
+    def config(self) -> dict[str, float | int | bool]:
+        """The strategy's hyperparameters (plain values); stored in, and checked against, the state dict."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+    # -- hooks -----------------------------------------------------------------------------------------
+
+    def configure_fit(self, rnd: int, global_params: ParamDict) -> FitInstructions:
+        """Instructions for the clients of round ``rnd`` (plain FedAvg: just the round number)."""
+        return FitInstructions(round=rnd)
+
+    def client_weights(self, updates: Sequence[ClientUpdate]) -> torch.Tensor:
+        """Aggregation weights ``p_k = n_k / sum_j n_j`` (float64, one per update)."""
+        return normalized_weights([u.num_samples for u in updates])
+
+    def aggregate_fit(
+        self,
+        rnd: int,
+        global_params: ParamDict,
+        updates: Sequence[ClientUpdate],
+        manifolds: Mapping[str, Manifold] | None = None,
+    ) -> ParamDict:
+        """New global parameters from the round-``rnd`` client ``updates`` (inputs are not mutated).
+
+        Raises :class:`InvalidUpdate` for a bad update (naming the client) and ``ValueError`` for bad global
+        parameters, an empty round, or a server step that leaves the manifold's finite range; on any error
+        the strategy state is unchanged.
+        """
+        manifolds = dict(manifolds or {})
+        self._check_round(rnd, global_params, updates, manifolds)
+        target = aggregate_params([u.params for u in updates], self.client_weights(updates), manifolds)
+        target = {n: t.to(device=global_params[n].device, dtype=global_params[n].dtype) for n, t in target.items()}
+        new_params, new_buffers = self._server_update(rnd, global_params, target, updates, manifolds)
+        for n, t in new_params.items():
+            if not torch.isfinite(t).all():
+                raise ValueError(
+                    f"round {rnd}: the {self.name} server step produced non-finite values for parameter {n!r} "
+                    "(strategy state left unchanged)"
+                )
+        self._buffers = new_buffers
+        self.rounds_aggregated += 1
+        self.last_round = int(rnd)
+        return new_params
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _check_round(
+        self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold]
+    ) -> None:
+        if isinstance(rnd, bool) or not isinstance(rnd, numbers.Integral):
+            raise ValueError(f"round must be an integer, got {rnd!r}")
+        if not global_params:
+            raise ValueError(f"round {rnd}: global_params is empty")
+        for n, t in global_params.items():
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                raise ValueError(f"global parameter {n!r} must be a floating-point tensor, got "
+                                 f"{getattr(t, 'dtype', type(t))}")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"global parameter {n!r} contains non-finite values")
+        if not updates:
+            raise ValueError(f"round {rnd}: no client updates to aggregate")
+        seen: set[int] = set()
+        for u in updates:
+            if u.client_id in seen:
+                raise InvalidUpdate(u.client_id, f"duplicate client id in round {rnd}")
+            seen.add(u.client_id)
+            validate_update(u, global_params, manifolds=manifolds)
+
+    def _buffer(self, slot: str, name: str, like: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """Current state buffer ``slot[name]`` (as ``like``'s dtype/device), or ``fill`` if none yet."""
+        buf = self._buffers[slot]
+        if not buf:
+            return torch.full_like(like, fill)
+        if name not in buf:
+            raise ValueError(f"{self.name} state buffer {slot!r} has no entry for parameter {name!r} "
+                             f"(it holds {sorted(buf)}); was the model changed?")
+        t = buf[name]
+        if t.shape != like.shape:
+            raise ValueError(f"{self.name} state buffer {slot!r} for parameter {name!r} has shape "
+                             f"{tuple(t.shape)}, the parameter has {tuple(like.shape)}")
+        return t.to(device=like.device, dtype=like.dtype)
+
+    def _check_buffer_names(self, global_params: ParamDict) -> None:
+        for slot, buf in self._buffers.items():
+            if buf and set(buf) != set(global_params):
+                missing, extra = sorted(set(global_params) - set(buf)), sorted(set(buf) - set(global_params))
+                raise ValueError(f"{self.name} state buffer {slot!r} does not match the model: no state for "
+                                 f"{missing}, state for unknown parameters {extra}")
+
+    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        """Server optimizer on one tensor in chart coordinates; writes new state into ``out[slot][name]``."""
+        raise NotImplementedError
+
+    def _apply_chart_steps(
+        self, global_params: ParamDict, target: ParamDict, manifolds: Mapping[str, Manifold]
+    ) -> tuple[ParamDict, dict[str, ParamDict]]:
+        self._check_buffer_names(global_params)
+        new_buffers: dict[str, ParamDict] = {slot: {} for slot in self.slots}
+        out: ParamDict = {}
+        for name, w in global_params.items():
+            m = manifolds.get(name, EUCLIDEAN)
+            w = w.detach()
+            g = chart_difference(w, target[name], m)
+            y = self._chart_step(name, to_chart(w, m), g, new_buffers)
+            out[name] = m.project_(from_chart(y, m))
+        return out, new_buffers
+
+    def _server_update(
+        self,
+        rnd: int,
+        global_params: ParamDict,
+        target: ParamDict,
+        updates: Sequence[ClientUpdate],
+        manifolds: Mapping[str, Manifold],
+    ) -> tuple[ParamDict, dict[str, ParamDict]]:
+        return self._apply_chart_steps(global_params, target, manifolds)
+
+    # -- checkpointing ---------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointable state: strategy name, format, hyperparameters, round counters, state buffers."""
+        return {
+            "strategy": self.name,
+            "format": STATE_FORMAT,
+            "config": dict(self.config()),
+            "rounds_aggregated": self.rounds_aggregated,
+            "last_round": self.last_round,
+            "buffers": {slot: {n: t.detach().clone() for n, t in buf.items()} for slot, buf in self._buffers.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output. ValueError if it belongs to another strategy or configuration."""
+        if not isinstance(state, Mapping):
+            raise ValueError(f"state must be a dict, got {type(state).__name__}")
+        expected = {"strategy", "format", "config", "rounds_aggregated", "last_round", "buffers"}
+        if set(state) != expected:
+            raise ValueError(f"state dict keys {sorted(state)} differ from the expected {sorted(expected)}")
+        if state["strategy"] != self.name:
+            raise ValueError(f"state dict is for strategy {state['strategy']!r}, not {self.name!r}")
+        if state["format"] != STATE_FORMAT:
+            raise ValueError(f"unsupported state dict format {state['format']!r} (expected {STATE_FORMAT})")
+        mine, theirs = self.config(), state["config"]
+        if not isinstance(theirs, Mapping) or dict(theirs) != mine:
+            diff = sorted(k for k in set(mine) | set(theirs or {}) if (theirs or {}).get(k, None) != mine.get(k, None))
+            raise ValueError(f"state dict was written with a different {self.name} configuration "
+                             f"(differs in {diff}: checkpoint {dict(theirs or {})}, this strategy {mine})")
+        counters: dict[str, int] = {}
+        for key, low in (("rounds_aggregated", 0), ("last_round", -1)):
+            v = state[key]
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                raise ValueError(f"state dict {key} must be an integer >= {low}, got {v!r}")
+            counters[key] = int(v)
+        buffers = state["buffers"]
+        if not isinstance(buffers, Mapping) or set(buffers) != set(self.slots):
+            raise ValueError(f"state dict buffers must have the slots {list(self.slots)}, got "
+                             f"{sorted(buffers) if isinstance(buffers, Mapping) else type(buffers).__name__}")
+        new: dict[str, ParamDict] = {}
+        for slot in self.slots:
+            buf = buffers[slot]
+            if not isinstance(buf, Mapping):
+                raise ValueError(f"state dict buffer {slot!r} must be a dict of tensors")
+            for n, t in buf.items():
+                if not isinstance(n, str) or not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                    raise ValueError(f"state dict buffer {slot!r} entry {n!r} must be a floating-point tensor")
+            new[slot] = {n: t.detach().clone() for n, t in buf.items()}
+        self._buffers = new
+        self.rounds_aggregated = counters["rounds_aggregated"]
+        self.last_round = counters["last_round"]
+
+
+class FedAvg(Strategy):
+    """FedAvg (McMahan et al. 2017) with a server learning rate: ``x <- x - lr g``; ``lr = 1`` gives the mean."""
+
+    name = "fedavg"
+
+    def __init__(self, server_lr: float = 1.0) -> None:
+        super().__init__()
+        self.server_lr = _positive("server_lr", server_lr)
+
+    def config(self) -> dict[str, float | int | bool]:
+        return {"server_lr": self.server_lr}
+
+    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        return sgd_step(x, g, self.server_lr)
+
+    def _server_update(
+        self,
+        rnd: int,
+        global_params: ParamDict,
+        target: ParamDict,
+        updates: Sequence[ClientUpdate],
+        manifolds: Mapping[str, Manifold],
+    ) -> tuple[ParamDict, dict[str, ParamDict]]:
+        if self.server_lr == 1.0:  # x - (x - target) == target: return it bit-exactly
+            return dict(target), {}
+        return self._apply_chart_steps(global_params, target, manifolds)
+
+
+class FedProx(FedAvg):
+    """FedProx (Li et al. 2020): FedAvg on the server; clients add ``mu/2 ||w - w_t||^2`` (``prox_mu = mu``)."""
+
+    name = "fedprox"
+
+    def __init__(self, mu: float = 0.01, server_lr: float = 1.0) -> None:
+        super().__init__(server_lr)
+        self.mu = _non_negative("mu", mu)
+
+    def config(self) -> dict[str, float | int | bool]:
+        return {"mu": self.mu, "server_lr": self.server_lr}
+
+    def configure_fit(self, rnd: int, global_params: ParamDict) -> FitInstructions:
+        return FitInstructions(round=rnd, prox_mu=self.mu)
+
+
+class FedAvgM(Strategy):
+    """FedAvgM (Hsu et al. 2019): ``v <- beta v + g``, ``x <- x - lr v`` (``v_0 = 0``)."""
+
+    name = "fedavgm"
+    slots = ("momentum",)
+
+    def __init__(self, server_lr: float = 1.0, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.server_lr = _positive("server_lr", server_lr)
+        self.momentum = _unit_beta("momentum", momentum)
+
+    def config(self) -> dict[str, float | int | bool]:
+        return {"server_lr": self.server_lr, "momentum": self.momentum}
+
+    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        x_new, v = momentum_step(x, g, self._buffer("momentum", name, x), self.server_lr, self.momentum)
+        out["momentum"][name] = v
+        return x_new
+
+
+class _FedOpt(Strategy):
+    """Common part of FedAdagrad / FedAdam / FedYogi (Reddi et al. 2021, Algorithm 2)."""
+
+    rule: ClassVar[AdaptiveRule]
+    slots = ("m", "v")
+
+    def __init__(
+        self, server_lr: float, beta1: float, beta2: float, tau: float, initial_accumulator: float | None
+    ) -> None:
+        super().__init__()
+        self.server_lr = _positive("server_lr", server_lr)
+        self.beta1 = _unit_beta("beta1", beta1)
+        self.beta2 = _unit_beta("beta2", beta2)
+        self.tau = _positive("tau", tau)
+        self.initial_accumulator = (
+            self.tau**2 if initial_accumulator is None else _non_negative("initial_accumulator", initial_accumulator)
+        )
+
+    def config(self) -> dict[str, float | int | bool]:
+        return {"server_lr": self.server_lr, "beta1": self.beta1, "beta2": self.beta2, "tau": self.tau,
+                "initial_accumulator": self.initial_accumulator}
+
+    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        m = self._buffer("m", name, x)
+        v = self._buffer("v", name, x, self.initial_accumulator)
+        x_new, out["m"][name], out["v"][name] = adaptive_step(
+            x, g, m, v, rule=self.rule, lr=self.server_lr, beta1=self.beta1, beta2=self.beta2, tau=self.tau
+        )
+        return x_new
+
+
+class FedAdam(_FedOpt):
+    """FedAdam: ``v <- b2 v + (1 - b2) Delta^2`` (Reddi et al. 2021; no bias correction)."""
+
+    name = "fedadam"
+    rule = "adam"
+
+    def __init__(
+        self, server_lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3,
+        initial_accumulator: float | None = None,
+    ) -> None:
+        super().__init__(server_lr, beta1, beta2, tau, initial_accumulator)
+
+
+class FedYogi(_FedOpt):
+    """FedYogi: ``v <- v - (1 - b2) Delta^2 sign(v - Delta^2)`` (Reddi et al. 2021; no bias correction)."""
+
+    name = "fedyogi"
+    rule = "yogi"
+
+    def __init__(
+        self, server_lr: float = 1e-2, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3,
+        initial_accumulator: float | None = None,
+    ) -> None:
+        super().__init__(server_lr, beta1, beta2, tau, initial_accumulator)
+
+
+class FedAdagrad(_FedOpt):
+    """FedAdagrad: ``v <- v + Delta^2`` (Reddi et al. 2021). ``beta1`` defaults to 0 (no momentum).
+
+    Adagrad has no ``beta2``; the config records 0.0 for it.
+    """
+
+    name = "fedadagrad"
+    rule = "adagrad"
+
+    def __init__(
+        self, server_lr: float = 1e-2, beta1: float = 0.0, tau: float = 1e-3,
+        initial_accumulator: float | None = None,
+    ) -> None:
+        super().__init__(server_lr, beta1, 0.0, tau, initial_accumulator)
+
+    def config(self) -> dict[str, float | int | bool]:
+        cfg = super().config()
+        del cfg["beta2"]
+        return cfg
+
+
+class Scaffold(Strategy):
+    """SCAFFOLD server (Karimireddy et al. 2020): ``x <- x + lr mean_S(y_k - x)``, ``c <- c + |S|/N mean_S dc_k``.
+
+    ``configure_fit`` sends ``server_control = c`` (a copy); each update must carry ``control_delta =
+    c_k^+ - c_k``. ``num_clients`` is ``N``, the total number of clients; client ids must lie in
+    ``[0, N)``. The mean over participating clients is unweighted as in the paper unless
+    ``sample_weighted=True`` (then ``p_k = n_k / sum n``); the control-variate mean is always unweighted.
+    """
+
+    name = "scaffold"
+    slots = ("control",)
+
+    def __init__(self, num_clients: int, server_lr: float = 1.0, sample_weighted: bool = False) -> None:
+        super().__init__()
+        if isinstance(num_clients, bool) or not isinstance(num_clients, numbers.Integral) or num_clients < 1:
+            raise ValueError(f"num_clients must be an integer >= 1, got {num_clients!r}")
+        if not isinstance(sample_weighted, bool):
+            raise ValueError(f"sample_weighted must be a bool, got {sample_weighted!r}")
+        self.num_clients = int(num_clients)
+        self.server_lr = _positive("server_lr", server_lr)
+        self.sample_weighted = sample_weighted
+
+    def config(self) -> dict[str, float | int | bool]:
+        return {"num_clients": self.num_clients, "server_lr": self.server_lr, "sample_weighted": self.sample_weighted}
+
+    def server_control(self, global_params: ParamDict) -> ParamDict:
+        """A copy of the server control variate ``c`` (zeros before the first aggregation)."""
+        self._check_buffer_names(global_params)
+        return {n: self._buffer("control", n, w.detach()).clone() for n, w in global_params.items()}
+
+    def configure_fit(self, rnd: int, global_params: ParamDict) -> FitInstructions:
+        return FitInstructions(round=rnd, server_control=self.server_control(global_params))
+
+    def client_weights(self, updates: Sequence[ClientUpdate]) -> torch.Tensor:
+        if self.sample_weighted:
+            return super().client_weights(updates)
+        return torch.full((len(updates),), 1.0 / len(updates), dtype=torch.float64)
+
+    def _check_round(
+        self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold]
+    ) -> None:
+        super()._check_round(rnd, global_params, updates, manifolds)
+        for u in updates:
+            if isinstance(u.client_id, bool) or not isinstance(u.client_id, numbers.Integral) or not (
+                0 <= u.client_id < self.num_clients
+            ):
+                raise InvalidUpdate(u.client_id, f"client id must lie in [0, num_clients={self.num_clients})")
+            if u.control_delta is None:
+                raise InvalidUpdate(u.client_id, "SCAFFOLD needs control_delta (c_k^+ - c_k), got None")
+
+    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        return sgd_step(x, g, self.server_lr)
+
+    def _server_update(
+        self,
+        rnd: int,
+        global_params: ParamDict,
+        target: ParamDict,
+        updates: Sequence[ClientUpdate],
+        manifolds: Mapping[str, Manifold],
+    ) -> tuple[ParamDict, dict[str, ParamDict]]:
+        self._check_buffer_names(global_params)
+        if self.server_lr == 1.0:
+            new_params = dict(target)
+        else:
+            new_params, _ = self._apply_chart_steps(global_params, target, manifolds)
+        frac = len(updates) / self.num_clients
+        control: ParamDict = {}
+        for name, w in global_params.items():
+            c = self._buffer("control", name, w.detach())
+            deltas = torch.stack([_control_delta(u)[name].detach().to(device=c.device, dtype=c.dtype) for u in updates])
+            control[name] = c + frac * deltas.mean(0)
+        return new_params, {"control": control}
+
+
+def _control_delta(update: ClientUpdate) -> ParamDict:
+    assert update.control_delta is not None  # checked in Scaffold._check_round
+    return update.control_delta
+
+
+_REGISTRY: dict[str, Callable[..., Strategy]] = {
+    "fedavg": FedAvg,
+    "fedprox": FedProx,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
+    "scaffold": Scaffold,
+}
+
+
+def make_strategy(name: str, **kwargs: Any) -> Strategy:
+    """Build a strategy by name (case-insensitive; one of :data:`STRATEGIES`) with its keyword arguments.
+
+    Raises ``ValueError`` listing the valid names for an unknown name, and the valid arguments for unknown
+    or missing required ones.
+    """
+    key = name.lower() if isinstance(name, str) else name
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}")
+    cls = _REGISTRY[key]
+    params = [p for p in inspect.signature(cls).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    valid = [p.name for p in params]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown} for strategy {key!r}; valid arguments: {valid}")
+    missing = [p.name for p in params if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        raise ValueError(f"strategy {key!r} needs argument(s) {missing}; valid arguments: {valid}")
+    return cls(**kwargs)
