@@ -200,18 +200,16 @@ def partition(
     json_out: bool = typer.Option(False, "--json", help="print the heterogeneity report as JSON"),
 ) -> None:
     """Show how the data is split among clients: sizes, classes, label JSD and feature Hellinger per client."""
-    from .data.heterogeneity import REPORT_SETTINGS, client_heterogeneity, format_table
-    from .experiment.runner import load_data, make_partition
+    from .data.heterogeneity import format_table
+    from .experiment.runner import build_spec
+    from .federated.simulation import Simulation
 
     try:
         settings = build_settings(RunSettings, config, set_)
-        data = load_data(settings)
-        parts, _ = make_partition(settings, data)
+        report = Simulation(build_spec(settings)).heterogeneity  # features as the clients see them
     except (ConfigError, ValueError) as e:
         _fail(str(e))
         return
-    report = client_heterogeneity(data.x_train.numpy(), data.y_train.numpy(), parts, data.num_classes,
-                                  **REPORT_SETTINGS)
     if json_out:
         print(json.dumps(report, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         return

@@ -216,7 +216,8 @@ def test_charts_formulas_and_round_trip() -> None:
     assert torch.equal(to_chart(x, EUCLIDEAN), x) and torch.equal(to_chart(x, RING), x)
     y = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
     np.testing.assert_allclose(from_chart(y, POSITIVE).numpy(), np.exp([-2.0, 0.0, 3.0]), rtol=1e-15)
-    np.testing.assert_allclose(from_chart(y, UNIT_INTERVAL).numpy(), np_sigmoid(np.array([-2.0, 0.0, 3.0])), rtol=1e-15)
+    expected = np_sigmoid(np.array([-2.0, 0.0, 3.0]))
+    np.testing.assert_allclose(from_chart(y, UNIT_INTERVAL).numpy(), expected, rtol=1e-15)
     assert from_chart(torch.tensor([-1.0, 10.0, 23.0, 9.5]), RING).tolist() == [9.0, 0.0, 3.0, 9.5]
     for m in (EUCLIDEAN, POSITIVE, UNIT_INTERVAL, RING):
         torch.testing.assert_close(from_chart(to_chart(x, m), m), x, rtol=1e-14, atol=0)
@@ -259,7 +260,8 @@ def test_chart_difference() -> None:
         chart_difference(torch.from_numpy(ua), torch.from_numpy(ub), UNIT_INTERVAL).numpy(),
         np_logit(ua) - np_logit(ub), rtol=1e-12, atol=1e-13,
     )
-    np.testing.assert_array_equal(chart_difference(torch.from_numpy(pa), torch.from_numpy(pb), EUCLIDEAN).numpy(), pa - pb)
+    d = chart_difference(torch.from_numpy(pa), torch.from_numpy(pb), EUCLIDEAN)
+    np.testing.assert_array_equal(d.numpy(), pa - pb)
 
 
 # ---------------------------------------------------------------------------------------- dict aggregation
@@ -279,7 +281,8 @@ def test_aggregate_params_per_manifold() -> None:
     ]
     n = np.array([10, 40, 50])
     p = n / n.sum()
-    manifolds = {"thr": POSITIVE, "decay": UNIT_INTERVAL, "delay": RING, "unused": POSITIVE}  # w: missing -> euclidean
+    # "w" has no entry: euclidean; entries for absent names are ignored
+    manifolds = {"thr": POSITIVE, "decay": UNIT_INTERVAL, "delay": RING, "unused": POSITIVE}
     out = aggregate_params(updates, normalized_weights(list(n)), manifolds)
     assert list(out) == ["w", "thr", "decay", "delay"]
     np.testing.assert_allclose(out["w"].numpy(), np.tensordot(p, w, axes=1), rtol=1e-13, atol=1e-15)
@@ -314,7 +317,8 @@ def test_aggregate_params_dtypes_and_errors() -> None:
 
 
 def _reference() -> dict[str, torch.Tensor]:
-    return {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "thr": torch.tensor([0.5, 1.5]), "delay": torch.tensor([9.5])}
+    return {"w": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "thr": torch.tensor([0.5, 1.5]),
+            "delay": torch.tensor([9.5])}
 
 
 def _update(cid: int = 7, **changes) -> ClientUpdate:

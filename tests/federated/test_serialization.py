@@ -37,7 +37,8 @@ def sample(dtype: torch.dtype, shape: tuple[int, ...], seed: int = 0) -> torch.T
     info = torch.iinfo(dtype)
     t = torch.randint(info.min, info.max, shape, generator=g, dtype=torch.int64).to(dtype)
     flat = t.view(-1)
-    flat[: min(2, flat.numel())] = torch.tensor([info.min, info.max], dtype=torch.int64)[: min(2, flat.numel())].to(dtype)
+    extremes = torch.tensor([info.min, info.max], dtype=torch.int64).to(dtype)
+    flat[: min(2, flat.numel())] = extremes[: min(2, flat.numel())]
     return t
 
 

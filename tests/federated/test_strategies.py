@@ -118,6 +118,18 @@ def test_fedavg_matches_numpy_weighted_mean_per_manifold() -> None:
     assert bool(((out["delay"] >= 0) & (out["delay"] < 10)).all())
 
 
+@pytest.mark.parametrize("server_lr", [1.0, 0.5])
+def test_output_follows_global_order_and_dtype(server_lr: float) -> None:
+    glob = {"b": torch.zeros(2), "a": torch.ones(3)}
+    ups = [ClientUpdate(0, 1, {"a": torch.full((3,), 3.0, dtype=torch.float64), "b": torch.ones(2)}),
+           ClientUpdate(1, 3, {"b": torch.full((2,), 5.0), "a": torch.full((3,), 7.0, dtype=torch.float64)})]
+    out = FedAvg(server_lr=server_lr).aggregate_fit(0, glob, ups)
+    assert list(out) == ["b", "a"]
+    assert out["a"].dtype == torch.float32
+    assert out["b"].tolist() == [4.0 * server_lr] * 2
+    assert out["a"].tolist() == [1.0 + 5.0 * server_lr] * 3
+
+
 def test_fedavg_circular_ring_average() -> None:
     glob = {"delay": torch.tensor([5.0])}
     ups = [ClientUpdate(0, 1, {"delay": torch.tensor([9.0])}), ClientUpdate(1, 1, {"delay": torch.tensor([1.0])})]
@@ -275,7 +287,8 @@ def test_scaffold_control_variate_and_model_update_by_hand() -> None:
     x = np.array([1.0, -1.0, 0.0])
     glob = {"w": torch.from_numpy(x.copy())}
     ins = s.configure_fit(0, glob)
-    assert ins.server_control is not None and torch.equal(ins.server_control["w"], torch.zeros(3, dtype=torch.float64))
+    assert ins.server_control is not None
+    assert torch.equal(ins.server_control["w"], torch.zeros(3, dtype=torch.float64))
     c = np.zeros(3)
     rounds = [
         # (client id, num_samples, y_k, control_delta_k)
@@ -510,7 +523,8 @@ def test_make_strategy_builds_every_strategy() -> None:
 def test_make_strategy_errors_list_valid_choices() -> None:
     with pytest.raises(ValueError, match="unknown strategy 'fedsgd'; valid strategies: fedavg, fedprox, fedavgm"):
         make_strategy("fedsgd")
-    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['lr'\].*valid arguments: \['server_lr', 'momentum'\]"):
+    valid = r"valid arguments: \['server_lr', 'momentum'\]"
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['lr'\].*" + valid):
         make_strategy("fedavgm", lr=0.1)
     with pytest.raises(ValueError, match=r"needs argument\(s\) \['num_clients'\]"):
         make_strategy("scaffold")

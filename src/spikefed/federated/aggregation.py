@@ -59,7 +59,7 @@ class InvalidUpdate(ValueError):
         self.client_id = client_id
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type, tuple[int, str]]:  # keep pickling (multiprocessing) working with the two-argument constructor
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:  # pickling (multiprocessing) with two arguments
         return (type(self), (self.client_id, self.reason))
 
 
@@ -221,7 +221,9 @@ def aggregate_params(
     for i, upd in enumerate(updates[1:], start=1):
         if set(upd) != set(names):
             missing, extra = sorted(set(names) - set(upd)), sorted(set(upd) - set(names))
-            raise ValueError(f"update #{i}: parameter names differ from update #0: missing {missing}, unexpected {extra}")
+            raise ValueError(
+                f"update #{i}: parameter names differ from update #0: missing {missing}, unexpected {extra}"
+            )
     out: ParamDict = {}
     for name in names:
         ref = first[name]
@@ -282,7 +284,9 @@ def _check_tensor_dict(
         if not isinstance(t, torch.Tensor):
             raise InvalidUpdate(client_id, f"{what} {name!r}: expected a tensor, got {type(t).__name__}")
         if t.shape != ref.shape:
-            raise InvalidUpdate(client_id, f"{what} {name!r}: expected shape {tuple(ref.shape)}, got {tuple(t.shape)}")
+            raise InvalidUpdate(
+                client_id, f"{what} {name!r}: expected shape {tuple(ref.shape)}, got {tuple(t.shape)}"
+            )
         if not t.is_floating_point():
             raise InvalidUpdate(client_id, f"{what} {name!r}: expected a floating-point dtype, got {t.dtype}")
         if not torch.isfinite(t).all():
@@ -321,4 +325,6 @@ def validate_update(
     if max_norm is not None:
         norm = update_delta_norm(update.params, reference, manifolds)
         if norm > max_norm:
-            raise InvalidUpdate(cid, f"update norm ||params - reference||_2 = {norm:.6g} exceeds max_norm = {max_norm:g}")
+            raise InvalidUpdate(
+                cid, f"update norm ||params - reference||_2 = {norm:.6g} exceeds max_norm = {max_norm:g}"
+            )

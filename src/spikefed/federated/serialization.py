@@ -109,7 +109,9 @@ def _wire_tensor(name: str, t: torch.Tensor, dtype: torch.dtype | None) -> torch
 def _check_args(params: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> None:
     if not isinstance(params, Mapping):
         raise ValueError(f"params must be a name -> tensor dict, got {type(params).__name__}")
-    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point or dtype not in _CODE_OF):
+    if dtype is not None and (
+        not isinstance(dtype, torch.dtype) or not dtype.is_floating_point or dtype not in _CODE_OF
+    ):
         raise ValueError(f"dtype must be None or a supported floating dtype (float16, bfloat16, float32, "
                          f"float64), got {dtype!r}")
     for name in params:

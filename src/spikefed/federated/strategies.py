@@ -229,7 +229,8 @@ class Strategy:
         manifolds = dict(manifolds or {})
         self._check_round(rnd, global_params, updates, manifolds)
         target = aggregate_params([u.params for u in updates], self.client_weights(updates), manifolds)
-        target = {n: t.to(device=global_params[n].device, dtype=global_params[n].dtype) for n, t in target.items()}
+        # in the order of the global parameters (clients may list names in another order)
+        target = {n: target[n].to(device=w.device, dtype=w.dtype) for n, w in global_params.items()}
         new_params, new_buffers = self._server_update(rnd, global_params, target, updates, manifolds)
         for n, t in new_params.items():
             if not torch.isfinite(t).all():
@@ -340,10 +341,12 @@ class Strategy:
         if state["format"] != STATE_FORMAT:
             raise ValueError(f"unsupported state dict format {state['format']!r} (expected {STATE_FORMAT})")
         mine, theirs = self.config(), state["config"]
-        if not isinstance(theirs, Mapping) or dict(theirs) != mine:
-            diff = sorted(k for k in set(mine) | set(theirs or {}) if (theirs or {}).get(k, None) != mine.get(k, None))
+        if not isinstance(theirs, Mapping):
+            raise ValueError(f"state dict config must be a dict, got {type(theirs).__name__}")
+        if dict(theirs) != mine:
+            diff = sorted(str(k) for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k))
             raise ValueError(f"state dict was written with a different {self.name} configuration "
-                             f"(differs in {diff}: checkpoint {dict(theirs or {})}, this strategy {mine})")
+                             f"(differs in {diff}: checkpoint {dict(theirs)}, this strategy {mine})")
         counters: dict[str, int] = {}
         for key, low in (("rounds_aggregated", 0), ("last_round", -1)):
             v = state[key]
@@ -580,7 +583,9 @@ class Scaffold(Strategy):
         control: ParamDict = {}
         for name, w in global_params.items():
             c = self._buffer("control", name, w.detach())
-            deltas = torch.stack([_control_delta(u)[name].detach().to(device=c.device, dtype=c.dtype) for u in updates])
+            deltas = torch.stack(
+                [_control_delta(u)[name].detach().to(device=c.device, dtype=c.dtype) for u in updates]
+            )
             control[name] = c + frac * deltas.mean(0)
         return new_params, {"control": control}
 

@@ -1,0 +1,312 @@
+"""Seconds per federated round: spikefed cohort engine vs a sequential per-client loop vs Flower's simulation.
+
+Workload (identical for the three): digits (1,437 training samples), IID partition into exactly K clients, all K
+train every round (K = clients per round; at K = 1,000 each client holds 1 or 2 samples), spiking MLP 64-256-10
+(LIF, T = 25, direct-current input), 1 local epoch, batch 32, Adam, FedAvg weighted by sample count. Client k
+in round r draws its batches from ``derive_seed(seed, r, PURPOSE_CLIENT, k)`` in all three, so they do the same
+arithmetic; after the last round the script reports the largest difference of each global model from the
+cohort engine's.
+
+What is timed (perf_counter, one process, one run, same machine)
+    1. ``cohort``      ``Simulation(build_spec(settings)).run_round()`` with ``federation.engine = "cohort"``:
+                       sampling, broadcast encode/decode, ``train_cohort`` on all K clients (one batched
+                       computation), encode/decode/validation of every client delta, FedAvg. No evaluation
+                       (``eval_every`` is out of reach).
+    2. ``sequential``  the same with ``engine = "sequential"``: ``train_sequential``, one client after another.
+    3. ``flower``      ``flwr.simulation.run_simulation`` (Ray backend, ``num_cpus = 1`` per client, so one actor
+                       per core) with K SuperNodes running a Message-API ``ClientApp`` whose train function calls
+                       ``train_sequential`` for its own client, and ``flwr.serverapp.strategy.FedAvg``
+                       (``fraction_evaluate = 0``). A round is timed from the strategy's ``configure_train`` to the
+                       end of its ``aggregate_train``: sampling, messages, Ray scheduling, client training,
+                       serialization and aggregation; the ServerApp's logging between rounds is left out. Each Ray
+                       actor builds the federation once (data and model stay resident, as on a real device).
+    Each engine runs one warm-up round (Flower: Ray and actor start-up, first imports), then ``--rounds`` timed
+    rounds; the table shows the median. A configuration whose warm-up round exceeds ``--max-seconds`` is skipped
+    (said so in the table's notes). Speedups are median(peer) / median(cohort).
+    Threads: the spikefed engines run in this process with torch's default threads; Flower's actors get one
+    thread each (Ray sets OMP_NUM_THREADS from num_cpus), i.e. all engines use every core.
+
+Run
+    .venv/bin/pip install -e '.[flower]' -c constraints.txt        # Flower + Ray (optional extra)
+    .venv/bin/python benchmarks/fl_round.py                        # K = 10, 100, 1000; 3 timed rounds
+    .venv/bin/python benchmarks/fl_round.py --clients 10,100 --rounds 1 --skip-flower
+Prints a Markdown table, writes ``--json`` (default benchmarks/results/fl_round.json); the last line printed is
+``speedup_vs_flower=<x> speedup_vs_sequential=<y>`` at 100 clients per round ("nan" where a peer did not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spikefed.experiment.config import RunSettings
+from spikefed.experiment.runner import build_spec
+from spikefed.federated.cohort import ClientData, train_sequential
+from spikefed.federated.simulation import PURPOSE_CLIENT, Simulation, derive_seed
+from spikefed.federated.types import FitInstructions, params_of
+from spikefed.runtime import configure_allocator
+
+SEED = 0
+NEVER = 10**9  # federation.rounds / eval_every: no evaluation inside the timed rounds
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "fl_round.json"
+
+
+def make_settings(k: int, engine: str = "cohort") -> RunSettings:
+    return RunSettings.model_validate({
+        "seed": SEED,
+        "partition": {"method": "iid", "num_clients": k},
+        "model": {"kind": "mlp", "hidden": [256], "neuron": "lif"},
+        "local": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "num_steps": 25, "encoder": "direct"},
+        "federation": {"rounds": NEVER, "eval_every": NEVER, "fraction": 1.0, "min_clients": k,
+                       "strategy": "fedavg", "engine": engine},
+    })
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[n].float() - b[n].float()).abs().max()) for n in a)
+
+
+# -- spikefed engines ---------------------------------------------------------------------------------------
+
+def time_spikefed(k: int, engine: str, rounds: int, max_seconds: float) -> dict[str, Any]:
+    sim = Simulation(build_spec(make_settings(k, engine)))
+    t0 = time.perf_counter()
+    sim.run_round()
+    warmup = time.perf_counter() - t0
+    if warmup > max_seconds:
+        return {"status": "skipped", "warmup_s": warmup,
+                "reason": f"warm-up round took {warmup:.1f} s > --max-seconds {max_seconds:g}"}
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        sim.run_round()
+        times.append(time.perf_counter() - t0)
+    return {"status": "ok", "warmup_s": warmup, "rounds_s": times, "median_s": statistics.median(times),
+            "final_params": sim.state.global_params}
+
+
+# -- Flower client side (runs inside the Ray actors; importable as module ``fl_round``) ------------------------
+
+_ACTOR_FEDERATIONS: dict[int, tuple[Any, list[ClientData]]] = {}
+
+
+def _actor_federation(k: int) -> tuple[Any, list[ClientData]]:
+    """The federation of K clients, built once per actor process (same seed, so the same shards and model)."""
+    if k not in _ACTOR_FEDERATIONS:
+        configure_allocator()
+        spec = build_spec(make_settings(k))
+        clients = [ClientData(cid, spec.data.x_train[torch.as_tensor(idx, dtype=torch.int64)],
+                              spec.data.y_train[torch.as_tensor(idx, dtype=torch.int64)])
+                   for cid, idx in enumerate(spec.parts)]
+        _ACTOR_FEDERATIONS[k] = (spec, clients)
+    return _ACTOR_FEDERATIONS[k]
+
+
+def flower_train(msg: Any, context: Any) -> Any:
+    """Flower ClientApp train: one client's local epoch via spikefed's ``train_sequential``."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+    cid = int(context.node_config["partition-id"])
+    spec, clients = _actor_federation(int(context.node_config["num-partitions"]))
+    config = msg.content["config"]
+    rnd = int(config["server-round"]) + int(config["round-offset"])
+    global_params = dict(msg.content["arrays"].to_torch_state_dict())
+    gen = torch.Generator().manual_seed(derive_seed(SEED, rnd, PURPOSE_CLIENT, cid))
+    upd = train_sequential(spec.model, global_params, [clients[cid]], [gen], spec.local, FitInstructions(rnd))[0]
+    metrics = MetricRecord({"num-examples": upd.num_samples, "loss": float(upd.metrics["loss"])})
+    return Message(RecordDict({"arrays": ArrayRecord(upd.params), "metrics": metrics}), reply_to=msg)
+
+
+def make_client_app() -> Any:
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()
+    app.train()(flower_train)
+    return app
+
+
+# -- Flower server side (this process) --------------------------------------------------------------------
+
+def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool) -> dict[str, Any]:
+    import ray
+    from flwr.app import ArrayRecord, ConfigRecord
+    from flwr.serverapp import ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation import run_simulation
+
+    # Ray pickles the ClientApp; its train function must come from an importable module, not __main__, so that
+    # the actors import it (and keep their cached federation) instead of receiving a copy with every message.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    client_module = importlib.import_module("fl_round")
+    round_times: list[float] = []
+    out: dict[str, Any] = {}
+
+    class TimedFedAvg(FedAvg):
+        def configure_train(self, server_round, arrays, config, grid):  # type: ignore[no-untyped-def]
+            self.t_start = time.perf_counter()
+            return super().configure_train(server_round, arrays, config, grid)
+
+        def aggregate_train(self, server_round, replies):  # type: ignore[no-untyped-def]
+            replies = list(replies)
+            if len(replies) != k or any(m.has_error() for m in replies):
+                raise RuntimeError(f"round {server_round}: {len(replies)} replies from {k} clients, or errors")
+            result = super().aggregate_train(server_round, replies)
+            round_times.append(time.perf_counter() - self.t_start)
+            return result
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Any, context: Any) -> None:
+        init = ArrayRecord(params_of(build_spec(make_settings(k)).model))
+        strategy = TimedFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=k, min_train_nodes=k)
+        res = strategy.start(grid, init, num_rounds=1, train_config=ConfigRecord({"round-offset": 0}))
+        if round_times[0] > max_seconds:
+            out.update(status="skipped", reason=f"warm-up round took {round_times[0]:.1f} s > --max-seconds "
+                                                f"{max_seconds:g}")
+            return
+        res = strategy.start(grid, res.arrays, num_rounds=rounds, train_config=ConfigRecord({"round-offset": 1}))
+        out["final_params"] = dict(res.arrays.to_torch_state_dict())
+
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}}
+    try:
+        run_simulation(server, client_module.make_client_app(), num_supernodes=k, backend_config=backend)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    if len(round_times) not in (1, rounds + 1):
+        return {"status": "failed", "reason": f"Flower completed {len(round_times)} of {rounds + 1} rounds"}
+    out.setdefault("status", "ok")
+    out["warmup_s"] = round_times[0]
+    if out["status"] == "ok":
+        out.update(rounds_s=round_times[1:], median_s=statistics.median(round_times[1:]))
+    return out
+
+
+def flower_unavailable() -> str | None:
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import flwr  # noqa: F401
+        import ray  # noqa: F401
+        from flwr.simulation import run_simulation  # noqa: F401
+    except ImportError as e:
+        return f"Flower simulation not installed ({e}); pip install -e '.[flower]' -c constraints.txt"
+    return None
+
+
+# -- report -----------------------------------------------------------------------------------------------
+
+def median_of(entry: dict[str, Any] | None) -> float:
+    return entry["median_s"] if entry and entry.get("status") == "ok" else math.nan
+
+
+def cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "not run"
+    return f"{entry['median_s']:.3f}" if entry["status"] == "ok" else entry["status"]
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", default="10,100,1000", help="comma-separated clients per round")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds per configuration (after one warm-up)")
+    ap.add_argument("--skip-flower", action="store_true", help="do not run Flower")
+    ap.add_argument("--max-seconds", type=float, default=120.0, help="skip a configuration whose warm-up exceeds it")
+    ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    ap.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    args = ap.parse_args(argv)
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    if args.rounds < 1 or not clients or min(clients) < 1:
+        ap.error("--rounds and every --clients value must be >= 1")
+    configure_allocator()
+    flower_reason = "--skip-flower" if args.skip_flower else flower_unavailable()
+    if flower_reason is None and not args.verbose:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+
+    results: dict[int, dict[str, Any]] = {}
+    for k in clients:
+        row: dict[str, Any] = {}
+        for engine in ("cohort", "sequential"):
+            print(f"[{k} clients] spikefed {engine} ...", file=sys.stderr, flush=True)
+            row[engine] = time_spikefed(k, engine, args.rounds, args.max_seconds)
+        if flower_reason is None:
+            print(f"[{k} clients] Flower ...", file=sys.stderr, flush=True)
+            try:
+                row["flower"] = time_flower(k, args.rounds, args.max_seconds, args.verbose)
+            except Exception as e:  # noqa: BLE001 - report and go on with the other configurations
+                row["flower"] = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        base = row["cohort"].get("final_params")
+        for peer in ("sequential", "flower"):
+            entry = row.get(peer)
+            if entry is not None and base is not None and "final_params" in entry:
+                entry["max_abs_diff_vs_cohort"] = max_abs_diff(entry["final_params"], base)
+        for entry in row.values():
+            entry.pop("final_params", None)
+        cohort = median_of(row["cohort"])
+        row["speedup_vs_sequential"] = median_of(row["sequential"]) / cohort
+        row["speedup_vs_flower"] = median_of(row.get("flower")) / cohort
+        results[k] = row
+
+    print(f"\nSeconds per round (median of {args.rounds} after 1 warm-up); digits, spiking MLP 64-256-10, T=25, "
+          f"1 local epoch, batch 32, Adam, FedAvg; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| clients per round | cohort s/round | sequential s/round | Flower s/round | speedup vs sequential "
+          "| speedup vs Flower |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for k, row in results.items():
+        print(f"| {k:,} | {cell(row['cohort'])} | {cell(row['sequential'])} | {cell(row.get('flower'))} | "
+              f"{row['speedup_vs_sequential']:.2f}x | {row['speedup_vs_flower']:.2f}x |")
+    print()
+    if flower_reason is not None:
+        print(f"- Flower not run: {flower_reason}")
+    for k, row in results.items():
+        for peer in ("cohort", "sequential", "flower"):
+            entry = row.get(peer)
+            if entry is not None and entry["status"] != "ok":
+                print(f"- {k:,} clients, {peer}: {entry['status']} ({entry['reason']})")
+            if entry is not None and "max_abs_diff_vs_cohort" in entry:
+                print(f"- {k:,} clients, {peer}: max |w - w_cohort| after {args.rounds + 1} rounds = "
+                      f"{entry['max_abs_diff_vs_cohort']:.2e}")
+
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "rounds": args.rounds, "max_seconds": args.max_seconds, "flower_skipped_reason": flower_reason}
+    if flower_reason is None:
+        import flwr
+        import ray
+
+        meta.update(flwr=flwr.__version__, ray=ray.__version__)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(json_safe({"meta": meta, "results": results}), indent=2) + "\n")
+    print(f"\nraw numbers: {args.json}")
+    at100 = results.get(100, {})
+    print(f"speedup_vs_flower={at100.get('speedup_vs_flower', math.nan):.2f} "
+          f"speedup_vs_sequential={at100.get('speedup_vs_sequential', math.nan):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
