@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/spikefed train
+	$(VENV)/bin/spikefed run
 
-train: run
+train: $(STAMP)
+	$(VENV)/bin/spikefed train
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2

@@ -23,8 +23,10 @@ What is timed (perf_counter, one process, one run, same machine)
     Each engine runs one warm-up round (Flower: Ray and actor start-up, first imports), then ``--rounds`` timed
     rounds; the table shows the median. A configuration whose warm-up round exceeds ``--max-seconds`` is skipped
     (said so in the table's notes). Speedups are median(peer) / median(cohort).
-    Threads: the spikefed engines run in this process with torch's default threads; Flower's actors get one
-    thread each (Ray sets OMP_NUM_THREADS from num_cpus), i.e. all engines use every core.
+    Threads: the spikefed engines run in this process with torch's default threads (``--threads`` to change);
+    Flower's actors get one thread each (Ray sets OMP_NUM_THREADS from num_cpus), so every engine uses every
+    core. On a machine busy with other work, multi-threaded torch can slow down several-fold (its threads wait
+    for each other), so compare numbers from a quiet machine, or pass ``--threads 1``.
 
 Run
     .venv/bin/pip install -e '.[flower]' -c constraints.txt        # Flower + Ray (optional extra)
@@ -237,12 +239,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-flower", action="store_true", help="do not run Flower")
     ap.add_argument("--max-seconds", type=float, default=120.0, help="skip a configuration whose warm-up exceeds it")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads of the spikefed engines (0: torch's default); 1 is steadier on a busy machine")
     ap.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     args = ap.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     if args.rounds < 1 or not clients or min(clients) < 1:
         ap.error("--rounds and every --clients value must be >= 1")
     configure_allocator()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     flower_reason = "--skip-flower" if args.skip_flower else flower_unavailable()
     if flower_reason is None and not args.verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)

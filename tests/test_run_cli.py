@@ -1,0 +1,93 @@
+"""``spikefed run`` end to end: run directory, JSON summary, resume, Ctrl-C, config errors (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SMALL = ["--set", "partition.num_clients=6", "--set", "partition.min_size=5", "--set", "model.hidden=[24]",
+         "--set", "local.num_steps=5", "--set", "local.epochs=1"]
+
+
+def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spikefed.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_run_writes_the_run_directory_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = _cli("run", "--out", str(out), "--json", *SMALL, "--set", "federation.rounds=2")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    for key in ("final_accuracy", "best_accuracy", "rounds", "total_bytes_up", "wall_seconds", "heterogeneity"):
+        assert key in summary
+    assert summary["rounds"] == 2
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt", "report.html", "partition.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in rows] == [1, 2]
+    for key in ("round", "accuracy", "loss", "clients", "bytes_up", "bytes_down", "spikes", "synops", "energy_j",
+                "seconds"):
+        assert key in rows[0], key
+    assert summary["total_bytes_up"] == sum(row["bytes_up"] for row in rows)
+    assert "mean_jsd" in summary["heterogeneity"] and "mean_hellinger" in summary["heterogeneity"]
+    # resume: extend the same run to 3 rounds
+    r = _cli("run", "--resume", str(out), "--json", "--set", "federation.rounds=3")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in rows] == [1, 2, 3]
+    assert json.loads(r.stdout)["rounds"] == 3
+    # resuming with a different experiment is refused
+    r = _cli("run", "--resume", str(out), "--set", "federation.rounds=4", "--set", "seed=5")
+    assert r.returncode == 2 and "different experiment" in r.stderr
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("partition.alpha=0", "partition.alpha"),
+    ("partition.num_clients=5000", "exceeds the 1437 training samples"),
+    ("federation.fraction=1.5", "federation.fraction"),
+    ("federation.strategy=fedsgd", "federation.strategy"),
+    ("federation.roundz=3", "unknown key 'federation.roundz'"),
+])
+def test_run_config_errors_exit_2(override: str, needle: str) -> None:
+    r = _cli("run", "--set", override)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_config_show_and_partition_table() -> None:
+    r = _cli("config", "show")
+    assert r.returncode == 0 and "num_clients: 20" in r.stdout and "# Dirichlet concentration" in r.stdout
+    r = _cli("partition", "--json", "--set", "partition.num_clients=5")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert len(report["jsd"]) == 5 and sum(report["sizes"]) == 1437
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_checkpoint_and_prints_resume_hint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "spikefed.cli", "run", "--out", str(out), *SMALL,
+                             "--set", "federation.rounds=500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "checkpoint.pt").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "resume with: spikefed run --resume" in err
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) >= 1
+    r = _cli("run", "--resume", str(out), "--json", "--set", f"federation.rounds={len(rows) + 1}")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["rounds"] == len(rows) + 1
