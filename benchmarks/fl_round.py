@@ -1,11 +1,10 @@
 """Seconds per federated round: spikefed cohort engine vs a sequential per-client loop vs Flower's simulation.
 
-Workload (identical for the three): digits (1,437 training samples), IID partition into exactly K clients, all K
-train every round (K = clients per round; at K = 1,000 each client holds 1 or 2 samples), spiking MLP 64-256-10
-(LIF, T = 25, direct-current input), 1 local epoch, batch 32, Adam, FedAvg weighted by sample count. Client k
-in round r draws its batches from ``derive_seed(seed, r, PURPOSE_CLIENT, k)`` in all three, so they do the same
-arithmetic; after the last round the script reports the largest difference of each global model from the
-cohort engine's.
+Workload (the same for all three): digits (1,437 training samples) split IID into exactly K clients, all of which
+train every round (at K = 1,000 each holds 1 or 2 samples); spiking MLP 64-256-10 (LIF, T = 25, direct input),
+1 local epoch, batch 32, Adam; FedAvg weighted by sample count. Client k in round r draws its batches from
+``derive_seed(seed, r, PURPOSE_CLIENT, k)`` everywhere, so all three do the same arithmetic; the script reports
+each final global model's largest difference from the cohort engine's.
 
 What is timed (perf_counter, one process, one run, same machine)
     1. ``cohort``      ``Simulation(build_spec(settings)).run_round()`` with ``federation.engine = "cohort"``:
@@ -21,18 +20,16 @@ What is timed (perf_counter, one process, one run, same machine)
                        serialization and aggregation; the ServerApp's logging between rounds is left out. Each Ray
                        actor builds the federation once (data and model stay resident, as on a real device).
     Each engine runs one warm-up round (Flower: Ray and actor start-up, first imports), then ``--rounds`` timed
-    rounds; the table shows the median. A configuration whose warm-up round exceeds ``--max-seconds`` is skipped
-    (said so in the table's notes). Speedups are median(peer) / median(cohort).
-    Threads: the spikefed engines run in this process with torch's default threads (``--threads`` to change);
-    Flower's actors get one thread each (Ray sets OMP_NUM_THREADS from num_cpus), so every engine uses every
-    core. On a machine busy with other work, multi-threaded torch can slow down several-fold (its threads wait
-    for each other), so compare numbers from a quiet machine, or pass ``--threads 1``.
+    rounds (table: median; speedup = median(peer) / median(cohort)). A configuration whose warm-up round exceeds
+    ``--max-seconds`` is skipped, and the notes say so.
+    Threads: spikefed runs with torch's default threads (``--threads``), each Flower actor with one (Ray sets
+    OMP_NUM_THREADS), so all use every core. Multi-threaded torch slows down several-fold on a busy machine.
 
 Run
     .venv/bin/pip install -e '.[flower]' -c constraints.txt        # Flower + Ray (optional extra)
     .venv/bin/python benchmarks/fl_round.py                        # K = 10, 100, 1000; 3 timed rounds
-    .venv/bin/python benchmarks/fl_round.py --clients 10,100 --rounds 1 --skip-flower
-Prints a Markdown table, writes ``--json`` (default benchmarks/results/fl_round.json); the last line printed is
+    .venv/bin/python benchmarks/fl_round.py --clients 10,100 --rounds 1 --skip-flower --json /tmp/x.json
+Prints a Markdown table, writes ``--json`` (default benchmarks/results/fl_round.json) and last the line
 ``speedup_vs_flower=<x> speedup_vs_sequential=<y>`` at 100 clients per round ("nan" where a peer did not run).
 """
 
@@ -76,25 +73,19 @@ def make_settings(k: int, engine: str = "cohort") -> RunSettings:
     })
 
 
-def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    return max(float((a[n].float() - b[n].float()).abs().max()) for n in a)
-
-
-# -- spikefed engines ---------------------------------------------------------------------------------------
-
 def time_spikefed(k: int, engine: str, rounds: int, max_seconds: float) -> dict[str, Any]:
     sim = Simulation(build_spec(make_settings(k, engine)))
-    t0 = time.perf_counter()
-    sim.run_round()
-    warmup = time.perf_counter() - t0
+
+    def timed_round() -> float:
+        t0 = time.perf_counter()
+        sim.run_round()
+        return time.perf_counter() - t0
+
+    warmup = timed_round()
     if warmup > max_seconds:
         return {"status": "skipped", "warmup_s": warmup,
                 "reason": f"warm-up round took {warmup:.1f} s > --max-seconds {max_seconds:g}"}
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        sim.run_round()
-        times.append(time.perf_counter() - t0)
+    times = [timed_round() for _ in range(rounds)]
     return {"status": "ok", "warmup_s": warmup, "rounds_s": times, "median_s": statistics.median(times),
             "final_params": sim.state.global_params}
 
@@ -150,7 +141,8 @@ def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool) -> dict[
 
     # Ray pickles the ClientApp; its train function must come from an importable module, not __main__, so that
     # the actors import it (and keep their cached federation) instead of receiving a copy with every message.
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if str(Path(__file__).resolve().parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
     client_module = importlib.import_module("fl_round")
     round_times: list[float] = []
     out: dict[str, Any] = {}
@@ -176,9 +168,8 @@ def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool) -> dict[
         strategy = TimedFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=k, min_train_nodes=k)
         res = strategy.start(grid, init, num_rounds=1, train_config=ConfigRecord({"round-offset": 0}))
         if round_times[0] > max_seconds:
-            out.update(status="skipped", reason=f"warm-up round took {round_times[0]:.1f} s > --max-seconds "
-                                                f"{max_seconds:g}")
-            return
+            return out.update(status="skipped", reason=f"warm-up round took {round_times[0]:.1f} s > --max-seconds "
+                                                       f"{max_seconds:g}")
         res = strategy.start(grid, res.arrays, num_rounds=rounds, train_config=ConfigRecord({"round-offset": 1}))
         out["final_params"] = dict(res.arrays.to_torch_state_dict())
 
@@ -189,10 +180,9 @@ def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool) -> dict[
     finally:
         if ray.is_initialized():
             ray.shutdown()
-    if len(round_times) not in (1, rounds + 1):
+    if len(round_times) != (1 if out.get("status") == "skipped" else rounds + 1):
         return {"status": "failed", "reason": f"Flower completed {len(round_times)} of {rounds + 1} rounds"}
-    out.setdefault("status", "ok")
-    out["warmup_s"] = round_times[0]
+    out.update(status=out.get("status", "ok"), warmup_s=round_times[0])
     if out["status"] == "ok":
         out.update(rounds_s=round_times[1:], median_s=statistics.median(round_times[1:]))
     return out
@@ -202,7 +192,6 @@ def flower_unavailable() -> str | None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        import flwr  # noqa: F401
         import ray  # noqa: F401
         from flwr.simulation import run_simulation  # noqa: F401
     except ImportError as e:
@@ -210,16 +199,12 @@ def flower_unavailable() -> str | None:
     return None
 
 
-# -- report -----------------------------------------------------------------------------------------------
-
 def median_of(entry: dict[str, Any] | None) -> float:
     return entry["median_s"] if entry and entry.get("status") == "ok" else math.nan
 
 
 def cell(entry: dict[str, Any] | None) -> str:
-    if entry is None:
-        return "not run"
-    return f"{entry['median_s']:.3f}" if entry["status"] == "ok" else entry["status"]
+    return "not run" if entry is None else f"{entry['median_s']:.3f}" if entry["status"] == "ok" else entry["status"]
 
 
 def json_safe(value: Any) -> Any:
@@ -265,13 +250,11 @@ def main(argv: list[str] | None = None) -> int:
                 row["flower"] = time_flower(k, args.rounds, args.max_seconds, args.verbose)
             except Exception as e:  # noqa: BLE001 - report and go on with the other configurations
                 row["flower"] = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
-        base = row["cohort"].get("final_params")
-        for peer in ("sequential", "flower"):
-            entry = row.get(peer)
-            if entry is not None and base is not None and "final_params" in entry:
-                entry["max_abs_diff_vs_cohort"] = max_abs_diff(entry["final_params"], base)
-        for entry in row.values():
-            entry.pop("final_params", None)
+        base = row["cohort"].pop("final_params", None)
+        for entry in list(row.values()):
+            if "final_params" in entry and base is not None:
+                final = entry.pop("final_params")
+                entry["max_abs_diff_vs_cohort"] = max(float((final[n] - base[n]).abs().max()) for n in base)
         cohort = median_of(row["cohort"])
         row["speedup_vs_sequential"] = median_of(row["sequential"]) / cohort
         row["speedup_vs_flower"] = median_of(row.get("flower")) / cohort
@@ -283,17 +266,17 @@ def main(argv: list[str] | None = None) -> int:
           "| speedup vs Flower |")
     print("|---:|---:|---:|---:|---:|---:|")
     for k, row in results.items():
+        speedups = [f"{row[s]:.2f}x" if math.isfinite(row[s]) else "n/a"
+                    for s in ("speedup_vs_sequential", "speedup_vs_flower")]
         print(f"| {k:,} | {cell(row['cohort'])} | {cell(row['sequential'])} | {cell(row.get('flower'))} | "
-              f"{row['speedup_vs_sequential']:.2f}x | {row['speedup_vs_flower']:.2f}x |")
-    print()
-    if flower_reason is not None:
-        print(f"- Flower not run: {flower_reason}")
+              f"{speedups[0]} | {speedups[1]} |")
+    print("\n" + (f"- Flower not run: {flower_reason}\n" if flower_reason else "")
+          + ("" if 100 in results else "- 100 clients per round not measured: the last line reads nan\n"), end="")
     for k, row in results.items():
-        for peer in ("cohort", "sequential", "flower"):
-            entry = row.get(peer)
-            if entry is not None and entry["status"] != "ok":
+        for peer, entry in row.items():
+            if isinstance(entry, dict) and entry["status"] != "ok":
                 print(f"- {k:,} clients, {peer}: {entry['status']} ({entry['reason']})")
-            if entry is not None and "max_abs_diff_vs_cohort" in entry:
+            if isinstance(entry, dict) and "max_abs_diff_vs_cohort" in entry:
                 print(f"- {k:,} clients, {peer}: max |w - w_cohort| after {args.rounds + 1} rounds = "
                       f"{entry['max_abs_diff_vs_cohort']:.2e}")
 
@@ -301,13 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "rounds": args.rounds, "max_seconds": args.max_seconds, "flower_skipped_reason": flower_reason}
     if flower_reason is None:
-        import flwr
-        import ray
-
-        meta.update(flwr=flwr.__version__, ray=ray.__version__)
+        meta.update(flwr=importlib.import_module("flwr").__version__, ray=importlib.import_module("ray").__version__)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(json_safe({"meta": meta, "results": results}), indent=2) + "\n")
-    print(f"\nraw numbers: {args.json}")
+    print(f"\nraw numbers: {args.json}")  # the last line follows
     at100 = results.get(100, {})
     print(f"speedup_vs_flower={at100.get('speedup_vs_flower', math.nan):.2f} "
           f"speedup_vs_sequential={at100.get('speedup_vs_sequential', math.nan):.2f}")

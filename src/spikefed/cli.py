@@ -99,10 +99,8 @@ def run(
     from .runtime import configure_allocator
 
     if resume is not None:
-        if config is None and not set_ and (resume / "config.yaml").is_file():
-            config = resume / "config.yaml"
-        elif config is None and (resume / "config.yaml").is_file():
-            config = resume / "config.yaml"
+        if config is None and (resume / "config.yaml").is_file():
+            config = resume / "config.yaml"  # the run's own resolved config; --set may still extend rounds
         out = resume
     try:
         settings = build_settings(RunSettings, config, set_)

@@ -193,8 +193,11 @@ def weighted_mean(
         return wrap_circular(mean.to(stack.dtype), period)
 
     y = to_chart(x, manifold)
-    y0 = y[0]
-    mean_chart = y0 + (pw * (y - y0)).sum(0)
+    if manifold.kind == "euclidean":
+        mean_chart = torch.tensordot(p.to(torch.float64), y, dims=1)  # one pass; exact ties restored below
+    else:
+        y0 = y[0]
+        mean_chart = y0 + (pw * (y - y0)).sum(0)
     mean = from_chart(mean_chart, manifold).to(stack.dtype)
     # the mean of identical values is that value, exactly (the chart round trip may be off by an ulp)
     same = (stack == stack[0]).all(0)
@@ -328,3 +331,99 @@ def validate_update(
             raise InvalidUpdate(
                 cid, f"update norm ||params - reference||_2 = {norm:.6g} exceeds max_norm = {max_norm:g}"
             )
+
+
+def _on_manifold_rows(stack: torch.Tensor, m: Manifold) -> torch.Tensor:
+    """Per-row (client) version of :meth:`Manifold.contains` for a stack ``[K, ...]`` -> bool ``[K]``."""
+    flat = stack.flatten(1)
+    if m.kind == "positive":
+        return (flat > 0).all(1)
+    if m.kind == "unit_interval":
+        return ((flat > 0) & (flat < 1)).all(1)
+    if m.kind == "circular":
+        return ((flat >= 0) & (flat < _period(m))).all(1)
+    return torch.ones(stack.shape[0], dtype=torch.bool)
+
+
+def validate_updates(
+    updates: Sequence[ClientUpdate],
+    reference: ParamDict,
+    max_norm: float | None = None,
+    manifolds: Mapping[str, Manifold] | None = None,
+) -> tuple[list[ClientUpdate], list[InvalidUpdate]]:
+    """:func:`validate_update` for a whole round at once: returns ``(accepted, rejected)``.
+
+    The same checks in the same order, with the same messages, but the tensor checks (finite values, manifold
+    membership, update norms) run on per-parameter stacks ``[K, ...]`` instead of client by client. A repeated
+    client id is rejected too (the later update).
+    """
+    if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0 and math.isfinite(max_norm)):
+        raise ValueError(f"max_norm must be a finite number > 0 or None, got {max_norm!r}")
+    rejected: list[InvalidUpdate] = []
+    ok: list[ClientUpdate] = []
+    seen: set[int] = set()
+    for u in updates:
+        cid = u.client_id
+        try:
+            if cid in seen:
+                raise InvalidUpdate(cid, "duplicate client id in this round")
+            n = u.num_samples
+            if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+                raise InvalidUpdate(cid, f"num_samples must be an integer >= 1, got {n!r}")
+            for what, got in (("parameter", u.params), ("control_delta", u.control_delta)):
+                if got is None:
+                    continue
+                if not isinstance(got, Mapping):
+                    raise InvalidUpdate(cid, f"{what} must be a name -> tensor dict, got {type(got).__name__}")
+                missing = [k for k in reference if k not in got]
+                extra = [k for k in got if k not in reference]
+                if missing or extra:
+                    raise InvalidUpdate(cid, f"{what}: missing parameters {missing}, unexpected parameters {extra}")
+                for name, ref in reference.items():
+                    t = got[name]
+                    if not isinstance(t, torch.Tensor):
+                        raise InvalidUpdate(cid, f"{what} {name!r}: expected a tensor, got {type(t).__name__}")
+                    if t.shape != ref.shape:
+                        raise InvalidUpdate(cid, f"{what} {name!r}: expected shape {tuple(ref.shape)}, "
+                                                 f"got {tuple(t.shape)}")
+                    if not t.is_floating_point():
+                        raise InvalidUpdate(cid, f"{what} {name!r}: expected a floating-point dtype, got {t.dtype}")
+        except InvalidUpdate as e:
+            rejected.append(e)
+            continue
+        seen.add(cid)
+        ok.append(u)
+    if not ok:
+        return ok, rejected
+    k = len(ok)
+    reasons: list[str | None] = [None] * k
+    norm_sq = torch.zeros(k, dtype=torch.float64)
+    for name, ref in reference.items():
+        stack = torch.stack([u.params[name].detach().to(ref.device) for u in ok])
+        finite = torch.isfinite(stack).flatten(1).all(1)
+        m = (manifolds or {}).get(name, EUCLIDEAN)
+        on = _on_manifold_rows(stack, m) if manifolds is not None else torch.ones(k, dtype=torch.bool)
+        for i in (~finite | ~on).nonzero().flatten().tolist():
+            if reasons[i] is None:
+                reasons[i] = (f"parameter {name!r}: contains non-finite values (nan/inf)" if not finite[i]
+                              else f"parameter {name!r}: values do not lie on its manifold {m}")
+        if max_norm is not None:
+            a, b = stack.to(torch.float64), ref.detach().to(torch.float64)
+            d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a - b
+            norm_sq += (d * d).flatten(1).sum(1)
+    with_control = [i for i, u in enumerate(ok) if u.control_delta is not None]
+    if with_control:
+        for name in reference:
+            stack = torch.stack([ok[i].control_delta[name] for i in with_control])  # type: ignore[index]
+            bad = ~torch.isfinite(stack).flatten(1).all(1)
+            for j in bad.nonzero().flatten().tolist():
+                i = with_control[j]
+                if reasons[i] is None:
+                    reasons[i] = f"control_delta {name!r}: contains non-finite values (nan/inf)"
+    if max_norm is not None:
+        for i, value in enumerate(norm_sq.sqrt().tolist()):
+            if reasons[i] is None and value > max_norm:
+                reasons[i] = f"update norm ||params - reference||_2 = {value:.6g} exceeds max_norm = {max_norm:g}"
+    accepted = [u for u, r in zip(ok, reasons) if r is None]
+    rejected += [InvalidUpdate(u.client_id, r) for u, r in zip(ok, reasons) if r is not None]
+    return accepted, rejected

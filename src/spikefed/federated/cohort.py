@@ -194,6 +194,9 @@ class StackedOptimizer:
     def step(self, grads: ParamDict, active: torch.Tensor) -> None:
         cfg = self.cfg
         self.steps[active] += 1
+        if bool(active.all()):
+            self._step_all(grads)
+            return
         idx = active.nonzero().flatten()
         for name, p in self.params.items():
             g = grads[name][idx]
@@ -217,6 +220,34 @@ class StackedOptimizer:
                 self.m[name][idx] = buf
                 pa = pa - cfg.lr * buf
             p[idx] = pa
+            manifold = manifold_of(p)
+            if manifold.kind != "euclidean":
+                manifold.project_(p)
+
+
+    def _step_all(self, grads: ParamDict) -> None:
+        """Every client takes a step: the same update in place on the whole stacks (no gather/scatter)."""
+        cfg = self.cfg
+        for name, p in self.params.items():
+            g = grads[name]
+            if cfg.weight_decay:
+                g = g.add(p, alpha=cfg.weight_decay)
+            shape = (-1, *([1] * (p.dim() - 1)))
+            if cfg.optimizer == "adam":
+                b1, b2, eps = 0.9, 0.999, 1e-8
+                m = self.m[name].mul_(b1).add_(g, alpha=1 - b1)
+                v = self.v[name].mul_(b2).addcmul_(g, g, value=1 - b2)
+                t = self.steps.to(p.dtype).view(shape)
+                denom = (v.sqrt() / (1 - b2**t).sqrt()).add_(eps)
+                p.addcdiv_(m * (cfg.lr / (1 - b1**t)), denom, value=-1.0)
+            else:
+                if cfg.momentum:
+                    first = (self.steps == 1).view(shape)
+                    buf = torch.where(first, g, self.m[name] * cfg.momentum + g)
+                    self.m[name].copy_(buf)
+                else:
+                    buf = g
+                p.sub_(buf, alpha=cfg.lr)
             manifold = manifold_of(p)
             if manifold.kind != "euclidean":
                 manifold.project_(p)
@@ -317,7 +348,7 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
             seen[act_idx] += counts.long()
     updates = []
     for i, c in enumerate(clients):
-        params = {n: stacked[n][i].detach().clone() for n in names}
+        params = {n: stacked[n][i] for n in names}  # views: the stacks are not touched after training
         steps = int(n_steps[i])
         control_delta = None
         if correction is not None:

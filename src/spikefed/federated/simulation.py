@@ -32,7 +32,7 @@ from ..hardware.energy import EnergyModel, mlp_operations
 from ..manifold import manifold_of
 from ..snn.models import SpikingMLP
 from ..snn.train import TrainConfig, encode_inputs, evaluate
-from .aggregation import InvalidUpdate, validate_update
+from .aggregation import validate_updates
 from .cohort import ClientData, train_clients
 from .serialization import decode_params, encode_params
 from .strategies import Strategy, make_strategy
@@ -144,12 +144,10 @@ class Simulation:
         updates = train_clients(spec.engine, spec.model, received, [self.clients[c] for c in sampled], gens,
                                 spec.local, fit, controls)
         # uplink: each client's delta (and control delta) as serialized bytes; the server decodes them
-        accepted: list[ClientUpdate] = []
-        rejected: list[dict[str, Any]] = []
+        received_updates: list[ClientUpdate] = []
         bytes_up = 0
         for upd in updates:
-            delta = {n: upd.params[n] - st.global_params[n] for n in upd.params}
-            payload = encode_params(delta)
+            payload = encode_params({n: upd.params[n] - st.global_params[n] for n in upd.params})
             bytes_up += len(payload)
             decoded = decode_params(payload)
             server_view = ClientUpdate(upd.client_id, upd.num_samples,
@@ -159,14 +157,14 @@ class Simulation:
                 payload_c = encode_params(upd.control_delta)
                 bytes_up += len(payload_c)
                 server_view.control_delta = decode_params(payload_c)
-            try:
-                validate_update(server_view, st.global_params, spec.max_update_norm)
-            except InvalidUpdate as e:
-                rejected.append({"client": upd.client_id, "round": rnd, "reason": str(e)})
-                continue
-            accepted.append(server_view)
+            received_updates.append(server_view)
+        # validation (names, shapes, dtype, finite, on-manifold, norm bound): bad updates are logged, not used
+        accepted, invalid = validate_updates(received_updates, st.global_params, spec.max_update_norm,
+                                             self.manifolds)
+        rejected = [{"client": e.client_id, "round": rnd, "reason": str(e)} for e in invalid]
         if accepted:
-            st.global_params = spec.strategy.aggregate_fit(rnd, st.global_params, accepted, self.manifolds)
+            st.global_params = spec.strategy.aggregate_fit(rnd, st.global_params, accepted, self.manifolds,
+                                                           validated=True)
             if fit.server_control is not None:
                 for u in accepted:
                     prev = st.controls.get(u.client_id)

@@ -219,15 +219,18 @@ class Strategy:
         global_params: ParamDict,
         updates: Sequence[ClientUpdate],
         manifolds: Mapping[str, Manifold] | None = None,
+        validated: bool = False,
     ) -> ParamDict:
         """New global parameters from the round-``rnd`` client ``updates`` (inputs are not mutated).
 
         Raises :class:`InvalidUpdate` for a bad update (naming the client) and ``ValueError`` for bad global
         parameters, an empty round, or a server step that leaves the manifold's finite range; on any error
-        the strategy state is unchanged.
+        the strategy state is unchanged. ``validated=True`` skips the per-update checks for callers that
+        already filtered the round with :func:`~spikefed.federated.aggregation.validate_updates` (same checks,
+        batched); duplicate ids are still refused.
         """
         manifolds = dict(manifolds or {})
-        self._check_round(rnd, global_params, updates, manifolds)
+        self._check_round(rnd, global_params, updates, manifolds, validated)
         target = aggregate_params([u.params for u in updates], self.client_weights(updates), manifolds)
         # in the order of the global parameters (clients may list names in another order)
         target = {n: target[n].to(device=w.device, dtype=w.dtype) for n, w in global_params.items()}
@@ -246,7 +249,8 @@ class Strategy:
     # -- internals -------------------------------------------------------------------------------------
 
     def _check_round(
-        self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold]
+        self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold],
+        validated: bool = False,
     ) -> None:
         if isinstance(rnd, bool) or not isinstance(rnd, numbers.Integral):
             raise ValueError(f"round must be an integer, got {rnd!r}")
@@ -265,7 +269,8 @@ class Strategy:
             if u.client_id in seen:
                 raise InvalidUpdate(u.client_id, f"duplicate client id in round {rnd}")
             seen.add(u.client_id)
-            validate_update(u, global_params, manifolds=manifolds)
+            if not validated:
+                validate_update(u, global_params, manifolds=manifolds)
 
     def _buffer(self, slot: str, name: str, like: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
         """Current state buffer ``slot[name]`` (as ``like``'s dtype/device), or ``fill`` if none yet."""
@@ -552,7 +557,8 @@ class Scaffold(Strategy):
         return torch.full((len(updates),), 1.0 / len(updates), dtype=torch.float64)
 
     def _check_round(
-        self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold]
+        self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold],
+        validated: bool = False,
     ) -> None:
         super()._check_round(rnd, global_params, updates, manifolds)
         for u in updates:
