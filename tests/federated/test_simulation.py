@@ -179,3 +179,18 @@ def test_default_run_reaches_095() -> None:
     sim = Simulation(build_spec(RunSettings()))
     rows = [sim.run_round() for _ in range(30)]
     assert rows[-1]["accuracy"] >= 0.95
+
+
+def test_scaffold_beats_fedavg_on_a_convex_skewed_problem() -> None:
+    """SCAFFOLD's control variates remove client drift: on a convex model (linear read-out, CE on the last
+    membrane step) under strong label skew with many local steps it reaches a lower test loss than FedAvg."""
+    base = ["partition.alpha=0.1", "partition.num_clients=10", "federation.fraction=1.0", "federation.rounds=8",
+            "local.optimizer=sgd", "local.lr=0.05", "local.momentum=0.0", "local.epochs=10", "model.hidden=[]",
+            "model.readout=membrane", "local.loss=ce_membrane", "local.membrane_reduction=last",
+            "local.num_steps=2"]
+    losses = {}
+    for strategy in ("fedavg", "scaffold"):
+        sim = Simulation(build_spec(build_settings(RunSettings, None, base + [f"federation.strategy={strategy}"])))
+        rows = [sim.run_round() for _ in range(8)]
+        losses[strategy] = rows[-1]["loss"]
+    assert losses["scaffold"] < losses["fedavg"]
