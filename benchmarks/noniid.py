@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/noniid.json")
     args = ap.parse_args()
     configure_allocator()
-    base = [f"partition.alpha={args.alpha}", f"federation.rounds={args.rounds}", f"seed={args.seed}"]
+    base = [f"partition.alpha={args.alpha}", f"federation.rounds={args.rounds}", f"seed={args.seed}", "local.lr=0.004"]
     results = []
     for name, overrides in ROWS:
         settings = build_settings(RunSettings, None, base + overrides)

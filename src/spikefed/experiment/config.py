@@ -187,7 +187,7 @@ class EnergySettings(_Section):
 
 
 def _default_local() -> "LocalTrainSettings":
-    return LocalTrainSettings(epochs=3, batch_size=32, lr=4e-3, cosine_schedule=False)
+    return LocalTrainSettings(epochs=4, batch_size=32, lr=3e-3, cosine_schedule=False)
 
 
 class RunSettings(_Section):
