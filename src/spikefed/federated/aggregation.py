@@ -273,9 +273,8 @@ def update_delta_norm(
     return math.sqrt(total)
 
 
-def _check_tensor_dict(
-    client_id: int, what: str, got: ParamDict, reference: ParamDict, manifolds: Mapping[str, Manifold] | None
-) -> None:
+def _check_structure(client_id: int, what: str, got: ParamDict, reference: ParamDict) -> None:
+    """Names, tensor types, shapes and floating dtypes of one client's dict (no tensor arithmetic)."""
     if not isinstance(got, Mapping):
         raise InvalidUpdate(client_id, f"{what} must be a name -> tensor dict, got {type(got).__name__}")
     missing = [n for n in reference if n not in got]
@@ -292,6 +291,14 @@ def _check_tensor_dict(
             )
         if not t.is_floating_point():
             raise InvalidUpdate(client_id, f"{what} {name!r}: expected a floating-point dtype, got {t.dtype}")
+
+
+def _check_tensor_dict(
+    client_id: int, what: str, got: ParamDict, reference: ParamDict, manifolds: Mapping[str, Manifold] | None
+) -> None:
+    _check_structure(client_id, what, got, reference)
+    for name in reference:
+        t = got[name]
         if not torch.isfinite(t).all():
             raise InvalidUpdate(client_id, f"{what} {name!r}: contains non-finite values (nan/inf)")
         if manifolds is not None:
@@ -370,24 +377,9 @@ def validate_updates(
             n = u.num_samples
             if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
                 raise InvalidUpdate(cid, f"num_samples must be an integer >= 1, got {n!r}")
-            for what, got in (("parameter", u.params), ("control_delta", u.control_delta)):
-                if got is None:
-                    continue
-                if not isinstance(got, Mapping):
-                    raise InvalidUpdate(cid, f"{what} must be a name -> tensor dict, got {type(got).__name__}")
-                missing = [k for k in reference if k not in got]
-                extra = [k for k in got if k not in reference]
-                if missing or extra:
-                    raise InvalidUpdate(cid, f"{what}: missing parameters {missing}, unexpected parameters {extra}")
-                for name, ref in reference.items():
-                    t = got[name]
-                    if not isinstance(t, torch.Tensor):
-                        raise InvalidUpdate(cid, f"{what} {name!r}: expected a tensor, got {type(t).__name__}")
-                    if t.shape != ref.shape:
-                        raise InvalidUpdate(cid, f"{what} {name!r}: expected shape {tuple(ref.shape)}, "
-                                                 f"got {tuple(t.shape)}")
-                    if not t.is_floating_point():
-                        raise InvalidUpdate(cid, f"{what} {name!r}: expected a floating-point dtype, got {t.dtype}")
+            _check_structure(cid, "parameter", u.params, reference)
+            if u.control_delta is not None:
+                _check_structure(cid, "control_delta", u.control_delta, reference)
         except InvalidUpdate as e:
             rejected.append(e)
             continue

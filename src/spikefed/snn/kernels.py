@@ -205,15 +205,20 @@ def lif_step(
         u_new = beta * u + x_t
     else:
         r = surrogate(u - threshold)
-        if detach_reset:
-            r = r.detach()
-        if reset == "subtract":
-            u_new = beta * u + x_t - r * (threshold - reset_value)
-        elif reset == "zero":
-            u_new = beta * ((1 - r) * u + r * reset_value) + x_t
-        else:
-            raise ValueError(f"unknown reset {reset!r}; valid: {', '.join(RESET_MODES)}")
+        u_new = lif_update(u, x_t, r.detach() if detach_reset else r, beta, threshold, reset_value, reset)
     return surrogate(u_new - threshold), u_new
+
+
+def lif_update(u: torch.Tensor, x_t: torch.Tensor, r: torch.Tensor, beta: float | torch.Tensor,
+               threshold: float | torch.Tensor, reset_value: float | torch.Tensor, reset: ResetMode) -> torch.Tensor:
+    """The membrane update ``u[t]`` from ``u[t-1]``, input ``x[t]`` and reset signal ``r[t]`` (module docstring)."""
+    if reset == "subtract":
+        return beta * u + x_t - r * (threshold - reset_value)
+    if reset == "zero":
+        return beta * ((1 - r) * u + r * reset_value) + x_t
+    if reset == "none":
+        return beta * u + x_t
+    raise ValueError(f"unknown reset {reset!r}; valid: {', '.join(RESET_MODES)}")
 
 
 def lif_reference(

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..manifold import EPS, POSITIVE, UNIT_INTERVAL, EUCLIDEAN, Manifold, check_open_interval, declare
-from .kernels import RESET_MODES, lif_fused, lif_reference, lif_step, lowpass, lowpass_reference
+from .kernels import RESET_MODES, lif_fused, lif_reference, lif_step, lif_update, lowpass, lowpass_reference
 from .surrogate import DerivativeFn, Surrogate, get_surrogate
 
 
@@ -251,13 +251,7 @@ class LIF(_ParamsMixin):
         for t in range(x.shape[0]):
             free = (count <= 0).to(x.dtype)
             r = last.detach() if self.detach_reset else last
-            xt = x[t] * free
-            if self.reset == "subtract":
-                v = beta * v + xt - r * (thr - self.reset_value)
-            elif self.reset == "zero":
-                v = beta * ((1 - r) * v + r * self.reset_value) + xt
-            else:
-                v = beta * v + xt
+            v = lif_update(v, x[t] * free, r, beta, thr, self.reset_value, self.reset)  # type: ignore[arg-type]
             s = self.surrogate(v - thr) * free
             count = torch.where(s > 0, torch.full_like(count, self.refractory), (count - 1).clamp(min=0))
             last = s
@@ -347,12 +341,7 @@ class ALIF(LIF):
               beta: torch.Tensor, thr: torch.Tensor, rho: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r = last.detach() if self.detach_reset else last
         a = rho * a + r
-        if self.reset == "subtract":
-            v = beta * v + x - r * (thr - self.reset_value)
-        elif self.reset == "zero":
-            v = beta * ((1 - r) * v + r * self.reset_value) + x
-        else:
-            v = beta * v + x
+        v = lif_update(v, x, r, beta, thr, self.reset_value, self.reset)  # type: ignore[arg-type]
         s = self.surrogate(v - (thr + self.gamma * a))
         return s, v, a
 
@@ -411,12 +400,7 @@ class RecurrentLIF(LIF):
         for t in range(x.shape[0]):
             drive = x[t] + last @ self.recurrent.t()
             r = last.detach() if self.detach_reset else last
-            if self.reset == "subtract":
-                v = beta * v + drive - r * (thr - self.reset_value)
-            elif self.reset == "zero":
-                v = beta * ((1 - r) * v + r * self.reset_value) + drive
-            else:
-                v = beta * v + drive
+            v = lif_update(v, drive, r, beta, thr, self.reset_value, self.reset)  # type: ignore[arg-type]
             last = self.surrogate(v - thr)
             spikes.append(last)
             mems.append(v)
