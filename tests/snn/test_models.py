@@ -96,3 +96,19 @@ def test_bad_sizes() -> None:
         SpikingMLP([4, 2], readout="votes")
     with pytest.raises(ValueError, match=r"\[T, B, 4\]"):
         SpikingMLP([4, 2])(torch.rand(5, 3, 5))
+
+
+def test_time_constant_input_is_computed_once_with_same_result() -> None:
+    """Direct coding gives a stride-0 view; the first layer runs once per sample, results and grads unchanged."""
+    model = SpikingMLP([6, 9, 4], generator=_gen(), learn_beta=True).double()
+    x = torch.rand(3, 6, generator=_gen(1), dtype=torch.float64) * 2
+    view = x.unsqueeze(0).expand(11, 3, 6)
+    assert view.stride(0) == 0
+    a = model(view)
+    ga = torch.autograd.grad(a.output.sum() + a.membrane.sum(), list(model.parameters()))
+    b = model(view.contiguous())
+    gb = torch.autograd.grad(b.output.sum() + b.membrane.sum(), list(model.parameters()))
+    assert torch.equal(a.output, b.output)
+    assert torch.allclose(a.membrane, b.membrane, atol=1e-12)
+    for g, h in zip(ga, gb):
+        assert torch.allclose(g, h, atol=1e-10)

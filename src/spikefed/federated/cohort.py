@@ -33,7 +33,7 @@ from ..manifold import manifold_of
 from ..snn.encoding import encode
 from ..snn.kernels import lif_fused
 from ..snn.losses import soft_first_spike_time
-from ..snn.models import SpikingMLP
+from ..snn.models import SpikingMLP, is_time_constant
 from ..snn.neurons import IF, LIF
 from ..snn.train import TrainConfig, group_population, make_optimizer, predict, task_loss
 from .types import ClientUpdate, FitInstructions, ParamDict, clone_params, load_params_
@@ -98,12 +98,16 @@ def cohort_forward(model: SpikingMLP, params: ParamDict, x: torch.Tensor) -> tup
     spikes: list[torch.Tensor] = []
     for i, lin in enumerate(model.linears):
         w = params[f"linears.{i}.weight"]  # [K, out, in]
-        flat = h.transpose(0, 1).reshape(k, steps * b, h.shape[-1])
+        constant = is_time_constant(h)  # direct coding: one matmul for all T steps
+        flat = h[0] if constant else h.transpose(0, 1).reshape(k, steps * b, h.shape[-1])
         if f"linears.{i}.bias" in params:
             z = torch.baddbmm(params[f"linears.{i}.bias"].unsqueeze(1), flat, w.transpose(1, 2))
         else:
             z = torch.bmm(flat, w.transpose(1, 2))
-        h = z.view(k, steps, b, -1).transpose(0, 1)  # [T, K, B, out], K-major memory
+        if constant:
+            h = z.unsqueeze(0).expand(steps, *z.shape)  # [T, K, B, out], broadcast over time
+        else:
+            h = z.view(k, steps, b, -1).transpose(0, 1)  # [T, K, B, out], K-major memory
         if i < len(model.neurons):
             neuron = model.neurons[i]
             beta = _stacked(params, f"neurons.{i}.beta", neuron.beta, k)
@@ -272,8 +276,8 @@ def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tens
 def _encode_cohort(x: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig, gens: list[torch.Generator]) -> torch.Tensor:
     """``x [Ka, B, *F]`` -> ``[T, Ka, B, *F]`` (K-major memory). Stochastic encoders draw per client, for its
     valid samples only (so the draws are those of training the client alone); padded rows stay zero."""
-    if cfg.encoder == "direct":
-        return x.unsqueeze(1).expand(x.shape[0], cfg.num_steps, *x.shape[1:]).contiguous().transpose(0, 1)
+    if cfg.encoder == "direct" and not cfg.encoder_kwargs:
+        return x.unsqueeze(0).expand(cfg.num_steps, *x.shape)  # time-constant view
     out = torch.zeros((x.shape[0], cfg.num_steps, *x.shape[1:]), dtype=x.dtype)
     for i, g in enumerate(gens):
         n = int(mask[i].sum())

@@ -44,6 +44,19 @@ def _unfold(x: torch.Tensor, tb: tuple[int, int]) -> torch.Tensor:
     return x.reshape(*tb, *x.shape[1:])
 
 
+def is_time_constant(x: torch.Tensor) -> bool:
+    """Whether ``x [T, ...]`` is one tensor broadcast over time (a stride-0 view, as direct coding produces)."""
+    return x.dim() > 1 and x.shape[0] > 1 and x.stride(0) == 0
+
+
+def time_invariant(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a stateless layer to ``x [T, B, ...]``; a time-constant input is processed once and broadcast."""
+    if is_time_constant(x):
+        y = layer(x[0])
+        return y.unsqueeze(0).expand(x.shape[0], *y.shape)
+    return layer(x)
+
+
 def _check_state(state: Sequence[Any] | None, n: int) -> list[Any]:
     if state is None:
         return [None] * n
@@ -96,7 +109,7 @@ class SpikingMLP(nn.Module):
         h = x
         out: NeuronOutput | None = None
         for i, lin in enumerate(self.linears):
-            h = lin(h)
+            h = time_invariant(lin, h)
             if i < len(self.neurons):
                 out = self.neurons[i].run(h, states[i])
                 new_state.append(out.state)

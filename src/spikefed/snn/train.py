@@ -119,7 +119,13 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
 
 
 def encode_inputs(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """Static inputs ``[B, *features]`` -> time-major ``[T, B, *features]`` with the configured encoder."""
+    """Static inputs ``[B, *features]`` -> time-major ``[T, B, *features]`` with the configured encoder.
+
+    Direct (constant-current) coding returns a broadcast view (time stride 0): the models compute a layer
+    whose input is constant over time once and broadcast the result, T times less work than per step.
+    """
+    if cfg.encoder == "direct" and not cfg.encoder_kwargs:
+        return x.unsqueeze(0).expand(cfg.num_steps, *x.shape)
     return encode(cfg.encoder, x, cfg.num_steps, generator=generator, **cfg.encoder_kwargs)
 
 
