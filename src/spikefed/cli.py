@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .experiment.config import ConfigError, RunSettings, TrainSettings, build_settings, dump_yaml
+from .experiment.config import ConfigError, RunSettings, TrainSettings, build_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Federated learning of spiking neural networks on neuromorphic edge devices.")

@@ -271,3 +271,26 @@ def test_format_table() -> None:
         format_table(bad)
     with pytest.raises(ValueError, match="report must be a dict from client_heterogeneity"):
         format_table({"sizes": [1]})
+
+
+def test_pca_subspace_hellinger_matches_manual_projection() -> None:
+    """pca_dims=k: Gaussian fits in the top-k principal subspace of all features (checked with numpy's SVD)."""
+    import numpy as np
+
+    from spikefed.data.heterogeneity import client_heterogeneity, hellinger_gaussian
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 12)) @ rng.normal(size=(12, 12))
+    labels = rng.integers(0, 3, size=200)
+    parts = [np.arange(0, 80), np.arange(80, 200)]
+    got = client_heterogeneity(x, labels, parts, 3, pca_dims=3, eps=1e-6)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    z = centred @ vt[:3].T
+    mu, cov = z.mean(axis=0), np.cov(z, rowvar=False)
+    for i, p in enumerate(parts):
+        zi = z[p]
+        want = hellinger_gaussian(zi.mean(axis=0), np.cov(zi, rowvar=False), mu, cov, eps=1e-6)
+        assert abs(got["hellinger"][i] - want) < 1e-9
+    full = client_heterogeneity(x, labels, parts, 3, eps=1e-6)
+    assert full["hellinger"] != got["hellinger"]  # the projection changes the measure

@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 
 from ..data.digits import DatasetSplit, load_digits_split
 from ..data.partition import feature_transforms, label_distribution, partition as split_clients

@@ -22,9 +22,8 @@ and with SCAFFOLD the gradient is corrected to ``g + c - c_k`` before the optimi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +35,7 @@ from ..snn.losses import soft_first_spike_time
 from ..snn.models import SpikingMLP, is_time_constant
 from ..snn.neurons import IF, LIF
 from ..snn.train import TrainConfig, group_population, make_optimizer, predict, task_loss
-from .types import ClientUpdate, FitInstructions, ParamDict, clone_params, load_params_
+from .types import ClientUpdate, FitInstructions, ParamDict, load_params_
 
 ENGINES = ("cohort", "sequential")
 

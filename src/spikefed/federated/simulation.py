@@ -35,7 +35,7 @@ from ..snn.train import TrainConfig, encode_inputs, evaluate
 from .aggregation import validate_updates
 from .cohort import ClientData, train_clients
 from .serialization import decode_params, encode_params
-from .strategies import Strategy, make_strategy
+from .strategies import Strategy
 from .types import ClientUpdate, ParamDict, load_params_, params_of
 
 CHECKPOINT_VERSION = 1
