@@ -1,6 +1,6 @@
 """Strong label skew (Dirichlet alpha = 0.1): FedAvg vs FedProx vs SCAFFOLD (and server optimizers), one run.
 
-Every strategy runs the same federation (digits, 20 clients, 10 sampled per round, spiking MLP 64-256-10,
+Every strategy runs the same federation (Adam lr 2e-3 unless a row sets SGD) (digits, 20 clients, 10 sampled per round, spiking MLP 64-256-10,
 same seed, same partition) through the in-process simulator; the table reports final and best test accuracy,
 uplink bytes and wall time. Local training is E = 1 epoch unless a row says otherwise.
 
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/noniid.json")
     args = ap.parse_args()
     configure_allocator()
-    base = [f"partition.alpha={args.alpha}", f"federation.rounds={args.rounds}", f"seed={args.seed}", "local.lr=0.004"]
+    base = [f"partition.alpha={args.alpha}", f"federation.rounds={args.rounds}", f"seed={args.seed}", "local.lr=0.002"]
     results = []
     for name, overrides in ROWS:
         settings = build_settings(RunSettings, None, base + overrides)

@@ -90,3 +90,30 @@ def test_ctrl_c_saves_checkpoint_and_prints_resume_hint(tmp_path: Path) -> None:
     r = _cli("run", "--resume", str(out), "--json", "--set", f"federation.rounds={len(rows) + 1}")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["rounds"] == len(rows) + 1
+
+
+def test_out_dir_holding_a_run_is_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _cli("run", "--out", str(out), "--json", *SMALL, "--set", "federation.rounds=1").returncode == 0
+    before = (out / "metrics.jsonl").read_text()
+    r = _cli("run", "--out", str(out), *SMALL, "--set", "federation.rounds=1", "--set", "seed=3")
+    assert r.returncode == 2 and "already holds a run" in r.stderr and "--resume" in r.stderr
+    assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_feature_skew_with_rate_coding_runs(tmp_path: Path) -> None:
+    """Feature transforms may leave [0, 1]; rate/latency coding clamps them back instead of failing."""
+    r = _cli("run", "--out", str(tmp_path / "r"), "--json", *SMALL, "--set", "federation.rounds=1",
+             "--set", "partition.method=feature", "--set", "local.encoder=rate", "--set", "data.scale=unit",
+             "--set", "partition.shift_std=0.5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["rounds"] == 1
+
+
+def test_partial_local_overrides_keep_federated_defaults() -> None:
+    from spikefed.experiment.config import RunSettings, build_settings
+
+    s = build_settings(RunSettings, None, ["local.batch_size=16"])
+    default = RunSettings()
+    assert s.local.batch_size == 16
+    assert (s.local.epochs, s.local.lr, s.local.cosine_schedule) == (default.local.epochs, default.local.lr, False)

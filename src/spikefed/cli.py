@@ -119,7 +119,10 @@ def run(
         with Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task("rounds", total=f.rounds, completed=job.sim.state.round, info="")
             while not job.done:
-                row = job.step()
+                try:
+                    row = job.step()
+                except (ValueError, FloatingPointError) as e:
+                    _fail(f"round {job.sim.state.round + 1} failed: {e}", 1)
                 acc = row.get("accuracy")
                 info = (f"acc {acc:.4f}  " if acc is not None else "") + (
                     f"loss {row['loss']:.3f}  " if row.get("loss") is not None else "") + (

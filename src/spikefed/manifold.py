@@ -103,6 +103,17 @@ def named_manifolds(module: nn.Module) -> Iterator[tuple[str, Manifold]]:
         yield name, manifold_of(p)
 
 
+def copy_module(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that keeps the manifold declarations (deepcopy drops attributes set on parameters)."""
+    import copy
+
+    clone = copy.deepcopy(module)
+    for (_, src), (_, dst) in zip(module.named_parameters(), clone.named_parameters()):
+        if hasattr(src, _ATTR):
+            setattr(dst, _ATTR, getattr(src, _ATTR))
+    return clone
+
+
 def project_parameters_(module: nn.Module) -> None:
     """Project every declared parameter of ``module`` back onto its manifold (after an optimizer step)."""
     for p in module.parameters():

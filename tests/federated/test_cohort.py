@@ -101,3 +101,22 @@ def test_fedprox_large_mu_keeps_clients_near_global(clients64) -> None:
         drift.append(max(torch.sqrt(sum(((u.params[n] - g[n]) ** 2).sum() for n in u.params)).item() for u in ups))
     assert drift[0] > drift[1] > drift[2]
     assert drift[2] < 0.25 * drift[0]
+
+
+def test_sequential_keeps_learnable_decays_on_their_manifold(clients64) -> None:
+    """Regression: the sequential engine's private model copy must keep the manifold declarations, so a decay
+    pushed past 1 by a large step is projected back (as in the cohort engine) and the update stays valid."""
+    from spikefed.federated.aggregation import validate_updates
+    from spikefed.manifold import manifold_of
+
+    model = _model(reset="none", learn_beta=True)
+    g = params_of(model)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.02, num_steps=5, loss="ce_membrane")
+    a = train_cohort(model, g, clients64[:2], _gens(2), cfg, FitInstructions(1))
+    b = train_sequential(model, g, clients64[:2], _gens(2), cfg, FitInstructions(1))
+    manifolds = {n: manifold_of(p) for n, p in model.named_parameters()}
+    for ups in (a, b):
+        accepted, rejected = validate_updates(ups, g, None, manifolds)
+        assert not rejected, [str(e) for e in rejected]
+        assert max(float(u.params["neurons.0.beta"].max()) for u in ups) < 1.0
+    assert _max_diff(a, b) < 1e-10

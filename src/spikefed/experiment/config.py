@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..snn.kernels import RESET_MODES
 from ..snn.surrogate import SURROGATES
@@ -138,7 +138,7 @@ class LocalTrainSettings(_Section):
 class TrainSettings(_Section):
     """``spikefed train``: centralized training of a spiking network."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: LocalTrainSettings = Field(default_factory=LocalTrainSettings)
@@ -186,20 +186,40 @@ class EnergySettings(_Section):
     e_spike: float = Field(0.0, ge=0, description="per emitted spike")
 
 
+#: Local-training defaults of federated runs where they differ from centralized training; they also apply when
+#: a config sets only some ``local.*`` keys.
+FEDERATED_LOCAL_DEFAULTS: dict[str, Any] = {"epochs": 4, "lr": 3e-3, "cosine_schedule": False}
+
+
 def _default_local() -> "LocalTrainSettings":
-    return LocalTrainSettings(epochs=4, batch_size=32, lr=3e-3, cosine_schedule=False)
+    return LocalTrainSettings(**FEDERATED_LOCAL_DEFAULTS)
 
 
 class RunSettings(_Section):
     """``spikefed run``: a federated experiment."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds every random choice of the run")
     data: DataSettings = Field(default_factory=DataSettings)
     partition: PartitionSettings = Field(default_factory=PartitionSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     local: LocalTrainSettings = Field(default_factory=_default_local)
     federation: FederationSettings = Field(default_factory=FederationSettings)
     energy: EnergySettings = Field(default_factory=EnergySettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _federated_local_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("local"), dict):
+            data = {**data, "local": {**FEDERATED_LOCAL_DEFAULTS, **data["local"]}}
+        return data
+
+    @field_validator("local")
+    @classmethod
+    def _local_federated(cls, v: "LocalTrainSettings") -> "LocalTrainSettings":
+        if v.cosine_schedule:
+            raise ValueError("cosine_schedule is not supported for federated local training (a fresh optimizer "
+                             "runs each round); set local.cosine_schedule=false")
+        return v
 
 
 # -- loading, overrides, errors -----------------------------------------------------------------------------

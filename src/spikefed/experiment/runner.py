@@ -174,6 +174,9 @@ class Run:
                 raise ConfigError(f"checkpoint is at round {self.sim.state.round}, beyond federation.rounds="
                                   f"{settings.federation.rounds}")
         else:
+            if (self.dir / "checkpoint.pt").exists() or (self.dir / "metrics.jsonl").exists():
+                raise ConfigError(f"{self.dir} already holds a run; continue it with --resume {self.dir} "
+                                  "or choose another --out")
             self.dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(self.dir / "config.yaml", dump_yaml(settings))
         het = self.sim.heterogeneity
@@ -212,7 +215,12 @@ class Run:
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:
-    return Path(root) / time.strftime("%Y%m%d-%H%M%S")
+    """``runs/<timestamp>``, with a numeric suffix if that directory exists already."""
+    base = Path(root) / time.strftime("%Y%m%d-%H%M%S")
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
 
 
 def run_experiment(settings: RunSettings, out_dir: Path, resume: bool = False,

@@ -387,14 +387,12 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
     Works for any model (conv nets, recurrent neurons, truncated BPTT); :func:`train_cohort` must agree with
     it where both apply.
     """
-    import copy
-
+    from ..manifold import copy_module, project_parameters_
     from ..snn.train import backward_batch, encode_inputs
-    from ..manifold import project_parameters_
 
     updates = []
     for i, (c, gen) in enumerate(zip(clients, generators)):
-        local = copy.deepcopy(model)
+        local = copy_module(model)
         load_params_(local, global_params)
         names = [n for n, p in local.named_parameters() if p.requires_grad]
         anchor = {n: global_params[n].detach() for n in names}

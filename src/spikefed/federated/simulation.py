@@ -47,6 +47,7 @@ def derive_seed(*parts: int) -> int:
 
 
 PURPOSE_SAMPLE, PURPOSE_CLIENT, PURPOSE_EVAL, PURPOSE_PARTITION, PURPOSE_INIT, PURPOSE_FEATURE = range(6)
+NO_ROUND = 0xFFFFFFFF  # the "round" field of streams that do not belong to a round
 
 
 @dataclass
@@ -114,8 +115,11 @@ class Simulation:
             index = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
             x = d.x_train[index]
             if spec.client_transforms is not None:
-                gen = torch.Generator().manual_seed(derive_seed(spec.seed, PURPOSE_FEATURE, cid))
+                # purpose-tagged with an out-of-range "round" so it never equals a per-round stream
+                gen = torch.Generator().manual_seed(derive_seed(spec.seed, NO_ROUND, PURPOSE_FEATURE, cid))
                 x = spec.client_transforms[cid].apply(x, gen)
+                if spec.local.encoder in ("rate", "latency"):
+                    x = x.clamp(0.0, 1.0)  # these encoders take intensities in [0, 1]
             clients.append(ClientData(cid, x, d.y_train[index]))
         return clients
 
