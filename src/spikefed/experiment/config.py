@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..snn.kernels import RESET_MODES
 from ..snn.surrogate import SURROGATES
@@ -21,6 +21,17 @@ from ..snn.train import LOSSES, OPTIMIZERS, STATIC_ENCODERS, TrainConfig
 
 class ConfigError(ValueError):
     """A configuration problem, with a one-line message naming the key."""
+
+
+def _one_of(valid: tuple[str, ...]) -> Callable[[str], str]:
+    """A validator accepting only the names in ``valid`` (the error lists them)."""
+
+    def check(v: str) -> str:
+        if v not in valid:
+            raise ValueError(f"valid: {', '.join(valid)}")
+        return v
+
+    return check
 
 
 class _Section(BaseModel):
@@ -45,9 +56,9 @@ class ModelSettings(_Section):
     readout: Literal["spikes", "membrane"] = "spikes"
     beta: float = Field(0.9, gt=0, lt=1, description="membrane decay exp(-dt/tau)")
     threshold: float = Field(1.0, gt=0)
-    reset: str = "subtract"
+    reset: Annotated[str, AfterValidator(_one_of(RESET_MODES))] = "subtract"
     detach_reset: bool = True
-    surrogate: str = "atan"
+    surrogate: Annotated[str, AfterValidator(_one_of(SURROGATES))] = "atan"
     slope: float | None = Field(None, gt=0, description="surrogate slope (None: the surrogate's default)")
     learn_beta: bool = False
     learn_threshold: bool = False
@@ -59,19 +70,7 @@ class ModelSettings(_Section):
             raise ValueError("hidden widths must be >= 1")
         return v
 
-    @field_validator("reset")
-    @classmethod
-    def _reset(cls, v: str) -> str:
-        if v not in RESET_MODES:
-            raise ValueError(f"valid: {', '.join(RESET_MODES)}")
-        return v
 
-    @field_validator("surrogate")
-    @classmethod
-    def _surrogate(cls, v: str) -> str:
-        if v not in SURROGATES:
-            raise ValueError(f"valid: {', '.join(SURROGATES)}")
-        return v
 
     def neuron_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = dict(threshold=self.threshold, reset=self.reset, detach_reset=self.detach_reset,
@@ -88,15 +87,15 @@ class LocalTrainSettings(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(2e-3, gt=0)
-    optimizer: str = "adam"
+    optimizer: Annotated[str, AfterValidator(_one_of(OPTIMIZERS))] = "adam"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float | None = Field(None, gt=0)
     tbptt: int | None = Field(None, ge=1, description="truncated BPTT window (None: full BPTT)")
     num_steps: int = Field(25, ge=1, description="time steps T per sample")
-    encoder: str = "direct"
+    encoder: Annotated[str, AfterValidator(_one_of(STATIC_ENCODERS))] = "direct"
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
-    loss: str = "mse_count"
+    loss: Annotated[str, AfterValidator(_one_of(LOSSES))] = "mse_count"
     correct_rate: float = Field(0.8, ge=0, le=1)
     incorrect_rate: float = Field(0.2, ge=0, le=1)
     membrane_reduction: Literal["time_mean", "max", "last"] = "max"
@@ -110,26 +109,8 @@ class LocalTrainSettings(_Section):
     cosine_schedule: bool = True
     local_steps: int | None = Field(None, ge=1, description="federated: cap on local steps per round")
 
-    @field_validator("optimizer")
-    @classmethod
-    def _opt(cls, v: str) -> str:
-        if v not in OPTIMIZERS:
-            raise ValueError(f"valid: {', '.join(OPTIMIZERS)}")
-        return v
 
-    @field_validator("encoder")
-    @classmethod
-    def _enc(cls, v: str) -> str:
-        if v not in STATIC_ENCODERS:
-            raise ValueError(f"valid: {', '.join(STATIC_ENCODERS)}")
-        return v
 
-    @field_validator("loss")
-    @classmethod
-    def _loss(cls, v: str) -> str:
-        if v not in LOSSES:
-            raise ValueError(f"valid: {', '.join(LOSSES)}")
-        return v
 
     def to_train_config(self) -> TrainConfig:
         return TrainConfig(**self.model_dump())
