@@ -90,6 +90,10 @@ class SimulationState:
     bytes_up: int = 0
     bytes_down: int = 0
     seconds: float = 0.0
+    #: per-client state that lives on the client across rounds (e.g. error-feedback residuals), by client id
+    client_state: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: server-side state of the round pipeline beyond the strategy (e.g. privacy accountant, adaptive clip)
+    server_state: dict[str, Any] = field(default_factory=dict)
 
 
 class Simulation:
@@ -230,6 +234,7 @@ class Simulation:
         torch.save({"version": CHECKPOINT_VERSION, "round": st.round, "global_params": st.global_params,
                     "strategy_state": st.strategy_state, "controls": st.controls, "metrics": st.metrics,
                     "bytes_up": st.bytes_up, "bytes_down": st.bytes_down, "seconds": st.seconds,
+                    "client_state": st.client_state, "server_state": st.server_state,
                     "fingerprint": fingerprint or {}}, buf)
         return buf.getvalue()
 
@@ -258,7 +263,8 @@ class Simulation:
             raise ValueError(f"checkpoint {path} holds parameters of a different model")
         self.spec.strategy.load_state_dict(data["strategy_state"])
         self.state = SimulationState(data["round"], gp, data["strategy_state"], data["controls"], data["metrics"],
-                                     data["bytes_up"], data["bytes_down"], data["seconds"])
+                                     data["bytes_up"], data["bytes_down"], data["seconds"],
+                                     data.get("client_state", {}), data.get("server_state", {}))
 
 
 def _weighted(values: list[float], weights: list[int]) -> float | None:
