@@ -225,6 +225,32 @@ def partition(
                     f"mean Hellinger {report['mean_hellinger']:.3f} (max {report['max_hellinger']:.3f})")
 
 
+@app.command()
+def devices(
+    json_out: bool = typer.Option(False, "--json", help="print the presets as JSON"),
+) -> None:
+    """List the device presets usable in devices.fleet (mismatch CVs, weight bits, lost steps, dt, ...)."""
+    import dataclasses
+
+    from .hardware.devices import PRESETS
+
+    rows = [dataclasses.asdict(p) for p in PRESETS.values()]
+    if json_out:
+        print(json.dumps(rows))
+        return
+    table = Table(title="device presets", caption="use: --set 'devices.fleet=[{profile: NAME}]'; "
+                  "noise: probe read-out noise")
+    cols = ("name", "threshold_cv", "leak_cv", "gain_cv", "weight_bits", "rounding", "drop_steps", "jitter", "dt",
+            "delay_buffer", "readout_noise")
+    heads = ("name", "thr cv", "leak cv", "gain cv", "bits", "rounding", "drop", "jitter", "dt", "delays", "noise")
+    for col, head in zip(cols, heads):
+        table.add_column(head, justify="left" if col in ("name", "rounding") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*("float32" if c == "weight_bits" and r[c] is None else
+                        "-" if r[c] is None else str(r[c]) for c in cols))
+    Console(width=max(Console().width, 110)).print(table)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -34,6 +34,10 @@ class DatasetSplit:
 
     ``x_*`` are float32 tensors ``[N, *feature_shape]``; ``y_*`` are int64 tensors ``[N]`` with labels in
     ``[0, num_classes)``. Checked on construction (``ValueError`` on any mismatch).
+
+    ``sequence=True`` marks pre-binned sequences (event data, :mod:`spikefed.events`): ``x`` is
+    ``[N, T, *step_shape]`` with ``feature_shape = (T, *step_shape)``, fed to the network one time bin per step
+    (encoder ``"events"``); :attr:`step_features` is then the input width of the network.
     """
 
     x_train: torch.Tensor
@@ -43,6 +47,7 @@ class DatasetSplit:
     num_classes: int
     feature_shape: tuple[int, ...]
     name: str
+    sequence: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -57,6 +62,10 @@ class DatasetSplit:
             raise ValueError(f"num_classes must be an int >= 1, got {n!r}")
         if not isinstance(self.name, str):
             raise ValueError(f"name must be a str, got {self.name!r}")
+        if not isinstance(self.sequence, bool):
+            raise ValueError(f"sequence must be a bool, got {self.sequence!r}")
+        if self.sequence and len(shape) < 2:
+            raise ValueError(f"sequence data needs feature_shape (T, *step_shape), got {shape!r}")
         dims = ", ".join(str(s) for s in shape)
         for part in ("train", "test"):
             x = getattr(self, f"x_{part}")
@@ -80,6 +89,16 @@ class DatasetSplit:
     def num_features(self) -> int:
         """Number of scalar features per sample: the product of ``feature_shape``."""
         return math.prod(self.feature_shape)
+
+    @property
+    def num_steps(self) -> int | None:
+        """T of sequence data (``feature_shape[0]``), ``None`` for static data."""
+        return self.feature_shape[0] if self.sequence else None
+
+    @property
+    def step_features(self) -> int:
+        """Input width of the network: features per time step for sequence data, else :attr:`num_features`."""
+        return math.prod(self.feature_shape[1:]) if self.sequence else self.num_features
 
     @property
     def num_train(self) -> int:

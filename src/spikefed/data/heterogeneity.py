@@ -159,6 +159,34 @@ def hellinger_gaussian(
     return math.sqrt(min(max(h2, 0.0), 1.0))
 
 
+#: Above this ``min(N, D)`` the principal axes come from randomized subspace iteration instead of a full SVD.
+EXACT_PCA_MAX = 1000
+
+
+def _principal_projection(centred: np.ndarray, k: int, power_iterations: int = 8) -> np.ndarray:
+    """``X V_k``: centred rows ``X [N, D]`` on their top-k principal axes.
+
+    A full SVD when ``min(N, D) <= EXACT_PCA_MAX`` (digits: D = 64). Larger sets (event frames ``[N, T, F]``
+    flattened: 1437 x 8000, 4000 x 5780) would take minutes; there a seeded randomized subspace iteration
+    (Halko, Martinsson & Tropp 2011: ``Y = (X X^T)^q X G``, ``G`` Gaussian ``[D, k + 10]``, re-orthonormalised
+    every step; then the SVD of ``Q^T X``) gives the same axes to within ``(s_{k+11} / s_k)^(2q+1)``, up to
+    their signs, to which the Gaussian fits are blind. Deterministic (fixed seed).
+    """
+    n, d = centred.shape
+    k = min(k, n, d)
+    if min(n, d) <= EXACT_PCA_MAX:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        return centred @ vt[:k].T
+    width = min(k + 10, n, d)
+    y = centred @ np.random.default_rng(0).standard_normal((d, width))
+    for _ in range(power_iterations):
+        q, _ = np.linalg.qr(y)
+        y = centred @ (centred.T @ q)
+    q, _ = np.linalg.qr(y)
+    u, s, _ = np.linalg.svd(q.T @ centred, full_matrices=False)
+    return (q @ u[:, :k]) * s[:k]
+
+
 def _fit_gaussian(x: np.ndarray, diag: bool) -> tuple[np.ndarray, np.ndarray]:
     """Sample mean and unbiased covariance (``ddof = 1``) of rows ``x [n, D]``; zero covariance when ``n = 1``."""
     mu = x.mean(axis=0)
@@ -227,9 +255,7 @@ def client_heterogeneity(
     feats = feats.reshape(y.size, -1)
     if pca_dims is not None:
         k = _int("pca_dims", pca_dims, 1)
-        centred = feats - feats.mean(axis=0)
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        feats = centred @ vt[: min(k, vt.shape[0])].T
+        feats = _principal_projection(feats - feats.mean(axis=0), k)
     counts = label_distribution(y, parts, c)
     global_counts = np.bincount(y, minlength=c)
     diag = covariance == "diag"

@@ -10,11 +10,24 @@ import torch
 from ..data.digits import DatasetSplit, load_digits_split
 from ..snn.models import SpikingMLP
 from ..snn.train import evaluate, fit
-from .config import TrainSettings
+from .config import DataSettings, TrainSettings
+
+
+def load_dataset(data: DataSettings, seed: int) -> DatasetSplit:
+    """The configured dataset and split. Event data (``event_digits``, ``event_mnist5k``) comes binned into
+    ``data.bins`` frames, ``x [N, bins, F]`` with ``sequence=True`` (``data.scale`` does not apply to it)."""
+    if data.name == "digits":
+        return load_digits_split(test_size=data.test_size, seed=seed, scale=data.scale)
+    from ..events.datasets import load_event_digits_split, load_event_mnist5k_split
+
+    loader = load_event_digits_split if data.name == "event_digits" else load_event_mnist5k_split
+    kwargs: dict[str, Any] = {} if data.downsample is None else {"downsample": data.downsample}
+    return loader(test_size=data.test_size, seed=seed, num_bins=data.bins, mode=data.frame_mode,
+                  noise_rate=data.noise_rate, **kwargs)
 
 
 def load_data(settings: TrainSettings) -> DatasetSplit:
-    return load_digits_split(test_size=settings.data.test_size, seed=settings.seed, scale=settings.data.scale)
+    return load_dataset(settings.data, settings.seed)
 
 
 def build_model(settings: TrainSettings, in_features: int, num_classes: int,
@@ -34,7 +47,7 @@ def run_centralized(settings: TrainSettings,
     data = load_data(settings)
     gen = torch.Generator().manual_seed(settings.seed)
     cfg = settings.train.to_train_config()
-    model = build_model(settings, data.num_features, data.num_classes, gen)
+    model = build_model(settings, data.step_features, data.num_classes, gen)
     history = fit(model, data.x_train, data.y_train, cfg, gen, on_epoch=on_epoch)
     test = evaluate(model, data.x_test, data.y_test, cfg, gen)
     seconds = time.perf_counter() - start

@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
+from ..events.datasets import EVENT_DATASETS
+from ..federated.compression import COMPRESSORS, CompressionSpec
 from ..snn.kernels import RESET_MODES
 from ..snn.surrogate import SURROGATES
-from ..snn.train import LOSSES, OPTIMIZERS, STATIC_ENCODERS, TrainConfig
+from ..snn.train import LOSSES, OPTIMIZERS, TRAIN_ENCODERS, TrainConfig
 
 
 class ConfigError(ValueError):
@@ -41,10 +44,40 @@ class _Section(BaseModel):
 class DataSettings(_Section):
     """Dataset and split."""
 
-    name: Literal["digits"] = "digits"
+    name: Literal["digits", "event_digits", "event_mnist5k"] = Field(
+        "digits", description="digits: static 8x8 images; event_digits, event_mnist5k: synthetic N-MNIST-style "
+        "event recordings (docs/events.md)")
     test_size: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (stratified)")
     scale: Literal["standard", "unit"] = Field(
         "standard", description="standard: per-pixel z-score on the train set; unit: pixels in [0, 1] (rate/latency)")
+    bins: int = Field(10, ge=1, description="event data: time bins per sample (= local.num_steps)")
+    frame_mode: Literal["binary", "count"] = Field(
+        "binary", description="event data: a bin holds 1 where a pixel fired (binary) or its event count")
+    downsample: int | None = Field(
+        None, ge=1, description="event data: spatial pooling factor (None: 1 for event_digits, 2 for event_mnist5k)")
+    noise_rate: float = Field(0.0, ge=0, description="event data: background events per pixel per second")
+
+
+def _match_event_data(local: "LocalTrainSettings", data: DataSettings | None, section: str) -> "LocalTrainSettings":
+    """Event data is fed one time bin per step: encoder ``events`` and ``num_steps = data.bins``, set here
+    unless the config sets them (conflicting values are an error naming the key)."""
+    if data is None:  # the data section itself failed validation; that error is reported
+        return local
+    explicit = local.model_fields_set
+    if data.name in EVENT_DATASETS:
+        if "encoder" in explicit and local.encoder != "events":
+            raise ValueError(f"data.name={data.name} is event data, whose binned frames are the spikes: "
+                             f"{section}.encoder must be 'events' (or left out), got {local.encoder!r}")
+        if "num_steps" in explicit and local.num_steps != data.bins:
+            raise ValueError(f"data.bins={data.bins}: event data has {data.bins} time bins per sample, so "
+                             f"{section}.num_steps must equal it (or be left out), got {local.num_steps}")
+        if local.encoder_kwargs:
+            raise ValueError(f"encoder 'events' takes no {section}.encoder_kwargs, got {local.encoder_kwargs}")
+        return local.model_copy(update={"encoder": "events", "num_steps": data.bins})
+    if local.encoder == "events":
+        raise ValueError(f"{section}.encoder=events needs event data (data.name: {', '.join(EVENT_DATASETS)}), "
+                         f"got data.name={data.name}")
+    return local
 
 
 class ModelSettings(_Section):
@@ -93,7 +126,8 @@ class LocalTrainSettings(_Section):
     grad_clip: float | None = Field(None, gt=0)
     tbptt: int | None = Field(None, ge=1, description="truncated BPTT window (None: full BPTT)")
     num_steps: int = Field(25, ge=1, description="time steps T per sample")
-    encoder: Annotated[str, AfterValidator(_one_of(STATIC_ENCODERS))] = "direct"
+    encoder: Annotated[str, AfterValidator(_one_of(TRAIN_ENCODERS))] = Field(
+        "direct", description="spike encoder (event data: 'events', set automatically)")
     encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
     loss: Annotated[str, AfterValidator(_one_of(LOSSES))] = "mse_count"
     correct_rate: float = Field(0.8, ge=0, le=1)
@@ -122,7 +156,12 @@ class TrainSettings(_Section):
     seed: int = Field(0, ge=0, lt=2**32)
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
-    train: LocalTrainSettings = Field(default_factory=LocalTrainSettings)
+    train: LocalTrainSettings = Field(default_factory=LocalTrainSettings, validate_default=True)
+
+    @field_validator("train")
+    @classmethod
+    def _train_event_data(cls, v: "LocalTrainSettings", info: ValidationInfo) -> "LocalTrainSettings":
+        return _match_event_data(v, info.data.get("data"), "train")
 
 
 class PartitionSettings(_Section):
@@ -167,6 +206,158 @@ class EnergySettings(_Section):
     e_spike: float = Field(0.0, ge=0, description="per emitted spike")
 
 
+class FaultSettings(_Section):
+    """Client faults: dropout, stragglers against a round deadline, partial work (all off by default)."""
+
+    dropout: float = Field(0.0, ge=0, le=1, description="probability that a sampled client returns nothing")
+    deadline: float | None = Field(
+        None, gt=0, description="round deadline in nominal local-step times (None: no deadline)")
+    straggler_sigma: float = Field(0.0, ge=0, description="sigma of the per-client log-normal speed factor")
+    jitter_sigma: float = Field(0.0, ge=0, description="sigma of the per-round log-normal step-time jitter")
+    late_policy: Literal["drop", "fednova"] = Field(
+        "drop", description="late clients: drop their work, or keep the steps done by the deadline (FedNova)")
+
+
+class RobustnessSettings(_Section):
+    """Simulated malicious clients and robust aggregation (both off by default; see docs/robustness.md)."""
+
+    attack: Literal["none", "label_flip", "sign_flip", "boost", "noise", "nan", "shape"] = Field(
+        "none", description="what the malicious clients do")
+    attack_fraction: float = Field(0.2, ge=0, le=1, description="fraction of all clients that are malicious")
+    boost: float = Field(10.0, gt=0, description="boost attack: delta -> boost * delta")
+    sign_scale: float = Field(1.0, gt=0, description="sign_flip attack: delta -> -sign_scale * delta")
+    noise_std: float = Field(1.0, gt=0, description="noise attack: delta replaced by N(0, noise_std^2)")
+    defense: Literal["none", "median", "trimmed_mean", "krum", "multikrum", "norm_clip"] = Field(
+        "none", description="robust aggregator replacing the weighted mean (none: the strategy's mean)")
+    trim_fraction: float = Field(0.2, ge=0, lt=0.5, description="trimmed_mean: fraction cut from each end")
+    krum_f: int | None = Field(None, ge=0, description="krum/multikrum: assumed attackers per round "
+                                                       "(None: the largest allowed, floor((K - 3) / 2))")
+    multikrum_m: int | None = Field(None, ge=1, description="multikrum: updates averaged (None: K - f)")
+    clip_norm: float | None = Field(None, gt=0, description="norm_clip: bound on ||delta|| (None: the round's "
+                                                             "median norm)")
+
+
+class CompressionSettings(_Section):
+    """Update compression on the uplink and downlink (off by default; see docs/compression.md)."""
+
+    uplink: Annotated[str, AfterValidator(_one_of(COMPRESSORS))] = Field(
+        "none", description="client deltas: none, topk, randomk, sign, qsgd8, qsgd4 or sparsifier+quantizer")
+    downlink: Annotated[str, AfterValidator(_one_of(COMPRESSORS))] = Field(
+        "none", description="global-model broadcast (same names; none: dense)")
+    fraction: float = Field(0.01, gt=0, le=1, description="topk/randomk: fraction of coordinates kept (uplink)")
+    downlink_fraction: float | None = Field(None, gt=0, le=1, description="downlink fraction (None: fraction)")
+    scope: Literal["global", "tensor"] = Field(
+        "global", description="topk/randomk: k over the whole update, or k per tensor")
+    values: Literal["fp32", "fp16"] = Field("fp32", description="topk/randomk: format of the kept values")
+    error_feedback: bool = Field(True, description="uplink error feedback: clients carry the residual")
+    unbiased: bool = Field(False, description="randomk: scale kept values by n/k (unbiased, not a contraction)")
+    qsgd_norm: Literal["max", "l2"] = Field("max", description="qsgd8/qsgd4: scale by the max or the L2 norm")
+
+    def to_spec(self) -> CompressionSpec | None:
+        """``None`` when both directions are dense (exactly the uncompressed engine)."""
+        if self.uplink == "none" and self.downlink == "none":
+            return None
+        return CompressionSpec(**self.model_dump())
+
+
+class FleetEntry(_Section):
+    """One kind of device in the fleet: a preset (``spikefed devices`` lists them), its share of the clients,
+    and optional overrides of the preset's fields."""
+
+    profile: str = Field(description="preset name (spikefed devices)")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of the clients with this device")
+    threshold_cv: float | None = None
+    leak_cv: float | None = None
+    gain_cv: float | None = None
+    weight_bits: int | None = None
+    rounding: str | None = None
+    drop_steps: float | None = None
+    jitter: int | None = None
+    dt: float | None = None
+    delay_buffer: int | None = None
+    readout_noise: float | None = None
+
+    @model_validator(mode="after")
+    def _valid_profile(self) -> "FleetEntry":
+        self.to_profile()  # raises ValueError naming the bad field
+        return self
+
+    def to_profile(self) -> Any:
+        from ..hardware.devices import get_profile
+
+        overrides = {k: v for k, v in self.model_dump().items() if k not in ("profile", "fraction") and v is not None}
+        profile = get_profile(self.profile, **overrides)
+        if overrides:
+            profile = profile.replace(name=f"{self.profile}(" + ",".join(f"{k}={v}" for k, v in overrides.items()) + ")")
+        return profile
+
+
+class DeviceSettings(_Section):
+    """Neuromorphic hardware of the clients (empty fleet: ideal hardware, no device simulation)."""
+
+    fleet: list[FleetEntry] = Field(default_factory=list, description="device kinds and their shares")
+    aggregation: Literal["calibrated", "naive"] = Field(
+        "calibrated", description="calibrated: clients map latent <-> device via probe calibration; naive: raw "
+                                  "device parameters are averaged")
+    probe_repeats: int = Field(16, ge=1, description="noisy read-outs averaged per calibration probe")
+
+    @field_validator("fleet")
+    @classmethod
+    def _fractions(cls, v: list[FleetEntry]) -> list[FleetEntry]:
+        total = sum(e.fraction for e in v)
+        if v and abs(total - 1.0) > 1e-6:
+            raise ValueError(f"fleet fractions must sum to 1, got {total:g}")
+        return v
+
+
+class PrivacySettings(_Section):
+    """Client-level differential privacy (DP-FedAvg) and secure aggregation (both off by default; see
+    docs/privacy.md and :mod:`spikefed.federated.privacy`)."""
+
+    dp: bool = Field(False, description="clip each client delta, add Gaussian noise to the sum, account epsilon")
+    clip: float = Field(1.0, gt=0, description="L2 clip norm C of a client delta (initial value if adaptive)")
+    adaptive_clip: bool = Field(False, description="C tracks target_quantile of the update norms (Andrew et al.)")
+    target_quantile: float = Field(0.5, gt=0, lt=1, description="adaptive clip: fraction of unclipped updates")
+    clip_lr: float = Field(0.2, gt=0, description="adaptive clip: eta in C <- C exp(-eta (b - gamma))")
+    clip_count_stddev: float | None = Field(
+        None, ge=0, description="adaptive clip: noise std of the unclipped count (None: cohort / 20)")
+    noise_multiplier: float = Field(1.0, ge=0, description="z: noise std z*C on the sum of clipped deltas")
+    delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
+    accountant: Literal["rdp", "pld", "rdp_fixed_size"] = Field(
+        "rdp", description="rdp/pld: Poisson sampling q = m/N; rdp_fixed_size: fixed cohort, replace-one")
+    secure_aggregation: bool = Field(False, description="masked uplink: the server only learns the sum")
+    secagg_threshold: float = Field(
+        0.5, ge=0, lt=1, description="t = floor(f * cohort) + 1 survivors needed (cohort - t may drop out)")
+    secagg_scale_bits: int = Field(16, ge=0, le=52, description="fixed-point scale 2^s of the masked integers")
+    secagg_bits: int = Field(32, ge=8, le=62, description="masked integers live mod 2^bits")
+
+    def to_spec(self) -> Any:
+        """A :class:`~spikefed.federated.privacy.PrivacySpec`, or ``None`` when both DP and secure aggregation
+        are off (exactly the plain engine)."""
+        if not (self.dp or self.secure_aggregation):
+            return None
+        from ..federated.privacy import PrivacySpec
+
+        return PrivacySpec(**self.model_dump())
+
+
+def _privacy_compatible(privacy: PrivacySettings, federation: Any, robustness: Any, compression: Any) -> None:
+    """Refuse combinations the private pipeline cannot honour (ValueError naming the keys)."""
+    if not (privacy.dp or privacy.secure_aggregation):
+        return
+    what = "privacy.dp" if privacy.dp else "privacy.secure_aggregation"
+    if federation is not None and federation.strategy == "scaffold":
+        raise ValueError(f"{what} does not support federation.strategy=scaffold (its control variates would "
+                         "need the same protection); choose another strategy")
+    if robustness is not None and robustness.defense != "none":
+        raise ValueError(f"{what} replaces the aggregation, so robustness.defense={robustness.defense} would be "
+                         "ignored (secure aggregation hides single updates; DP's clipping already bounds them); "
+                         "set robustness.defense=none")
+    if privacy.secure_aggregation and compression is not None and compression.uplink != "none":
+        raise ValueError(f"privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
+                         f"compressed; set compression.uplink=none (got {compression.uplink})")
+
+
 #: Local-training defaults of federated runs where they differ from centralized training; they also apply when
 #: a config sets only some ``local.*`` keys.
 FEDERATED_LOCAL_DEFAULTS: dict[str, Any] = {"epochs": 4, "lr": 3e-3, "cosine_schedule": False}
@@ -183,9 +374,20 @@ class RunSettings(_Section):
     data: DataSettings = Field(default_factory=DataSettings)
     partition: PartitionSettings = Field(default_factory=PartitionSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
-    local: LocalTrainSettings = Field(default_factory=_default_local)
+    local: LocalTrainSettings = Field(default_factory=_default_local, validate_default=True)
     federation: FederationSettings = Field(default_factory=FederationSettings)
     energy: EnergySettings = Field(default_factory=EnergySettings)
+    devices: DeviceSettings = Field(default_factory=DeviceSettings)
+    faults: FaultSettings = Field(default_factory=FaultSettings)
+    robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+
+    @field_validator("privacy")
+    @classmethod
+    def _privacy_combination(cls, v: PrivacySettings, info: ValidationInfo) -> PrivacySettings:
+        _privacy_compatible(v, info.data.get("federation"), info.data.get("robustness"), info.data.get("compression"))
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -201,6 +403,11 @@ class RunSettings(_Section):
             raise ValueError("cosine_schedule is not supported for federated local training (a fresh optimizer "
                              "runs each round); set local.cosine_schedule=false")
         return v
+
+    @field_validator("local")
+    @classmethod
+    def _local_event_data(cls, v: "LocalTrainSettings", info: ValidationInfo) -> "LocalTrainSettings":
+        return _match_event_data(v, info.data.get("data"), "local")
 
 
 # -- loading, overrides, errors -----------------------------------------------------------------------------
@@ -271,7 +478,8 @@ def format_validation_error(e: ValidationError, schema: type[BaseModel]) -> str:
             lines.append(f"unknown key {key!r}; valid keys here: {', '.join(valid)}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {msg} (got {err.get('input')!r})")
+            got = err.get("input")  # a whole section (a section-level check) is not worth repeating
+            lines.append(f"{key}: {msg}" + ("" if isinstance(got, (BaseModel, dict)) else f" (got {got!r})"))
     return "; ".join(lines)
 
 

@@ -420,6 +420,34 @@ def _summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _privacy_section(summary: Mapping[str, Any]) -> list[str]:
+    """The Privacy heading, a sentence with the spent budget, and a table of the privacy settings (from
+    ``summary["privacy"]``); nothing when the run had neither DP nor secure aggregation."""
+    privacy = summary.get("privacy")
+    if not isinstance(privacy, Mapping):
+        return []
+    esc = html.escape
+    out = ["<h2>Privacy</h2>"]
+    if privacy.get("dp"):
+        eps = privacy.get("epsilon")
+        if isinstance(eps, (int, float)) and math.isfinite(eps):
+            text = (f"Client-level differential privacy: epsilon = {format_value(float(eps))} at delta = "
+                    f"{format_value(privacy.get('delta'))} after {privacy.get('rounds_composed')} rounds "
+                    f"({privacy.get('accountant')} accountant, sampling rate q = "
+                    f"{format_value(privacy.get('sampling_rate'))}).")
+        else:
+            text = "Differential privacy is on without noise (noise multiplier 0): epsilon is infinite."
+        out.append(f"<p>{esc(text)}</p>")
+    if privacy.get("secure_aggregation"):
+        t = privacy.get("secagg_threshold")
+        text = ("Secure aggregation (simulated): the server saw masked updates and only their sum; "
+                f"threshold t = {t} survivors per round.")
+        out.append(f"<p>{esc(text)}</p>")
+    out.append(_table(["key", "value"], [(str(k), format_value(v, str(k))) for k, v in privacy.items()
+                                         if _is_scalar(v)], css="privacy"))
+    return out
+
+
 def _client_rows(summary: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Per-client table: size, JSD, Hellinger (from ``heterogeneity``) and label counts, where present."""
     het = summary.get("heterogeneity") if isinstance(summary.get("heterogeneity"), Mapping) else {}
@@ -516,6 +544,7 @@ def render_html(run: RunData, title: str | None = None) -> str:
         parts.append(f"<details><summary>Per-client data ({len(client_rows)} clients)</summary>")
         parts.append(_table(headers, client_rows, css="clients"))
         parts.append("</details>")
+    parts.extend(_privacy_section(run.summary))
 
     parts.append("<h2>Plots</h2>")
     plots = build_plots(run)

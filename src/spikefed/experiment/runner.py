@@ -23,17 +23,23 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data.digits import DatasetSplit, load_digits_split
+from ..data.digits import DatasetSplit
+from ..events.datasets import EVENT_DATASETS
 from ..data.partition import feature_transforms, label_distribution, partition as split_clients
-from ..federated.simulation import PURPOSE_INIT, PURPOSE_PARTITION, FederationSpec, Simulation, derive_seed
+from ..federated.simulation import (NO_ROUND, PURPOSE_CALIBRATION, PURPOSE_DEVICE, PURPOSE_INIT, PURPOSE_PARTITION,
+                                    FederationSpec, Simulation, derive_seed)
+from ..federated.faults import FaultSpec
+from ..federated.robust import RobustnessSpec
 from ..federated.strategies import make_strategy
 from ..hardware.energy import EnergyModel
-from .centralized import build_model
-from .config import ConfigError, RunSettings, TrainSettings, dump_yaml
+from .centralized import build_model, load_dataset
+from .config import ConfigError, FaultSettings, RobustnessSettings, RunSettings, TrainSettings, dump_yaml
 
 
 def load_data(settings: RunSettings) -> DatasetSplit:
-    return load_digits_split(test_size=settings.data.test_size, seed=settings.seed, scale=settings.data.scale)
+    """The configured dataset: static digits, or event data (``data.name`` event_digits / event_mnist5k, binned
+    into ``data.bins`` frames; the config has set ``local.encoder = events`` and ``local.num_steps = bins``)."""
+    return load_dataset(settings.data, settings.seed)
 
 
 def make_partition(settings: RunSettings, data: DatasetSplit) -> tuple[list[np.ndarray], list[Any] | None]:
@@ -90,7 +96,7 @@ def build_spec(settings: RunSettings) -> FederationSpec:
     parts, transforms = make_partition(settings, data)
     gen = torch.Generator().manual_seed(derive_seed(settings.seed, PURPOSE_INIT))
     model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
-                                      train=settings.local), data.num_features, data.num_classes, gen)
+                                      train=settings.local), data.step_features, data.num_classes, gen)
     strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
     f = settings.federation
     e = settings.energy
@@ -98,13 +104,69 @@ def build_spec(settings: RunSettings) -> FederationSpec:
                           local=settings.local.to_train_config(), rounds=f.rounds, fraction=f.fraction,
                           min_clients=f.min_clients, seed=settings.seed, engine=f.engine, eval_every=f.eval_every,
                           max_update_norm=f.max_update_norm, energy=EnergyModel(e.e_ac, e.e_mac, e.e_spike),
-                          client_transforms=transforms)
+                          client_transforms=transforms, faults=fault_spec(settings),
+                          robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
+                          fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec())
+
+
+def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int) -> Any:
+    """The clients' devices (``devices.fleet``), or ``None`` for ideal hardware; seeded by ``settings.seed``."""
+    d = settings.devices
+    if not d.fleet:
+        return None
+    from ..hardware.devices import assign_fleet, supports_devices
+    from ..hardware.fleet import Fleet
+
+    reason = supports_devices(model)
+    if reason is not None:
+        raise ConfigError(f"devices.fleet: {reason} (model.neuron must be lif or if)")
+    if settings.federation.strategy == "scaffold":
+        raise ConfigError("devices.fleet: SCAFFOLD control variates are not supported on device fleets; "
+                          "choose another federation.strategy")
+    if settings.local.tbptt is not None:
+        raise ConfigError("devices.fleet: device simulation runs full BPTT; unset local.tbptt")
+    rng = np.random.default_rng(derive_seed(settings.seed, PURPOSE_DEVICE))
+    profiles = assign_fleet(num_clients, [(e.to_profile(), e.fraction) for e in d.fleet], rng)
+    return Fleet(model, profiles, d.aggregation,
+                 [derive_seed(settings.seed, NO_ROUND, PURPOSE_DEVICE, c) for c in range(num_clients)],
+                 [derive_seed(settings.seed, NO_ROUND, PURPOSE_CALIBRATION, c) for c in range(num_clients)],
+                 probe_repeats=d.probe_repeats)
+
+
+def fault_spec(settings: RunSettings) -> FaultSpec | None:
+    """The ``faults`` section as a :class:`FaultSpec`; ``None`` when it holds only defaults (no faults: the
+    simulation runs exactly as without the section)."""
+    s = settings.faults
+    if s == FaultSettings():
+        return None
+    return FaultSpec(dropout=s.dropout, deadline=s.deadline, straggler_sigma=s.straggler_sigma,
+                     jitter_sigma=s.jitter_sigma, late_policy=s.late_policy)
+
+
+def robustness_spec(settings: RunSettings) -> RobustnessSpec | None:
+    """The ``robustness`` section as a :class:`RobustnessSpec`; ``None`` when there is neither an attack nor a
+    defence (the simulation then runs exactly as without the section)."""
+    s = settings.robustness
+    if s.attack == "none" and s.defense == "none":
+        return None
+    return RobustnessSpec(attack=s.attack, attack_fraction=s.attack_fraction, boost=s.boost, sign_scale=s.sign_scale,
+                          noise_std=s.noise_std, defense=s.defense, trim_fraction=s.trim_fraction, krum_f=s.krum_f,
+                          multikrum_m=s.multikrum_m, clip_norm=s.clip_norm)
 
 
 def fingerprint(settings: RunSettings) -> dict[str, Any]:
     """What must match for a resume: every setting except the number of rounds."""
     d = settings.model_dump(mode="json")
     d["federation"].pop("rounds")
+    if settings.data.name not in EVENT_DATASETS:  # static-data runs keep the fingerprint they had before
+        for key in ("bins", "frame_mode", "downsample", "noise_rate"):
+            d["data"].pop(key)
+    if settings.faults == FaultSettings():
+        d.pop("faults")  # fault-free runs keep the fingerprint they had before the section existed
+    if not settings.devices.fleet:
+        d.pop("devices")  # ideal-hardware runs keep the fingerprint they had before the section existed
+    if settings.robustness == RobustnessSettings():
+        d.pop("robustness")  # likewise for runs without attack or defence settings
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
 
 
@@ -152,7 +214,19 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         "label_distribution": label_distribution(sim.spec.data.y_train.numpy(), sim.spec.parts,
                                                  sim.spec.data.num_classes).tolist(),
         "seed": settings.seed,
+        **({"devices": {**sim.spec.fleet.describe(), "final_accuracy_ideal": last_eval.get("accuracy_ideal"),
+                        "final_accuracy_by_device": last_eval.get("accuracy_by_device")}}
+           if sim.spec.fleet is not None else {}),
+        **_privacy_summary(sim),
     })
+
+
+def _privacy_summary(sim: Simulation) -> dict[str, Any]:
+    """``{"privacy": settings and spent budget}`` (epsilon at delta, rounds composed, clip ...), or ``{}``."""
+    engine = sim.privacy_engine()
+    if engine is None:
+        return {}
+    return {"privacy": engine.summary(sim.state.server_state.get("privacy"))}
 
 
 class Run:
@@ -184,7 +258,9 @@ class Run:
             "sizes": [len(p) for p in self.spec.parts], "heterogeneity": het,
             "label_distribution": label_distribution(self.spec.data.y_train.numpy(), self.spec.parts,
                                                      self.spec.data.num_classes).tolist()})))
-        self._rewrite_metrics()
+        if not resume:  # the round-0 checkpoint: a run killed during its first round can be resumed too
+            self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
+        self._rewrite_metrics()  # on resume: exactly the checkpoint's rows (drops rows of an unfinished round)
 
     @property
     def done(self) -> bool:
@@ -195,11 +271,16 @@ class Run:
         _write_atomic(self.dir / "metrics.jsonl", text)
 
     def step(self) -> dict[str, Any]:
-        """One round; appends its metrics row and writes the checkpoint."""
+        """One round; writes the checkpoint (atomically), then appends the round's metrics row.
+
+        Checkpoint first: every row in ``metrics.jsonl`` is also in ``checkpoint.pt``. A process killed between
+        the two leaves the row missing (never a row the checkpoint lacks); ``--resume`` rewrites the file from
+        the checkpoint's rows, so no row is missing or duplicated after a resume.
+        """
         row = self.sim.run_round()
+        self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(_json_safe(row)) + "\n")
-        self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         return row
 
     def finish(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ and with SCAFFOLD the gradient is corrected to ``g + c - c_k`` before the optimi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,15 +53,26 @@ class ClientData:
         return int(self.y.shape[0])
 
 
-def client_schedule(n: int, cfg: TrainConfig, generator: torch.Generator) -> list[torch.Tensor]:
+def client_schedule(n: int, cfg: TrainConfig, generator: torch.Generator,
+                    budget: int | None = None) -> list[torch.Tensor]:
     """The client's mini-batches for one round: ``cfg.epochs`` seeded permutations cut into batches.
 
     All permutations are drawn first, so the generator's later draws (stochastic encoders) do not depend on
-    how the batches are executed. ``cfg.local_steps`` (if set) caps the number of steps.
+    how the batches are executed. ``cfg.local_steps`` (if set) caps the number of steps, and so does
+    ``budget`` (a per-client step budget, e.g. the steps a straggler finishes before the round deadline): the
+    budgeted schedule is a prefix of the full one, drawn identically.
     """
     perms = [torch.randperm(n, generator=generator) for _ in range(cfg.epochs)]
     batches = [p[i:i + cfg.batch_size] for p in perms for i in range(0, n, cfg.batch_size)]
-    return batches[:cfg.local_steps] if cfg.local_steps else batches
+    batches = batches[:cfg.local_steps] if cfg.local_steps else batches
+    return batches[:budget] if budget is not None else batches
+
+
+def planned_steps(n: int, cfg: TrainConfig) -> int:
+    """Length of the full :func:`client_schedule` of a client with ``n`` samples, without drawing it:
+    ``tau = epochs * ceil(n / batch_size)``, capped by ``local_steps``."""
+    steps = cfg.epochs * -(-int(n) // cfg.batch_size)
+    return min(steps, cfg.local_steps) if cfg.local_steps else steps
 
 
 def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
@@ -277,6 +288,9 @@ def _encode_cohort(x: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig, gens: 
     valid samples only (so the draws are those of training the client alone); padded rows stay zero."""
     if cfg.encoder == "direct" and not cfg.encoder_kwargs:
         return x.unsqueeze(0).expand(cfg.num_steps, *x.shape)  # time-constant view
+    if cfg.encoder == "events":  # pre-binned frames [Ka, B, T, *F] -> [T, Ka, B, *F], a view
+        encode("events", x[0], cfg.num_steps)  # checks T == num_steps
+        return x.movedim(2, 0)
     out = torch.zeros((x.shape[0], cfg.num_steps, *x.shape[1:]), dtype=x.dtype)
     for i, g in enumerate(gens):
         n = int(mask[i].sum())
@@ -286,26 +300,48 @@ def _encode_cohort(x: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig, gens: 
 
 def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[ClientData],
                  generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
-                 controls: Sequence[ParamDict | None] | None = None) -> list[ClientUpdate]:
+                 controls: Sequence[ParamDict | None] | None = None,
+                 step_budgets: Sequence[int | None] | None = None,
+                 devices: Sequence["ClientDevice"] | None = None) -> list[ClientUpdate]:
     """Train every client in ``clients`` from ``global_params`` as one batched computation.
 
+    With ``devices``, client k starts from ``devices[k].program`` and its forward runs through its device's
+    physics (mismatch, quantization-aware training, lost steps); the returned parameters are programs.
+
     ``generators[k]`` is client k's own generator (batch order, stochastic encoding). ``controls[k]`` is
-    SCAFFOLD's client control variate ``c_k`` (with ``fit.server_control`` = c). Returns one update per client.
+    SCAFFOLD's client control variate ``c_k`` (with ``fit.server_control`` = c). ``step_budgets[k]`` (optional)
+    caps client k's local steps (:func:`client_schedule`); the batched loop already lets each client stop after
+    its own number of steps (step ``j`` only moves the clients whose schedule is longer than ``j``), so a
+    budget is just a shorter schedule. Returns one update per client.
     """
     reason = supports_cohort(model, cfg)
     if reason is not None:
         raise ValueError(reason)
     k = len(clients)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    stacked = {n: global_params[n].detach().unsqueeze(0).repeat(k, *([1] * global_params[n].dim())).clone()
-               for n in names}
+    fixed: list[ParamDict] = []
+    if devices is not None:
+        if len(devices) != k:
+            raise ValueError(f"need one device per client, got {len(devices)} for {k} clients")
+        if fit.server_control is not None:
+            raise ValueError("SCAFFOLD control variates are not supported on device fleets")
+        stacked = {n: torch.stack([d.program[n].detach() for d in devices]).clone() for n in names}
+        fixed = [{n: v.detach() for n, v in d.program.items() if n not in names} for d in devices]
+    else:
+        stacked = {n: global_params[n].detach().unsqueeze(0).repeat(k, *([1] * global_params[n].dim())).clone()
+                   for n in names}
     for n, p in model.named_parameters():
         if n in stacked:
             setattr(stacked[n], "_spikefed_manifold", manifold_of(p))
-    schedules = [client_schedule(c.num_samples, cfg, g) for c, g in zip(clients, generators)]
-    n_steps = torch.tensor([len(s) for s in schedules])
+    budgets = list(step_budgets) if step_budgets is not None else [None] * k
+    if len(budgets) != k:
+        raise ValueError(f"step_budgets has {len(budgets)} entries for {k} clients")
+    schedules = [client_schedule(c.num_samples, cfg, g, b) for c, g, b in zip(clients, generators, budgets)]
+    n_steps = torch.tensor([len(s) for s in schedules], dtype=torch.int64)
     opt = StackedOptimizer(stacked, cfg, k)
     anchor = {n: global_params[n].detach() for n in names}
+    if devices is not None:  # FedProx pulls towards the client's own starting program
+        anchor = {n: stacked[n].clone() for n in names}
     correction = None
     if fit.server_control is not None:
         if controls is None or len(controls) != k:
@@ -321,7 +357,10 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
         xb, yb, mask = _gather_batch(clients, schedules, j, active)
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
         leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
-        out, spikes = cohort_forward(model, leaves, xs)
+        if devices is not None:
+            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators)
+        else:
+            out, spikes = cohort_forward(model, leaves, xs)
         per = per_sample_loss(out, yb, cfg)
         w = mask.to(per.dtype)
         counts = w.sum(1)
@@ -329,7 +368,8 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
         reg = _masked_regularizers(spikes, mask, cfg) if (cfg.reg_l1 or cfg.reg_l2 or cfg.reg_bounds) else 0.0
         total = client_loss + reg
         if fit.prox_mu:
-            prox = sum(((leaves[n] - anchor[n]) ** 2).flatten(1).sum(1) for n in names)
+            ref = anchor if devices is None else {n: anchor[n][active] for n in names}
+            prox = sum(((leaves[n] - ref[n]) ** 2).flatten(1).sum(1) for n in names)
             total = total + 0.5 * fit.prox_mu * prox
         grads_list = torch.autograd.grad(total.sum(), [leaves[n] for n in names])
         grads = {n: torch.zeros_like(stacked[n]) for n in names}
@@ -365,6 +405,32 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
     return updates
 
 
+@dataclass
+class ClientDevice:
+    """A client's hardware during local training: its starting ``program`` (every trainable value plus the
+    per-neuron thresholds / decays, in the device's coordinates) and the :class:`~spikefed.hardware.devices.Device`
+    whose ``effective(program, generator)`` and ``perturb_input(x, generator)`` define its physics."""
+
+    program: ParamDict
+    device: Any
+
+
+def _device_forward(model: SpikingMLP, leaves: ParamDict, xs: torch.Tensor, active: list[int],
+                    devices: Sequence[ClientDevice], fixed: list[ParamDict], generators: Sequence[torch.Generator]
+                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Forward of the active clients, each through its own device's physics (effective values, input loss)."""
+    effective = []
+    for row, k in enumerate(active):
+        program = {**fixed[k], **{n: v[row] for n, v in leaves.items()}}
+        effective.append(devices[k].device.effective(program, generators[k]))
+    stacked = {n: torch.stack([e[n] for e in effective]) for n in effective[0]}
+    lossy = [k for k in active if devices[k].device.profile.drop_steps or devices[k].device.profile.jitter]
+    if lossy:
+        xs = torch.stack([devices[k].device.perturb_input(xs[:, row], generators[k])
+                          for row, k in enumerate(active)], dim=1)
+    return cohort_forward(model, stacked, xs)
+
+
 def _predict_cohort(out: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     steps, k, b, c = out.shape
     return predict(out.reshape(steps, k * b, c), cfg).view(k, b)
@@ -381,12 +447,15 @@ def scaffold_control_delta(params: ParamDict, anchor: ParamDict, server_control:
 
 def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: Sequence[ClientData],
                      generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
-                     controls: Sequence[ParamDict | None] | None = None) -> list[ClientUpdate]:
+                     controls: Sequence[ParamDict | None] | None = None,
+                     step_budgets: Sequence[int | None] | None = None) -> list[ClientUpdate]:
     """Reference: each client trained alone with ``torch.optim`` on a private copy of ``model``.
 
     Works for any model (conv nets, recurrent neurons, truncated BPTT); :func:`train_cohort` must agree with
-    it where both apply.
+    it where both apply. ``step_budgets[i]`` (optional) caps client i's local steps.
     """
+    if step_budgets is not None and len(step_budgets) != len(clients):
+        raise ValueError(f"step_budgets has {len(step_budgets)} entries for {len(clients)} clients")
     from ..manifold import copy_module, project_parameters_
     from ..snn.train import backward_batch, encode_inputs
 
@@ -406,7 +475,7 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
         if fit.prox_mu:
             def extra() -> torch.Tensor:  # noqa: E306
                 return 0.5 * fit.prox_mu * sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
-        schedule = client_schedule(c.num_samples, cfg, gen)
+        schedule = client_schedule(c.num_samples, cfg, gen, step_budgets[i] if step_budgets is not None else None)
         loss_sum, correct, seen = 0.0, 0, 0
         for batch in schedule:
             xb, yb = c.x[batch], c.y[batch]
@@ -436,10 +505,15 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
 
 def train_clients(engine: str, model: torch.nn.Module, global_params: ParamDict, clients: Sequence[ClientData],
                   generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
-                  controls: Sequence[ParamDict | None] | None = None) -> list[ClientUpdate]:
-    """Dispatch to the batched cohort engine or the sequential reference (``engine``: cohort | sequential)."""
+                  controls: Sequence[ParamDict | None] | None = None,
+                  step_budgets: Sequence[int | None] | None = None) -> list[ClientUpdate]:
+    """Dispatch to the batched cohort engine or the sequential reference (``engine``: cohort | sequential).
+
+    ``step_budgets`` (optional, one per client): per-client caps on local steps (partial work of stragglers).
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if engine == "cohort" and supports_cohort(model, cfg) is None:
-        return train_cohort(model, global_params, clients, generators, cfg, fit, controls)  # type: ignore[arg-type]
-    return train_sequential(model, global_params, clients, generators, cfg, fit, controls)
+        return train_cohort(model, global_params, clients, generators, cfg, fit, controls,  # type: ignore[arg-type]
+                            step_budgets)
+    return train_sequential(model, global_params, clients, generators, cfg, fit, controls, step_budgets)

@@ -15,6 +15,7 @@ uninterrupted run would. Communication cost is the length of the bytes actually 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -28,17 +29,25 @@ import torch
 
 from ..data.digits import DatasetSplit
 from ..data.heterogeneity import REPORT_SETTINGS, client_heterogeneity
-from ..hardware.energy import EnergyModel, mlp_operations
+from ..hardware.energy import EnergyModel
+from ..hardware.metrics import measure
 from ..manifold import manifold_of
-from ..snn.models import SpikingMLP
 from ..snn.train import TrainConfig, encode_inputs, evaluate
 from .aggregation import validate_updates
-from .cohort import ClientData, train_clients
+from .cohort import ClientData, ClientDevice, planned_steps, supports_cohort, train_clients, train_cohort
+from .faults import FaultPlan, FaultSpec, client_speed, fednova_rescale, plan_round
+from .faults import logger as fault_log
+from .attacks import attack_update, choose_malicious, flip_labels
+from .robust import RobustnessSpec
+from .compression import CompressionSpec, client_uplink, decode_update, downlink_broadcast
+from .privacy import PrivacyEngine, PrivacySpec
 from .serialization import decode_params, encode_params
 from .strategies import Strategy
 from .types import ClientUpdate, ParamDict, load_params_, params_of
 
 CHECKPOINT_VERSION = 1
+#: test hook, ``"<round>:<seconds>"``: sleep between writing that round's ``checkpoint.pt.tmp`` and renaming it
+CHECKPOINT_PAUSE_ENV = "SPIKEFED_TEST_CHECKPOINT_PAUSE"
 
 
 def derive_seed(*parts: int) -> int:
@@ -46,7 +55,11 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
-PURPOSE_SAMPLE, PURPOSE_CLIENT, PURPOSE_EVAL, PURPOSE_PARTITION, PURPOSE_INIT, PURPOSE_FEATURE = range(6)
+(PURPOSE_SAMPLE, PURPOSE_CLIENT, PURPOSE_EVAL, PURPOSE_PARTITION, PURPOSE_INIT, PURPOSE_FEATURE, PURPOSE_FAULT,
+ PURPOSE_ATTACK, PURPOSE_COMPRESS) = range(9)
+SERVER_STREAM = 0xFFFFFFFF  # the "client" field of server-side streams (downlink compression)
+PURPOSE_DEVICE, PURPOSE_CALIBRATION = 1001, 1002  # device mismatch draws, calibration probe noise
+PURPOSE_PRIVACY, PURPOSE_SECAGG = 9, 10  # DP noise of the round (server); secure-aggregation secrets per client
 NO_ROUND = 0xFFFFFFFF  # the "round" field of streams that do not belong to a round
 
 
@@ -68,6 +81,11 @@ class FederationSpec:
     max_update_norm: float | None = None
     energy: EnergyModel = field(default_factory=EnergyModel)
     client_transforms: list[Any] | None = None  # feature skew: one transform per client
+    fleet: Any | None = None  # hardware.fleet.Fleet: one simulated device per client (None: ideal hardware)
+    faults: FaultSpec | None = None  # client dropout / stragglers / deadline (None: every client returns)
+    robustness: RobustnessSpec | None = None  # malicious clients and robust aggregation (None: neither)
+    compression: CompressionSpec | None = None  # uplink/downlink update compression (None: dense payloads)
+    privacy: PrivacySpec | None = None  # DP-FedAvg and/or secure aggregation (None: plain aggregation)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -102,7 +120,14 @@ class Simulation:
     def __init__(self, spec: FederationSpec) -> None:
         self.spec = spec
         self.num_clients = len(spec.parts)
+        if spec.fleet is not None:
+            if len(spec.fleet) != self.num_clients:
+                raise ValueError(f"the fleet has {len(spec.fleet)} devices for {self.num_clients} clients")
+            reason = supports_cohort(spec.model, spec.local)
+            if reason is not None:
+                raise ValueError(f"device fleets need the batched engine's model support: {reason}")
         self.clients = self._build_clients()
+        self.malicious = self._setup_robustness()  # attackers (label flip applied to their data), defence
         self.manifolds = {n: manifold_of(p) for n, p in spec.model.named_parameters()}
         self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), {}, [])
         features = spec.data.x_train.clone()  # as the clients see them (feature skew applied)
@@ -142,25 +167,22 @@ class Simulation:
         sampled = self.sample_clients(rnd)
         fit = spec.strategy.configure_fit(rnd, st.global_params)
         # downlink: the global parameters (and SCAFFOLD's server control) as serialized bytes
-        down = encode_params(st.global_params)
-        bytes_down = len(down) * len(sampled)
+        down, bytes_down = self._downlink(rnd, sampled)  # dense, or compressed (compression.downlink)
         if fit.server_control is not None:
             bytes_down += len(encode_params(fit.server_control)) * len(sampled)
         received = decode_params(down)
-        gens = [torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_CLIENT, c)) for c in sampled]
-        controls = [st.controls.get(c) for c in sampled] if fit.server_control is not None else None
-        updates = train_clients(spec.engine, spec.model, received, [self.clients[c] for c in sampled], gens,
-                                spec.local, fit, controls)
+        plan = self._fault_plan(rnd, sampled)  # faults: dropped / late clients do not train or upload
+        gens = [torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_CLIENT, c)) for c in plan.trained]
+        controls = [st.controls.get(c) for c in plan.trained] if fit.server_control is not None else None
+        updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets)
+        updates = self._attack_updates(rnd, updates)  # malicious clients poison their update before uplink
         # uplink: each client's delta (and control delta) as serialized bytes; the server decodes them
         received_updates: list[ClientUpdate] = []
         bytes_up = 0
         for upd in updates:
-            payload = encode_params({n: upd.params[n] - st.global_params[n] for n in upd.params})
-            bytes_up += len(payload)
-            decoded = decode_params(payload)
-            server_view = ClientUpdate(upd.client_id, upd.num_samples,
-                                       {n: st.global_params[n] + decoded[n] for n in decoded}, upd.metrics,
-                                       None, upd.steps)
+            nbytes, server_params = self._uplink(rnd, upd, received)  # dense, or compressed with EF
+            bytes_up += nbytes
+            server_view = ClientUpdate(upd.client_id, upd.num_samples, server_params, upd.metrics, None, upd.steps)
             if upd.control_delta is not None:
                 payload_c = encode_params(upd.control_delta)
                 bytes_up += len(payload_c)
@@ -170,9 +192,14 @@ class Simulation:
         accepted, invalid = validate_updates(received_updates, st.global_params, spec.max_update_norm,
                                              self.manifolds)
         rejected = [{"client": e.client_id, "round": rnd, "reason": str(e)} for e in invalid]
-        if accepted:
-            st.global_params = spec.strategy.aggregate_fit(rnd, st.global_params, accepted, self.manifolds,
-                                                           validated=True)
+        privacy_row: dict[str, Any] = {}
+        if spec.privacy is not None:  # DP-FedAvg and/or secure aggregation (spikefed.federated.privacy)
+            accepted, privacy_row = self._aggregate_private(rnd, sampled, accepted, rejected)
+            bytes_up = privacy_row.pop("bytes_up", bytes_up)  # secure aggregation: masked vectors, keys, shares
+            bytes_down += privacy_row.pop("bytes_down_extra", 0)
+        elif accepted:
+            st.global_params = spec.strategy.aggregate_fit(rnd, st.global_params, self._normalize_work(accepted),
+                                                           self.manifolds, validated=True)
             if fit.server_control is not None:
                 for u in accepted:
                     prev = st.controls.get(u.client_id)
@@ -194,6 +221,11 @@ class Simulation:
         }
         if rejected:
             row["rejections"] = rejected
+        row.update(privacy_row)  # dp_epsilon, dp_clip, ... / secagg_* (empty without spec.privacy)
+        if spec.robustness is not None:
+            row["malicious"] = sum(c in self.malicious for c in sampled)  # sampled clients that are attackers
+        if plan.active:
+            row.update(plan.metrics(accepted))
         if rnd % spec.eval_every == 0 or rnd == spec.rounds:
             row.update(self.evaluate(rnd))
         else:
@@ -206,6 +238,86 @@ class Simulation:
         st.metrics.append(row)
         return row
 
+    # -- communication (spikefed.federated.compression) --------------------------------------------------------
+    def _downlink(self, rnd: int, sampled: list[int]) -> tuple[bytes, int]:
+        """The broadcast of round ``rnd``: ``(payload the clients start from, downlink bytes of the sampled)``.
+
+        Dense (no downlink compression): the global parameters, ``len(payload)`` per sampled client, as without
+        compression. Compressed: the reference model every client holds after applying the compressed changes
+        (:func:`~spikefed.federated.compression.downlink_broadcast`, state in ``server_state["downlink"]``); each
+        client pays for the messages it missed since it last synchronised, or for the dense model. The payload
+        returned is then only the simulation's hand-over of that reference (not counted).
+        """
+        st, spec = self.state, self.spec
+        comp = spec.compression.downlink_compressor() if spec.compression is not None else None
+        if comp is None:
+            down = encode_params(st.global_params)
+            return down, len(down) * len(sampled)
+        gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_COMPRESS, SERVER_STREAM))
+        reference, costs = downlink_broadcast(st.server_state.setdefault("downlink", {}), st.global_params,
+                                              sampled, rnd, comp, gen)
+        return encode_params(reference), sum(costs)
+
+    def _uplink(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> tuple[int, ParamDict]:
+        """One client's delta over the wire: ``(bytes, the client's parameters as the server reconstructs them)``.
+
+        Dense: ``delta = w_k - x_t`` through :func:`encode_params`, server view ``x_t + delta`` (as without
+        compression). Compressed: the client compresses ``delta = w_k - received`` (what it started from) with
+        error feedback (residual in ``client_state[k]["ef_residual"]``, generator from
+        ``(seed, rnd, PURPOSE_COMPRESS, k)``); the server decodes and applies it to its own model, ``x_t + m``,
+        projected back onto the manifold of non-euclidean parameters (a lossy delta may step off it).
+        """
+        st, spec = self.state, self.spec
+        comp = spec.compression
+        up = comp.uplink_compressor() if comp is not None else None
+        lossy_down = comp is not None and comp.downlink_compressor() is not None
+        if up is None or (up.is_identity and not lossy_down):
+            payload = encode_params({n: upd.params[n] - st.global_params[n] for n in upd.params})
+            decoded = decode_params(payload)
+            return len(payload), {n: st.global_params[n] + decoded[n] for n in decoded}
+        delta = {n: upd.params[n] - received[n] for n in upd.params}
+        if up.is_identity:
+            payload = encode_params(delta)
+            decoded = decode_params(payload)
+        else:
+            assert comp is not None
+            gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_COMPRESS, upd.client_id))
+            payload = client_uplink(delta, up, gen, st.client_state.setdefault(upd.client_id, {}),
+                                    comp.error_feedback)
+            decoded = decode_update(payload)
+        params = {n: st.global_params[n] + decoded[n].to(st.global_params[n].dtype) for n in decoded}
+        for n, p in params.items():
+            m = self.manifolds.get(n)
+            if m is not None and m.kind != "euclidean":
+                m.project_(p)
+        return len(payload), params
+
+    def _train(self, received: ParamDict, trained: list[int], gens: list[torch.Generator], fit: Any,
+               controls: list[ParamDict | None] | None, budgets: Any) -> list[ClientUpdate]:
+        """Local training of the clients ``trained``; on a device fleet each client trains its own program
+        through its device (grouped by the device's number of steps) and uploads latent values."""
+        spec = self.spec
+        clients = [self.clients[c] for c in trained]
+        fleet = spec.fleet
+        if fleet is None:
+            return train_clients(spec.engine, spec.model, received, clients, gens, spec.local, fit, controls,
+                                 budgets)
+        groups: dict[int, list[int]] = {}
+        for row, c in enumerate(trained):
+            groups.setdefault(fleet.num_steps(c, spec.local.num_steps), []).append(row)
+        updates: list[ClientUpdate | None] = [None] * len(trained)
+        for steps, rows in groups.items():
+            cfg = dataclasses.replace(spec.local, num_steps=steps)
+            starts = [fleet.program(trained[r], received) for r in rows]
+            devices = [ClientDevice(p, fleet.devices[trained[r]]) for r, p in zip(rows, starts)]
+            group_budgets = [budgets[r] for r in rows] if budgets is not None else None
+            trained_group = train_cohort(spec.model, received, [clients[r] for r in rows], [gens[r] for r in rows],
+                                         cfg, fit, None, group_budgets, devices)
+            for r, upd, start in zip(rows, trained_group, starts):
+                upd.params = fleet.upload(trained[r], start, upd.params)
+                updates[r] = upd
+        return [u for u in updates if u is not None]
+
     @torch.no_grad()
     def evaluate(self, rnd: int) -> dict[str, Any]:
         """Global model on the held-out test set: accuracy, loss, spikes/synops/energy per inference."""
@@ -215,16 +327,120 @@ class Simulation:
         gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_EVAL))
         res = evaluate(model, spec.data.x_test, spec.data.y_test, spec.local, gen)
         out: dict[str, Any] = {"accuracy": res.accuracy, "loss": res.loss, "firing_rate": res.firing_rate}
-        if isinstance(model, SpikingMLP):
+        if spec.fleet is not None:  # deployed accuracy: the mean over every device of the fleet
             gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_EVAL))
-            x = encode_inputs(spec.data.x_test, spec.local, gen)
-            ops = mlp_operations(model, x, model(x))
-            n = spec.data.x_test.shape[0]
-            out.update({"spikes": ops["spikes"] / n, "synops": ops["synops"] / n, "acs": ops["acs"] / n,
-                        "macs": ops["macs"] / n,
-                        "energy_j": spec.energy.energy(ops["acs"], ops["macs"], ops["spikes"]) / n})
-        else:
-            out.update({"spikes": res.spikes_per_sample, "synops": None, "energy_j": None})
+            fe = spec.fleet.evaluate(self.state.global_params, spec.data.x_test, spec.data.y_test, spec.local, gen)
+            out.update({"accuracy": fe.accuracy, "accuracy_ideal": res.accuracy, "accuracy_by_device": fe.by_profile})
+        # NeuroBench-style counts of the global model on the test set (any model: see hardware.metrics)
+        gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_EVAL))
+        m = measure(model, encode_inputs(spec.data.x_test, spec.local, gen), spec.energy)
+        per = m.per_inference()
+        out.update({"spikes": per["spikes"], "synops": per["synops"], "acs": per["effective_acs"],
+                    "macs": per["effective_macs"], "dense_ops": per["dense_ops"],
+                    "activation_sparsity": m.activation_sparsity, "energy_j": per["energy_j"]})
+        return out
+
+    # -- privacy (see spikefed.federated.privacy and spikefed.federated.secagg) ----------------------------------
+    def privacy_engine(self) -> PrivacyEngine | None:
+        """The DP / secure-aggregation pipeline of ``spec.privacy`` (None without it), built once; its cohort
+        size ``m`` is that of :meth:`sample_clients` (the same every round)."""
+        if self.spec.privacy is None:
+            return None
+        engine = getattr(self, "_privacy_engine", None)
+        if engine is None:
+            engine = PrivacyEngine(self.spec.privacy, self.num_clients, len(self.sample_clients(1)))
+            self._privacy_engine = engine
+        return engine
+
+    def _aggregate_private(self, rnd: int, sampled: list[int], accepted: list[ClientUpdate],
+                           rejected: list[dict[str, Any]]) -> tuple[list[ClientUpdate], dict[str, Any]]:
+        """DP-FedAvg and/or secure aggregation of the validated updates, in place of ``aggregate_fit``.
+
+        The DP noise draws from ``(seed, rnd, PURPOSE_PRIVACY)``, client ``k``'s secure-aggregation secrets from
+        ``(seed, rnd, PURPOSE_SECAGG, k)``; the clip norm and the accountant's round count live in
+        ``server_state["privacy"]`` (so a resumed run continues bit-identically). Clients that withdraw (their
+        update does not fit the fixed-point range) are appended to ``rejected``. Returns the updates that
+        entered the aggregate and the metrics-row entries of :class:`~spikefed.federated.privacy.PrivateRound`.
+        """
+        spec, st = self.spec, self.state
+        engine = self.privacy_engine()
+        assert engine is not None
+        gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_PRIVACY))
+        seeds = {c: derive_seed(spec.seed, rnd, PURPOSE_SECAGG, c) for c in sampled}
+        out = engine.aggregate(rnd, spec.strategy, st.global_params, self._normalize_work(accepted), sampled,
+                               self.manifolds, st.server_state.get("privacy"), gen, seeds)
+        st.server_state["privacy"] = out.state
+        if out.params is not None:
+            st.global_params = out.params
+        rejected.extend(out.rejected)
+        return out.survivors, out.row
+
+    # -- faults (see spikefed.federated.faults) ------------------------------------------------------------
+    def _fault_plan(self, rnd: int, sampled: list[int]) -> FaultPlan:
+        """Which sampled clients train (and with how many steps) in round ``rnd``; all of them without faults.
+
+        Seeds: a client's speed factor from ``(seed, NO_ROUND, PURPOSE_FAULT, client)`` (once per run), its
+        dropout and jitter draws of the round from ``(seed, rnd, PURPOSE_FAULT, client)``.
+        """
+        faults, seed = self.spec.faults, self.spec.seed
+        if faults is None:
+            return FaultPlan.nominal(sampled)
+        planned = [planned_steps(self.clients[c].num_samples, self.spec.local) for c in sampled]
+        speeds = [client_speed(faults.straggler_sigma,
+                               np.random.default_rng(derive_seed(seed, NO_ROUND, PURPOSE_FAULT, c))) for c in sampled]
+        rngs = [np.random.default_rng(derive_seed(seed, rnd, PURPOSE_FAULT, c)) for c in sampled]
+        plan = plan_round(faults, sampled, planned, speeds, rngs)
+        if not plan.trained:
+            fault_log.warning("round %d: none of the %d sampled clients returned an update (%d dropped, %d late); "
+                              "the global model is kept", rnd, len(sampled), len(plan.dropped), len(plan.late))
+        return plan
+
+    def _normalize_work(self, updates: list[ClientUpdate]) -> list[ClientUpdate]:
+        """FedNova rescaling of the updates (``faults.late_policy == "fednova"``), else the updates as they are:
+        ``x'_k = x + (tau_eff / tau_k) (x_k - x)`` with ``tau_eff = sum_k p_k tau_k`` and the strategy's ``p_k``."""
+        faults = self.spec.faults
+        if faults is None or faults.late_policy != "fednova" or not updates:
+            return updates
+        return fednova_rescale(updates, self.state.global_params, self.spec.strategy.client_weights(updates),
+                               self.manifolds)
+
+    # -- robustness (see spikefed.federated.attacks and spikefed.federated.robust) ----------------------------
+    def _setup_robustness(self) -> frozenset[int]:
+        """Choose the malicious clients, poison their labels (``label_flip``), install the defence.
+
+        The attackers are ``round(attack_fraction * N)`` clients drawn once per run from
+        ``(seed, NO_ROUND, PURPOSE_ATTACK)``; label flipping ``y -> C - 1 - y`` rewrites their local data. The
+        defence replaces the strategy's weighted mean (``Strategy.aggregator``). Without ``spec.robustness``
+        nothing changes and the set is empty.
+        """
+        rs, spec = self.spec.robustness, self.spec
+        if rs is None:
+            return frozenset()
+        malicious: frozenset[int] = frozenset()
+        if rs.attack != "none":
+            rng = np.random.default_rng(derive_seed(spec.seed, NO_ROUND, PURPOSE_ATTACK))
+            malicious = frozenset(choose_malicious(self.num_clients, rs.attack_fraction, rng))
+        if rs.attack == "label_flip":
+            self.clients = [ClientData(c.client_id, c.x, flip_labels(c.y, spec.data.num_classes))
+                            if c.client_id in malicious else c for c in self.clients]
+        spec.strategy.aggregator = rs.aggregator()
+        return malicious
+
+    def _attack_updates(self, rnd: int, updates: list[ClientUpdate]) -> list[ClientUpdate]:
+        """The updates as uploaded: a malicious client's parameters replaced by the update attack's
+        ``phi^-1(phi(x) + a(phi(w) - phi(x)))`` (:func:`~spikefed.federated.attacks.attack_update`), drawing
+        from ``(seed, rnd, PURPOSE_ATTACK, client)``; honest clients' updates unchanged."""
+        rs = self.spec.robustness
+        if rs is None or not self.malicious:
+            return updates
+        out = []
+        for u in updates:
+            if u.client_id in self.malicious:
+                gen = torch.Generator().manual_seed(derive_seed(self.spec.seed, rnd, PURPOSE_ATTACK, u.client_id))
+                params = attack_update(rs.attack, self.state.global_params, u.params, self.manifolds, gen,
+                                       boost=rs.boost, sign_scale=rs.sign_scale, noise_std=rs.noise_std)
+                u = dataclasses.replace(u, params=params)
+            out.append(u)
         return out
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -239,12 +455,21 @@ class Simulation:
         return buf.getvalue()
 
     def save_checkpoint(self, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
-        """Write the checkpoint atomically (temp file + rename)."""
+        """Write the checkpoint atomically (temp file + rename): a reader (or a resumed run after a crash)
+        sees either the previous checkpoint or the new one, never a partial file; a stale ``.tmp`` left by a
+        crash is simply overwritten. Test hook: with ``SPIKEFED_TEST_CHECKPOINT_PAUSE=<round>:<seconds>`` in
+        the environment, writing the checkpoint of that round sleeps between writing the temp file and the
+        rename, so a test can kill the process inside that window deterministically."""
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(self.checkpoint_bytes(fingerprint))
             f.flush()
             os.fsync(f.fileno())
+        pause = os.environ.get(CHECKPOINT_PAUSE_ENV)
+        if pause:
+            rnd, _, seconds = pause.partition(":")
+            if int(rnd) == self.state.round:
+                time.sleep(float(seconds))
         os.replace(tmp, path)
 
     def load_checkpoint(self, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
@@ -257,6 +482,7 @@ class Simulation:
             raise ValueError(f"checkpoint {path} has an unknown format (expected version {CHECKPOINT_VERSION})")
         if fingerprint is not None and data.get("fingerprint") != fingerprint:
             raise ValueError(f"checkpoint {path} was written by a different experiment configuration")
+        _check_checkpoint_structure(path, data)
         reference = params_of(self.spec.model)
         gp = data["global_params"]
         if set(gp) != set(reference) or any(gp[n].shape != reference[n].shape for n in reference):
@@ -265,6 +491,24 @@ class Simulation:
         self.state = SimulationState(data["round"], gp, data["strategy_state"], data["controls"], data["metrics"],
                                      data["bytes_up"], data["bytes_down"], data["seconds"],
                                      data.get("client_state", {}), data.get("server_state", {}))
+
+
+_CHECKPOINT_KEYS = ("round", "global_params", "strategy_state", "controls", "metrics", "bytes_up", "bytes_down",
+                    "seconds")
+
+
+def _check_checkpoint_structure(path: Path, data: dict[str, Any]) -> None:
+    """``ValueError`` unless the checkpoint has every key, tensors for parameters, and exactly one metrics row
+    per completed round (rows ``1..round`` in order), so metrics and state cannot disagree after a resume."""
+    missing = [k for k in _CHECKPOINT_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"checkpoint {path} is incomplete: missing {missing}")
+    rnd, rows, gp = data["round"], data["metrics"], data["global_params"]
+    if not isinstance(gp, dict) or not all(isinstance(t, torch.Tensor) for t in gp.values()):
+        raise ValueError(f"checkpoint {path} is corrupt: global_params is not a dict of tensors")
+    if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0 or not isinstance(rows, list) or [
+            r.get("round") if isinstance(r, dict) else None for r in rows] != list(range(1, rnd + 1)):
+        raise ValueError(f"checkpoint {path} is inconsistent: round {rnd!r} does not match its metrics rows")
 
 
 def _weighted(values: list[float], weights: list[int]) -> float | None:

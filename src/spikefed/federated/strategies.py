@@ -16,7 +16,9 @@ Default aggregation (all strategies but SCAFFOLD's weighting)::
 so that plain SGD with ``lr = 1`` gives ``x <- target`` (FedAvg). ``phi`` is the manifold chart (identity,
 log, logit; circular values step on the raw value with a wrapped ``g`` and are wrapped back into ``[0, P)``);
 the final projection clamps positive / unit-interval values to at least ``EPS`` from the boundary, so the
-global model always stays on its manifolds.
+global model always stays on its manifolds. With :attr:`Strategy.aggregator` set (robust aggregation,
+:mod:`spikefed.federated.robust`) the target is ``aggregator(x, [w_k], p, manifolds)`` instead of the weighted
+mean; the server optimizer step is the same.
 
 Server optimizers (``Delta = -g = target - x`` in chart coordinates, element-wise):
 
@@ -187,6 +189,11 @@ class Strategy:
     name: ClassVar[str] = "strategy"
     #: Names of per-parameter state buffers (``{slot: {param name: tensor}}`` in the state dict).
     slots: ClassVar[tuple[str, ...]] = ()
+    #: Robust replacement of the weighted mean (e.g. :class:`spikefed.federated.robust.RobustAggregator`):
+    #: ``aggregator(global_params, client_params, weights, manifolds) -> target``; ``None``: the weighted mean.
+    #: Not part of :meth:`config` / the state dict (it holds no state).
+    aggregator: Callable[[ParamDict, Sequence[ParamDict], torch.Tensor, Mapping[str, Manifold]], ParamDict] | None = (
+        None)
 
     def __init__(self) -> None:
         self.rounds_aggregated: int = 0
@@ -231,7 +238,7 @@ class Strategy:
         """
         manifolds = dict(manifolds or {})
         self._check_round(rnd, global_params, updates, manifolds, validated)
-        target = aggregate_params([u.params for u in updates], self.client_weights(updates), manifolds)
+        target = self._aggregate_target(global_params, updates, manifolds)
         # in the order of the global parameters (clients may list names in another order)
         target = {n: target[n].to(device=w.device, dtype=w.dtype) for n, w in global_params.items()}
         new_params, new_buffers = self._server_update(rnd, global_params, target, updates, manifolds)
@@ -246,7 +253,40 @@ class Strategy:
         self.last_round = int(rnd)
         return new_params
 
+    def step_to_target(
+        self, rnd: int, global_params: ParamDict, target: ParamDict, manifolds: Mapping[str, Manifold] | None = None
+    ) -> ParamDict:
+        """Server optimizer step towards a ``target`` aggregated elsewhere (DP noised mean, secure sum).
+
+        Same as :meth:`aggregate_fit` after its mean: ``g = chart_difference(x, target)`` feeds the server
+        optimizer (FedAvg with ``lr = 1`` returns ``target``), with the same finiteness check and the same
+        all-or-nothing commit of the optimizer state. ``target`` must lie on the manifolds.
+        """
+        manifolds = dict(manifolds or {})
+        if set(target) != set(global_params):
+            raise ValueError(f"round {rnd}: target parameters {sorted(target)} differ from the global ones")
+        target = {n: target[n].to(device=w.device, dtype=w.dtype) for n, w in global_params.items()}
+        new_params, new_buffers = self._server_update(rnd, global_params, target, (), manifolds)
+        for n, t in new_params.items():
+            if not torch.isfinite(t).all():
+                raise ValueError(f"round {rnd}: the {self.name} server step produced non-finite values for "
+                                 f"parameter {n!r} (strategy state left unchanged)")
+        self._buffers = new_buffers
+        self.rounds_aggregated += 1
+        self.last_round = int(rnd)
+        return new_params
+
     # -- internals -------------------------------------------------------------------------------------
+
+    def _aggregate_target(
+        self, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold]
+    ) -> ParamDict:
+        """The round's target: ``aggregate_params([w_k], p, manifolds)`` (weighted mean with
+        ``p = client_weights``), or ``aggregator(x, [w_k], p, manifolds)`` when :attr:`aggregator` is set."""
+        params, weights = [u.params for u in updates], self.client_weights(updates)
+        if self.aggregator is None:
+            return aggregate_params(params, weights, manifolds)
+        return self.aggregator(global_params, params, weights, manifolds)
 
     def _check_round(
         self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold],
@@ -542,6 +582,13 @@ class Scaffold(Strategy):
 
     def config(self) -> dict[str, float | int | bool]:
         return {"num_clients": self.num_clients, "server_lr": self.server_lr, "sample_weighted": self.sample_weighted}
+
+    def step_to_target(
+        self, rnd: int, global_params: ParamDict, target: ParamDict, manifolds: Mapping[str, Manifold] | None = None
+    ) -> ParamDict:
+        """Not available: SCAFFOLD's control variate needs every client's ``control_delta``."""
+        raise ValueError("SCAFFOLD cannot step to an externally aggregated target (it needs each client's "
+                         "control_delta); differential privacy and secure aggregation do not support it")
 
     def server_control(self, global_params: ParamDict) -> ParamDict:
         """A copy of the server control variate ``c`` (zeros before the first aggregation)."""

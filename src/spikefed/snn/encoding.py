@@ -11,6 +11,7 @@ name           rule                                                         inpu
 ``latency``    one spike at t(x); larger x spikes earlier                    x in [0, 1]
 ``delta``      ON if x[t] - x[t-1] >= thr, OFF if <= -thr                   sequence [T, B, ...]
 ``direct``     I[t] = x for every t (constant current, not spikes)           any real x
+``events``     s[t] = x[:, t] (pre-binned event frames, a transposed view)   [B, T, ...]
 =============  ===========================================================  ==============
 """
 
@@ -24,6 +25,7 @@ import torch
 __all__ = [
     "ENCODERS",
     "STOCHASTIC_ENCODERS",
+    "SEQUENCE_ENCODERS",
     "LATENCY_MODES",
     "DELTA_POLARITIES",
     "DELTA_INITIALS",
@@ -31,10 +33,13 @@ __all__ = [
     "latency",
     "delta",
     "direct",
+    "events",
     "encode",
 ]
 
-ENCODERS: tuple[str, ...] = ("rate", "latency", "delta", "direct")
+ENCODERS: tuple[str, ...] = ("rate", "latency", "delta", "direct", "events")
+#: Encoders whose input already is a sequence (not a static sample).
+SEQUENCE_ENCODERS: tuple[str, ...] = ("delta", "events")
 STOCHASTIC_ENCODERS: tuple[str, ...] = ("rate",)
 LATENCY_MODES: tuple[str, ...] = ("linear", "log")
 DELTA_POLARITIES: tuple[str, ...] = ("both", "on", "off")
@@ -248,6 +253,23 @@ def direct(x: torch.Tensor, num_steps: int) -> torch.Tensor:
     return x.unsqueeze(0).expand(steps, *x.shape).contiguous()
 
 
+def events(x: torch.Tensor, num_steps: int | None = None) -> torch.Tensor:
+    """Pre-binned event frames, batch-major ``[B, T, *features]`` -> time-major ``[T, B, *features]``.
+
+    The frames already are the spike trains (see :mod:`spikefed.events`); this is ``x.transpose(0, 1)``, a
+    view (no copy). ``num_steps``, if given, must equal the number of bins ``T = x.shape[1]``.
+    """
+    _check_tensor("x", x, min_dim=2)
+    if num_steps is not None:
+        steps = _check_num_steps(num_steps)
+        if steps != x.shape[1]:
+            raise ValueError(
+                f"encoder 'events': num_steps={steps} must equal the number of time bins of the data, "
+                f"x.shape[1] = {x.shape[1]} (inputs are [B, T, ...]); set num_steps to {x.shape[1]}"
+            )
+    return x.transpose(0, 1)
+
+
 # --------------------------------------------------------------------------------------------------
 # dispatcher
 # --------------------------------------------------------------------------------------------------
@@ -257,6 +279,7 @@ _KWARGS: dict[str, tuple[str, ...]] = {
     "latency": ("mode", "tau", "threshold", "normalize"),
     "delta": ("threshold", "polarity", "initial"),
     "direct": (),
+    "events": (),
 }
 
 
@@ -299,6 +322,8 @@ def encode(
         if "threshold" not in kwargs:
             raise ValueError("encoder 'delta' needs threshold=<float > 0>")
         return delta(x, **kwargs)
+    if name == "events":
+        return events(x, num_steps)
     if num_steps is None:
         raise ValueError(f"expected num_steps to be a positive int for encoder {name!r}, got None")
     if name == "rate":

@@ -27,12 +27,14 @@ from torch import nn
 from ..data.digits import iterate_batches
 from ..manifold import project_parameters_
 from . import decoding, losses
-from .encoding import ENCODERS, encode
+from .encoding import ENCODERS, SEQUENCE_ENCODERS, encode
 from .models import ModelOutput
 
 LOSSES = ("mse_count", "ce_count", "ce_membrane", "ce_temporal")
 OPTIMIZERS = ("adam", "sgd")
-STATIC_ENCODERS = tuple(e for e in ENCODERS if e != "delta")
+STATIC_ENCODERS = tuple(e for e in ENCODERS if e not in SEQUENCE_ENCODERS)
+#: Encoders the trainer accepts: the static ones, and "events" for pre-binned event data ``x [N, T, F]``.
+TRAIN_ENCODERS = (*STATIC_ENCODERS, "events")
 
 
 @dataclass
@@ -80,9 +82,11 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
-        if self.encoder not in STATIC_ENCODERS:
-            raise ValueError(f"unknown encoder {self.encoder!r} for static inputs; valid: {', '.join(STATIC_ENCODERS)}"
-                             " (delta modulation needs sequence data)")
+        if self.encoder not in TRAIN_ENCODERS:
+            raise ValueError(f"unknown encoder {self.encoder!r}; valid: {', '.join(TRAIN_ENCODERS)}"
+                             " (delta modulation needs sequence data; events needs pre-binned event data)")
+        if self.encoder == "events" and self.encoder_kwargs:
+            raise ValueError(f"encoder 'events' takes no encoder_kwargs, got {sorted(self.encoder_kwargs)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
         for name in ("weight_decay", "reg_l1", "reg_l2", "reg_bounds"):
@@ -123,6 +127,8 @@ def encode_inputs(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator 
 
     Direct (constant-current) coding returns a broadcast view (time stride 0): the models compute a layer
     whose input is constant over time once and broadcast the result, T times less work than per step.
+    Encoder ``"events"`` takes pre-binned event frames ``[B, T, *features]`` and returns the transposed view
+    (``ValueError`` unless ``T == cfg.num_steps``).
     """
     if cfg.encoder == "direct" and not cfg.encoder_kwargs:
         return x.unsqueeze(0).expand(cfg.num_steps, *x.shape)

@@ -1,0 +1,114 @@
+"""A fleet: one simulated device per client, its calibration, and evaluation of a latent model on every device.
+
+Aggregation modes (``devices.aggregation``):
+
+- ``calibrated`` (seed 000): client k receives the latent global model, programs its device with
+  ``to_device_k(latent)``, trains the program through its device's physics, and uploads
+  ``to_latent_k(program)``. The server averages latent parameters only (each on its manifold).
+- ``naive``: every client writes the global values to its chip as they are and uploads its raw program: the
+  server averages device parameters that mean different things on different devices.
+
+The deployed accuracy of a global model is its mean accuracy over every device of the fleet, each device
+running the program its client would write (``to_device_k(global)`` or the raw global values).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from ..snn.models import SpikingMLP
+from ..snn.train import TrainConfig, encode_inputs
+from .calibration import Calibration, calibrate
+from .devices import Device, DeviceProfile, full_program, supports_devices
+
+AGGREGATION_MODES = ("calibrated", "naive")
+
+
+@dataclass
+class FleetEval:
+    accuracy: float
+    by_profile: dict[str, float]
+
+
+class Fleet:
+    """Devices of all clients (``profiles[k]`` for client k), built from per-client seeds.
+
+    ``device_seeds[k]`` draws client k's mismatch; ``calibration_seeds[k]`` its probe read-out noise.
+    """
+
+    def __init__(self, model: SpikingMLP, profiles: list[DeviceProfile], mode: str, device_seeds: list[int],
+                 calibration_seeds: list[int], probe_repeats: int = 16) -> None:
+        reason = supports_devices(model)
+        if reason is not None:
+            raise ValueError(reason)
+        if mode not in AGGREGATION_MODES:
+            raise ValueError(f"unknown device aggregation {mode!r}; valid: {', '.join(AGGREGATION_MODES)}")
+        if not len(profiles) == len(device_seeds) == len(calibration_seeds):
+            raise ValueError("a fleet needs one profile, device seed and calibration seed per client")
+        self.model, self.profiles, self.mode = model, profiles, mode
+        self.devices = [Device(p, model, s) for p, s in zip(profiles, device_seeds)]
+        if mode == "calibrated":
+            self.calibrations = [calibrate(d, torch.Generator().manual_seed(s), repeats=probe_repeats)
+                                 for d, s in zip(self.devices, calibration_seeds)]
+        else:
+            identity = Calibration.identity(model)
+            self.calibrations = [identity] * len(profiles)
+        self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+
+    def __len__(self) -> int:
+        return len(self.devices)
+
+    def composition(self) -> dict[str, int]:
+        return dict(Counter(p.name for p in self.profiles))
+
+    def num_steps(self, client: int, nominal: int) -> int:
+        # naive clients ignore their time step: they run the nominal number of steps' worth of device steps
+        return self.devices[client].num_steps(nominal)
+
+    def program(self, client: int, latent: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What client ``client`` writes to its device for the latent (trainable) values ``latent``."""
+        full = full_program(self.model, latent)
+        return self.calibrations[client].to_device(full) if self.mode == "calibrated" else full
+
+    def upload(self, client: int, start: dict[str, torch.Tensor], trained: dict[str, torch.Tensor]
+               ) -> dict[str, torch.Tensor]:
+        """The trainable latent values client ``client`` uploads: ``trained`` (program values) completed by its
+        round's starting program ``start`` (fixed thresholds / decays), mapped back with ``to_latent``."""
+        full = {**start, **trained}
+        latent = self.calibrations[client].to_latent(full) if self.mode == "calibrated" else full
+        return {n: latent[n] for n in self.trainable}
+
+    @torch.no_grad()
+    def evaluate(self, latent: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                 generator: torch.Generator, chunk: int = 8) -> FleetEval:
+        """Mean accuracy of the latent model ``latent`` deployed on every device (and per profile name)."""
+        from ..federated.cohort import _predict_cohort, cohort_forward
+
+        correct: list[float] = [0.0] * len(self.devices)
+        groups: dict[int, list[int]] = {}
+        for k in range(len(self.devices)):
+            groups.setdefault(self.num_steps(k, cfg.num_steps), []).append(k)
+        for steps, members in groups.items():
+            gcfg = replace(cfg, num_steps=steps)
+            xs = encode_inputs(x, gcfg, generator)  # [T, B, F]
+            for start in range(0, len(members), chunk):
+                part = members[start:start + chunk]
+                eff = [self.devices[k].effective(self.program(k, latent), generator) for k in part]
+                stacked = {n: torch.stack([e[n] for e in eff]) for n in eff[0]}
+                inputs = [self.devices[k].perturb_input(xs, generator) for k in part]
+                xk = torch.stack(inputs, dim=1)  # [T, K, B, F]
+                out, _ = cohort_forward(self.model, stacked, xk)
+                pred = _predict_cohort(out, cfg)  # [K, B]
+                for row, k in enumerate(part):
+                    correct[k] = float((pred[row] == y).double().mean())
+        by: dict[str, list[float]] = {}
+        for k, acc in enumerate(correct):
+            by.setdefault(self.profiles[k].name, []).append(acc)
+        return FleetEval(sum(correct) / len(correct), {n: sum(v) / len(v) for n, v in by.items()})
+
+    def describe(self) -> dict[str, Any]:
+        return {"aggregation": self.mode, "composition": self.composition()}

@@ -1,0 +1,409 @@
+"""Robust aggregation and simulated attacks, against independent references (numpy, scipy, plain loops)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from spikefed.experiment.config import ConfigError, RunSettings, build_settings
+from spikefed.experiment.runner import build_spec, robustness_spec
+from spikefed.federated.aggregation import validate_updates
+from spikefed.federated.attacks import (
+    ATTACKS,
+    attack_delta,
+    attack_update,
+    choose_malicious,
+    flip_labels,
+)
+from spikefed.federated.robust import (
+    DEFENSES,
+    RobustAggregator,
+    RobustnessSpec,
+    chart_deltas,
+    coordinate_median,
+    coordinate_trimmed_mean,
+    krum,
+    krum_scores,
+    multi_krum,
+    norm_clip_mean,
+    pairwise_sq_distances,
+    robust_delta,
+)
+from spikefed.federated.simulation import NO_ROUND, PURPOSE_ATTACK, Simulation, derive_seed
+from spikefed.federated.strategies import make_strategy
+from spikefed.federated.types import ClientUpdate
+from spikefed.manifold import EUCLIDEAN, POSITIVE, UNIT_INTERVAL, circular
+
+# ------------------------------------------------------------------------------------ coordinate-wise rules
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 6, 11])
+def test_median_matches_numpy(k: int) -> None:
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((k, 7, 3))
+    got = coordinate_median(torch.from_numpy(x))
+    np.testing.assert_allclose(got.numpy(), np.median(x, axis=0), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("k,beta", [(5, 0.0), (5, 0.2), (6, 0.2), (10, 0.1), (10, 0.25), (11, 0.45), (3, 0.3)])
+def test_trimmed_mean_matches_scipy(k: int, beta: float) -> None:
+    rng = np.random.default_rng(100 + k)
+    x = rng.standard_normal((k, 4, 5)) * 3.0
+    got = coordinate_trimmed_mean(torch.from_numpy(x), beta)
+    np.testing.assert_allclose(got.numpy(), stats.trim_mean(x, beta, axis=0), rtol=1e-12, atol=1e-12)
+
+
+def test_trimmed_mean_rejects_bad_fractions() -> None:
+    x = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="0.5"):
+        coordinate_trimmed_mean(x, 0.5)
+    with pytest.raises(ValueError, match="0.5"):
+        coordinate_trimmed_mean(x, -0.1)
+    # beta < 0.5 always keeps at least one value: t = floor(beta K) < K / 2
+    assert torch.equal(coordinate_trimmed_mean(x[:1], 0.49), x[0])
+
+
+def test_trimmed_mean_zero_trim_is_plain_mean_and_median_rejects_nan() -> None:
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert torch.allclose(coordinate_trimmed_mean(x, 0.1), x.mean(0))  # floor(0.4) = 0
+    bad = x.clone()
+    bad[1, 2] = math.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        coordinate_median(bad)
+
+
+# ------------------------------------------------------------------------------------------------- Krum
+
+
+def _loop_sq_distances(points: np.ndarray) -> np.ndarray:
+    k = points.shape[0]
+    d = np.zeros((k, k))
+    for a in range(k):
+        for b in range(k):
+            d[a, b] = float(((points[a] - points[b]) ** 2).sum())
+    return d
+
+
+def _loop_krum_scores(points: np.ndarray, f: int) -> np.ndarray:
+    k = points.shape[0]
+    d = _loop_sq_distances(points)
+    scores = np.zeros(k)
+    for a in range(k):
+        others = sorted(d[a, b] for b in range(k) if b != a)
+        scores[a] = sum(others[:k - f - 2])
+    return scores
+
+
+def _hand_built() -> np.ndarray:
+    """Four honest updates clustered around (1, 1), one far outlier; the one nearest the others is #2."""
+    return np.array([[1.1, 0.9], [0.8, 1.2], [1.0, 1.0], [1.3, 1.1], [-8.0, 9.0]])
+
+
+def test_krum_picks_the_central_honest_update() -> None:
+    pts = _hand_built()
+    deltas = {"w": torch.from_numpy(pts)}
+    d2 = pairwise_sq_distances(deltas)
+    np.testing.assert_allclose(d2.numpy(), _loop_sq_distances(pts), rtol=1e-14)
+    scores = krum_scores(d2, f=1)
+    np.testing.assert_allclose(scores.numpy(), _loop_krum_scores(pts, 1), rtol=1e-14)
+    chosen, idx = krum(deltas, f=1)
+    assert idx == 2 and int(np.argmin(_loop_krum_scores(pts, 1))) == 2
+    assert torch.equal(chosen["w"], torch.tensor([1.0, 1.0], dtype=torch.float64))
+    assert float(scores[4]) > 50 * float(scores[:4].max())  # the outlier scores far worst
+
+
+@pytest.mark.parametrize("f", [0, 1, 3])
+def test_krum_scores_match_double_loop_on_random_multi_tensor_data(f: int) -> None:
+    rng = np.random.default_rng(f)
+    a, b = rng.standard_normal((8, 3, 2)), rng.standard_normal((8, 5))
+    deltas = {"a": torch.from_numpy(a), "b": torch.from_numpy(b)}
+    flat = np.concatenate([a.reshape(8, -1), b], axis=1)
+    got = krum_scores(pairwise_sq_distances(deltas), f)
+    np.testing.assert_allclose(got.numpy(), _loop_krum_scores(flat, f), rtol=1e-12)
+
+
+def test_krum_needs_enough_updates() -> None:
+    d2 = pairwise_sq_distances({"w": torch.randn(4, 3, dtype=torch.float64)})
+    krum_scores(d2, 1)  # 4 - 1 - 2 = 1 neighbour: fine
+    with pytest.raises(ValueError, match="K - f - 2"):
+        krum_scores(d2, 2)
+
+
+def test_pairwise_distances_wrap_circular_parameters() -> None:
+    # arcs -0.4 and +0.45 on a ring of period 1 are 0.15 apart through the wrap, not 0.85
+    deltas = {"d": torch.tensor([[-0.4], [0.45], [0.0]], dtype=torch.float64)}
+    d2 = pairwise_sq_distances(deltas, {"d": circular(1.0)})
+    assert d2[0, 1].item() == pytest.approx(0.15**2)
+    assert d2[0, 2].item() == pytest.approx(0.4**2)
+    assert pairwise_sq_distances(deltas)[0, 1].item() == pytest.approx(0.85**2)  # euclidean: no wrap
+
+
+def test_multi_krum_is_the_mean_of_the_m_best() -> None:
+    pts = _hand_built()
+    deltas = {"w": torch.from_numpy(pts)}
+    scores = _loop_krum_scores(pts, 1)
+    best3 = sorted(np.argsort(scores, kind="stable")[:3].tolist())
+    got, selected = multi_krum(deltas, f=1, m=3)
+    assert sorted(selected) == best3 and 4 not in selected
+    np.testing.assert_allclose(got["w"].numpy(), pts[best3].mean(0), rtol=1e-14)
+    # weighted: sum_S p_k d_k / sum_S p_k
+    w = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    got_w, _ = multi_krum(deltas, f=1, m=3, weights=torch.from_numpy(w))
+    np.testing.assert_allclose(got_w["w"].numpy(), (w[best3, None] * pts[best3]).sum(0) / w[best3].sum(), rtol=1e-14)
+    # m = K - f by default in the dispatcher, and the outlier is never among the 4 best here
+    got_default = robust_delta("multikrum", deltas, None, krum_f=1)
+    np.testing.assert_allclose(got_default["w"].numpy(), pts[:4].mean(0), rtol=1e-14)
+
+
+# --------------------------------------------------------------------------------------- norm clipping
+
+
+def test_norm_clipping_with_a_bound_and_with_the_median_norm() -> None:
+    a = np.array([[3.0, 4.0], [0.6, 0.8], [0.0, 0.0], [30.0, -40.0]])  # norms 5, 1, 0, 50
+    deltas = {"w": torch.from_numpy(a[:, :1]), "v": torch.from_numpy(a[:, 1:])}  # norm over both tensors
+    got, c = norm_clip_mean(deltas, None, clip_norm=2.0)
+    factors = np.array([2.0 / 5.0, 1.0, 1.0, 2.0 / 50.0])
+    expected = (factors[:, None] * a).mean(0)
+    assert c == 2.0
+    np.testing.assert_allclose([got["w"].item(), got["v"].item()], expected, rtol=1e-14)
+    got_m, c_m = norm_clip_mean(deltas, torch.tensor([1.0, 1.0, 2.0, 4.0]))
+    assert c_m == pytest.approx(np.median([5.0, 1.0, 0.0, 50.0]))  # 3.0
+    p = np.array([1.0, 1.0, 2.0, 4.0]) / 8.0
+    f_m = np.minimum(1.0, 3.0 / np.maximum(np.array([5.0, 1.0, 0.0, 50.0]), 1e-300))
+    np.testing.assert_allclose([got_m["w"].item(), got_m["v"].item()], (p[:, None] * f_m[:, None] * a).sum(0),
+                               rtol=1e-14)
+    clipped_norms = np.linalg.norm(f_m[:, None] * a, axis=1)
+    assert (clipped_norms <= 3.0 + 1e-12).all()
+
+
+# ------------------------------------------------------------------------------------ manifolds / charts
+
+
+def test_median_on_positive_and_unit_interval_parameters_stays_on_the_manifold() -> None:
+    rng = np.random.default_rng(3)
+    x = {"thr": torch.full((6,), 0.5, dtype=torch.float64), "beta": torch.full((6,), 0.9, dtype=torch.float64)}
+    manifolds = {"thr": POSITIVE, "beta": UNIT_INTERVAL}
+    thr = np.exp(rng.normal(-0.5, 2.0, (5, 6)))  # spread over orders of magnitude, all > 0
+    beta = 1.0 / (1.0 + np.exp(-rng.normal(2.0, 3.0, (5, 6))))
+    clients = [{"thr": torch.from_numpy(thr[k]), "beta": torch.from_numpy(beta[k])} for k in range(5)]
+    for defense in DEFENSES:
+        out = RobustAggregator(defense, trim_fraction=0.2)(x, clients, None, manifolds)
+        assert (out["thr"] > 0).all() and ((out["beta"] > 0) & (out["beta"] < 1)).all(), defense
+    med = RobustAggregator("median")(x, clients, None, manifolds)
+    # the chart maps are monotone: for odd K the median in the chart is the median of the values
+    np.testing.assert_allclose(med["thr"].numpy(), np.median(thr, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(med["beta"].numpy(), np.median(beta, axis=0), rtol=1e-12)
+    # a boosted (huge, negative) log-delta still leaves the threshold positive
+    huge = [{"thr": torch.full((6,), 1e-30, dtype=torch.float64), "beta": c["beta"]} for c in clients]
+    out = RobustAggregator("norm_clip")(x, huge, None, manifolds)
+    assert (out["thr"] > 0).all()
+
+
+def test_circular_delays_wrap_through_zero() -> None:
+    period = 10.0
+    x = {"d": torch.tensor([0.0, 5.0], dtype=torch.float64)}
+    clients = [{"d": torch.tensor([9.9, 4.9], dtype=torch.float64)},
+               {"d": torch.tensor([0.1, 5.2], dtype=torch.float64)},
+               {"d": torch.tensor([0.05, 5.1], dtype=torch.float64)}]
+    m = {"d": circular(period)}
+    deltas = chart_deltas(x, clients, m)
+    np.testing.assert_allclose(deltas["d"][:, 0].numpy(), [-0.1, 0.1, 0.05], atol=1e-12)
+    med = RobustAggregator("median")(x, clients, None, m)
+    np.testing.assert_allclose(med["d"].numpy(), [0.05, 5.1], atol=1e-12)
+    # all clients just below zero: the result wraps into [0, P)
+    below = [{"d": torch.tensor([9.8 + 0.01 * k, 5.0], dtype=torch.float64)} for k in range(3)]
+    for defense in DEFENSES:
+        out = RobustAggregator(defense)(x, below, None, m)
+        assert 9.7 < out["d"][0].item() < period, defense
+
+
+def test_aggregator_hook_keeps_the_server_optimizer() -> None:
+    rng = np.random.default_rng(0)
+    x = {"w": torch.zeros(5, dtype=torch.float64)}
+    ups = [ClientUpdate(k, 10, {"w": torch.from_numpy(rng.standard_normal(5))}) for k in range(5)]
+    med = np.median(np.stack([u.params["w"].numpy() for u in ups]), axis=0)
+    fedavg = make_strategy("fedavg")
+    fedavg.aggregator = RobustAggregator("median")
+    np.testing.assert_allclose(fedavg.aggregate_fit(1, x, ups)["w"].numpy(), med, rtol=1e-14)
+    half = make_strategy("fedavg", server_lr=0.5)
+    half.aggregator = RobustAggregator("median")
+    np.testing.assert_allclose(half.aggregate_fit(1, x, ups)["w"].numpy(), 0.5 * med, rtol=1e-12)
+    plain = make_strategy("fedavg", server_lr=0.5)  # no aggregator: the weighted mean, as before
+    mean = np.mean(np.stack([u.params["w"].numpy() for u in ups]), axis=0)
+    np.testing.assert_allclose(plain.aggregate_fit(1, x, ups)["w"].numpy(), 0.5 * mean, rtol=1e-12)
+    assert "aggregator" not in fedavg.state_dict()["config"]
+
+
+def test_small_rounds_fall_back_for_krum() -> None:
+    deltas = {"w": torch.tensor([[1.0], [3.0]], dtype=torch.float64)}
+    assert robust_delta("krum", deltas)["w"].item() == 2.0  # K < 3: coordinate median
+    three = {"w": torch.tensor([[1.0], [1.1], [9.0]], dtype=torch.float64)}
+    assert robust_delta("krum", three, krum_f=5)["w"].item() in (1.0, 1.1)  # f clamped to K - 3 = 0
+
+
+# ---------------------------------------------------------------------------------------------- attacks
+
+
+def _delta() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"w": torch.randn(40, 30, generator=g), "b": torch.randn(30, generator=g)}
+
+
+def test_update_attacks_transform_the_delta_as_specified() -> None:
+    d = _delta()
+    flipped = attack_delta("sign_flip", d, sign_scale=2.5)
+    boosted = attack_delta("boost", d, boost=7.0)
+    for n in d:
+        assert torch.equal(flipped[n], -2.5 * d[n])
+        assert torch.equal(boosted[n], 7.0 * d[n])
+    assert attack_delta("none", d) is d and attack_delta("label_flip", d) is d
+    noise = attack_delta("noise", d, torch.Generator().manual_seed(1), noise_std=0.3)
+    again = attack_delta("noise", d, torch.Generator().manual_seed(1), noise_std=0.3)
+    allz = torch.cat([noise[n].flatten() for n in d]).double()
+    assert all(torch.equal(noise[n], again[n]) and noise[n].shape == d[n].shape for n in d)  # seeded
+    assert abs(allz.std().item() - 0.3) < 0.02 and abs(allz.mean().item()) < 0.02
+    assert abs(np.corrcoef(allz.numpy(), torch.cat([d[n].flatten() for n in d]).numpy())[0, 1]) < 0.1
+    bad = attack_delta("nan", d, torch.Generator().manual_seed(2))
+    for n in d:
+        nonfinite = ~torch.isfinite(bad[n])
+        assert nonfinite.sum().item() == max(1, round(0.01 * d[n].numel()))
+        assert torch.equal(bad[n][~nonfinite], d[n][~nonfinite])
+    assert any(torch.isnan(bad[n]).any() for n in d) and any(torch.isinf(bad[n]).any() for n in d)
+    shaped = attack_delta("shape", d)
+    assert all(shaped[n].shape == (1, *d[n].shape) for n in d)
+    with pytest.raises(ValueError, match="generator"):
+        attack_delta("noise", d)
+    with pytest.raises(ValueError, match="valid attacks"):
+        attack_delta("swap", d)
+
+
+def test_attack_update_works_in_the_chart() -> None:
+    x = {"w": torch.zeros(4, dtype=torch.float64), "thr": torch.ones(4, dtype=torch.float64),
+         "d": torch.full((4,), 0.5, dtype=torch.float64)}
+    w = {"w": torch.tensor([0.1, -0.2, 0.3, 0.0], dtype=torch.float64),
+         "thr": torch.tensor([1.5, 0.5, 1.0, 2.0], dtype=torch.float64),
+         "d": torch.tensor([0.9, 0.1, 0.5, 0.6], dtype=torch.float64)}
+    m = {"thr": POSITIVE, "d": circular(1.0)}
+    out = attack_update("boost", x, w, m, boost=10.0)
+    assert torch.allclose(out["w"], 10.0 * w["w"])  # euclidean: exactly b (w - x)
+    assert torch.allclose(out["thr"], torch.exp(10.0 * torch.log(w["thr"])))  # log chart: stays positive
+    assert (out["thr"] > 0).all()
+    assert ((out["d"] >= 0) & (out["d"] < 1.0)).all()  # wraps
+    assert torch.allclose(out["d"], torch.remainder(0.5 + 10.0 * torch.tensor([0.4, -0.4, 0.0, 0.1],
+                                                                              dtype=torch.float64), 1.0))
+    flipped = attack_update("sign_flip", x, w, m)
+    assert torch.allclose(flipped["thr"] * w["thr"], torch.ones(4, dtype=torch.float64))  # 1 / (w / x)
+    assert attack_update("label_flip", x, w, m) is w
+
+
+def test_nonfinite_and_shape_attacks_are_rejected_by_validation() -> None:
+    x = {"w": torch.zeros(3, 2), "thr": torch.ones(4)}
+    m = {"w": EUCLIDEAN, "thr": POSITIVE}
+    honest = {"w": torch.full((3, 2), 0.1), "thr": torch.full((4,), 1.1)}
+    ups = [ClientUpdate(0, 5, honest)]
+    for cid, kind in enumerate(("nan", "shape"), start=1):
+        ups.append(ClientUpdate(cid, 5, attack_update(kind, x, honest, m, torch.Generator().manual_seed(cid))))
+    inf = {"w": honest["w"].clone(), "thr": honest["thr"].clone()}
+    inf["w"][0, 0] = math.inf
+    ups.append(ClientUpdate(3, 5, inf))
+    accepted, rejected = validate_updates(ups, x, None, m)
+    assert [u.client_id for u in accepted] == [0]
+    reasons = {e.client_id: e.reason for e in rejected}
+    assert "non-finite" in reasons[1] or "manifold" in reasons[1]
+    assert "shape" in reasons[2] and "(1, 3, 2)" in reasons[2]
+    assert "non-finite" in reasons[3]
+
+
+def test_choose_malicious_is_seeded_and_sized() -> None:
+    a = choose_malicious(20, 0.2, np.random.default_rng(5))
+    assert a == choose_malicious(20, 0.2, np.random.default_rng(5)) and len(a) == 4 and a == sorted(set(a))
+    assert choose_malicious(20, 0.0, np.random.default_rng(5)) == []
+    assert len(choose_malicious(10, 0.25, np.random.default_rng(0))) == 3  # 2.5 rounds up
+    assert choose_malicious(3, 1.0, np.random.default_rng(0)) == [0, 1, 2]
+    assert torch.equal(flip_labels(torch.tensor([0, 3, 9]), 10), torch.tensor([9, 6, 0]))
+    with pytest.raises(ValueError):
+        flip_labels(torch.tensor([10]), 10)
+
+
+# ------------------------------------------------------------------------------------- config and wiring
+
+
+def _small(*overrides: str) -> RunSettings:
+    base = ["partition.num_clients=6", "partition.min_size=5", "federation.rounds=3", "federation.fraction=1.0",
+            "model.hidden=[32]", "local.num_steps=6", "local.epochs=1"]
+    return build_settings(RunSettings, None, base + list(overrides))
+
+
+def test_config_section_and_defaults() -> None:
+    s = RunSettings()
+    assert s.robustness.attack == "none" and s.robustness.defense == "none"
+    assert robustness_spec(s) is None and build_spec(_small()).robustness is None
+    spec = robustness_spec(_small("robustness.attack=boost", "robustness.boost=5", "robustness.defense=krum",
+                                  "robustness.krum_f=1"))
+    assert spec == RobustnessSpec(attack="boost", boost=5.0, defense="krum", krum_f=1, trim_fraction=0.2)
+    assert spec.aggregator() == RobustAggregator("krum", 0.2, 1, None, None)
+    with pytest.raises(ConfigError, match="robustness.defense"):
+        _small("robustness.defense=bulyan")
+    with pytest.raises(ConfigError, match="robustness.trim_fraction"):
+        _small("robustness.trim_fraction=0.5")
+    with pytest.raises(ConfigError, match="unknown key"):
+        _small("robustness.attackers=2")
+    assert set(ATTACKS) == {"none", "label_flip", "sign_flip", "boost", "noise", "nan", "shape"}
+
+
+def test_label_flip_hits_the_malicious_clients_only_and_is_seeded() -> None:
+    s = _small("robustness.attack=label_flip", "robustness.attack_fraction=0.34")
+    sim = Simulation(build_spec(s))
+    assert len(sim.malicious) == 2
+    # drawn once per run from the stream (seed, NO_ROUND, PURPOSE_ATTACK)
+    stream = lambda seed: np.random.default_rng(derive_seed(seed, NO_ROUND, PURPOSE_ATTACK))  # noqa: E731
+    assert sorted(sim.malicious) == choose_malicious(6, 0.34, stream(0))
+    assert len({tuple(choose_malicious(6, 0.34, stream(seed))) for seed in range(5)}) > 1  # depends on the seed
+    y = sim.spec.data.y_train
+    for c, idx in zip(sim.clients, sim.spec.parts):
+        true = y[torch.as_tensor(np.asarray(idx), dtype=torch.int64)]
+        assert torch.equal(c.y, 9 - true if c.client_id in sim.malicious else true)
+    row = sim.run_round()
+    assert row["malicious"] == 2 and row["rejected"] == 0
+
+
+def test_no_robustness_section_changes_nothing() -> None:
+    a = Simulation(build_spec(_small()))
+    b = Simulation(build_spec(_small("robustness.attack_fraction=0.5")))  # options without attack or defence
+    ra, rb = a.run_round(), b.run_round()
+    assert "malicious" not in ra and a.spec.strategy.aggregator is None
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert strip(ra) == strip(rb)
+
+
+@pytest.mark.parametrize("attack", ["nan", "shape"])
+def test_malformed_attacks_are_rejected_and_logged(attack: str) -> None:
+    sim = Simulation(build_spec(_small(f"robustness.attack={attack}", "robustness.attack_fraction=0.34")))
+    row = sim.run_round()
+    assert row["malicious"] == 2 and row["rejected"] == 2 and row["accepted"] == 4
+    assert {r["client"] for r in row["rejections"]} == set(sim.malicious)
+    assert all(r["round"] == 1 for r in row["rejections"])
+    word = "non-finite" if attack == "nan" else "shape"
+    assert all(word in r["reason"] or "manifold" in r["reason"] for r in row["rejections"])
+    assert all(torch.isfinite(v).all() for v in sim.state.global_params.values())
+
+
+@pytest.mark.slow
+def test_boost_attack_breaks_fedavg_and_median_recovers() -> None:
+    """6 clients, all sampled, 2 attackers boosting by 100: plain FedAvg is destroyed, median and trimmed
+    mean stay close to the attack-free run."""
+    accs = {}
+    for name, extra in (("clean", []), ("fedavg", ["robustness.attack=boost"]),
+                        ("median", ["robustness.attack=boost", "robustness.defense=median"]),
+                        ("trimmed", ["robustness.attack=boost", "robustness.defense=trimmed_mean",
+                                     "robustness.trim_fraction=0.34"])):
+        s = _small("partition.method=iid", "robustness.boost=100", "robustness.attack_fraction=0.34",
+                   "local.epochs=2", *extra)
+        sim = Simulation(build_spec(s))
+        accs[name] = [sim.run_round()["accuracy"] for _ in range(3)][-1]
+    assert accs["fedavg"] < accs["clean"] - 0.2
+    assert accs["median"] > accs["clean"] - 0.1 and accs["trimmed"] > accs["clean"] - 0.1
