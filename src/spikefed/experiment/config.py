@@ -389,6 +389,21 @@ class RunSettings(_Section):
         _privacy_compatible(v, info.data.get("federation"), info.data.get("robustness"), info.data.get("compression"))
         return v
 
+    @field_validator("devices")
+    @classmethod
+    def _devices_event_data(cls, v: DeviceSettings, info: ValidationInfo) -> DeviceSettings:
+        """Event frames are binned at the nominal step: a device with another time step ``dt`` would need the
+        recording re-binned (its ``round(T/dt)`` steps cannot consume ``T`` bins), so refuse the combination."""
+        data = info.data.get("data")
+        if data is not None and data.name in EVENT_DATASETS:
+            for i, e in enumerate(v.fleet):
+                dt = e.to_profile().dt
+                if dt != 1.0:
+                    raise ValueError(f"fleet[{i}] (profile {e.profile}) has dt={dt:g}, but data.name={data.name} "
+                                     f"is event data binned at the nominal step (data.bins={data.bins}); device "
+                                     "time steps other than 1 are not supported with event data")
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _federated_local_defaults(cls, data: Any) -> Any:

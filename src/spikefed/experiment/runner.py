@@ -33,7 +33,7 @@ from ..federated.robust import RobustnessSpec
 from ..federated.strategies import make_strategy
 from ..hardware.energy import EnergyModel
 from .centralized import build_model, load_dataset
-from .config import ConfigError, FaultSettings, RobustnessSettings, RunSettings, TrainSettings, dump_yaml
+from .config import ConfigError, FaultSettings, RunSettings, TrainSettings, dump_yaml
 
 
 def load_data(settings: RunSettings) -> DatasetSplit:
@@ -125,6 +125,9 @@ def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int)
                           "choose another federation.strategy")
     if settings.local.tbptt is not None:
         raise ConfigError("devices.fleet: device simulation runs full BPTT; unset local.tbptt")
+    if settings.federation.engine != "cohort":
+        raise ConfigError(f"devices.fleet: devices train on the batched cohort engine; set federation.engine=cohort "
+                          f"(got {settings.federation.engine})")
     rng = np.random.default_rng(derive_seed(settings.seed, PURPOSE_DEVICE))
     profiles = assign_fleet(num_clients, [(e.to_profile(), e.fraction) for e in d.fleet], rng)
     return Fleet(model, profiles, d.aggregation,
@@ -161,12 +164,12 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     if settings.data.name not in EVENT_DATASETS:  # static-data runs keep the fingerprint they had before
         for key in ("bins", "frame_mode", "downsample", "noise_rate"):
             d["data"].pop(key)
-    if settings.faults == FaultSettings():
-        d.pop("faults")  # fault-free runs keep the fingerprint they had before the section existed
-    if not settings.devices.fleet:
-        d.pop("devices")  # ideal-hardware runs keep the fingerprint they had before the section existed
-    if settings.robustness == RobustnessSettings():
-        d.pop("robustness")  # likewise for runs without attack or defence settings
+    # sections added after the first release: left out while at their defaults, so runs that do not use them
+    # keep the fingerprint (and their checkpoints stay resumable)
+    defaults = RunSettings()
+    for section in ("faults", "devices", "robustness", "compression", "privacy"):
+        if getattr(settings, section) == getattr(defaults, section):
+            d.pop(section)
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
 
 

@@ -358,7 +358,7 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
         leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
         if devices is not None:
-            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators)
+            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask)
         else:
             out, spikes = cohort_forward(model, leaves, xs)
         per = per_sample_loss(out, yb, cfg)
@@ -416,9 +416,12 @@ class ClientDevice:
 
 
 def _device_forward(model: SpikingMLP, leaves: ParamDict, xs: torch.Tensor, active: list[int],
-                    devices: Sequence[ClientDevice], fixed: list[ParamDict], generators: Sequence[torch.Generator]
-                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Forward of the active clients, each through its own device's physics (effective values, input loss)."""
+                    devices: Sequence[ClientDevice], fixed: list[ParamDict], generators: Sequence[torch.Generator],
+                    mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Forward of the active clients, each through its own device's physics (effective values, input loss).
+
+    Lost steps / jitter draw for the client's valid samples only (``mask [Ka, B]``), so a client's draws do not
+    depend on the padded batch width, i.e. on which other clients share its cohort step."""
     effective = []
     for row, k in enumerate(active):
         program = {**fixed[k], **{n: v[row] for n, v in leaves.items()}}
@@ -426,8 +429,13 @@ def _device_forward(model: SpikingMLP, leaves: ParamDict, xs: torch.Tensor, acti
     stacked = {n: torch.stack([e[n] for e in effective]) for n in effective[0]}
     lossy = [k for k in active if devices[k].device.profile.drop_steps or devices[k].device.profile.jitter]
     if lossy:
-        xs = torch.stack([devices[k].device.perturb_input(xs[:, row], generators[k])
-                          for row, k in enumerate(active)], dim=1)
+        rows = []
+        for row, k in enumerate(active):
+            x, n = xs[:, row], int(mask[row].sum())
+            if k in lossy:
+                x = torch.cat([devices[k].device.perturb_input(x[:, :n], generators[k]), x[:, n:]], dim=1)
+            rows.append(x)
+        xs = torch.stack(rows, dim=1)
     return cohort_forward(model, stacked, xs)
 
 

@@ -61,6 +61,10 @@ SERVER_STREAM = 0xFFFFFFFF  # the "client" field of server-side streams (downlin
 PURPOSE_DEVICE, PURPOSE_CALIBRATION = 1001, 1002  # device mismatch draws, calibration probe noise
 PURPOSE_PRIVACY, PURPOSE_SECAGG = 9, 10  # DP noise of the round (server); secure-aggregation secrets per client
 NO_ROUND = 0xFFFFFFFF  # the "round" field of streams that do not belong to a round
+#: metrics-row keys of :meth:`Simulation.evaluate` (and, with a device fleet, FLEET_EVAL_KEYS too)
+EVAL_KEYS = ("accuracy", "loss", "firing_rate", "spikes", "synops", "acs", "macs", "dense_ops",
+             "activation_sparsity", "energy_j")
+FLEET_EVAL_KEYS = ("accuracy_ideal", "accuracy_by_device")
 
 
 @dataclass
@@ -126,6 +130,10 @@ class Simulation:
             reason = supports_cohort(spec.model, spec.local)
             if reason is not None:
                 raise ValueError(f"device fleets need the batched engine's model support: {reason}")
+            t = spec.local.num_steps
+            if spec.local.encoder == "events" and any(d.num_steps(t) != t for d in spec.fleet.devices):
+                raise ValueError("event data is binned at the nominal step: every device of the fleet needs "
+                                 f"dt = 1 (a device with another dt cannot run the {t} bins)")
         self.clients = self._build_clients()
         self.malicious = self._setup_robustness()  # attackers (label flip applied to their data), defence
         self.manifolds = {n: manifold_of(p) for n, p in spec.model.named_parameters()}
@@ -175,7 +183,7 @@ class Simulation:
         gens = [torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_CLIENT, c)) for c in plan.trained]
         controls = [st.controls.get(c) for c in plan.trained] if fit.server_control is not None else None
         updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets)
-        updates = self._attack_updates(rnd, updates)  # malicious clients poison their update before uplink
+        updates = self._attack_updates(rnd, updates, received)  # malicious clients poison before uplink
         # uplink: each client's delta (and control delta) as serialized bytes; the server decodes them
         received_updates: list[ClientUpdate] = []
         bytes_up = 0
@@ -228,8 +236,8 @@ class Simulation:
             row.update(plan.metrics(accepted))
         if rnd % spec.eval_every == 0 or rnd == spec.rounds:
             row.update(self.evaluate(rnd))
-        else:
-            row.update({"accuracy": None, "loss": None, "spikes": None, "synops": None, "energy_j": None})
+        else:  # the same keys as an evaluated round, all null (rows of one run share one schema)
+            row.update(dict.fromkeys(self.eval_keys()))
         st.bytes_up += bytes_up
         st.bytes_down += bytes_down
         row["seconds"] = time.perf_counter() - start
@@ -317,6 +325,10 @@ class Simulation:
                 upd.params = fleet.upload(trained[r], start, upd.params)
                 updates[r] = upd
         return [u for u in updates if u is not None]
+
+    def eval_keys(self) -> tuple[str, ...]:
+        """The metrics-row keys :meth:`evaluate` fills (null in rounds without evaluation)."""
+        return EVAL_KEYS + (FLEET_EVAL_KEYS if self.spec.fleet is not None else ())
 
     @torch.no_grad()
     def evaluate(self, rnd: int) -> dict[str, Any]:
@@ -426,10 +438,12 @@ class Simulation:
         spec.strategy.aggregator = rs.aggregator()
         return malicious
 
-    def _attack_updates(self, rnd: int, updates: list[ClientUpdate]) -> list[ClientUpdate]:
+    def _attack_updates(self, rnd: int, updates: list[ClientUpdate], received: ParamDict) -> list[ClientUpdate]:
         """The updates as uploaded: a malicious client's parameters replaced by the update attack's
         ``phi^-1(phi(x) + a(phi(w) - phi(x)))`` (:func:`~spikefed.federated.attacks.attack_update`), drawing
-        from ``(seed, rnd, PURPOSE_ATTACK, client)``; honest clients' updates unchanged."""
+        from ``(seed, rnd, PURPOSE_ATTACK, client)``; honest clients' updates unchanged. ``x`` is the model the
+        client received (the global one, or the downlink's reference under lossy downlink compression): the
+        client attacks the delta it will upload, not one against a global model it never saw."""
         rs = self.spec.robustness
         if rs is None or not self.malicious:
             return updates
@@ -437,7 +451,7 @@ class Simulation:
         for u in updates:
             if u.client_id in self.malicious:
                 gen = torch.Generator().manual_seed(derive_seed(self.spec.seed, rnd, PURPOSE_ATTACK, u.client_id))
-                params = attack_update(rs.attack, self.state.global_params, u.params, self.manifolds, gen,
+                params = attack_update(rs.attack, received, u.params, self.manifolds, gen,
                                        boost=rs.boost, sign_scale=rs.sign_scale, noise_std=rs.noise_std)
                 u = dataclasses.replace(u, params=params)
             out.append(u)

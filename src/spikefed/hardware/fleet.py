@@ -66,7 +66,8 @@ class Fleet:
         return dict(Counter(p.name for p in self.profiles))
 
     def num_steps(self, client: int, nominal: int) -> int:
-        # naive clients ignore their time step: they run the nominal number of steps' worth of device steps
+        # a device simulates round(T / dt) steps whatever the aggregation mode (naive clients only skip the
+        # dt conversion of decays and input scale)
         return self.devices[client].num_steps(nominal)
 
     def program(self, client: int, latent: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
