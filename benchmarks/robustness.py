@@ -5,7 +5,7 @@ The default federated run (digits, Dirichlet alpha = 0.5 over 20 clients, 10 sam
 Each cell is one run from the same seed and partition; the table reports the final test accuracy. The no-attack
 row shows what each defence costs on honest non-IID clients.
 
-Defence options are fixed a priori from the threat model, the same for every attack: Krum/Multi-Krum assume
+Defence options are derived from the threat model and are the same for every attack: Krum/Multi-Krum assume
 ``f`` = the expected number of attackers per round (``fraction x clients per round`` = 2; Multi-Krum averages
 ``m = K - f``), the trimmed mean cuts ``beta = 0.2`` (the attacker fraction) at each end, norm clipping uses the
 round's median norm. Attack strengths are the config defaults (boost 10, sign scale 1, noise std 1).

@@ -71,12 +71,18 @@ def test_config_show_and_partition_table() -> None:
     assert len(report["jsd"]) == 5 and sum(report["sizes"]) == 1437
 
 
+def _default_sigint() -> None:
+    """Shells start background jobs with SIGINT ignored, and children inherit it (CI may run us that way);
+    give the child the default disposition so Python installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_checkpoint_and_prints_resume_hint(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "spikefed.cli", "run", "--out", str(out), *SMALL,
                              "--set", "federation.rounds=500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "checkpoint.pt").exists():
         time.sleep(0.2)

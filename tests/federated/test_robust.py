@@ -392,7 +392,6 @@ def test_malformed_attacks_are_rejected_and_logged(attack: str) -> None:
     assert all(torch.isfinite(v).all() for v in sim.state.global_params.values())
 
 
-@pytest.mark.slow
 def test_boost_attack_breaks_fedavg_and_median_recovers() -> None:
     """6 clients, all sampled, 2 attackers boosting by 100: plain FedAvg is destroyed, median and trimmed
     mean stay close to the attack-free run."""
