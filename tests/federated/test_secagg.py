@@ -232,6 +232,7 @@ def test_secure_round_with_too_few_survivors_is_aborted_and_logged() -> None:
     assert row["accepted"] == 0 and row["rejected"] == 3
     assert all("fixed-point overflow" in r["reason"] for r in row["rejections"])
     assert "fewer than the threshold" in row["secagg_aborted"]
+    assert row["bytes_up"] == 0  # every client withdrew before sending a masked vector
     assert all(torch.equal(sim.state.global_params[n], before[n]) for n in before)
 
 

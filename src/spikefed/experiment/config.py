@@ -389,6 +389,17 @@ class RunSettings(_Section):
         _privacy_compatible(v, info.data.get("federation"), info.data.get("robustness"), info.data.get("compression"))
         return v
 
+    @field_validator("partition")
+    @classmethod
+    def _partition_event_data(cls, v: PartitionSettings, info: ValidationInfo) -> PartitionSettings:
+        """Feature skew adds noise / gain / shift to continuous features; on binary event frames it would produce
+        values no event sensor emits (negative counts), so refuse it."""
+        data = info.data.get("data")
+        if data is not None and data.name in EVENT_DATASETS and v.method == "feature":
+            raise ValueError(f"method=feature (noise, gain and shift of continuous features) does not apply to "
+                             f"event data (data.name={data.name}); use iid, dirichlet, shards or quantity")
+        return v
+
     @field_validator("devices")
     @classmethod
     def _devices_event_data(cls, v: DeviceSettings, info: ValidationInfo) -> DeviceSettings:

@@ -507,7 +507,10 @@ class PrivacyEngine:
                 raise SecAggError("no client sent a masked input")
             res = secure_sum(inputs, seeds, SecAggParams(self.threshold, dim, k))
         except SecAggError as e:
-            row.update({"secagg_survivors": len(survivors), "secagg_aborted": str(e), "bytes_up": 0,
+            # the survivors did send their masked vectors before the round was found unrecoverable (the key and
+            # share traffic of the aborted round is not counted)
+            row.update({"secagg_survivors": len(survivors), "secagg_aborted": str(e),
+                        "bytes_up": sum(v is not None for v in inputs.values()) * ((dim * k + 7) // 8),
                         "bytes_down_extra": 0})
             return None, [], rejected, 0.0, row
         row.update({"secagg_survivors": len(res.survivors), "bytes_up": res.bytes_up,
