@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .serialization import MAX_NDIM, PayloadError, _Reader, _varint, payload_size
+from .serialization import MAX_NDIM, PayloadError, _open_payload, _Reader, _varint, payload_size
 from .types import ParamDict
 
 __all__ = [
@@ -664,16 +664,7 @@ def _read_values(r: _Reader, encoding: str, m: int, name: str) -> tuple[torch.Te
 
 def decode_message(data: bytes | bytearray | memoryview) -> Message:
     """Parse a payload of :func:`encode_message`; :class:`PayloadError` (with the byte offset) if malformed."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise PayloadError(0, f"expected bytes, got {type(data).__name__}")
-    buf = bytes(data)
-    r = _Reader(buf)
-    magic = r.take(len(MAGIC), "magic")
-    if magic != MAGIC:
-        raise PayloadError(0, f"bad magic {magic!r} (expected {MAGIC!r} for a compressed update)")
-    version = r.byte("version")
-    if version != VERSION:
-        raise PayloadError(len(MAGIC), f"unsupported compressed-format version {version} (expected {VERSION})")
+    buf, r = _open_payload(data, MAGIC, VERSION, "for a compressed update", "compressed-format")
     count = r.varint("tensor count")
     out: Message = {}
     for index in range(count):

@@ -195,21 +195,31 @@ class _Reader:
         raise PayloadError(start, f"{what}: varint longer than {_MAX_VARINT_BYTES} bytes")
 
 
+def _open_payload(data: bytes | bytearray | memoryview, magic: bytes, version: int, kind: str = "",
+                  format_name: str = "format") -> tuple[bytes, _Reader]:
+    """Check the type, magic bytes and version of a payload; returns it as bytes and a reader past the header.
+
+    ``kind`` extends the bad-magic message (``"for a compressed update"``), ``format_name`` names the format in
+    the bad-version message."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise PayloadError(0, f"expected bytes, got {type(data).__name__}")
+    buf = bytes(data)
+    r = _Reader(buf)
+    got = r.take(len(magic), "magic")
+    if got != magic:
+        raise PayloadError(0, f"bad magic {got!r} (expected {magic!r}{' ' + kind if kind else ''})")
+    v = r.byte("version")
+    if v != version:
+        raise PayloadError(len(magic), f"unsupported {format_name} version {v} (expected {version})")
+    return buf, r
+
+
 def decode_params(data: bytes | bytearray | memoryview) -> ParamDict:
     """Parse a payload from :func:`encode_params` back into a ``name -> tensor`` dict (fresh, writable tensors).
 
     Raises :class:`PayloadError` naming the byte offset for any malformed input.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise PayloadError(0, f"expected bytes, got {type(data).__name__}")
-    buf = bytes(data)
-    r = _Reader(buf)
-    magic = r.take(len(MAGIC), "magic")
-    if magic != MAGIC:
-        raise PayloadError(0, f"bad magic {magic!r} (expected {MAGIC!r})")
-    version = r.byte("version")
-    if version != VERSION:
-        raise PayloadError(len(MAGIC), f"unsupported format version {version} (expected {VERSION})")
+    buf, r = _open_payload(data, MAGIC, VERSION)
     count_at = r.pos
     count = r.varint("tensor count")
     out: ParamDict = {}
