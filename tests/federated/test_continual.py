@@ -1,0 +1,305 @@
+"""Continual federated learning: accuracy-matrix metrics, drift measure, stability terms, engines, runs, config."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikefed.data import load_digits_split
+from spikefed.experiment.config import ConfigError, RunSettings, build_settings
+from spikefed.experiment.runner import build_spec, run_experiment
+from spikefed.federated.cohort import ClientData, cohort_forward, per_sample_loss, train_cohort, train_sequential
+from spikefed.federated.continual import (StabilityPenalty, accuracy_matrix, average_accuracy, average_forgetting,
+                                          backward_transfer, class_groups, continual_metrics, fisher_diagonal,
+                                          input_drift, rotate_images, stack_penalties, stacked_penalty,
+                                          step_forgetting, task_forgetting, task_of_round)
+from spikefed.federated.simulation import Simulation
+from spikefed.federated.types import FitInstructions, params_of
+from spikefed.snn.models import SpikingMLP
+from spikefed.snn.train import TrainConfig
+
+# -- accuracy-matrix metrics against a hand-computed matrix --------------------------------------------------
+
+R = [[0.60, 0.10, 0.05],
+     [0.90, 0.80, 0.20],
+     [0.50, 0.70, 0.95]]
+
+
+def test_metrics_of_a_hand_computed_matrix() -> None:
+    # ACC = (0.50 + 0.70 + 0.95) / 3
+    assert average_accuracy(R) == pytest.approx(2.15 / 3)
+    # BWT = ((0.50 - 0.60) + (0.70 - 0.80)) / 2
+    assert backward_transfer(R) == pytest.approx(-0.10)
+    # f_0 = max(0.60, 0.90) - 0.50 = 0.40 (the max is after task 1, not the diagonal); f_1 = 0.80 - 0.70
+    assert task_forgetting(R) == pytest.approx([0.40, 0.10])
+    assert average_forgetting(R) == pytest.approx(0.25)
+    # step_i = R[i-1, i-1] - R[i, i-1]: 0.60 - 0.90, 0.80 - 0.70
+    assert step_forgetting(R) == pytest.approx([-0.30, 0.10])
+
+
+def test_metrics_of_a_partial_matrix_and_one_task() -> None:
+    two = R[:2]  # two of three tasks done: the leading 2 x 2 block
+    assert average_accuracy(two) == pytest.approx((0.90 + 0.80) / 2)
+    assert backward_transfer(two) == pytest.approx(0.30)
+    # f_0 = max_{0 <= l < 1} R[l, 0] - R[1, 0] = 0.60 - 0.90: learning task 1 helped task 0 (negative forgetting)
+    assert task_forgetting(two) == pytest.approx([-0.30])
+    assert average_forgetting(two) == pytest.approx(-0.30)
+    one = continual_metrics([[0.7, 0.2]])
+    assert one["average_accuracy"] == pytest.approx(0.7)
+    assert one["backward_transfer"] is None and one["average_forgetting"] is None
+
+
+def test_bad_matrices_are_refused() -> None:
+    for bad in ([[0.5, 0.2], [0.1, 0.3], [0.2, 0.2]], [0.5, 0.4], [[math.nan]]):
+        with pytest.raises(ValueError, match="accuracy matrix"):
+            continual_metrics(bad)
+
+
+def test_accuracy_matrix_reads_task_end_rows() -> None:
+    rows = [{"task_end": None, "task_accuracy": [0.1, 0.0]}, {"task_end": 0, "task_accuracy": [0.8, 0.1]},
+            {"task_end": None, "task_accuracy": None}, {"task_end": 1, "task_accuracy": [0.5, 0.9]}]
+    assert accuracy_matrix(rows) == [[0.8, 0.1], [0.5, 0.9]]
+
+
+# -- schedules, rotation, drift measure ----------------------------------------------------------------------
+
+def test_task_schedule_and_class_groups() -> None:
+    assert [task_of_round(r, 3, 2) for r in range(1, 9)] == [0, 0, 0, 1, 1, 1, 1, 1]  # past the end: last task
+    assert [task_of_round(r, 3, 3, lag=2) for r in range(1, 10)] == [0, 0, 0, 0, 0, 1, 1, 1, 2]
+    assert [g.tolist() for g in class_groups(10, 2)] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert [len(g) for g in class_groups(10, 3)] == [4, 3, 3]
+    with pytest.raises(ValueError, match="tasks"):
+        class_groups(10, 11)
+
+
+def test_rotation_by_90_degrees_is_rot90_and_360_is_identity() -> None:
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = rotate_images(x, 90.0).view(5, 8, 8)
+    assert torch.allclose(r, torch.rot90(x.view(5, 8, 8), 1, (1, 2)), atol=1e-12)
+    assert torch.allclose(rotate_images(x, 360.0), x, atol=1e-12)
+    with pytest.raises(ValueError, match="square"):
+        rotate_images(torch.zeros(2, 10), 30.0)
+
+
+def test_drift_measure_is_the_gaussian_hellinger_formula() -> None:
+    """1-D: points +-1 have mean 0 and (ddof=1) variance n/(n-1); H^2 = 1 - sqrt(2 s1 s2 / (s1^2 + s2^2))
+    exp(-(m1 - m2)^2 / (4 (s1^2 + s2^2)))."""
+    n = 200
+    base = np.tile([-1.0, 1.0], n // 2)[:, None]
+    m, s = 0.7, 1.8
+    a, b = base, m + s * base
+    v = n / (n - 1)
+    s1, s2 = math.sqrt(v), s * math.sqrt(v)
+    h2 = 1 - math.sqrt(2 * s1 * s2 / (s1**2 + s2**2)) * math.exp(-m**2 / (4 * (s1**2 + s2**2)))
+    assert input_drift(a, b, pca_dims=1, eps=0.0) == pytest.approx(math.sqrt(h2), rel=1e-9)
+    assert input_drift(a, a, pca_dims=1, eps=0.0) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_drift_grows_with_rotation_on_digits() -> None:
+    x = load_digits_split(seed=0).x_train[:400]
+    d = [input_drift(x, rotate_images(x, deg)) for deg in (0.0, 15.0, 45.0)]
+    assert d[0] == pytest.approx(0.0, abs=1e-6)
+    assert d[0] < d[1] < d[2]
+
+
+# -- stability penalties -------------------------------------------------------------------------------------
+
+def _params(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"w": torch.randn(3, 4, generator=g, dtype=torch.float64), "b": torch.randn(4, generator=g,
+                                                                                       dtype=torch.float64)}
+
+
+@pytest.mark.parametrize("kind", ["l2", "ewc"])
+def test_penalty_gradient_is_lambda_f_times_displacement(kind: str) -> None:
+    theta, anchor = _params(1), _params(2)
+    fisher = {n: p.abs() + 0.1 for n, p in _params(3).items()} if kind == "ewc" else None
+    lam = 2.5
+    pen = StabilityPenalty(lam, anchor, fisher)
+    leaves = {n: p.clone().requires_grad_(True) for n, p in theta.items()}
+    value = pen.value(leaves)
+    grads = torch.autograd.grad(value, list(leaves.values()))
+    for (n, p), g in zip(theta.items(), grads):
+        w = fisher[n] if fisher is not None else torch.ones_like(p)
+        assert torch.allclose(g, lam * w * (p - anchor[n]), atol=1e-12)
+    expected = 0.5 * lam * sum(((fisher[n] if fisher else 1.0) * (theta[n] - anchor[n]) ** 2).sum() for n in theta)
+    assert float(value.detach()) == pytest.approx(float(expected), rel=1e-12)
+
+
+def test_stacked_penalty_per_client_and_none_is_zero() -> None:
+    theta, anchor = _params(1), _params(2)
+    pens = [StabilityPenalty(1.5, anchor), None]
+    anchors, coefs = stack_penalties(pens, theta, list(theta))
+    leaves = {n: torch.stack([p, p]) for n, p in theta.items()}
+    per = stacked_penalty(leaves, anchors, coefs, torch.tensor([0, 1]))
+    assert float(per[0]) == pytest.approx(float(pens[0].value(theta)), rel=1e-12)
+    assert float(per[1]) == 0.0
+    assert stack_penalties([None, None], theta, list(theta)) is None
+
+
+# -- engines -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clients() -> list[ClientData]:
+    d = load_digits_split(seed=0)
+    x, y = d.x_train.double(), d.y_train
+    sizes, out, start = [30, 17, 25], [], 0
+    for i, n in enumerate(sizes):
+        out.append(ClientData(i, x[start:start + n], y[start:start + n]))
+        start += n
+    return out
+
+
+def _model() -> SpikingMLP:
+    return SpikingMLP([64, 24, 10], generator=torch.Generator().manual_seed(0)).double()
+
+
+def _gens(k: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(50 + i) for i in range(k)]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_cohort_equals_sequential_with_stability_terms(clients, optimizer: str) -> None:
+    model = _model()
+    g = params_of(model)
+    anchor = {n: p + 0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(9), dtype=p.dtype)
+              for n, p in g.items()}
+    fisher = {n: torch.rand(p.shape, generator=torch.Generator().manual_seed(4), dtype=p.dtype) for n, p in g.items()}
+    pens = [StabilityPenalty(3.0, anchor), None, StabilityPenalty(5.0, anchor, fisher)]
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=0.02, optimizer=optimizer, num_steps=5)
+    fit = FitInstructions(1, prox_mu=0.1)  # FedProx and the stability term together
+    a = train_cohort(model, g, clients, _gens(3), cfg, fit, penalties=pens)
+    b = train_sequential(model, g, clients, _gens(3), cfg, fit, penalties=pens)
+    plain = train_cohort(model, g, clients, _gens(3), cfg, fit)
+    for ua, ub in zip(a, b):
+        for n in ua.params:
+            assert torch.allclose(ua.params[n], ub.params[n], atol=1e-10)
+    assert all(torch.equal(a[1].params[n], plain[1].params[n]) for n in g)  # no penalty: unchanged
+    assert any(not torch.allclose(a[0].params[n], plain[0].params[n]) for n in g)
+
+
+def test_huge_lambda_keeps_clients_at_the_anchor(clients) -> None:
+    """The penalised minimiser is ``anchor - grad L / lambda`` -> anchor; Adam's steps are bounded by lr, so with
+    lambda -> infinity every coordinate stays within lr of the anchor, while lambda = 0 drifts far."""
+    model = _model()
+    g = params_of(model)
+    cfg = TrainConfig(epochs=3, batch_size=8, lr=0.01, num_steps=6)
+    dist, worst = [], []
+    for lam in (0.0, 10.0, 100.0, 1e8):
+        ups = train_cohort(model, g, clients, _gens(3), cfg, FitInstructions(1),
+                           penalties=[StabilityPenalty(lam, g)] * 3)
+        dist.append(max(math.sqrt(sum(float(((u.params[n] - g[n]) ** 2).sum()) for n in g)) for u in ups))
+        worst.append(max(float((u.params[n] - g[n]).abs().max()) for u in ups for n in g))
+    assert dist[0] > dist[1] > dist[2]
+    assert worst[3] <= cfg.lr
+    assert worst[0] > 10 * cfg.lr
+
+
+def test_fisher_diagonal_matches_per_sample_gradients_of_the_batched_forward(clients) -> None:
+    model = _model()
+    g = params_of(model)
+    c = clients[0]
+    cfg = TrainConfig(num_steps=5, loss="ce_count")
+    fisher = fisher_diagonal(model, g, c.x, c.y, cfg, None, max_samples=12)
+    # reference: every sample is its own "client" of the batched engine, so its gradient is its own
+    n = 12
+    stacked = {k: v.unsqueeze(0).repeat(n, *([1] * v.dim())).requires_grad_(True) for k, v in g.items()}
+    x = c.x[:n].unsqueeze(1).unsqueeze(0).expand(cfg.num_steps, n, 1, 64)
+    out, _ = cohort_forward(model, stacked, x)
+    loss = per_sample_loss(out, c.y[:n].unsqueeze(1), cfg).sum()
+    grads = torch.autograd.grad(loss, list(stacked.values()))
+    for (k, _), gr in zip(stacked.items(), grads):
+        assert torch.allclose(fisher[k], (gr**2).mean(0), atol=1e-12), k
+    assert all(float(f.sum()) > 0 for f in fisher.values())
+
+
+# -- simulations and runs ------------------------------------------------------------------------------------
+
+def _small(*overrides: str) -> RunSettings:
+    base = ["partition.num_clients=6", "partition.min_size=5", "federation.rounds=4", "federation.fraction=0.5",
+            "model.hidden=[24]", "local.num_steps=5", "local.epochs=1"]
+    return build_settings(RunSettings, None, base + list(overrides))
+
+
+def test_cohort_and_sequential_simulations_agree_with_the_regularizer() -> None:
+    over = ["continual.stream=domain_drift", "continual.regularizer=l2", "continual.lam=2", "continual.rotation=40"]
+    a = Simulation(build_spec(_small("federation.engine=cohort", *over)))
+    b = Simulation(build_spec(_small("federation.engine=sequential", *over)))
+    for _ in range(3):  # round 3 is in task 1: its clients train with the anchor of round 2
+        ra, rb = a.run_round(), b.run_round()
+    assert ra["task"] == 1 and a.state.server_state["continual"]["anchors"].keys() == {1}
+    for n in a.state.global_params:
+        assert torch.allclose(a.state.global_params[n], b.state.global_params[n], atol=1e-5)
+    assert ra["task_accuracy"] == pytest.approx(rb["task_accuracy"], abs=0.02)
+
+
+def test_ewc_resume_across_a_task_boundary_is_bit_identical(tmp_path) -> None:
+    settings = _small("continual.stream=async_drift", "continual.max_lag=1", "continual.regularizer=ewc",
+                      "continual.lam=5", "continual.fisher_samples=8")
+    a = Simulation(build_spec(settings))
+    rows_a = [a.run_round() for _ in range(4)]
+    assert rows_a[1]["fisher_bytes"] > 0 and rows_a[1]["task_end"] == 0  # the Fisher travels at the boundary
+    assert rows_a[1]["bytes_up"] > rows_a[0]["bytes_up"]
+    b = Simulation(build_spec(settings))
+    b.run_round()
+    b.run_round()
+    b.save_checkpoint(tmp_path / "c.pt")
+    c = Simulation(build_spec(settings))
+    c.load_checkpoint(tmp_path / "c.pt")
+    rows_c = [c.run_round() for _ in range(2)]
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert [strip(r) for r in rows_a[2:]] == [strip(r) for r in rows_c]
+    for n in a.state.global_params:
+        assert torch.equal(a.state.global_params[n], c.state.global_params[n])
+    fa, fc = a.state.server_state["continual"]["fisher"][1], c.state.server_state["continual"]["fisher"][1]
+    assert all(torch.equal(fa[n], fc[n]) for n in fa)
+
+
+def test_class_incremental_clients_hold_only_their_task_classes() -> None:
+    sim = Simulation(build_spec(_small("continual.stream=class_incremental")))
+    sim.run_round()
+    assert all(set(c.y.tolist()) <= {0, 1, 2, 3, 4} for c in sim.clients)
+    sim.run_round()
+    sim.run_round()
+    assert all(set(c.y.tolist()) <= {5, 6, 7, 8, 9} for c in sim.clients)
+
+
+@pytest.mark.slow
+def test_end_to_end_class_incremental_run_measures_forgetting(tmp_path) -> None:
+    settings = _small("federation.rounds=6", "partition.method=iid", "federation.fraction=1",
+                      "continual.stream=class_incremental", "local.epochs=2")
+    summary = run_experiment(settings, tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    r = [rows[2]["task_accuracy"], rows[5]["task_accuracy"]]  # the rows that end task 0 and task 1
+    cont = summary["continual"]
+    assert cont["accuracy_matrix"] == r
+    assert cont["average_forgetting"] == pytest.approx(r[0][0] - r[1][0])
+    assert cont["backward_transfer"] == pytest.approx(r[1][0] - r[0][0])
+    assert cont["average_accuracy"] == pytest.approx((r[1][0] + r[1][1]) / 2)
+    assert r[0][0] > 0.6 and r[0][1] < 0.2  # task 1's classes were never seen in task 0
+    assert cont["average_forgetting"] > 0.2  # no regulariser: catastrophic forgetting
+    assert len(cont["drift"]) == 1 and 0 < cont["drift"][0] <= 1
+    assert "Continual learning" in (tmp_path / "run" / "report.html").read_text()
+
+
+# -- configuration -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, match", [
+    (["continual.lam=1"], "continual.lam is set but continual.stream=none"),
+    (["continual.stream=class_incremental", "continual.tasks=3"], "federation.rounds=4 must equal"),
+    (["continual.stream=sometimes"], "continual.stream"),
+    (["continual.stream=domain_drift", "continual.lam=1"], "need continual.regularizer"),
+    (["continual.stream=class_incremental", "continual.rotation=10"], "rotation applies to domain_drift"),
+    (["continual.stream=domain_drift", "continual.regularizer=ewc", "privacy.dp=true"], "Fisher"),
+    (["continual.stream=domain_drift", "data.name=event_digits"], "event data"),
+    (["continual.stream=domain_drift", "continual.regularizer=l2", "continual.lam=100", "local.optimizer=sgd",
+      "local.lr=0.05"], "diverge"),
+    (["continual.stream=class_incremental", "continual.regularizer=l2", "continual.lam=-1"], "continual.lam"),
+])
+def test_bad_continual_configs_name_the_key(overrides: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _small(*overrides)
