@@ -15,7 +15,7 @@ from spikefed.experiment.runner import build_spec, run_experiment
 from spikefed.federated.cohort import ClientData, cohort_forward, per_sample_loss, train_cohort, train_sequential
 from spikefed.federated.continual import (StabilityPenalty, accuracy_matrix, average_accuracy, average_forgetting,
                                           backward_transfer, class_groups, continual_metrics, fisher_diagonal,
-                                          input_drift, rotate_images, stack_penalties, stacked_penalty,
+                                          gaussian_w2, input_drift, rotate_images, stack_penalties, stacked_penalty,
                                           step_forgetting, task_forgetting, task_of_round)
 from spikefed.federated.simulation import Simulation
 from spikefed.federated.types import FitInstructions, params_of
@@ -85,25 +85,34 @@ def test_rotation_by_90_degrees_is_rot90_and_360_is_identity() -> None:
         rotate_images(torch.zeros(2, 10), 30.0)
 
 
-def test_drift_measure_is_the_gaussian_hellinger_formula() -> None:
-    """1-D: points +-1 have mean 0 and (ddof=1) variance n/(n-1); H^2 = 1 - sqrt(2 s1 s2 / (s1^2 + s2^2))
-    exp(-(m1 - m2)^2 / (4 (s1^2 + s2^2)))."""
-    n = 200
-    base = np.tile([-1.0, 1.0], n // 2)[:, None]
-    m, s = 0.7, 1.8
-    a, b = base, m + s * base
-    v = n / (n - 1)
-    s1, s2 = math.sqrt(v), s * math.sqrt(v)
-    h2 = 1 - math.sqrt(2 * s1 * s2 / (s1**2 + s2**2)) * math.exp(-m**2 / (4 * (s1**2 + s2**2)))
-    assert input_drift(a, b, pca_dims=1, eps=0.0) == pytest.approx(math.sqrt(h2), rel=1e-9)
-    assert input_drift(a, a, pca_dims=1, eps=0.0) == pytest.approx(0.0, abs=1e-7)
+def test_drift_measure_is_the_gaussian_w2_formula() -> None:
+    """100 points (+-1, +-1) have mean 0 and (ddof=1) covariance 100/99 I; b = m + diag(s) base has mean m and
+    covariance 100/99 diag(s^2), so W2^2 = ||m||^2 + sum_i (sqrt(100/99) (1 - s_i))^2."""
+    base = np.array([[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]] * 25)
+    m, s = np.array([0.7, -0.2]), np.array([1.8, 0.5])
+    b = m + base * s
+    expected = math.sqrt(float((m**2).sum()) + sum((math.sqrt(100 / 99) * (1 - si)) ** 2 for si in s))
+    assert input_drift(base, b) == pytest.approx(expected, rel=1e-9)
+    assert input_drift(base, base) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gaussian_w2_against_scipy_sqrtm() -> None:
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((5, 5)), rng.standard_normal((5, 5))
+    c1, c2 = a @ a.T + 0.1 * np.eye(5), b @ b.T + 0.1 * np.eye(5)
+    m1, m2 = rng.standard_normal(5), rng.standard_normal(5)
+    r2 = np.real(scipy_linalg.sqrtm(c2))
+    ref = float(((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * np.real(scipy_linalg.sqrtm(r2 @ c1 @ r2))))
+    assert gaussian_w2(m1, c1, m2, c2) == pytest.approx(math.sqrt(ref), rel=1e-8)
+    assert gaussian_w2(m1, c1, m2, c2) == pytest.approx(gaussian_w2(m2, c2, m1, c1), rel=1e-8)  # symmetric
 
 
 def test_drift_grows_with_rotation_on_digits() -> None:
     x = load_digits_split(seed=0).x_train[:400]
-    d = [input_drift(x, rotate_images(x, deg)) for deg in (0.0, 15.0, 45.0)]
+    d = [input_drift(x, rotate_images(x, deg)) for deg in (0.0, 15.0, 45.0, 90.0)]
     assert d[0] == pytest.approx(0.0, abs=1e-6)
-    assert d[0] < d[1] < d[2]
+    assert d[0] < d[1] < d[2] < d[3]
 
 
 # -- stability penalties -------------------------------------------------------------------------------------
@@ -282,7 +291,7 @@ def test_end_to_end_class_incremental_run_measures_forgetting(tmp_path) -> None:
     assert cont["average_accuracy"] == pytest.approx((r[1][0] + r[1][1]) / 2)
     assert r[0][0] > 0.6 and r[0][1] < 0.2  # task 1's classes were never seen in task 0
     assert cont["average_forgetting"] > 0.2  # no regulariser: catastrophic forgetting
-    assert len(cont["drift"]) == 1 and 0 < cont["drift"][0] <= 1
+    assert len(cont["drift"]) == 1 and cont["drift"][0] > 0
     assert "Continual learning" in (tmp_path / "run" / "report.html").read_text()
 
 
