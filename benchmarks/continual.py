@@ -45,6 +45,12 @@ def one_run(rotation: float, lam: float, seed: int) -> dict:
     return {"matrix": r, "drift": sim.stream.data.drift, **continual_metrics(r)}
 
 
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rank correlation (Pearson correlation of the ranks; no ties in continuous data)."""
+    rx, ry = np.argsort(np.argsort(x)).astype(float), np.argsort(np.argsort(y)).astype(float)
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -63,7 +69,9 @@ def main() -> None:
                     "average_accuracy": float(np.mean([r["average_accuracy"] for r in runs])),
                     "backward_transfer": float(np.mean([r["backward_transfer"] for r in runs])),
                     "last_task_accuracy": float(np.mean([r["matrix"][-1][-1] for r in runs])),
-                    "matrices": [r["matrix"] for r in runs]}
+                    "matrices": [r["matrix"] for r in runs],
+                    "pair_drift": [d for r in runs for d in r["drift"]],
+                    "pair_forgetting": [f for r in runs for f in r["step_forgetting"]]}
             cells.append(cell)
             print(f"rotation {rot:g}/task (d={cell['drift']:.3f}) lambda {lam:g}: forgetting {cell['forgetting']:.4f} "
                   f"ACC {cell['average_accuracy']:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -84,10 +92,23 @@ def main() -> None:
     for rot in ROTATIONS:
         print(f"| {rot:g} deg | " + " | ".join(f"{c['average_accuracy']:.4f}" for c in cells if c["rotation"] == rot)
               + " |")
+    # the seed's bound is per round: forgetting of task i-1 while learning task i against d(P_i, P_{i-1}), pair by pair
+    rho = {}
+    for lam in LAMBDAS:
+        pairs = [(d, f) for c in cells if c["lam"] == lam for d, f in zip(c["pair_drift"], c["pair_forgetting"])]
+        rho[lam] = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+    print("\nper task pair (all rotations and seeds): Spearman rho(step forgetting, d) "
+          + ", ".join(f"lambda={lam:g}: {rho[lam]:.3f}" for lam in LAMBDAS))
+    print("\n| rotation / task | " + " | ".join(f"last-task acc lambda={lam:g}" for lam in LAMBDAS) + " |")
+    print("|---:|" + "---:|" * len(LAMBDAS))
+    for rot in ROTATIONS:
+        print(f"| {rot:g} deg | " + " | ".join(f"{c['last_task_accuracy']:.4f}" for c in cells
+                                           if c["rotation"] == rot) + " |")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"seeds": args.seeds, "base": BASE, "cells": cells,
                                            "forgetting_monotone_in_lambda": mono_lam,
                                            "forgetting_grows_with_drift": grows_drift,
+                                           "spearman_step_forgetting_vs_drift": {str(k): v for k, v in rho.items()},
                                            "seconds": time.perf_counter() - start}, indent=1))
     print(f"\nforgetting_grows_with_drift={str(grows_drift).lower()} ({time.perf_counter() - start:.0f} s)")
     print(f"forgetting_monotone_in_lambda={str(mono_lam).lower()}")
