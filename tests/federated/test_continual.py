@@ -13,10 +13,11 @@ from spikefed.data import load_digits_split
 from spikefed.experiment.config import ConfigError, RunSettings, build_settings
 from spikefed.experiment.runner import build_spec, run_experiment
 from spikefed.federated.cohort import ClientData, cohort_forward, per_sample_loss, train_cohort, train_sequential
-from spikefed.federated.continual import (StabilityPenalty, accuracy_matrix, average_accuracy, average_forgetting,
+from spikefed.federated.continual import (StabilityPenalty, accuracy_matrix, domain_transform, average_accuracy, average_forgetting,
                                           backward_transfer, class_groups, continual_metrics, fisher_diagonal,
                                           gaussian_w2, input_drift, rotate_images, stack_penalties, stacked_penalty,
                                           step_forgetting, task_forgetting, task_of_round)
+from spikefed.federated.serialization import encode_params
 from spikefed.federated.simulation import Simulation
 from spikefed.federated.types import FitInstructions, params_of
 from spikefed.snn.models import SpikingMLP
@@ -268,6 +269,34 @@ def test_ewc_resume_across_a_task_boundary_is_bit_identical(tmp_path) -> None:
     assert all(torch.equal(fa[n], fc[n]) for n in fa)
 
 
+def test_domain_noise_has_the_scheduled_std() -> None:
+    x = torch.zeros(4000, 64)
+    assert torch.equal(domain_transform(x, 0, 0.0, 0.5, torch.Generator().manual_seed(0)), x)  # task 0: clean
+    noisy = domain_transform(x, 3, 0.0, 0.5, torch.Generator().manual_seed(0))
+    assert float(noisy.std()) == pytest.approx(1.5, rel=0.01)  # std = task * noise
+
+
+def test_async_clients_switch_tasks_at_their_own_round() -> None:
+    sim = Simulation(build_spec(_small("continual.stream=async_drift", "continual.max_lag=2",
+                                       "federation.rounds=6", "continual.tasks=2")))
+    lags = sim.stream.data.lags
+    assert set(lags.tolist()) <= {0, 1, 2} and len(set(lags.tolist())) > 1
+    for _ in range(4):  # round 4: the schedule is in task 1; a client lagging L is there from round 4 + L
+        sim.run_round()
+    for k, c in enumerate(sim.clients):
+        task = 1 if lags[k] == 0 else 0
+        assert torch.equal(c.x, sim.stream.data.clients[task][k].x)
+
+
+def test_anchor_downlink_is_paid_once_per_client_and_task() -> None:
+    over = ["continual.stream=domain_drift", "continual.regularizer=l2", "continual.lam=1", "federation.fraction=1"]
+    sim = Simulation(build_spec(_small(*over)))
+    plain = Simulation(build_spec(_small(*over[:1], "federation.fraction=1")))
+    anchor = len(encode_params(sim.state.global_params))
+    extra = [sim.run_round()["bytes_down"] - plain.run_round()["bytes_down"] for _ in range(4)]
+    assert extra == [0, 0, 6 * anchor, 0]  # task 1 starts in round 3: all 6 clients get the anchor once
+
+
 def test_class_incremental_clients_hold_only_their_task_classes() -> None:
     sim = Simulation(build_spec(_small("continual.stream=class_incremental")))
     sim.run_round()
@@ -301,7 +330,7 @@ def test_end_to_end_class_incremental_run_measures_forgetting(tmp_path) -> None:
     (["continual.lam=1"], "continual.lam is set but continual.stream=none"),
     (["continual.stream=class_incremental", "continual.tasks=3"], "federation.rounds=4 must equal"),
     (["continual.stream=sometimes"], "continual.stream"),
-    (["continual.stream=domain_drift", "continual.lam=1"], "need continual.regularizer"),
+    (["continual.stream=domain_drift", "continual.lam=1"], "needs continual.regularizer"),
     (["continual.stream=class_incremental", "continual.rotation=10"], "rotation applies to domain_drift"),
     (["continual.stream=domain_drift", "continual.regularizer=ewc", "privacy.dp=true"], "Fisher"),
     (["continual.stream=domain_drift", "data.name=event_digits"], "event data"),
@@ -312,3 +341,15 @@ def test_end_to_end_class_incremental_run_measures_forgetting(tmp_path) -> None:
 def test_bad_continual_configs_name_the_key(overrides: list[str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         _small(*overrides)
+
+
+def test_resolved_config_of_a_continual_run_loads_again(tmp_path) -> None:
+    """config.yaml lists every key at its value; loading it back (``--resume``) must not trip the checks."""
+    from spikefed.experiment.config import dump_yaml
+
+    for over in (["continual.stream=class_incremental"], ["continual.stream=domain_drift", "continual.noise=0.1"],
+                 ["continual.stream=async_drift", "continual.regularizer=ewc", "continual.lam=3"], []):
+        settings = _small(*over)
+        path = tmp_path / "config.yaml"
+        path.write_text(dump_yaml(settings))
+        assert build_settings(RunSettings, path) == settings

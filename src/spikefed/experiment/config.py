@@ -379,17 +379,19 @@ class ContinualSettings(_Section):
 
     @model_validator(mode="after")
     def _coherent(self) -> "ContinualSettings":
-        stray = sorted(self.model_fields_set - {"stream"})
-        if self.stream == "none" and stray:
-            raise ValueError(f"continual.{stray[0]} is set but continual.stream=none; choose a stream")
-        drift_only = sorted(self.model_fields_set & {"rotation", "noise", "max_lag"})
+        """Options away from their defaults that the chosen stream / regulariser would ignore are errors (the
+        resolved config.yaml of a run, which lists every key at its value, stays valid)."""
+        changed = {k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default} - {"stream"}
+        if self.stream == "none" and changed:
+            raise ValueError(f"continual.{sorted(changed)[0]} is set but continual.stream=none; choose a stream")
+        drift_only = sorted(changed & {"rotation", "noise", "max_lag"})
         if self.stream == "class_incremental" and drift_only:
             raise ValueError(f"continual.{drift_only[0]} applies to domain_drift/async_drift, not class_incremental")
-        if self.stream == "domain_drift" and "max_lag" in self.model_fields_set:
+        if self.stream == "domain_drift" and "max_lag" in changed:
             raise ValueError("continual.max_lag applies to async_drift only")
-        if self.regularizer == "none" and ("lam" in self.model_fields_set or "fisher_samples" in self.model_fields_set):
-            raise ValueError("continual.lam / fisher_samples need continual.regularizer=l2 or ewc")
-        if self.regularizer != "ewc" and "fisher_samples" in self.model_fields_set:
+        if self.regularizer == "none" and "lam" in changed:
+            raise ValueError("continual.lam needs continual.regularizer=l2 or ewc")
+        if self.regularizer != "ewc" and "fisher_samples" in changed:
             raise ValueError("continual.fisher_samples applies to continual.regularizer=ewc only")
         return self
 

@@ -399,6 +399,25 @@ class ContinualStream:
             out.append(StabilityPenalty(spec.lam, anchor, weight) if anchor is not None else None)
         return out if any(p is not None for p in out) else None
 
+    def penalty_downlink(self, rnd: int, trained: Sequence[int], penalties: Sequence[StabilityPenalty | None] | None,
+                         client_state: dict[int, dict[str, Any]]) -> int:
+        """Downlink bytes of the stability terms: a client receives its task's anchor (and Fisher) once per task,
+        the first round it trains with it (``client_state[k]["continual_task"]`` records what it holds)."""
+        from .serialization import encode_params
+
+        if penalties is None:
+            return 0
+        total = 0
+        for c, pen in zip(trained, penalties):
+            if pen is None:
+                continue
+            t = self.task(rnd, c)
+            held = client_state.setdefault(c, {})
+            if held.get("continual_task") != t:
+                total += len(encode_params(pen.anchor)) + (len(encode_params(pen.weight)) if pen.weight else 0)
+                held["continual_task"] = t
+        return total
+
     def end_of_round(self, rnd: int, state: dict[str, Any], global_params: ParamDict, accepted: Sequence[Any],
                      clients: Sequence[Any], model: torch.nn.Module, cfg: Any, seed: int,
                      weights: torch.Tensor | None) -> dict[str, Any]:

@@ -194,6 +194,7 @@ class Simulation:
         if self.stream is not None:  # clients without data of their task sit out; stability terms per client
             plan, idle = self.stream.without_idle(plan, self.clients)
             penalties = self.stream.penalties(rnd, plan.trained, st.server_state.get("continual"))
+            bytes_down += self.stream.penalty_downlink(rnd, plan.trained, penalties, st.client_state)
         gens = [torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_CLIENT, c)) for c in plan.trained]
         controls = [st.controls.get(c) for c in plan.trained] if fit.server_control is not None else None
         updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets, penalties)
