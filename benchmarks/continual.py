@@ -9,6 +9,9 @@ the L2 regulariser (anchor: the global model at the end of the previous task). E
 the mean over the seeds; forgetting is the average forgetting of the accuracy matrix R (Chaudhry et al. 2018).
 
 Run:  .venv/bin/python benchmarks/continual.py [--seeds 0 1 2] [--json benchmarks/results/continual.json]
+Also: the same lambda grid with the Fisher-weighted (EWC) term at 45 degrees, and with L2 on a class-incremental
+stream (digits 0-3, 4-6, 7-9), 3 seeds each.
+
 Last line:  forgetting_monotone_in_lambda=<true|false>
 """
 
@@ -34,9 +37,12 @@ BASE = ["partition.method=iid", "partition.num_clients=10", "federation.fraction
         "continual.tasks=3", "continual.regularizer=l2", "federation.rounds=12"]
 
 
-def one_run(rotation: float, lam: float, seed: int) -> dict:
-    settings = build_settings(RunSettings, None, BASE + [f"continual.rotation={rotation}", f"continual.lam={lam}",
-                                                         f"seed={seed}"])
+def one_run(rotation: float | None, lam: float, seed: int, extra: tuple[str, ...] = ()) -> dict:
+    """One federation; ``rotation=None`` keeps the stream of ``extra`` (e.g. class_incremental)."""
+    over = BASE + list(extra) + [f"continual.lam={lam}", f"seed={seed}"]
+    if rotation is not None:
+        over.append(f"continual.rotation={rotation}")
+    settings = build_settings(RunSettings, None, over)
     sim = Simulation(build_spec(settings))
     for _ in range(settings.federation.rounds):
         sim.run_round()
@@ -92,6 +98,21 @@ def main() -> None:
     for rot in ROTATIONS:
         print(f"| {rot:g} deg | " + " | ".join(f"{c['average_accuracy']:.4f}" for c in cells if c["rotation"] == rot)
               + " |")
+    # the same grid with the Fisher-weighted term (45 degrees) and on a class-incremental stream (L2)
+    variants = {"ewc_rotation_45": (45.0, ("continual.regularizer=ewc", "continual.fisher_samples=32")),
+                "l2_class_incremental": (None, ("continual.stream=class_incremental",))}
+    extra_rows = {}
+    for key, (rot, extra) in variants.items():
+        extra_rows[key] = []
+        for lam in LAMBDAS:
+            runs = [one_run(rot, lam, s, extra) for s in args.seeds]
+            extra_rows[key].append({"lam": lam, "forgetting": float(np.mean([r["average_forgetting"] for r in runs])),
+                                    "average_accuracy": float(np.mean([r["average_accuracy"] for r in runs])),
+                                    "last_task_accuracy": float(np.mean([r["matrix"][-1][-1] for r in runs])),
+                                    "drift": float(np.mean([np.mean(r["drift"]) for r in runs])),
+                                    "matrices": [r["matrix"] for r in runs]})
+            print(f"{key} lambda {lam:g}: forgetting {extra_rows[key][-1]['forgetting']:.4f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
     # the seed's bound is per round: forgetting of task i-1 while learning task i against d(P_i, P_{i-1}), pair by pair
     rho = {}
     for lam in LAMBDAS:
@@ -104,9 +125,14 @@ def main() -> None:
     for rot in ROTATIONS:
         print(f"| {rot:g} deg | " + " | ".join(f"{c['last_task_accuracy']:.4f}" for c in cells
                                            if c["rotation"] == rot) + " |")
+    print("\n| variant | " + " | ".join(f"forgetting / ACC lambda={lam:g}" for lam in LAMBDAS) + " |")
+    print("|---|" + "---:|" * len(LAMBDAS))
+    l2_45 = [c for c in cells if c["rotation"] == 45.0]
+    for key, rows in [("l2_rotation_45", l2_45), *extra_rows.items()]:
+        print(f"| {key} | " + " | ".join(f"{r['forgetting']:.4f} / {r['average_accuracy']:.4f}" for r in rows) + " |")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"seeds": args.seeds, "base": BASE, "cells": cells,
-                                           "forgetting_monotone_in_lambda": mono_lam,
+                                           "forgetting_monotone_in_lambda": mono_lam, "variants": extra_rows,
                                            "forgetting_grows_with_drift": grows_drift,
                                            "spearman_step_forgetting_vs_drift": {str(k): v for k, v in rho.items()},
                                            "seconds": time.perf_counter() - start}, indent=1))

@@ -354,3 +354,29 @@ def test_resolved_config_of_a_continual_run_loads_again(tmp_path) -> None:
         path = tmp_path / "config.yaml"
         path.write_text(dump_yaml(settings))
         assert build_settings(RunSettings, path) == settings
+
+
+def test_huge_lambda_keeps_the_global_model_at_the_previous_task_model() -> None:
+    """Federated version of the limit: every client stays within Adam's lr of the anchor, so does their mean."""
+    worst = {}
+    for lam in (0.0, 1e8):
+        sim = Simulation(build_spec(_small("continual.stream=domain_drift", "continual.rotation=60",
+                                           "continual.regularizer=l2", f"continual.lam={lam}")))
+        for _ in range(4):
+            sim.run_round()
+        anchor = sim.state.server_state["continual"]["anchors"][1]  # the global model after round 2
+        worst[lam] = max(float((sim.state.global_params[n] - anchor[n]).abs().max()) for n in anchor)
+    lr = sim.spec.local.lr
+    assert worst[1e8] <= lr * (1 + 1e-5)
+    assert worst[0.0] > 10 * lr
+
+
+def test_report_plot_of_the_accuracy_matrix() -> None:
+    from spikefed.experiment.report import plot_continual
+
+    rows = [{"round": 1, "task_end": 0, "task_accuracy": [0.8, 0.1]}, {"round": 2, "task_end": 1,
+                                                                       "task_accuracy": [0.5, 0.9]}]
+    png = plot_continual(rows, {"continual": {"accuracy_matrix": [[0.8, 0.1], [0.5, 0.9]],
+                                              "forgetting_per_task": [0.3]}})
+    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_continual([{"round": 1, "accuracy": 0.5}], {}) is None

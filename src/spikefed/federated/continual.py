@@ -5,7 +5,8 @@ new task overwrites the old one (catastrophic forgetting). The remedy is a stabi
 
     L_k(theta) + (lambda / 2) ||theta - theta_{r-1}||^2                                   (seed 000)
 
-and the seed's claim: the forgetting of a round is bounded above in proportion to the drift
+and the seed's claim ("每一轮的遗忘程度，其上界正比于任务分布的漂移量，而反比于稳定性参数 λ"): the forgetting of a
+round is bounded above in proportion to the drift
 ``d(P_r, P_{r-1})`` between consecutive task distributions and inversely in ``lambda``, so forgetting should grow
 with the drift and shrink as ``lambda`` grows (``benchmarks/continual.py`` measures it).
 
@@ -31,7 +32,8 @@ S_{t-1}^1/2)^1/2)`` (:func:`input_drift`).
 The anchor ``theta*_t`` is the **global model at the end of the previous task** (after round
 ``t * rounds_per_task``), not the model of the current round: the seed's ``theta_{r-1}`` read round by round is the
 model the client receives, which is exactly FedProx's proximal centre (``mu/2 ||w - w_t||^2``, already in
-:mod:`spikefed.federated.strategies`) and protects nothing once several rounds of the new task have passed. With
+:mod:`spikefed.federated.strategies`); it only limits the change of one round, so after a few rounds of the new task
+it holds the model near a point that has already forgotten the old one. With
 ``rounds_per_task = 1`` the two coincide. ``Fhat_s`` is the diagonal empirical Fisher of ``theta*_{s+1}`` (mean
 squared per-sample gradient of the task loss, :func:`fisher_diagonal`), computed by the clients that returned an
 update in the boundary round on the data they hold, uploaded (the bytes are counted) and averaged with the
