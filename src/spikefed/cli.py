@@ -152,6 +152,10 @@ def run(
     table.add_row("label skew: mean JSD", fmt(het.get("mean_jsd"), ".3f"))
     table.add_row("feature skew: mean Hellinger", fmt(het.get("mean_hellinger"), ".3f"))
     table.add_row("rejected updates", str(summary.get("rejected_updates", 0)))
+    if "continual" in summary:  # continual FL: the accuracy-matrix metrics
+        c = summary["continual"]
+        table.add_row("continual: ACC / BWT / forgetting", " / ".join(
+            fmt(c.get(k), ".4f") for k in ("average_accuracy", "backward_transfer", "average_forgetting")))
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     Console().print(table)
     Console().print(f"report: {out_dir / 'report.html'}", highlight=False)

@@ -358,6 +358,82 @@ def _privacy_compatible(privacy: PrivacySettings, federation: Any, robustness: A
                          f"compressed; set compression.uplink=none (got {compression.uplink})")
 
 
+class ContinualSettings(_Section):
+    """Continual federated learning: a stream of tasks over the rounds and a stability regulariser on the clients
+    (off by default; see docs/continual.md and :mod:`spikefed.federated.continual`)."""
+
+    stream: Literal["none", "class_incremental", "domain_drift", "async_drift"] = Field(
+        "none", description="none: stationary data; class_incremental: class groups one task after another; "
+        "domain_drift: images rotated / noised more with every task; async_drift: domain drift, clients lagging")
+    tasks: int = Field(2, ge=1, description="number of tasks in the stream")
+    rounds_per_task: int | None = Field(
+        None, ge=1, description="rounds of each task (None: federation.rounds / tasks, which must divide)")
+    rotation: float = Field(30.0, ge=0, le=360, description="domain/async drift: degrees of rotation added per task")
+    noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task")
+    max_lag: int = Field(2, ge=1, description="async drift: client lags drawn uniformly from 0..max_lag rounds")
+    regularizer: Literal["none", "l2", "ewc"] = Field(
+        "none", description="client stability term: l2 = lam/2 ||theta - theta*||^2 (seed 000), ewc = Fisher-"
+        "weighted; theta* is the global model at the end of the previous task")
+    lam: float = Field(0.0, ge=0, description="lambda, the weight of the stability term")
+    fisher_samples: int = Field(64, ge=1, description="ewc: samples per client for the Fisher diagonal")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "ContinualSettings":
+        """Options away from their defaults that the chosen stream / regulariser would ignore are errors (the
+        resolved config.yaml of a run, which lists every key at its value, stays valid)."""
+        changed = {k for k, f in type(self).model_fields.items() if getattr(self, k) != f.default} - {"stream"}
+        if self.stream == "none" and changed:
+            raise ValueError(f"continual.{sorted(changed)[0]} is set but continual.stream=none; choose a stream")
+        drift_only = sorted(changed & {"rotation", "noise", "max_lag"})
+        if self.stream == "class_incremental" and drift_only:
+            raise ValueError(f"continual.{drift_only[0]} applies to domain_drift/async_drift, not class_incremental")
+        if self.stream == "domain_drift" and "max_lag" in changed:
+            raise ValueError("continual.max_lag applies to async_drift only")
+        if self.regularizer == "none" and "lam" in changed:
+            raise ValueError("continual.lam needs continual.regularizer=l2 or ewc")
+        if self.regularizer != "ewc" and "fisher_samples" in changed:
+            raise ValueError("continual.fisher_samples applies to continual.regularizer=ewc only")
+        return self
+
+    def to_spec(self, rounds: int) -> Any:
+        """A :class:`~spikefed.federated.continual.ContinualSpec` for ``rounds`` federated rounds (``None``
+        without a stream: exactly the stationary engine)."""
+        if self.stream == "none":
+            return None
+        from ..federated.continual import ContinualSpec
+
+        per_task = self.rounds_per_task if self.rounds_per_task is not None else rounds // self.tasks
+        return ContinualSpec(self.stream, self.tasks, per_task, self.rotation if self.stream != "class_incremental"
+                             else 0.0, self.noise, self.max_lag if self.stream == "async_drift" else 0,
+                             self.regularizer, self.lam, self.fisher_samples)
+
+
+def _continual_compatible(c: ContinualSettings, info: ValidationInfo) -> None:
+    """Refuse continual settings the rest of the run cannot honour (ValueError naming the keys)."""
+    if c.stream == "none":
+        return
+    fed, data, devices, privacy = (info.data.get(k) for k in ("federation", "data", "devices", "privacy"))
+    local = info.data.get("local")
+    if fed is not None:
+        per_task = c.rounds_per_task if c.rounds_per_task is not None else fed.rounds // c.tasks
+        if per_task < 1 or per_task * c.tasks != fed.rounds:
+            raise ValueError(f"federation.rounds={fed.rounds} must equal continual.tasks={c.tasks} x "
+                             f"rounds_per_task={c.rounds_per_task if c.rounds_per_task is not None else 'rounds/tasks'}")
+    if data is not None and c.stream != "class_incremental" and data.name in EVENT_DATASETS:
+        raise ValueError(f"continual.stream={c.stream} rotates static images; data.name={data.name} is event data "
+                         "(use class_incremental)")
+    if c.stream == "class_incremental" and c.tasks > 10:
+        raise ValueError(f"continual.tasks={c.tasks}: class_incremental splits the 10 classes, at most 10 tasks")
+    if devices is not None and devices.fleet:
+        raise ValueError("continual learning is not supported with devices.fleet (anchors are latent values)")
+    if privacy is not None and c.regularizer == "ewc" and (privacy.dp or privacy.secure_aggregation):
+        raise ValueError("continual.regularizer=ewc uploads per-client Fisher diagonals outside the private "
+                         "pipeline; use regularizer=l2 with privacy")
+    if local is not None and c.regularizer == "l2" and local.optimizer == "sgd" and local.lr * c.lam >= 2:
+        raise ValueError(f"continual.lam={c.lam} with local.optimizer=sgd, lr={local.lr}: lr * lam >= 2 makes "
+                         "gradient descent on the stability term diverge; lower one of them or use adam")
+
+
 #: Local-training defaults of federated runs where they differ from centralized training; they also apply when
 #: a config sets only some ``local.*`` keys.
 FEDERATED_LOCAL_DEFAULTS: dict[str, Any] = {"epochs": 4, "lr": 3e-3, "cosine_schedule": False}
@@ -382,6 +458,13 @@ class RunSettings(_Section):
     robustness: RobustnessSettings = Field(default_factory=RobustnessSettings)
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    continual: ContinualSettings = Field(default_factory=ContinualSettings)
+
+    @field_validator("continual")
+    @classmethod
+    def _continual_combination(cls, v: ContinualSettings, info: ValidationInfo) -> ContinualSettings:
+        _continual_compatible(v, info)
+        return v
 
     @field_validator("privacy")
     @classmethod

@@ -32,6 +32,7 @@ __all__ = [
     "plot_label_heatmap",
     "plot_firing_rates",
     "plot_energy",
+    "plot_continual",
     "render_html",
     "write_report",
 ]
@@ -354,6 +355,72 @@ def plot_energy(metrics: Sequence[Mapping[str, Any]]) -> bytes | None:
     return _png(fig)
 
 
+def plot_continual(metrics: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> bytes | None:
+    """Continual FL: the accuracy matrix ``R[i, j]`` (heatmap), the accuracy on every task per round (task ends
+    dashed) and the forgetting of each task; ``None`` for a run without a task stream."""
+    cont = summary.get("continual")
+    r = _as_matrix(cont.get("accuracy_matrix")) if isinstance(cont, Mapping) else None
+    curves: dict[int, tuple[list[float], list[float]]] = {}
+    ends = []
+    for x, row in zip(_rounds(metrics), metrics):
+        accs = row.get("task_accuracy") if isinstance(row, Mapping) else None
+        if isinstance(row, Mapping) and row.get("task_end") is not None:
+            ends.append(x)
+        if isinstance(accs, (list, tuple)):
+            for j, a in enumerate(accs):
+                v = _num(a)
+                if v is not None:
+                    curves.setdefault(j, ([], []))[0].append(x)
+                    curves[j][1].append(v)
+    if r is None and not curves:
+        return None
+    fig = _new_figure(13.0, 4.0)
+    axes = fig.subplots(1, 3)
+    if r is not None:
+        im = axes[0].imshow(r, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest", aspect="auto")
+        fig.colorbar(im, ax=axes[0], label="accuracy")
+        for i in range(r.shape[0]):
+            for j in range(r.shape[1]):
+                axes[0].text(j, i, f"{r[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                             color="black" if r[i, j] > 0.6 else "white")
+        axes[0].set_xticks(range(r.shape[1]))
+        axes[0].set_yticks(range(r.shape[0]))
+    axes[0].set_xlabel("evaluated on task j")
+    axes[0].set_ylabel("after task i")
+    axes[0].set_title("Accuracy matrix R[i, j]")
+    for j in sorted(curves):
+        axes[1].plot(*curves[j], marker="o", markersize=3, label=f"task {j}")
+    for x in ends:
+        axes[1].axvline(x, color="grey", linestyle="--", linewidth=0.8)
+    axes[1].set_xlabel("round")
+    axes[1].set_ylabel("test accuracy")
+    axes[1].set_title("Accuracy on every task")
+    axes[1].grid(True, alpha=0.3)
+    if curves:
+        axes[1].legend(loc="best", fontsize="small")
+    _integer_rounds(axes[1])
+    forgetting = cont.get("forgetting_per_task") if isinstance(cont, Mapping) else None
+    values = [_num(v) or 0.0 for v in forgetting] if isinstance(forgetting, (list, tuple)) else []
+    axes[2].bar(range(len(values)), values, color="tab:red")
+    axes[2].set_xticks(range(len(values)))
+    axes[2].axhline(0.0, color="black", linewidth=0.8)
+    axes[2].set_xlabel("task j")
+    axes[2].set_ylabel("forgetting f_j")
+    axes[2].set_title("Forgetting per task" + ("" if values else " (needs two tasks)"))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _continual_section(summary: Mapping[str, Any]) -> list[str]:
+    """The Continual learning heading with ACC / BWT / forgetting / drift (from ``summary["continual"]``)."""
+    cont = summary.get("continual")
+    if not isinstance(cont, Mapping):
+        return []
+    rows = [(str(k), format_value(v, str(k))) for k, v in cont.items()
+            if _is_scalar(v) or k in ("drift", "forgetting_per_task", "step_forgetting")]
+    return ["<h2>Continual learning</h2>", _table(["key", "value"], rows, css="continual")]
+
+
 # ------------------------------------------------------------------------------------------------------ HTML
 
 
@@ -510,6 +577,8 @@ def build_plots(run: RunData) -> list[tuple[str, bytes]]:
          lambda: plot_label_heatmap(run.summary.get("label_distribution"))),
         ("Mean firing rate of each spiking layer per round.", lambda: plot_firing_rates(metrics)),
         ("Estimated energy per inference per round.", lambda: plot_energy(metrics)),
+        ("Continual learning: accuracy matrix, accuracy on every task per round, forgetting per task.",
+         lambda: plot_continual(metrics, run.summary)),
     ]
     out = []
     for caption, make in candidates:
@@ -545,6 +614,7 @@ def render_html(run: RunData, title: str | None = None) -> str:
         parts.append(_table(headers, client_rows, css="clients"))
         parts.append("</details>")
     parts.extend(_privacy_section(run.summary))
+    parts.extend(_continual_section(run.summary))
 
     parts.append("<h2>Plots</h2>")
     plots = build_plots(run)

@@ -106,7 +106,8 @@ def build_spec(settings: RunSettings) -> FederationSpec:
                           max_update_norm=f.max_update_norm, energy=EnergyModel(e.e_ac, e.e_mac, e.e_spike),
                           client_transforms=transforms, faults=fault_spec(settings),
                           robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
-                          fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec())
+                          fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec(),
+                          continual=settings.continual.to_spec(f.rounds))
 
 
 def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int) -> Any:
@@ -167,7 +168,7 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     # sections added after the first release: left out while at their defaults, so runs that do not use them
     # keep the fingerprint (and their checkpoints stay resumable)
     defaults = RunSettings()
-    for section in ("faults", "devices", "robustness", "compression", "privacy"):
+    for section in ("faults", "devices", "robustness", "compression", "privacy", "continual"):
         if getattr(settings, section) == getattr(defaults, section):
             d.pop(section)
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
@@ -221,6 +222,7 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
                         "final_accuracy_by_device": last_eval.get("accuracy_by_device")}}
            if sim.spec.fleet is not None else {}),
         **_privacy_summary(sim),
+        **_continual_summary(sim),
     })
 
 
@@ -230,6 +232,21 @@ def _privacy_summary(sim: Simulation) -> dict[str, Any]:
     if engine is None:
         return {}
     return {"privacy": engine.summary(sim.state.server_state.get("privacy"))}
+
+
+def _continual_summary(sim: Simulation) -> dict[str, Any]:
+    """``{"continual": accuracy matrix R, ACC, BWT, forgetting, drift between consecutive tasks ...}``, or ``{}``."""
+    from ..federated.continual import accuracy_matrix, continual_metrics
+
+    c = sim.spec.continual
+    if c is None or sim.stream is None:
+        return {}
+    r = accuracy_matrix(sim.state.metrics)
+    out: dict[str, Any] = {"stream": c.stream, "tasks": c.tasks, "rounds_per_task": c.rounds_per_task,
+                           "regularizer": c.regularizer, "lam": c.lam, "drift": sim.stream.data.drift,
+                           "accuracy_matrix": r}
+    out.update(continual_metrics(r) if r else {})
+    return {"continual": out}
 
 
 class Run:

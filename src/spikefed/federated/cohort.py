@@ -16,6 +16,7 @@ the same client parameters.
 Local objective of client k (``w_t``: the global parameters of the round)::
 
     L_k(w) = mean_{b in batch} loss(f_w(x_b), y_b) + activity regularisers + (mu / 2) ||w - w_t||^2   (FedProx)
+             + (lambda / 2) sum_i F_i (w_i - w*_i)^2     (continual stability term, spikefed.federated.continual)
 
 and with SCAFFOLD the gradient is corrected to ``g + c - c_k`` before the optimizer step.
 """
@@ -35,6 +36,7 @@ from ..snn.losses import soft_first_spike_time
 from ..snn.models import SpikingMLP, is_time_constant
 from ..snn.neurons import IF, LIF
 from ..snn.train import TrainConfig, group_population, make_optimizer, predict, task_loss
+from .continual import StabilityPenalty, stack_penalties, stacked_penalty
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_
 
 ENGINES = ("cohort", "sequential")
@@ -302,7 +304,8 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
                  generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
                  controls: Sequence[ParamDict | None] | None = None,
                  step_budgets: Sequence[int | None] | None = None,
-                 devices: Sequence["ClientDevice"] | None = None) -> list[ClientUpdate]:
+                 devices: Sequence["ClientDevice"] | None = None,
+                 penalties: Sequence[StabilityPenalty | None] | None = None) -> list[ClientUpdate]:
     """Train every client in ``clients`` from ``global_params`` as one batched computation.
 
     With ``devices``, client k starts from ``devices[k].program`` and its forward runs through its device's
@@ -342,6 +345,11 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
     anchor = {n: global_params[n].detach() for n in names}
     if devices is not None:  # FedProx pulls towards the client's own starting program
         anchor = {n: stacked[n].clone() for n in names}
+    stability = None
+    if penalties is not None:
+        if devices is not None or len(penalties) != k:
+            raise ValueError("stability penalties need one entry per client and no device fleet")
+        stability = stack_penalties(penalties, global_params, names)
     correction = None
     if fit.server_control is not None:
         if controls is None or len(controls) != k:
@@ -371,9 +379,11 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
             ref = anchor if devices is None else {n: anchor[n][active] for n in names}
             prox = sum(((leaves[n] - ref[n]) ** 2).flatten(1).sum(1) for n in names)
             total = total + 0.5 * fit.prox_mu * prox
+        act_idx = torch.tensor(active)
+        if stability is not None:
+            total = total + stacked_penalty(leaves, stability[0], stability[1], act_idx)
         grads_list = torch.autograd.grad(total.sum(), [leaves[n] for n in names])
         grads = {n: torch.zeros_like(stacked[n]) for n in names}
-        act_idx = torch.tensor(active)
         for n, g in zip(names, grads_list):
             if correction is not None:
                 g = g + correction[n][act_idx]
@@ -456,7 +466,8 @@ def scaffold_control_delta(params: ParamDict, anchor: ParamDict, server_control:
 def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: Sequence[ClientData],
                      generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
                      controls: Sequence[ParamDict | None] | None = None,
-                     step_budgets: Sequence[int | None] | None = None) -> list[ClientUpdate]:
+                     step_budgets: Sequence[int | None] | None = None,
+                     penalties: Sequence[StabilityPenalty | None] | None = None) -> list[ClientUpdate]:
     """Reference: each client trained alone with ``torch.optim`` on a private copy of ``model``.
 
     Works for any model (conv nets, recurrent neurons, truncated BPTT); :func:`train_cohort` must agree with
@@ -480,9 +491,13 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
             ck = controls[i] if controls is not None else None
             correction = {n: fit.server_control[n] - (ck[n] if ck is not None else 0) for n in names}
         extra = None
-        if fit.prox_mu:
+        penalty = penalties[i] if penalties is not None else None
+        if fit.prox_mu or penalty is not None:
             def extra() -> torch.Tensor:  # noqa: E306
-                return 0.5 * fit.prox_mu * sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
+                out = 0.5 * fit.prox_mu * sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
+                if penalty is not None:  # the continual stability term
+                    out = out + penalty.value({n: params[n] for n in names})
+                return out
         schedule = client_schedule(c.num_samples, cfg, gen, step_budgets[i] if step_budgets is not None else None)
         loss_sum, correct, seen = 0.0, 0, 0
         for batch in schedule:
@@ -514,14 +529,16 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
 def train_clients(engine: str, model: torch.nn.Module, global_params: ParamDict, clients: Sequence[ClientData],
                   generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
                   controls: Sequence[ParamDict | None] | None = None,
-                  step_budgets: Sequence[int | None] | None = None) -> list[ClientUpdate]:
+                  step_budgets: Sequence[int | None] | None = None,
+                  penalties: Sequence[StabilityPenalty | None] | None = None) -> list[ClientUpdate]:
     """Dispatch to the batched cohort engine or the sequential reference (``engine``: cohort | sequential).
 
-    ``step_budgets`` (optional, one per client): per-client caps on local steps (partial work of stragglers).
+    ``step_budgets`` (optional, one per client): per-client caps on local steps (partial work of stragglers);
+    ``penalties`` (optional, one per client): continual stability terms.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if engine == "cohort" and supports_cohort(model, cfg) is None:
         return train_cohort(model, global_params, clients, generators, cfg, fit, controls,  # type: ignore[arg-type]
-                            step_budgets)
-    return train_sequential(model, global_params, clients, generators, cfg, fit, controls, step_budgets)
+                            step_budgets, penalties=penalties)
+    return train_sequential(model, global_params, clients, generators, cfg, fit, controls, step_budgets, penalties)

@@ -40,6 +40,7 @@ from .faults import logger as fault_log
 from .attacks import attack_update, choose_malicious, flip_labels
 from .robust import RobustnessSpec
 from .compression import CompressionSpec, client_uplink, decode_update, downlink_broadcast
+from .continual import ContinualSpec, ContinualStream, build_tasks
 from .privacy import PrivacyEngine, PrivacySpec
 from .serialization import decode_params, encode_params
 from .strategies import Strategy
@@ -90,6 +91,7 @@ class FederationSpec:
     robustness: RobustnessSpec | None = None  # malicious clients and robust aggregation (None: neither)
     compression: CompressionSpec | None = None  # uplink/downlink update compression (None: dense payloads)
     privacy: PrivacySpec | None = None  # DP-FedAvg and/or secure aggregation (None: plain aggregation)
+    continual: ContinualSpec | None = None  # task stream + stability regulariser (None: a stationary federation)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -134,8 +136,14 @@ class Simulation:
             if spec.local.encoder == "events" and any(d.num_steps(t) != t for d in spec.fleet.devices):
                 raise ValueError("event data is binned at the nominal step: every device of the fleet needs "
                                  f"dt = 1 (a device with another dt cannot run the {t} bins)")
+        if spec.fleet is not None and spec.continual is not None:
+            raise ValueError("continual learning is not supported on device fleets (anchors live in the latent "
+                             "space, local training in device coordinates)")
         self.clients = self._build_clients()
         self.malicious = self._setup_robustness()  # attackers (label flip applied to their data), defence
+        self.stream = None if spec.continual is None else ContinualStream(spec.continual, build_tasks(
+            spec.continual, self.clients, spec.data.x_test, spec.data.y_test, spec.data.num_classes, spec.seed,
+            ClientData))  # continual FL: per-task client data, anchors, Fisher (spikefed.federated.continual)
         self.manifolds = {n: manifold_of(p) for n, p in spec.model.named_parameters()}
         self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), {}, [])
         features = spec.data.x_train.clone()  # as the clients see them (feature skew applied)
@@ -172,6 +180,8 @@ class Simulation:
         spec, st = self.spec, self.state
         rnd = st.round + 1
         start = time.perf_counter()
+        if self.stream is not None:  # continual FL: every client holds the data of its current task
+            self.clients = self.stream.clients_at(rnd)
         sampled = self.sample_clients(rnd)
         fit = spec.strategy.configure_fit(rnd, st.global_params)
         # downlink: the global parameters (and SCAFFOLD's server control) as serialized bytes
@@ -180,9 +190,14 @@ class Simulation:
             bytes_down += len(encode_params(fit.server_control)) * len(sampled)
         received = decode_params(down)
         plan = self._fault_plan(rnd, sampled)  # faults: dropped / late clients do not train or upload
+        idle, penalties = 0, None
+        if self.stream is not None:  # clients without data of their task sit out; stability terms per client
+            plan, idle = self.stream.without_idle(plan, self.clients)
+            penalties = self.stream.penalties(rnd, plan.trained, st.server_state.get("continual"))
+            bytes_down += self.stream.penalty_downlink(rnd, plan.trained, penalties, st.client_state)
         gens = [torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_CLIENT, c)) for c in plan.trained]
         controls = [st.controls.get(c) for c in plan.trained] if fit.server_control is not None else None
-        updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets)
+        updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets, penalties)
         updates = self._attack_updates(rnd, updates, received)  # malicious clients poison before uplink
         # uplink: each client's delta (and control delta) as serialized bytes; the server decodes them
         received_updates: list[ClientUpdate] = []
@@ -234,10 +249,15 @@ class Simulation:
             row["malicious"] = sum(c in self.malicious for c in sampled)  # sampled clients that are attackers
         if plan.active:
             row.update(plan.metrics(accepted))
-        if rnd % spec.eval_every == 0 or rnd == spec.rounds:
+        evaluated = rnd % spec.eval_every == 0 or rnd == spec.rounds
+        if evaluated:
             row.update(self.evaluate(rnd))
         else:  # the same keys as an evaluated round, all null (rows of one run share one schema)
             row.update(dict.fromkeys(self.eval_keys()))
+        if self.stream is not None:
+            row.update(self._continual_row(rnd, evaluated, accepted, idle))
+            bytes_up += row["fisher_bytes"]
+            row["bytes_up"] = bytes_up
         st.bytes_up += bytes_up
         st.bytes_down += bytes_down
         row["seconds"] = time.perf_counter() - start
@@ -301,7 +321,7 @@ class Simulation:
         return len(payload), params
 
     def _train(self, received: ParamDict, trained: list[int], gens: list[torch.Generator], fit: Any,
-               controls: list[ParamDict | None] | None, budgets: Any) -> list[ClientUpdate]:
+               controls: list[ParamDict | None] | None, budgets: Any, penalties: Any = None) -> list[ClientUpdate]:
         """Local training of the clients ``trained``; on a device fleet each client trains its own program
         through its device (grouped by the device's number of steps) and uploads latent values."""
         spec = self.spec
@@ -309,7 +329,7 @@ class Simulation:
         fleet = spec.fleet
         if fleet is None:
             return train_clients(spec.engine, spec.model, received, clients, gens, spec.local, fit, controls,
-                                 budgets)
+                                 budgets, penalties)
         groups: dict[int, list[int]] = {}
         for row, c in enumerate(trained):
             groups.setdefault(fleet.num_steps(c, spec.local.num_steps), []).append(row)
@@ -325,6 +345,23 @@ class Simulation:
                 upd.params = fleet.upload(trained[r], start, upd.params)
                 updates[r] = upd
         return [u for u in updates if u is not None]
+
+    def _continual_row(self, rnd: int, evaluated: bool, accepted: list[ClientUpdate], idle: int) -> dict[str, Any]:
+        """Continual-FL entries of the round's row: the task, whether it ends one, the accuracy on every task's
+        test set (evaluated rounds and task ends: row ``R[i, :]``), idle clients, Fisher upload bytes; at a task
+        boundary the anchor (and Fisher) of the next task go into ``server_state["continual"]``."""
+        spec, st, stream = self.spec, self.state, self.stream
+        assert stream is not None and spec.continual is not None
+        state = st.server_state.setdefault("continual", {"anchors": {}, "fisher": {}})
+        weights = spec.strategy.client_weights(accepted) if accepted else None
+        row: dict[str, Any] = {"task": stream.task(rnd), "task_end": spec.continual.task_end(rnd),
+                               "continual_idle": idle, "task_accuracy": None}
+        row.update(stream.end_of_round(rnd, state, st.global_params, accepted, self.clients, spec.model,
+                                       spec.local, spec.seed, weights))
+        if evaluated or row["task_end"] is not None:
+            load_params_(spec.model, st.global_params)
+            row["task_accuracy"] = stream.task_accuracy(rnd, spec.model, spec.local, spec.seed)
+        return row
 
     def eval_keys(self) -> tuple[str, ...]:
         """The metrics-row keys :meth:`evaluate` fills (null in rounds without evaluation)."""
