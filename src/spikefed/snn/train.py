@@ -192,15 +192,21 @@ def _detach_state(state: Any) -> Any:
 
 
 def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                   extra_loss: Callable[[], torch.Tensor] | None = None) -> tuple[float, ModelOutput]:
+                   extra_loss: Callable[[], torch.Tensor] | None = None,
+                   loss_fn: Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor] | None = None,
+                   ) -> tuple[float, ModelOutput]:
     """Forward + backward of one batch (BPTT, or truncated BPTT when ``cfg.tbptt < T``). Returns the loss.
 
-    ``extra_loss`` adds a parameter-only term (e.g. a FedProx proximal term) to the objective.
+    ``extra_loss`` adds a parameter-only term (e.g. a FedProx proximal term) to the objective. ``loss_fn(output,
+    hidden, y)`` replaces the classification :func:`objective` (e.g. a regression loss on the whole output sequence).
     """
+    if loss_fn is None:
+        def loss_fn(output: torch.Tensor, hidden: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+            return objective(output, hidden, target, cfg)
     steps = x.shape[0]
     if cfg.tbptt is None or cfg.tbptt >= steps:
         out = model(x)
-        loss = objective(out.output, out.hidden, y, cfg)
+        loss = loss_fn(out.output, out.hidden, y)
         if extra_loss is not None:
             loss = loss + extra_loss()
         loss.backward()
@@ -218,7 +224,7 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
             hiddens.append(o.hidden)
     full_out = torch.cat(outputs).requires_grad_(True)
     full_hidden = [torch.cat([h[i] for h in hiddens]).requires_grad_(True) for i in range(len(hiddens[0]))]
-    loss = objective(full_out, full_hidden, y, cfg)
+    loss = loss_fn(full_out, full_hidden, y)
     grads = torch.autograd.grad(loss, [full_out, *full_hidden], allow_unused=True)
     # pass 2: re-run each window from its detached start state and back-propagate its slice
     for w, t0 in enumerate(range(0, steps, k)):
