@@ -162,6 +162,10 @@ def mackey_glass_split(length: int = 3000, *, window: int = 200, horizon: int = 
     series = mackey_glass(length, history_noise=history_noise, rng=rng, **kwargs)  # type: ignore[arg-type]
     cut = int(length * train_fraction)
     train, test = series[:cut], series[cut:]
+    for part, values in (("training", train), ("test", test)):
+        if values.shape[0] < window + horizon:
+            raise ValueError(f"the {part} part of the series has {values.shape[0]} samples, fewer than window + "
+                             f"horizon = {window + horizon}; raise length or lower window")
     mean, std = float(train.mean()), float(train.std())
     if not std > 0:
         raise ValueError("the training part of the series is constant; use a chaotic tau (e.g. 17)")
