@@ -65,4 +65,4 @@ def test_cli_errors_are_one_line() -> None:
     assert len(lines) == 1 and lines[0].startswith("error: train.lr")
     r = _invoke("regress", "--set", "data.length=150", "--set", "data.window=120", "--set", "data.discard=0")
     assert r.exit_code == 1
-    assert "the test part of the series has 45 samples, fewer than window + horizon = 125" in r.stderr
+    assert "the training part of the series has 105 samples, fewer than window + horizon = 125" in r.stderr
