@@ -45,7 +45,7 @@ from ..data.digits import iterate_batches
 from .decoding import predict_count
 from .models import ModelOutput, SpikingMLP, _init_linear
 from .neurons import LIFState
-from .train import TrainConfig, fit, make_optimizer
+from .train import TrainConfig, fit, fit_loop
 
 __all__ = [
     "BALANCE_MODES", "NORMS", "ConvertedSNN", "ReLUMLP", "StepsAccuracy", "accuracy_vs_steps", "activation_scales",
@@ -97,28 +97,12 @@ def train_ann(ann: ReLUMLP, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
               on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
     """Cross-entropy training of the ReLU network with ``cfg``'s epochs, batch size, optimizer, learning rate,
     weight decay and cosine schedule (the spiking fields of ``cfg`` are not used). Returns the mean loss per epoch."""
-    optimizer = make_optimizer(ann.parameters(), cfg)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_schedule
-                 else None)
-    history = []
-    ann.train()
-    for epoch in range(cfg.epochs):
-        total, seen = 0.0, 0
-        for xb, yb in iterate_batches(x, y, cfg.batch_size, generator=generator):
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(ann(xb), yb)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(ann.parameters(), cfg.grad_clip)
-            optimizer.step()
-            total += float(loss.detach()) * yb.shape[0]
-            seen += yb.shape[0]
-        if scheduler is not None:
-            scheduler.step()
-        history.append(total / max(seen, 1))
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
-    return history
+    def batch_backward(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        loss = F.cross_entropy(ann(xb), yb)
+        loss.backward()
+        return float(loss.detach())
+
+    return fit_loop(ann, x, y, cfg, generator, batch_backward, on_epoch)
 
 
 @torch.no_grad()

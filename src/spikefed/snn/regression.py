@@ -20,7 +20,6 @@ and the persistence baseline predicts the last observed value, ``p[t] = x[t]`` (
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data.digits import iterate_batches
-from .train import TrainConfig, backward_batch, make_optimizer
+from .train import TrainConfig, backward_batch, fit_loop
 
 __all__ = ["RegressionMetrics", "evaluate_regression", "fit_regression", "mse", "persistence", "predict_sequences",
            "sequence_mse_loss",
@@ -89,31 +88,12 @@ def fit_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     """Train ``model`` on sequences ``x [N, L, F]`` -> ``y [N, L, C]`` (MSE after ``warmup``, BPTT or truncated
     BPTT with ``cfg.tbptt``, clipping ``cfg.grad_clip``). Returns the mean training loss of every epoch."""
     _check_data(x, y, warmup)
-    optimizer = make_optimizer(model.parameters(), cfg)
-    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_schedule
-                 else None)
     loss_fn = sequence_mse_loss(warmup)
-    history = []
-    for epoch in range(cfg.epochs):
-        model.train()
-        total, seen = 0.0, 0
-        for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, generator=generator)):
-            optimizer.zero_grad(set_to_none=True)
-            loss, _ = backward_batch(model, xb.transpose(0, 1), yb.transpose(0, 1), cfg, loss_fn=loss_fn)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, batch {i}; lower lr or set "
-                                         "grad_clip")
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            total += loss * yb.shape[0]
-            seen += yb.shape[0]
-        if scheduler is not None:
-            scheduler.step()
-        history.append(total / max(seen, 1))
-        if on_epoch is not None:
-            on_epoch(epoch, history[-1])
-    return history
+
+    def batch_backward(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        return backward_batch(model, xb.transpose(0, 1), yb.transpose(0, 1), cfg, loss_fn=loss_fn)[0]
+
+    return fit_loop(model, x, y, cfg, generator, batch_backward, on_epoch)
 
 
 @torch.no_grad()

@@ -269,6 +269,40 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
 
 
+def fit_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
+             batch_backward: Callable[[torch.Tensor, torch.Tensor], float],
+             on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+    """``cfg.epochs`` passes over seeded shuffled mini-batches for any objective: per batch zero the gradients,
+    ``batch_backward(xb, yb)`` (forward + backward, returns the loss), refuse a non-finite loss, clip to
+    ``cfg.grad_clip``, step, project the parameters; cosine schedule if ``cfg.cosine_schedule``. Returns the mean
+    loss of every epoch (used by ANN training for conversion and by sequence regression)."""
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_schedule
+                 else None)
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, seen = 0.0, 0
+        for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, generator=generator)):
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_backward(xb, yb)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, batch {i}; lower lr or set "
+                                         "grad_clip")
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            project_parameters_(model)
+            total += loss * yb.shape[0]
+            seen += yb.shape[0]
+        if scheduler is not None:
+            scheduler.step()
+        history.append(total / max(seen, 1))
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+    return history
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
              generator: torch.Generator | None = None, batch_size: int = 512) -> EvalResult:
