@@ -8,7 +8,8 @@ import torch
 from spikefed.data.mackey_glass import mackey_glass_split
 from spikefed.snn.models import RecurrentRegressor
 from spikefed.snn.regression import (
-    evaluate_regression, fit_regression, mse, persistence, predict_sequences, sequence_mse_loss, smape,
+    change_scale, evaluate_regression, fit_regression, mse, persistence, predict_sequences, sequence_mse_loss,
+    smape,
 )
 from spikefed.snn.train import TrainConfig, backward_batch
 
@@ -98,3 +99,51 @@ def test_bad_input_errors() -> None:
         evaluate_regression(model, x, torch.zeros(3, 9, 1))
     with pytest.raises(FloatingPointError, match="lower lr"):
         fit_regression(model, x, torch.full((3, 10, 1), float("nan")), TrainConfig(epochs=1), _gen())
+
+
+class _Constant(torch.nn.Module):
+    """Outputs a fixed value c at every step (a stand-in model for the change-target arithmetic)."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor, state=None):
+        from spikefed.snn.models import ModelOutput
+
+        out = torch.full_like(x[..., :1], self.c) + 0 * self.w
+        return ModelOutput(out, out, [], [])
+
+
+def test_change_target_by_hand() -> None:
+    x = torch.tensor([[[1.0], [2.0], [4.0]]])
+    y = torch.tensor([[[2.0], [4.0], [4.0]]])  # changes 1, 2, 0; after warmup 1: [2, 0], sample std sqrt(2)
+    assert change_scale(x, y, warmup=1) == pytest.approx(2.0**0.5)
+    # prediction = x + scale * output
+    pred = predict_sequences(_Constant(0.5), x, change_scale=2.0)
+    torch.testing.assert_close(pred, x + 1.0)
+    m = evaluate_regression(_Constant(0.5), x, y, warmup=0, change_scale=2.0)
+    assert m.mse == pytest.approx(((2 - 2) ** 2 + (3 - 4) ** 2 + (5 - 4) ** 2) / 3)  # pred x + 1 = 2, 3, 5
+    # training sees the standardised change: a loss of mean (z - (y - x)/s)^2 with z = 0.5 at the start
+    model = _Constant(0.5)
+    loss, _ = backward_batch(model, x.transpose(0, 1), ((y - x) / 2.0).transpose(0, 1), TrainConfig(),
+                             loss_fn=sequence_mse_loss(0))
+    assert loss == pytest.approx(((0.5 - 0.5) ** 2 + (0.5 - 1.0) ** 2 + (0.5 - 0.0) ** 2) / 3)
+    with pytest.raises(ValueError, match="change_scale"):
+        predict_sequences(model, x, change_scale=0.0)
+    with pytest.raises(ValueError, match="no scale"):
+        change_scale(x, x)
+
+
+@pytest.mark.slow
+def test_change_target_beats_persistence_one_step_ahead() -> None:
+    split = mackey_glass_split(1500, window=100, horizon=1, seed=0)
+    gen = _gen(0)
+    model = RecurrentRegressor(1, 32, 1, neuron="rlif", readout_beta=0.8, generator=gen, beta=0.9)
+    cfg = TrainConfig(epochs=10, batch_size=8, lr=5e-3, tbptt=25, grad_clip=1.0)
+    scale = change_scale(split.x_train, split.y_train, warmup=10)
+    fit_regression(model, split.x_train, split.y_train, cfg, gen, warmup=10, change_scale=scale)
+    m = evaluate_regression(model, split.x_test, split.y_test, warmup=10, denormalize=split.denormalize,
+                            change_scale=scale)
+    assert m.mse < 0.5 * m.persistence_mse

@@ -513,6 +513,9 @@ class RegressionTrainSettings(_Section):
     tbptt: int | None = Field(50, ge=1, description="truncated BPTT window (None: full BPTT)")
     grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
     warmup: int = Field(20, ge=0, description="first steps of each window left out of loss and metrics")
+    target: Literal["value", "change"] = Field(
+        "value", description="value: learn the future sample; change: learn the standardised change from the "
+        "current sample (added back to it)")
 
 
 class RegressSettings(_Section):

@@ -22,7 +22,7 @@ from ..hardware.metrics import measure
 from ..snn.convert import (ReLUMLP, accuracy_vs_steps, activation_scales, ann_accuracy, convert, hybrid_finetune,
                            train_ann)
 from ..snn.models import RecurrentRegressor
-from ..snn.regression import evaluate_regression, fit_regression
+from ..snn.regression import change_scale, evaluate_regression, fit_regression
 from ..snn.train import TrainConfig
 from .config import ConvertSettings, RegressSettings
 
@@ -96,14 +96,16 @@ def run_regression(settings: RegressSettings, progress: Progress | None = None) 
     model = RecurrentRegressor(1, t.hidden, 1, neuron=t.neuron, readout_beta=t.readout_beta,
                                generator=_generator(seed, PURPOSE_REGRESS_INIT), beta=t.beta, threshold=t.threshold)
     cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, tbptt=t.tbptt, grad_clip=t.grad_clip)
+    scale = change_scale(split.x_train, split.y_train, t.warmup) if t.target == "change" else None
     history = fit_regression(model, split.x_train, split.y_train, cfg, _generator(seed, PURPOSE_REGRESS_SHUFFLE),
                              warmup=t.warmup, on_epoch=None if progress is None else
-                             lambda e, loss: progress("train", e + 1, t.epochs, f"loss {loss:.4f}"))
-    test = evaluate_regression(model, split.x_test, split.y_test, t.warmup, split.denormalize)
-    train = evaluate_regression(model, split.x_train, split.y_train, t.warmup, split.denormalize)
+                             lambda e, loss: progress("train", e + 1, t.epochs, f"loss {loss:.4f}"),
+                             change_scale=scale)
+    test = evaluate_regression(model, split.x_test, split.y_test, t.warmup, split.denormalize, scale)
+    train = evaluate_regression(model, split.x_train, split.y_train, t.warmup, split.denormalize, scale)
     return {
         **test.to_dict(), "train_mse": train.mse, "train_persistence_mse": train.persistence_mse,
-        "beats_persistence": test.mse < test.persistence_mse, "horizon": d.horizon, "final_train_loss": history[-1],
+        "beats_persistence": test.mse < test.persistence_mse, "horizon": d.horizon, "target": t.target, "final_train_loss": history[-1],
         "train_windows": int(split.x_train.shape[0]), "test_windows": int(split.x_test.shape[0]),
         "parameters": sum(p.numel() for p in model.parameters()), "seed": seed,
         "seconds": time.perf_counter() - start,

@@ -16,10 +16,16 @@ Metrics (over the same steps, in the units the caller passes, e.g. de-normalised
     sMAPE = 100 / N * sum 2 |p - y| / (|p| + |y|)        (a term with p = y = 0 counts 0), in percent
 
 and the persistence baseline predicts the last observed value, ``p[t] = x[t]`` (the input of step t).
+
+Target ``change`` (``change_scale=`` in the functions below): the model learns ``(y[t] - x[t]) / s`` with ``s`` the
+standard deviation of that change on the training steps, and the prediction is ``x[t] + s z[t]``. The network then
+only has to model the increment, so its noise floor (spike quantisation seen through the read-out) is ``s`` times
+smaller: this is what beats persistence one step ahead, where the increment is tiny.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,7 +35,7 @@ from torch import nn
 from ..data.digits import iterate_batches
 from .train import TrainConfig, backward_batch, fit_loop
 
-__all__ = ["RegressionMetrics", "evaluate_regression", "fit_regression", "mse", "persistence", "predict_sequences",
+__all__ = ["RegressionMetrics", "change_scale", "evaluate_regression", "fit_regression", "mse", "persistence", "predict_sequences",
            "sequence_mse_loss",
            "smape"]
 
@@ -83,11 +89,35 @@ def sequence_mse_loss(warmup: int) -> Callable[[torch.Tensor, list[torch.Tensor]
     return loss
 
 
-def fit_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
-                   warmup: int = 0, on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train ``model`` on sequences ``x [N, L, F]`` -> ``y [N, L, C]`` (MSE after ``warmup``, BPTT or truncated
-    BPTT with ``cfg.tbptt``, clipping ``cfg.grad_clip``). Returns the mean training loss of every epoch."""
+def change_scale(x: torch.Tensor, y: torch.Tensor, warmup: int = 0) -> float:
+    """Standard deviation of the change ``y - x[..., :C]`` over the steps ``t >= warmup`` (the unit of the
+    ``change`` target); ``ValueError`` if the targets never differ from the inputs."""
     _check_data(x, y, warmup)
+    scale = float((y - x[..., :y.shape[-1]])[:, warmup:].std())
+    if not scale > 0:
+        raise ValueError("the targets equal the inputs: the change target has no scale (horizon 0?)")
+    return scale
+
+
+def _check_scale(scale: float | None) -> None:
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
+                                  and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"change_scale must be a finite number > 0 or None, got {scale!r}")
+
+
+def fit_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
+                   warmup: int = 0, on_epoch: Callable[[int, float], None] | None = None,
+                   change_scale: float | None = None) -> list[float]:
+    """Train ``model`` on sequences ``x [N, L, F]`` -> ``y [N, L, C]`` (MSE after ``warmup``, BPTT or truncated
+    BPTT with ``cfg.tbptt``, clipping ``cfg.grad_clip``). Returns the mean training loss of every epoch.
+
+    With ``change_scale`` (see :func:`change_scale`) the model learns the standardised change
+    ``(y - x[..., :C]) / change_scale`` instead of ``y``; pass the same value to :func:`predict_sequences` /
+    :func:`evaluate_regression`, which add the input back."""
+    _check_data(x, y, warmup)
+    _check_scale(change_scale)
+    if change_scale is not None:
+        y = (y - x[..., :y.shape[-1]]) / change_scale
     loss_fn = sequence_mse_loss(warmup)
 
     def batch_backward(xb: torch.Tensor, yb: torch.Tensor) -> float:
@@ -97,12 +127,16 @@ def fit_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
 
 
 @torch.no_grad()
-def predict_sequences(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Model output for every sequence, batch-major ``[N, L, C]``."""
+def predict_sequences(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
+                      change_scale: float | None = None) -> torch.Tensor:
+    """Predictions for every sequence, batch-major ``[N, L, C]``: the model output, or with ``change_scale`` the
+    input plus ``change_scale`` times the output (a model trained on the change target)."""
+    _check_scale(change_scale)
     model.eval()
     parts = [model(xb.transpose(0, 1)).output.transpose(0, 1) for xb, _ in
              iterate_batches(x, x, batch_size, shuffle=False)]
-    return torch.cat(parts)
+    out = torch.cat(parts)
+    return out if change_scale is None else x[..., :out.shape[-1]] + change_scale * out
 
 
 @dataclass(frozen=True)
@@ -121,13 +155,14 @@ class RegressionMetrics:
 
 
 def evaluate_regression(model: nn.Module, x: torch.Tensor, y: torch.Tensor, warmup: int = 0,
-                        denormalize: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RegressionMetrics:
+                        denormalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                        change_scale: float | None = None) -> RegressionMetrics:
     """MSE and sMAPE of the model and of persistence on the steps ``t >= warmup``, after ``denormalize``
     (e.g. :meth:`~spikefed.data.mackey_glass.MackeyGlassSplit.denormalize`, so sMAPE sees the raw positive series)."""
     _check_data(x, y, warmup)
     undo = denormalize if denormalize is not None else (lambda z: z)
     target = undo(y[:, warmup:])
-    pred = undo(predict_sequences(model, x)[:, warmup:])
+    pred = undo(predict_sequences(model, x, change_scale=change_scale)[:, warmup:])
     base = undo(persistence(x)[:, warmup:])
     return RegressionMetrics(mse(pred, target), smape(pred, target), mse(base, target), smape(base, target),
                              int(target.shape[0] * target.shape[1]))
