@@ -161,6 +161,85 @@ def run(
     Console().print(f"report: {out_dir / 'report.html'}", highlight=False)
 
 
+def _staged(schema: type, config: Optional[Path], set_: list[str], json_out: bool, runner_name: str) -> dict:
+    """Shared shell of ``convert`` / ``regress``: settings, a progress bar per training stage, one-line errors."""
+    try:
+        settings = build_settings(schema, config, set_)
+    except ConfigError as e:
+        _fail(str(e))
+        return {}
+    from .experiment import conversion
+    from .runtime import configure_allocator
+
+    configure_allocator()
+    runner = getattr(conversion, runner_name)
+    with Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err, transient=json_out,
+                  disable=not err.is_terminal and json_out) as bar:
+        tasks: dict[str, object] = {}
+
+        def progress(stage: str, done: int, total: int, info: str) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, info="")
+            bar.update(tasks[stage], completed=done, info=info)  # type: ignore[arg-type]
+
+        try:
+            return runner(settings, progress)
+        except (ValueError, FloatingPointError) as e:
+            _fail(str(e), 1)
+            return {}
+
+
+@app.command("convert")
+def convert_cmd(
+    config: Optional[Path] = typer.Argument(None, help="YAML or TOML config file (optional)"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: --set convert.norm=max"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object with the results to stdout"),
+) -> None:
+    """ANN-to-SNN conversion on digits: train a ReLU MLP, balance it into IF neurons, accuracy vs time steps."""
+    from .experiment.config import ConvertSettings
+
+    result = _staged(ConvertSettings, config, set_, json_out, "run_conversion")
+    if json_out:
+        print(json.dumps(result))
+        return
+    hybrid = {r["steps"]: r for r in result.get("hybrid", [])}
+    table = Table(title=f"spikefed convert: ReLU MLP {result['sizes']} -> IF SNN ({result['norm']}, "
+                        f"{result['balance']}); ANN test accuracy {result['ann_accuracy']:.4f}")
+    for col in ("T", "accuracy", "spikes / sample", "energy / inference") + (("hybrid accuracy",) if hybrid else ()):
+        table.add_column(col, justify="right")
+    for r in result["converted"]:
+        extra = (f"{hybrid[r['steps']]['accuracy']:.4f}",) if hybrid else ()
+        table.add_row(str(r["steps"]), f"{r['accuracy']:.4f}", f"{r['spikes_per_sample']:.0f}",
+                      f"{r['energy_j'] * 1e9:.1f} nJ", *extra)
+    Console().print(table)
+    Console().print(f"gap to the ANN at T={result['converted'][-1]['steps']}: {result['gap_at_max_steps']:+.4f}; "
+                    f"wall time {result['seconds']:.1f} s", highlight=False)
+
+
+@app.command()
+def regress(
+    config: Optional[Path] = typer.Argument(None, help="YAML or TOML config file (optional)"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: --set data.horizon=1"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON object with the results to stdout"),
+) -> None:
+    """Mackey-Glass prediction with a recurrent SNN (low-pass read-out, truncated BPTT), against persistence."""
+    from .experiment.config import RegressSettings
+
+    result = _staged(RegressSettings, config, set_, json_out, "run_regression")
+    if json_out:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"spikefed regress: Mackey-Glass, {result['horizon']}-step-ahead, test windows")
+    for col in ("predictor", "MSE", "sMAPE %"):
+        table.add_column(col, justify="right")
+    table.add_row("recurrent SNN", f"{result['mse']:.5f}", f"{result['smape']:.2f}")
+    table.add_row("persistence", f"{result['persistence_mse']:.5f}", f"{result['persistence_smape']:.2f}")
+    Console().print(table)
+    Console().print(f"beats persistence: {result['beats_persistence']}; {result['parameters']:,} parameters; "
+                    f"wall time {result['seconds']:.1f} s", highlight=False)
+
+
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 

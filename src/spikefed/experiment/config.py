@@ -519,6 +519,104 @@ class RunSettings(_Section):
         return _match_event_data(v, info.data.get("data"), "local")
 
 
+class ConversionSettings(_Section):
+    """``spikefed convert``: the ReLU network, its balancing into IF neurons, and optional hybrid fine-tuning."""
+
+    hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths (ANN and SNN)")
+    ann_epochs: int = Field(20, ge=1, description="epochs of ReLU-network training (cross-entropy, Adam)")
+    ann_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the ReLU network")
+    batch_size: int = Field(32, ge=1, description="mini-batch size (ANN training and fine-tuning)")
+    norm: Literal["max", "percentile"] = Field(
+        "percentile", description="per-layer scale from training activations: their max, or a percentile")
+    percentile: float = Field(99.9, gt=0, le=100, description="norm=percentile: percentile of positive activations")
+    balance: Literal["weights", "threshold"] = Field(
+        "weights", description="scale the weights (threshold 1) or the thresholds (weights copied)")
+    initial_membrane: float = Field(0.5, ge=0, lt=1, description="membranes start at this fraction of threshold")
+    steps: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128, 256],
+                             description="time steps T at which the converted network is evaluated")
+    finetune_epochs: int = Field(0, ge=0, description="hybrid: surrogate-gradient epochs after conversion (0: none)")
+    finetune_steps: int = Field(16, ge=1, description="hybrid: time steps T of fine-tuning")
+    finetune_lr: float = Field(5e-4, gt=0, description="hybrid: Adam learning rate")
+
+    @field_validator("hidden", "steps")
+    @classmethod
+    def _positive_list(cls, v: list[int]) -> list[int]:
+        if not v or any(h < 1 for h in v):
+            raise ValueError("must be a non-empty list of integers >= 1")
+        return v
+
+
+class ConvertSettings(_Section):
+    """``spikefed convert``: ANN-to-SNN conversion on the digits data set."""
+
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds initialisation, shuffling and the split")
+    data: DataSettings = Field(default_factory=DataSettings)
+    convert: ConversionSettings = Field(default_factory=ConversionSettings)
+
+    @field_validator("data")
+    @classmethod
+    def _static_data(cls, v: DataSettings) -> DataSettings:
+        if v.name != "digits":
+            raise ValueError(f"conversion needs static images (name=digits), got name={v.name}")
+        return v
+
+
+class MackeyGlassSettings(_Section):
+    """The generated Mackey-Glass series and its prediction windows (docs/regression.md)."""
+
+    length: int = Field(3000, ge=100, description="samples after the discarded transient")
+    tau: float = Field(17.0, gt=0, description="delay (17: chaotic)")
+    dt: float = Field(0.1, gt=0, description="integration step (tau / dt must be an integer >= 3)")
+    sample_every: int = Field(10, ge=1, description="integration steps per sample")
+    history_noise: float = Field(0.1, ge=0, description="seeded uniform noise on the initial history x0 = 1.2")
+    discard: int = Field(500, ge=0, description="transient samples dropped")
+    window: int = Field(200, ge=2, description="sequence length of a training / test window")
+    horizon: int = Field(5, ge=1, description="predict the sample this many steps ahead")
+    train_fraction: float = Field(0.7, gt=0, lt=1, description="first part of the series trains, the rest tests")
+
+    @model_validator(mode="after")
+    def _delay_on_grid(self) -> "MackeyGlassSettings":
+        ratio = self.tau / self.dt
+        if abs(ratio - round(ratio)) > 1e-9 * max(1.0, ratio) or round(ratio) < 3:
+            raise ValueError(f"tau / dt must be an integer >= 3, got tau={self.tau}, dt={self.dt}")
+        return self
+
+
+class RegressionTrainSettings(_Section):
+    """Recurrent SNN with a low-pass read-out, trained with truncated BPTT and clipping."""
+
+    hidden: int = Field(64, ge=1, description="recurrent spiking neurons")
+    neuron: Literal["rlif", "alif", "lif"] = Field("rlif", description="hidden neuron (rlif: recurrent LIF)")
+    beta: float = Field(0.9, gt=0, lt=1, description="membrane decay")
+    threshold: float = Field(1.0, gt=0)
+    readout_beta: float = Field(0.8, gt=0, lt=1, description="low-pass read-out decay")
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-3, gt=0, description="Adam learning rate (cosine schedule)")
+    tbptt: int | None = Field(50, ge=1, description="truncated BPTT window (None: full BPTT)")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
+    warmup: int = Field(20, ge=0, description="first steps of each window left out of loss and metrics")
+    target: Literal["value", "change"] = Field(
+        "value", description="value: learn the future sample; change: learn the standardised change from the "
+        "current sample (added back to it)")
+
+
+class RegressSettings(_Section):
+    """``spikefed regress``: Mackey-Glass prediction with a recurrent SNN."""
+
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds the initial history, initialisation and shuffling")
+    data: MackeyGlassSettings = Field(default_factory=MackeyGlassSettings)
+    train: RegressionTrainSettings = Field(default_factory=RegressionTrainSettings)
+
+    @field_validator("train")
+    @classmethod
+    def _warmup_fits(cls, v: RegressionTrainSettings, info: ValidationInfo) -> RegressionTrainSettings:
+        data = info.data.get("data")
+        if data is not None and v.warmup >= data.window:
+            raise ValueError(f"warmup={v.warmup} must be smaller than data.window={data.window}")
+        return v
+
+
 # -- loading, overrides, errors -----------------------------------------------------------------------------
 
 def load_file(path: str | Path) -> dict[str, Any]:

@@ -192,15 +192,21 @@ def _detach_state(state: Any) -> Any:
 
 
 def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                   extra_loss: Callable[[], torch.Tensor] | None = None) -> tuple[float, ModelOutput]:
+                   extra_loss: Callable[[], torch.Tensor] | None = None,
+                   loss_fn: Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor] | None = None,
+                   ) -> tuple[float, ModelOutput]:
     """Forward + backward of one batch (BPTT, or truncated BPTT when ``cfg.tbptt < T``). Returns the loss.
 
-    ``extra_loss`` adds a parameter-only term (e.g. a FedProx proximal term) to the objective.
+    ``extra_loss`` adds a parameter-only term (e.g. a FedProx proximal term) to the objective. ``loss_fn(output,
+    hidden, y)`` replaces the classification :func:`objective` (e.g. a regression loss on the whole output sequence).
     """
+    if loss_fn is None:
+        def loss_fn(output: torch.Tensor, hidden: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+            return objective(output, hidden, target, cfg)
     steps = x.shape[0]
     if cfg.tbptt is None or cfg.tbptt >= steps:
         out = model(x)
-        loss = objective(out.output, out.hidden, y, cfg)
+        loss = loss_fn(out.output, out.hidden, y)
         if extra_loss is not None:
             loss = loss + extra_loss()
         loss.backward()
@@ -218,7 +224,7 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
             hiddens.append(o.hidden)
     full_out = torch.cat(outputs).requires_grad_(True)
     full_hidden = [torch.cat([h[i] for h in hiddens]).requires_grad_(True) for i in range(len(hiddens[0]))]
-    loss = objective(full_out, full_hidden, y, cfg)
+    loss = loss_fn(full_out, full_hidden, y)
     grads = torch.autograd.grad(loss, [full_out, *full_hidden], allow_unused=True)
     # pass 2: re-run each window from its detached start state and back-propagate its slice
     for w, t0 in enumerate(range(0, steps, k)):
@@ -261,6 +267,40 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
         if on_batch is not None:
             on_batch(i, loss)
     return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1)}
+
+
+def fit_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, generator: torch.Generator,
+             batch_backward: Callable[[torch.Tensor, torch.Tensor], float],
+             on_epoch: Callable[[int, float], None] | None = None) -> list[float]:
+    """``cfg.epochs`` passes over seeded shuffled mini-batches for any objective: per batch zero the gradients,
+    ``batch_backward(xb, yb)`` (forward + backward, returns the loss), refuse a non-finite loss, clip to
+    ``cfg.grad_clip``, step, project the parameters; cosine schedule if ``cfg.cosine_schedule``. Returns the mean
+    loss of every epoch (used by ANN training for conversion and by sequence regression)."""
+    optimizer = make_optimizer(model.parameters(), cfg)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_schedule
+                 else None)
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        total, seen = 0.0, 0
+        for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, generator=generator)):
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_backward(xb, yb)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, batch {i}; lower lr or set "
+                                         "grad_clip")
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            project_parameters_(model)
+            total += loss * yb.shape[0]
+            seen += yb.shape[0]
+        if scheduler is not None:
+            scheduler.step()
+        history.append(total / max(seen, 1))
+        if on_epoch is not None:
+            on_epoch(epoch, history[-1])
+    return history
 
 
 @torch.no_grad()
