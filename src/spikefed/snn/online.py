@@ -58,6 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .kernels import lif_update
+from .models import SpikingMLP
 from .neurons import ALIF, IF, LIF, RecurrentLIF
 from .surrogate import Surrogate, heaviside
 
@@ -232,8 +233,6 @@ def state_bytes(state: EpropState) -> int:
 
 def eprop_support(model: torch.nn.Module, reduction: str = "time_mean", population: int = 1) -> str | None:
     """``None`` if e-prop can train ``model`` with this loss, else the reason (naming the setting to change)."""
-    from .models import SpikingMLP
-
     if not isinstance(model, SpikingMLP):
         return f"e-prop trains a SpikingMLP, got {type(model).__name__}"
     if model.readout != "membrane":
