@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import weakref
 from pathlib import Path
 
 import torch
@@ -43,6 +42,8 @@ from spikefed.snn import losses
 from spikefed.snn.models import SpikingMLP
 from spikefed.snn.online import eprop_init, eprop_modules, eprop_step, loss_weights, state_bytes
 from spikefed.snn.train import TrainConfig, encode_inputs, evaluate, fit
+
+from memprobe import saved_bytes
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "eprop.json"
 MODELS = {  # name -> (neuron, neuron kwargs, e-prop feedback)
@@ -80,19 +81,10 @@ def accuracy(args, data, seed: int) -> list[dict]:
 
 
 def bptt_saved_bytes(model: SpikingMLP, x: torch.Tensor, y: torch.Tensor) -> int:
-    records = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        records.append((s.data_ptr(), s.nbytes(), weakref.ref(t)))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = model(x)
-        loss = losses.ce_membrane_loss(out.output, y, "time_mean")
-    live = {ptr: nbytes for ptr, nbytes, ref in records if ref() is not None}
+    """What BPTT's graph holds at the start of backward (then runs the backward)."""
+    nbytes, loss = saved_bytes(lambda: losses.ce_membrane_loss(model(x).output, y, "time_mean"))
     loss.backward()
-    return sum(live.values())
+    return nbytes
 
 
 def eprop_state_bytes(model: SpikingMLP, x: torch.Tensor, y: torch.Tensor) -> tuple[int, float]:
