@@ -103,12 +103,14 @@ def test_forward_and_loss_match_the_model() -> None:
 def _truncated_reference(w_in, bias, rec, w_out, b_out, x, y, *, beta, thr, kappa, reset, reduction,
                          surrogate, rho=None, gamma=None, adapt_grad=False):
     """BPTT (autograd) of the network with e-prop's stop-gradients: the reset signal and the recurrent input
-    are constants (``.detach()``); the spike -> own threshold path is kept when ``adapt_grad``."""
+    are constants (``.detach()``); the spike -> own threshold path is kept when ``adapt_grad``. Returns the loss
+    and the fraction of neurons that spiked at least once."""
     steps, batch = x.shape[:2]
     hidden = w_in.shape[0]
     v = a = z = x.new_zeros(batch, hidden)
     out = x.new_zeros(batch, w_out.shape[0])
     loss = x.new_zeros(())
+    fired = torch.zeros(batch, hidden, dtype=torch.bool)
     for t in range(steps):
         drive = x[t] @ w_in.t() + bias
         if rec is not None:
@@ -125,12 +127,13 @@ def _truncated_reference(w_in, bias, rec, w_out, b_out, x, y, *, beta, thr, kapp
         else:
             v = beta * v + drive
         z = surrogate(v - theta)
+        fired |= z.detach() > 0
         out = kappa * out + z @ w_out.t() + b_out
         if reduction == "time_mean":
             loss = loss + F.cross_entropy(out, y) / steps
         elif t == steps - 1:
             loss = loss + F.cross_entropy(out, y)
-    return loss
+    return loss, float(fired.double().mean())
 
 
 def _reference_grads(model: SpikingMLP, x, y, reduction: str) -> dict[str, torch.Tensor]:
@@ -140,9 +143,9 @@ def _reference_grads(model: SpikingMLP, x, y, reduction: str) -> dict[str, torch
     kw = {}
     if hasattr(n, "rho"):
         kw = dict(rho=float(n.rho), gamma=float(n.gamma), adapt_grad=not n.detach_reset)
-    loss = _truncated_reference(lin.weight, lin.bias, rec, out.weight, out.bias, x, y, beta=float(n.beta),
-                                thr=float(n.threshold), kappa=float(model.integrator.beta), reset=n.reset,
-                                reduction=reduction, surrogate=n.surrogate, **kw)
+    loss, _ = _truncated_reference(lin.weight, lin.bias, rec, out.weight, out.bias, x, y, beta=float(n.beta),
+                                   thr=float(n.threshold), kappa=float(model.integrator.beta), reset=n.reset,
+                                   reduction=reduction, surrogate=n.surrogate, **kw)
     names = [m for m, _ in model.named_parameters()]
     return dict(zip(names, torch.autograd.grad(loss, list(model.parameters()))))
 
@@ -166,24 +169,31 @@ def test_eprop_differs_from_bptt_and_equals_the_truncated_gradient(neuron, kw, d
     _close(ep, _reference_grads(model, x, y, "time_mean"))
 
 
-def test_recurrent_alif_layer_matches_truncated_reference() -> None:
-    """The step functions on a recurrent ALIF layer (no SpikingMLP builds one) against the hand reference."""
+@pytest.mark.parametrize("reset,per_neuron", [("subtract", False), ("zero", True)])
+def test_recurrent_alif_layer_matches_truncated_reference(reset: str, per_neuron: bool) -> None:
+    """The step functions on a recurrent ALIF layer (no SpikingMLP builds one) against the hand reference;
+    also with per-neuron decays / adaptation (tensors of shape [H])."""
     g = torch.Generator().manual_seed(4)
     n_in, hidden, classes = 4, 6, 3
-    w_in = torch.randn(hidden, n_in, generator=g, dtype=D) * 0.8
-    bias = torch.randn(hidden, generator=g, dtype=D) * 0.1
+    w_in = torch.randn(hidden, n_in, generator=g, dtype=D) * 0.8 + 0.4
+    bias = torch.randn(hidden, generator=g, dtype=D) * 0.1 + 0.2
     rec = torch.randn(hidden, hidden, generator=g, dtype=D) * 0.5
     w_out = torch.randn(classes, hidden, generator=g, dtype=D)
     b_out = torch.randn(classes, generator=g, dtype=D) * 0.1
     x, y = _batch(steps=25, features=n_in, seed=5)
     sur = get_surrogate("sigmoid", 4.0)
     t = lambda v: torch.tensor(v, dtype=D)  # noqa: E731
-    layer = EpropLayer(torch.cat([w_in, rec, bias[:, None]], 1), True, True, t(0.85), t(1.0), t(0.0), "subtract",
-                       sur, t(0.9), t(0.7), True)
+    beta, rho, gamma = t(0.85), t(0.9), t(0.7)
+    if per_neuron:
+        beta, rho, gamma = (torch.linspace(0.7, 0.95, hidden, dtype=D), torch.linspace(0.8, 0.97, hidden, dtype=D),
+                            torch.linspace(0.2, 1.0, hidden, dtype=D))
+    layer = EpropLayer(torch.cat([w_in, rec, bias[:, None]], 1), True, True, beta, t(1.0), t(0.0), reset,
+                       sur, rho, gamma, True)
     state, _ = eprop_run(layer, Readout(w_out, b_out, t(0.8), w_out), x, y, "time_mean", record=False)
     params = [p.clone().requires_grad_(True) for p in (w_in, bias, rec, w_out, b_out)]
-    loss = _truncated_reference(*params, x, y, beta=0.85, thr=1.0, kappa=0.8, reset="subtract",
-                                reduction="time_mean", surrogate=sur, rho=0.9, gamma=0.7, adapt_grad=True)
+    loss, fired = _truncated_reference(*params, x, y, beta=beta, thr=1.0, kappa=0.8, reset=reset,
+                                       reduction="time_mean", surrogate=sur, rho=rho, gamma=gamma, adapt_grad=True)
+    assert fired > 0.5
     g_in, g_b, g_rec, g_out, g_bout = torch.autograd.grad(loss, params)
     torch.testing.assert_close(state.grad, torch.cat([g_in, g_rec, g_b[:, None]], 1), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(state.grad_out, g_out, rtol=1e-10, atol=1e-12)

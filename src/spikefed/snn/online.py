@@ -144,6 +144,11 @@ def presynaptic(layer: EpropLayer, x_t: torch.Tensor, z_prev: torch.Tensor) -> t
     return torch.cat(parts, 1) if len(parts) > 1 else x_t
 
 
+def _per_synapse(value: torch.Tensor) -> torch.Tensor:
+    """A per-neuron quantity (``[H]`` or ``[B, H]``) broadcast over the presynaptic axis; scalars unchanged."""
+    return value.unsqueeze(-1) if value.dim() else value
+
+
 def eprop_step(layer: EpropLayer, readout: Readout, state: EpropState, x_t: torch.Tensor,
                target: torch.Tensor, loss_weight: float) -> EpropState:
     """One time step: neuron and read-out dynamics, eligibility traces, learning signal, gradient accumulation.
@@ -165,14 +170,11 @@ def eprop_step(layer: EpropLayer, readout: Readout, state: EpropState, x_t: torc
     psi = layer.surrogate.derivative(v - theta)
     # eligibility vector of the membrane: dv[t]/dv[t-1] with the reset held constant
     decay = layer.beta * (1 - r) if layer.reset == "zero" else layer.beta
-    decay = decay.unsqueeze(-1) if decay.dim() else decay
-    eps_v = decay * s.eps_v + p.unsqueeze(1)
+    eps_v = _per_synapse(decay) * s.eps_v + p.unsqueeze(1)
     eps_a = e = None
     if layer.adapt_grad:
-        eps_a = layer.rho.unsqueeze(-1) * s.eps_a if layer.rho.dim() else layer.rho * s.eps_a
-        eps_a = eps_a + s.e
-        gamma = layer.gamma.unsqueeze(-1) if layer.gamma.dim() else layer.gamma
-        e = psi.unsqueeze(-1) * (eps_v - gamma * eps_a)
+        eps_a = _per_synapse(layer.rho) * s.eps_a + s.e
+        e = psi.unsqueeze(-1) * (eps_v - _per_synapse(layer.gamma) * eps_a)
         trace = e
     else:
         trace = psi.unsqueeze(-1) * eps_v
