@@ -6,7 +6,8 @@ What is measured
     (autograd) and with e-prop (``method=eprop``) from the same initial weights on the same batches, for four
     hidden layers: LIF (detached reset: e-prop is exact, so both must reach the same accuracy), ALIF with
     spikes feeding the threshold (``detach_reset=False``: Bellec's adaptive eligibility, reset path dropped),
-    recurrent LIF (paths through other neurons' spikes dropped) and LIF with random feedback. Test accuracy on
+    recurrent LIF (paths through other neurons' spikes dropped), recurrent ALIF (LSNN, spikes feeding the
+    threshold) and LIF with random feedback. Test accuracy on
     the held-out 20 % of the bundled digits, direct (constant-current) coding, T = 25, for each of ``--seeds``
     (the seed sets the weights and the batch order; the split is fixed).
 
@@ -22,7 +23,7 @@ What is measured
     Both are reported as the ratio T=400 / T=25. Wall time per batch is reported too (one run, not a median).
 
 Run
-    .venv/bin/python benchmarks/eprop.py            # defaults: hidden 64, 10 epochs, 2 seeds, ~3 min
+    .venv/bin/python benchmarks/eprop.py            # defaults: hidden 64, 10 epochs, 2 seeds, ~2-3 min
     .venv/bin/python benchmarks/eprop.py --epochs 2 # quick check
 Results go to stdout (Markdown tables) and to ``--json`` (default benchmarks/results/eprop.json); the last line is
 ``eprop_memory_ratio_T400_vs_T25=<x> bptt_memory_ratio_T400_vs_T25=<y>`` (LIF hidden layer).
@@ -50,6 +51,7 @@ MODELS = {  # name -> (neuron, neuron kwargs, e-prop feedback)
     "lif": ("lif", {}, "symmetric"),
     "alif": ("alif", {"detach_reset": False}, "symmetric"),
     "rlif": ("rlif", {}, "symmetric"),
+    "ralif": ("ralif", {"detach_reset": False}, "symmetric"),
     "lif_random_feedback": ("lif", {}, "random"),
 }
 
@@ -108,7 +110,7 @@ def eprop_state_bytes(model: SpikingMLP, x: torch.Tensor, y: torch.Tensor) -> tu
 def memory(args, data) -> list[dict]:
     rows = []
     xb, yb = data.x_train[:32], data.y_train[:32]
-    for name in ("lif", "alif", "rlif"):
+    for name in ("lif", "alif", "rlif", "ralif"):
         for steps in (25, 100, 400):
             cfg = TrainConfig(num_steps=steps, encoder="rate", loss="ce_membrane", membrane_reduction="time_mean")
             x = encode_inputs(xb, cfg, torch.Generator().manual_seed(0))
@@ -156,7 +158,7 @@ def main() -> None:
         print(f"| {r['model']} | {r['T']} | {r['bptt_saved_bytes']:,} | {r['eprop_state_bytes']:,} | "
               f"{r['bptt_seconds_per_batch']:.3f} | {r['eprop_seconds_per_batch']:.3f} |")
     ratios = {}
-    for name in ("lif", "alif", "rlif"):
+    for name in ("lif", "alif", "rlif", "ralif"):
         rows = {r["T"]: r for r in mem if r["model"] == name}
         ratios[name] = {"eprop": rows[400]["eprop_state_bytes"] / rows[25]["eprop_state_bytes"],
                         "bptt": rows[400]["bptt_saved_bytes"] / rows[25]["bptt_saved_bytes"]}

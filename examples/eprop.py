@@ -26,13 +26,13 @@ for neuron in ("lif", "rlif"):
     gap = float((model.linears[0].weight.grad - bptt).norm() / bptt.norm())
     print(f"{neuron}: relative gap e-prop vs BPTT (input weights) = {gap:.2e}")
 
-# 2. centralized: an ALIF network trained with e-prop (spikes feed the adaptive threshold's eligibility)
+# 2. centralized: a recurrent ALIF network (LSNN) trained with e-prop (spikes feed the threshold's eligibility)
 cfg = TrainConfig(epochs=5, lr=5e-3, num_steps=25, loss="ce_membrane", membrane_reduction="time_mean",
                   method="eprop")
 gen = torch.Generator().manual_seed(0)
-model = SpikingMLP([64, 64, 10], neuron="alif", readout="membrane", detach_reset=False, generator=gen)
+model = SpikingMLP([64, 64, 10], neuron="ralif", readout="membrane", detach_reset=False, generator=gen)
 fit(model, data.x_train, data.y_train, cfg, gen)
-print(f"ALIF, e-prop, 5 epochs: test accuracy {evaluate(model, data.x_test, data.y_test, cfg).accuracy:.3f}")
+print(f"recurrent ALIF, e-prop, 5 epochs: test accuracy {evaluate(model, data.x_test, data.y_test, cfg).accuracy:.3f}")
 
 # 3. federated: every client trains locally with e-prop (sequential engine, chosen automatically)
 settings = build_settings(RunSettings, None, [

@@ -85,7 +85,7 @@ class ModelSettings(_Section):
 
     kind: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths")
-    neuron: Literal["lif", "if", "synaptic", "alif", "rlif"] = "lif"
+    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif"] = "lif"
     readout: Literal["spikes", "membrane"] = "spikes"
     beta: float = Field(0.9, gt=0, lt=1, description="membrane decay exp(-dt/tau)")
     threshold: float = Field(1.0, gt=0)

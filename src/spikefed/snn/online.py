@@ -44,8 +44,8 @@ So e-prop equals BPTT exactly (symmetric feedback) for a non-recurrent layer who
 the gradient of BPTT with those paths cut otherwise (the tests check both, against autograd).
 
 Supported: :class:`~spikefed.snn.models.SpikingMLP` ``[in, hidden, out]`` (one spiking layer) with
-``readout="membrane"``, neuron ``lif``, ``if``, ``alif`` or ``rlif`` without trainable neuron parameters,
-refractory period or graded spikes; loss ``ce_membrane`` with ``membrane_reduction`` ``time_mean`` or ``last``.
+``readout="membrane"``, neuron ``lif``, ``if``, ``alif``, ``rlif`` or ``ralif`` (recurrent ALIF), without
+trainable neuron parameters, refractory period or graded spikes; loss ``ce_membrane`` with ``membrane_reduction`` ``time_mean`` or ``last``.
 Anything else is refused by :func:`eprop_support` with the reason.
 """
 
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 
 from .kernels import lif_update
 from .models import SpikingMLP
-from .neurons import ALIF, IF, LIF, RecurrentLIF
+from .neurons import ALIF, IF, LIF, RECURRENT_NEURONS, RecurrentALIF, RecurrentLIF
 from .surrogate import Surrogate, heaviside
 
 FEEDBACKS = ("symmetric", "random")
@@ -242,8 +242,8 @@ def eprop_support(model: torch.nn.Module, reduction: str = "time_mean", populati
     if len(model.sizes) != 3:
         return f"e-prop trains one spiking layer (model.hidden with one width), got sizes {model.sizes}"
     neuron = model.neurons[0]
-    if type(neuron) not in (LIF, IF, ALIF, RecurrentLIF):
-        return f"e-prop supports neurons lif, if, alif, rlif (model.neuron), got {type(neuron).__name__}"
+    if type(neuron) not in (LIF, IF, ALIF, RecurrentLIF, RecurrentALIF):
+        return f"e-prop supports neurons lif, if, alif, rlif, ralif (model.neuron), got {type(neuron).__name__}"
     trainable = [n for n, p in neuron.named_parameters() if n != "recurrent" and p.requires_grad]
     trainable += [f"integrator.{n}" for n, p in model.integrator.named_parameters() if p.requires_grad]
     if trainable:
@@ -275,7 +275,7 @@ def eprop_modules(model: torch.nn.Module, feedback: str = "symmetric",
         raise ValueError(f"unknown e-prop feedback {feedback!r}; valid: {', '.join(FEEDBACKS)}")
     lin, out = model.linears[0], model.linears[1]
     neuron = model.neurons[0]
-    recurrent = isinstance(neuron, RecurrentLIF)
+    recurrent = isinstance(neuron, RECURRENT_NEURONS)
     parts = [lin.weight] + ([neuron.recurrent] if recurrent else []) + \
             ([lin.bias.unsqueeze(1)] if lin.bias is not None else [])
     weight = torch.cat([p.detach() for p in parts], 1)
