@@ -269,27 +269,6 @@ def test_recurrent_alif_layer_follows_its_equations() -> None:
     torch.testing.assert_close(torch.stack(steps), out.spikes.detach(), rtol=0, atol=0)
 
 
-def test_recurrent_alif_recurrent_ops_are_counted() -> None:
-    """Hardware metrics count the recurrent matrix of RecurrentALIF like RecurrentLIF's (gamma = 0: the same
-    dynamics, so the same hand counts as tests/hardware/test_metrics.py's RLIF example)."""
-    from spikefed.hardware.metrics import connection_sparsity, measure
-    from spikefed.snn.models import RecurrentRegressor
-
-    model = RecurrentRegressor(2, 2, 1, neuron="ralif", beta=0.5, threshold=1.0, gamma=0.0)
-    with torch.no_grad():
-        model.encoder.weight.copy_(torch.eye(2))
-        model.encoder.bias.zero_()
-        model.neuron.recurrent.copy_(torch.tensor([[0.0, 0.0], [2.0, 0.0]]))
-        model.decoder.weight.copy_(torch.tensor([[1.0, 0.0]]))
-        model.decoder.bias.zero_()
-    x = torch.zeros(3, 1, 2)
-    x[0, 0, 0] = 1.5
-    m = measure(model, x, energy="loihi")
-    (rec,) = [layer for layer in m.layers if layer.name == "neuron.recurrent"]
-    assert (rec.kind, rec.effective_acs, rec.effective_macs, rec.dense_ops) == ("recurrent", 1, 0, 3 * 2 * 2)
-    assert connection_sparsity(model) == pytest.approx(6 / 10)
-
-
 def test_recurrent_alif_is_refused_by_nir_export() -> None:
     pytest.importorskip("nir")
     from spikefed.interop.nir import UnsupportedLayerError, to_nir

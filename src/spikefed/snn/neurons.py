@@ -375,8 +375,10 @@ class ALIF(LIF):
         return out.spikes[0], out.state
 
 
-def _recurrent_matrix(features: int, generator: torch.Generator | None, scale: float) -> nn.Parameter:
+def _recurrent_matrix(owner: str, features: int, generator: torch.Generator | None, scale: float) -> nn.Parameter:
     """A learned ``features x features`` recurrent matrix, uniform in ``+-scale / sqrt(features)``."""
+    if not isinstance(features, int):
+        raise ValueError(f"{owner} needs an int number of features, got {features!r}")
     bound = scale / features**0.5
     w = (torch.rand(features, features, generator=generator) * 2 - 1) * bound
     return declare(nn.Parameter(w), EUCLIDEAN)
@@ -387,12 +389,11 @@ class RecurrentLIF(LIF):
 
     def __init__(self, features: int, beta: float = 0.9, generator: torch.Generator | None = None,
                  recurrent_scale: float = 1.0, **kwargs) -> None:
-        if not isinstance(features, int):
-            raise ValueError(f"RecurrentLIF needs an int number of features, got {features!r}")
+        recurrent = _recurrent_matrix("RecurrentLIF", features, generator, recurrent_scale)
         super().__init__(features, beta=beta, **kwargs)
         if self.refractory:
             raise ValueError("RecurrentLIF does not support a refractory period; use LIF")
-        self.recurrent = _recurrent_matrix(features, generator, recurrent_scale)
+        self.recurrent = recurrent
 
     def init_state(self, batch_size: int, *, dtype: torch.dtype = torch.float32,  # type: ignore[override]
                    device: torch.device | str | None = None) -> RecurrentState:
@@ -431,10 +432,9 @@ class RecurrentALIF(ALIF):
 
     def __init__(self, features: int, beta: float = 0.9, generator: torch.Generator | None = None,
                  recurrent_scale: float = 1.0, **kwargs) -> None:
-        if not isinstance(features, int):
-            raise ValueError(f"RecurrentALIF needs an int number of features, got {features!r}")
-        super().__init__(features, beta=beta, **kwargs)
-        self.recurrent = _recurrent_matrix(features, generator, recurrent_scale)
+        recurrent = _recurrent_matrix("RecurrentALIF", features, generator, recurrent_scale)
+        super().__init__(features, beta=beta, **kwargs)  # refuses a refractory period (ALIF)
+        self.recurrent = recurrent
 
     def _drive(self, x_t: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         return x_t + last @ self.recurrent.t()
