@@ -31,7 +31,6 @@ import json
 import statistics
 import sys
 import time
-import weakref
 from pathlib import Path
 
 import snntorch
@@ -42,6 +41,8 @@ from torch import nn
 import spikefed.runtime
 from spikefed.snn.models import SpikingMLP
 from spikefed.snn.neurons import LIF
+
+from memprobe import saved_bytes
 
 BETA, THRESHOLD, IN_FEATURES, CLASSES, WARMUP = 0.9, 1.0, 64, 10, 5
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "snn_step.json"
@@ -121,22 +122,6 @@ def check_spikes(models: dict[str, nn.Module], x: torch.Tensor) -> bool:
     return ok
 
 
-def saved_bytes(run, h: torch.Tensor) -> tuple[int, torch.Tensor]:
-    """Bytes of distinct storages that ``run(h)``'s graph still holds after the forward, and its spikes. Graph
-    parts dropped at once (e.g. a detached reset's spike node) free what they saved, so they do not count."""
-    records: list[tuple[int, int, weakref.ref]] = []
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        records.append((s.data_ptr(), s.nbytes(), weakref.ref(t)))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        spikes = run(h)
-    live = {ptr: nbytes for ptr, nbytes, ref in records if ref() is not None}
-    return sum(live.values()), spikes.detach()
-
-
 def measure_memory(args) -> tuple[dict[str, int], bool]:
     g = torch.Generator().manual_seed(2)
     h = (torch.randn(args.steps, args.batch, args.hidden, generator=g) * 0.5).requires_grad_()
@@ -148,7 +133,8 @@ def measure_memory(args) -> tuple[dict[str, int], bool]:
     }
     result, spikes = {}, {}
     for name, run in runs.items():
-        result[name], spikes[name] = saved_bytes(run, h)
+        result[name], out = saved_bytes(run, h)
+        spikes[name] = out.detach()
     ok = all([same(f"LIF-only spikes fused vs {n}", spikes["spikefed-fused"], spikes[n])
               for n in ("spikefed-reference", "snntorch")])
     print(f"LIF-layer-only spikes on the same h identical: {ok}")

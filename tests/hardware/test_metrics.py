@@ -292,9 +292,11 @@ def test_spiking_convnet_against_loop_reference() -> None:
 # --------------------------------------------------------------------------------------------------- recurrent
 
 
-def _hand_recurrent() -> RecurrentRegressor:
-    """in 2 -> RLIF 2 (beta .5, thr 1) -> 1. Encoder = identity, V = [[0, 0], [2, 0]], decoder = [[1, 0]]."""
-    model = RecurrentRegressor(2, 2, 1, neuron="rlif", beta=0.5, threshold=1.0)
+def _hand_recurrent(neuron: str = "rlif") -> RecurrentRegressor:
+    """in 2 -> RLIF 2 (beta .5, thr 1) -> 1. Encoder = identity, V = [[0, 0], [2, 0]], decoder = [[1, 0]].
+    ``neuron="ralif"``: the recurrent ALIF with gamma = 0 (no adaptation), the same dynamics."""
+    kw = {"gamma": 0.0} if neuron == "ralif" else {}
+    model = RecurrentRegressor(2, 2, 1, neuron=neuron, beta=0.5, threshold=1.0, **kw)
     with torch.no_grad():
         model.encoder.weight.copy_(torch.eye(2))
         model.encoder.bias.zero_()
@@ -304,7 +306,8 @@ def _hand_recurrent() -> RecurrentRegressor:
     return model
 
 
-def test_hand_counted_recurrent_layer() -> None:
+@pytest.mark.parametrize("neuron", ["rlif", "ralif"])
+def test_hand_counted_recurrent_layer(neuron: str) -> None:
     # x: t0 [1.5, 0], then zeros. By hand:
     #   t0 drive [1.5, 0]            u [1.5, 0]      s0 [1, 0]
     #   t1 drive [0, 0] + V s0 = [0, 2]; u = .5 u - s0 = [-.25, 2]   s1 [0, 1]
@@ -314,7 +317,7 @@ def test_hand_counted_recurrent_layer() -> None:
     # decoder: s0 neuron 0 (fan-out 1) -> 1 AC; s1 neuron 1 (fan-out 0) -> 0
     x = torch.zeros(3, 1, 2)
     x[0, 0, 0] = 1.5
-    m = measure(_hand_recurrent(), x, energy="loihi")
+    m = measure(_hand_recurrent(neuron), x, energy="loihi")
     rec = _layer(m, "neuron.recurrent")
     assert (rec.kind, rec.effective_acs, rec.effective_macs, rec.dense_ops) == ("recurrent", 1, 0, 3 * 2 * 2)
     assert (_layer(m, "encoder").effective_macs, _layer(m, "encoder").dense_ops) == (1, 12)

@@ -9,8 +9,9 @@ import torch
 
 from ..data.digits import DatasetSplit, load_digits_split
 from ..snn.models import SpikingMLP
+from ..snn.online import eprop_support
 from ..snn.train import evaluate, fit
-from .config import DataSettings, TrainSettings
+from .config import ConfigError, DataSettings, TrainSettings
 
 
 def load_dataset(data: DataSettings, seed: int) -> DatasetSplit:
@@ -34,8 +35,13 @@ def build_model(settings: TrainSettings, in_features: int, num_classes: int,
                 generator: torch.Generator) -> SpikingMLP:
     m = settings.model
     out = num_classes * settings.train.population
-    return SpikingMLP([in_features, *m.hidden, out], neuron=m.neuron, readout=m.readout, generator=generator,
-                      **m.neuron_kwargs())
+    model = SpikingMLP([in_features, *m.hidden, out], neuron=m.neuron, readout=m.readout, generator=generator,
+                       **m.neuron_kwargs())
+    if settings.train.method == "eprop":
+        reason = eprop_support(model, settings.train.membrane_reduction, settings.train.population)
+        if reason is not None:
+            raise ConfigError(f"method=eprop: {reason}")
+    return model
 
 
 def run_centralized(settings: TrainSettings,

@@ -85,7 +85,7 @@ class ModelSettings(_Section):
 
     kind: Literal["mlp"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths")
-    neuron: Literal["lif", "if", "synaptic", "alif", "rlif"] = "lif"
+    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif"] = "lif"
     readout: Literal["spikes", "membrane"] = "spikes"
     beta: float = Field(0.9, gt=0, lt=1, description="membrane decay exp(-dt/tau)")
     threshold: float = Field(1.0, gt=0)
@@ -142,9 +142,21 @@ class LocalTrainSettings(_Section):
     rate_upper: float = Field(1.0, ge=0, le=1)
     cosine_schedule: bool = True
     local_steps: int | None = Field(None, ge=1, description="federated: cap on local steps per round")
+    method: Literal["bptt", "eprop"] = Field(
+        "bptt", description="gradient: bptt (autograd through time) or eprop (online eligibility traces; needs "
+        "model.readout=membrane, one hidden layer, loss=ce_membrane with membrane_reduction time_mean or last)")
+    eprop_feedback: Literal["symmetric", "random"] = Field(
+        "symmetric", description="e-prop learning signal through the read-out weights or a fixed random matrix")
+    eprop_feedback_seed: int = Field(0, ge=0, lt=2**32, description="seeds the random e-prop feedback matrix")
 
 
 
+
+    @model_validator(mode="after")
+    def _eprop_options(self) -> "LocalTrainSettings":
+        if self.method == "eprop":
+            self.to_train_config()  # raises ValueError naming the option e-prop cannot combine with
+        return self
 
     def to_train_config(self) -> TrainConfig:
         return TrainConfig(**self.model_dump())

@@ -87,6 +87,8 @@ def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
         return "the batched cohort engine does not support refractory periods"
     if cfg.tbptt is not None:
         return "the batched cohort engine runs full BPTT (tbptt must be unset)"
+    if cfg.method != "bptt":
+        return f"the batched cohort engine runs BPTT; method={cfg.method} trains on the sequential engine"
     return None
 
 

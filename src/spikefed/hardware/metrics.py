@@ -5,7 +5,7 @@ Static metrics (no data needed):
 - :func:`footprint_bytes`: ``sum(numel * element_size)`` over the parameters and buffers (a tensor shared by
   two modules counts once);
 - :func:`connection_sparsity`: ``zeros / weights`` over the synaptic weights (``nn.Linear`` / ``nn.Conv1d/2d/3d``
-  weights and the recurrent matrix ``V`` of :class:`~spikefed.snn.neurons.RecurrentLIF`; biases excluded).
+  weights and the recurrent matrix ``V`` of ``RecurrentLIF`` / ``RecurrentALIF``; biases excluded).
 
 Workload metrics (:func:`measure`, one forward of the model on a time-major batch ``x [T, B, *features]``):
 
@@ -21,7 +21,7 @@ Workload metrics (:func:`measure`, one forward of the model on a time-major batc
     reduce the count;
   - effective ACs = the events of layers whose input is binary (spikes), effective MACs = the events of
     layers whose input is not (direct-coded current, graded spikes, fractionally delayed spikes);
-  - the recurrent matrix of ``RecurrentLIF`` is a synaptic layer whose input at step ``t`` is the layer's own
+  - the recurrent matrix of ``RecurrentLIF`` / ``RecurrentALIF`` is a synaptic layer whose input at step ``t`` is the layer's own
     spike vector of step ``t - 1`` (the state's spikes, zeros by default, at ``t = 0``): binary, so ACs;
 
 - energy ``= e_ac * ACs + e_mac * MACs + e_spike * spikes`` (:class:`~spikefed.hardware.energy.EnergyModel`,
@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..snn.models import is_time_constant
-from ..snn.neurons import LIF, RecurrentLIF
+from ..snn.neurons import LIF, RECURRENT_NEURONS
 from .energy import (
     ENERGY_PRESETS,
     EnergyModel,
@@ -106,7 +106,7 @@ def synaptic_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     for name, module in model.named_modules():
         if isinstance(module, SYNAPTIC_TYPES):
             w, wname = module.weight, f"{name}.weight" if name else "weight"
-        elif isinstance(module, RecurrentLIF):
+        elif isinstance(module, RECURRENT_NEURONS):
             w, wname = module.recurrent, f"{name}.recurrent" if name else "recurrent"
         else:
             continue
@@ -312,7 +312,7 @@ class _Recorder:
                 elif isinstance(module, LIF):
                     self.neurons[label] = _Neuron(label)
                     self.order.append(("neuron", label))
-                    if isinstance(module, RecurrentLIF):
+                    if isinstance(module, RECURRENT_NEURONS):
                         key = f"{label}.recurrent"
                         self.synaptic[key] = _Synaptic(key, "recurrent")
                         self.order.append(("syn", key))

@@ -12,6 +12,7 @@ from .neurons import (
     LeakyIntegrator,
     LIFState,
     NeuronOutput,
+    RecurrentALIF,
     RecurrentLIF,
     RecurrentState,
     Synaptic,
@@ -23,7 +24,7 @@ from .train import EvalResult, TrainConfig, evaluate, fit, train_epoch
 
 __all__ = [
     "ALIF", "ALIFState", "Delay", "DelayState", "EvalResult", "IF", "LIF", "LIFState", "LeakyIntegrator",
-    "ModelOutput", "NEURONS", "NeuronOutput", "RecurrentLIF", "RecurrentRegressor", "RecurrentState",
+    "ModelOutput", "NEURONS", "NeuronOutput", "RecurrentALIF", "RecurrentLIF", "RecurrentRegressor", "RecurrentState",
     "SURROGATES", "SpikingConvNet", "SpikingMLP", "Surrogate", "Synaptic", "SynapticState", "TrainConfig",
     "delay_shift", "evaluate", "fit", "get_surrogate", "heaviside", "lif_fused", "lif_reference", "lif_step",
     "lowpass", "lowpass_reference", "make_neuron", "spike", "train_epoch",

@@ -70,7 +70,7 @@ class SpikingMLP(nn.Module):
 
     Args:
         sizes: layer widths, at least ``[in, out]``.
-        neuron: hidden/output neuron kind (``lif``, ``if``, ``synaptic``, ``alif``, ``rlif``).
+        neuron: hidden/output neuron kind (``lif``, ``if``, ``synaptic``, ``alif``, ``rlif``, ``ralif``).
         readout: ``"spikes"`` (output layer spikes) or ``"membrane"`` (non-spiking leaky integrator output).
         neuron_kwargs: passed to every neuron (beta, threshold, reset, surrogate, slope, learn_* ...).
         generator: seeds the weight initialisation (default: a fresh generator seeded with 0).
@@ -90,7 +90,7 @@ class SpikingMLP(nn.Module):
         _init_linear(self.linears, gen)
         n_spiking = len(sizes) - 1 if readout == "spikes" else len(sizes) - 2
         kw = dict(neuron_kwargs)
-        if neuron == "rlif":
+        if neuron in ("rlif", "ralif"):
             kw["generator"] = gen
         self.neurons = nn.ModuleList(make_neuron(neuron, sizes[i + 1], **kw) for i in range(n_spiking))
         beta = float(neuron_kwargs.get("beta", 0.9))
@@ -139,7 +139,7 @@ class SpikingConvNet(nn.Module):
             raise ValueError(f"in_shape must be (channels, height, width), got {in_shape}")
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
-        if neuron == "rlif":
+        if neuron in ("rlif", "ralif"):
             raise ValueError("SpikingConvNet needs a feed-forward neuron (lif, if, synaptic, alif)")
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         self.in_shape, self.readout = in_shape, readout
@@ -190,7 +190,7 @@ class RecurrentRegressor(nn.Module):
         self.in_features = int(in_features)
         self.encoder = nn.Linear(in_features, hidden)
         kw = dict(neuron_kwargs)
-        if neuron == "rlif":
+        if neuron in ("rlif", "ralif"):
             kw["generator"] = gen
         self.neuron = make_neuron(neuron, hidden, **kw)
         self.decoder = nn.Linear(hidden, out_features)

@@ -15,6 +15,7 @@ offset, 0 by default):
 - :class:`ALIF` (adaptive threshold, LSNN-style): ``a[t] = rho a[t-1] + r[t]``, ``theta[t] = thr + gamma a[t]``,
   LIF membrane with reset by the base threshold, ``s[t] = H(u[t] - theta[t])``.
 - :class:`RecurrentLIF`: LIF driven by ``x[t] + V s[t-1]`` with a learned recurrent matrix ``V``.
+- :class:`RecurrentALIF`: ALIF driven by ``x[t] + V s[t-1]`` (the LSNN of Bellec et al.).
 - :class:`LeakyIntegrator`: non-spiking read-out ``y[t] = beta y[t-1] + x[t]``.
 
 Parameters carry a manifold (see :mod:`spikefed.manifold`): decays are ``unit_interval``, thresholds
@@ -23,7 +24,7 @@ valid by :func:`spikefed.manifold.project_parameters_` after each optimizer step
 clamped into their domain inside the forward pass.
 
 IF, LIF, Synaptic and the leaky integrator run all T steps in one fused call (only the membrane potential is
-saved for backward). ALIF, RecurrentLIF and LIF with a refractory period run the step-by-step reference path on
+saved for backward). ALIF, RecurrentLIF, RecurrentALIF and LIF with a refractory period run the step-by-step reference path on
 autograd (their recurrences couple the spike back into the input or the threshold).
 """
 
@@ -337,6 +338,10 @@ class ALIF(LIF):
         v = super().init_state(batch_size, dtype=dtype, device=device).v
         return ALIFState(v, torch.zeros_like(v), torch.zeros_like(v))
 
+    def _drive(self, x_t: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The input current of step t (feed-forward: ``x[t]``; :class:`RecurrentALIF` adds ``V s[t-1]``)."""
+        return x_t
+
     def _step(self, x: torch.Tensor, v: torch.Tensor, a: torch.Tensor, last: torch.Tensor,
               beta: torch.Tensor, thr: torch.Tensor, rho: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r = last.detach() if self.detach_reset else last
@@ -355,7 +360,7 @@ class ALIF(LIF):
             v, a, last = state
         spikes, mems = [], []
         for t in range(x.shape[0]):
-            last, v, a = self._step(x[t], v, a, last, beta, thr, rho)
+            last, v, a = self._step(self._drive(x[t], last), v, a, last, beta, thr, rho)
             spikes.append(last)
             mems.append(v)
         return NeuronOutput(self._out(torch.stack(spikes)), torch.stack(mems), ALIFState(v, a, last))
@@ -370,19 +375,25 @@ class ALIF(LIF):
         return out.spikes[0], out.state
 
 
+def _recurrent_matrix(owner: str, features: int, generator: torch.Generator | None, scale: float) -> nn.Parameter:
+    """A learned ``features x features`` recurrent matrix, uniform in ``+-scale / sqrt(features)``."""
+    if not isinstance(features, int):
+        raise ValueError(f"{owner} needs an int number of features, got {features!r}")
+    bound = scale / features**0.5
+    w = (torch.rand(features, features, generator=generator) * 2 - 1) * bound
+    return declare(nn.Parameter(w), EUCLIDEAN)
+
+
 class RecurrentLIF(LIF):
     """LIF layer with learned recurrent weights: input ``x[t] + V s[t-1]`` (``V``: ``features x features``)."""
 
     def __init__(self, features: int, beta: float = 0.9, generator: torch.Generator | None = None,
                  recurrent_scale: float = 1.0, **kwargs) -> None:
-        if not isinstance(features, int):
-            raise ValueError(f"RecurrentLIF needs an int number of features, got {features!r}")
+        recurrent = _recurrent_matrix("RecurrentLIF", features, generator, recurrent_scale)
         super().__init__(features, beta=beta, **kwargs)
         if self.refractory:
             raise ValueError("RecurrentLIF does not support a refractory period; use LIF")
-        bound = recurrent_scale / features**0.5
-        w = (torch.rand(features, features, generator=generator) * 2 - 1) * bound
-        self.recurrent = declare(nn.Parameter(w), EUCLIDEAN)
+        self.recurrent = recurrent
 
     def init_state(self, batch_size: int, *, dtype: torch.dtype = torch.float32,  # type: ignore[override]
                    device: torch.device | str | None = None) -> RecurrentState:
@@ -416,6 +427,19 @@ class RecurrentLIF(LIF):
         return out.spikes[0], out.state
 
 
+class RecurrentALIF(ALIF):
+    """Adaptive LIF layer with learned recurrent weights (LSNN): :class:`ALIF` driven by ``x[t] + V s[t-1]``."""
+
+    def __init__(self, features: int, beta: float = 0.9, generator: torch.Generator | None = None,
+                 recurrent_scale: float = 1.0, **kwargs) -> None:
+        recurrent = _recurrent_matrix("RecurrentALIF", features, generator, recurrent_scale)
+        super().__init__(features, beta=beta, **kwargs)  # refuses a refractory period (ALIF)
+        self.recurrent = recurrent
+
+    def _drive(self, x_t: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        return x_t + last @ self.recurrent.t()
+
+
 class LeakyIntegrator(_ParamsMixin):
     """Non-spiking leaky read-out ``y[t] = beta y[t-1] + x[t]`` (a low-pass synaptic filter); fused."""
 
@@ -440,11 +464,15 @@ NEURONS: dict[str, type[LIF]] = {
     "synaptic": Synaptic,
     "alif": ALIF,
     "rlif": RecurrentLIF,
+    "ralif": RecurrentALIF,
 }
+
+#: neuron layers with a recurrent matrix ``recurrent`` (input ``x[t] + V s[t-1]``)
+RECURRENT_NEURONS: tuple[type[LIF], ...] = (RecurrentLIF, RecurrentALIF)
 
 
 def make_neuron(kind: str, features: int | tuple[int, ...] | None = None, **kwargs) -> LIF:
-    """Build a neuron layer by name (``if``, ``lif``, ``synaptic``, ``alif``, ``rlif``)."""
+    """Build a neuron layer by name (``if``, ``lif``, ``synaptic``, ``alif``, ``rlif``, ``ralif``)."""
     if kind not in NEURONS:
         raise ValueError(f"unknown neuron {kind!r}; valid: {', '.join(NEURONS)}")
     return NEURONS[kind](features, **kwargs)

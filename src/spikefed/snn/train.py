@@ -8,6 +8,10 @@ Objective for a batch (``o``: model output ``[T, B, C]``, ``s_l``: spikes of hid
 
     L = loss(o, y) + l1 * mean|s| + l2 * mean_{b,n} (count/T)^2 + bounds * sum_l penalty(rate_l; lower, upper)
 
+Gradient (``method``): ``bptt`` back-propagates through time with autograd; ``eprop`` computes the e-prop
+gradient online in one forward pass (:mod:`spikefed.snn.online`; memory independent of T; needs the leaky
+read-out and the time-decomposable ``ce_membrane`` loss with ``membrane_reduction`` time_mean or last).
+
 Truncated BPTT with window ``K`` (``tbptt``): the sequence is cut into windows of K steps, the state is carried
 forward but detached at window boundaries, so no gradient flows across a boundary and activation memory is that
 of K steps. The gradient is exact for that truncation: a first pass without autograd gives the outputs of every
@@ -29,7 +33,9 @@ from ..manifold import project_parameters_
 from . import decoding, losses
 from .encoding import ENCODERS, SEQUENCE_ENCODERS, encode
 from .models import ModelOutput
+from .online import EPROP_REDUCTIONS, FEEDBACKS, eprop_backward
 
+METHODS = ("bptt", "eprop")
 LOSSES = ("mse_count", "ce_count", "ce_membrane", "ce_temporal")
 OPTIMIZERS = ("adam", "sgd")
 STATIC_ENCODERS = tuple(e for e in ENCODERS if e not in SEQUENCE_ENCODERS)
@@ -65,6 +71,9 @@ class TrainConfig:
     rate_upper: float = 1.0
     cosine_schedule: bool = True
     local_steps: int | None = None  # federated clients: cap on optimizer steps per round (None: whole epochs)
+    method: str = "bptt"  # gradient: BPTT (autograd over time) or e-prop (online, spikefed.snn.online)
+    eprop_feedback: str = "symmetric"  # e-prop learning-signal routing: read-out weights or a fixed random matrix
+    eprop_feedback_seed: int = 0  # seeds the random feedback matrix (eprop_feedback: random)
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -94,6 +103,27 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.rate_lower <= self.rate_upper:
             raise ValueError(f"need 0 <= rate_lower <= rate_upper, got {self.rate_lower}, {self.rate_upper}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.eprop_feedback not in FEEDBACKS:
+            raise ValueError(f"unknown eprop_feedback {self.eprop_feedback!r}; valid: {', '.join(FEEDBACKS)}")
+        if self.method == "eprop":
+            self._check_eprop()
+
+    def _check_eprop(self) -> None:
+        """e-prop needs an instantaneous loss (one that decomposes over time) and no BPTT-only options."""
+        if self.loss != "ce_membrane" or self.membrane_reduction not in EPROP_REDUCTIONS:
+            raise ValueError(f"method=eprop needs a loss that decomposes over time: loss=ce_membrane with "
+                             f"membrane_reduction {' or '.join(EPROP_REDUCTIONS)} (got loss={self.loss}, "
+                             f"membrane_reduction={self.membrane_reduction})")
+        if self.tbptt is not None:
+            raise ValueError("method=eprop is online (no backward pass over time); unset tbptt")
+        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds") if getattr(self, n)]
+        if active:
+            raise ValueError(f"method=eprop does not support activity regularisers; set {', '.join(active)} to 0")
+        if self.population != 1:
+            raise ValueError(f"method=eprop does not support population coding; set population=1 "
+                             f"(got {self.population})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,6 +234,8 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
         def loss_fn(output: torch.Tensor, hidden: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
             return objective(output, hidden, target, cfg)
     steps = x.shape[0]
+    if cfg.method == "eprop":
+        return _eprop_batch(model, x, y, cfg, extra_loss)
     if cfg.tbptt is None or cfg.tbptt >= steps:
         out = model(x)
         loss = loss_fn(out.output, out.hidden, y)
@@ -241,6 +273,19 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
         loss = loss + extra.detach()
     return float(loss.detach()), ModelOutput(full_out.detach(), full_out.detach(), [h.detach() for h in full_hidden],
                                              [])
+
+
+def _eprop_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                 extra_loss: Callable[[], torch.Tensor] | None) -> tuple[float, ModelOutput]:
+    """e-prop gradients of the batch into ``.grad`` (one forward pass, no graph over time); a parameter-only
+    ``extra_loss`` is back-propagated on its own (it has no time dimension)."""
+    loss, ys = eprop_backward(model, x, y, cfg.membrane_reduction, cfg.eprop_feedback, cfg.eprop_feedback_seed)
+    if extra_loss is not None:
+        extra = extra_loss()
+        extra.backward()
+        loss += float(extra.detach())
+    assert ys is not None
+    return loss, ModelOutput(ys, ys, [], [])
 
 
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
