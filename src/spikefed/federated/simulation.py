@@ -456,9 +456,8 @@ class Simulation:
         if rs.defense not in ("krum", "multikrum") or (rs.krum_f is None and rs.multikrum_m is None):
             return
         k = len(self.sample_clients(1))
-        f = (k - 3) // 2 if rs.krum_f is None else rs.krum_f
-        if rs.krum_f is not None and k - f - 2 < 1:
-            raise ValueError(f"robustness.krum_f={f} is too large for {k} clients per round: Krum needs "
+        if rs.krum_f is not None and k - rs.krum_f - 2 < 1:
+            raise ValueError(f"robustness.krum_f={rs.krum_f} is too large for {k} clients per round: Krum needs "
                              f"K - f - 2 >= 1, so krum_f <= {k - 3}")
         m = rs.multikrum_m
         if rs.defense == "multikrum" and m is not None and m > k:
