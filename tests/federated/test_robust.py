@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,17 +24,20 @@ from spikefed.federated.robust import (
     DEFENSES,
     RobustAggregator,
     RobustnessSpec,
+    apply_chart_delta,
     chart_deltas,
     coordinate_median,
     coordinate_trimmed_mean,
+    fltrust_delta,
     krum,
+    krum_parameters,
     krum_scores,
     multi_krum,
     norm_clip_mean,
     pairwise_sq_distances,
     robust_delta,
 )
-from spikefed.federated.simulation import NO_ROUND, PURPOSE_ATTACK, Simulation, derive_seed
+from spikefed.federated.simulation import NO_ROUND, PURPOSE_ATTACK, PURPOSE_ROOT, Simulation, derive_seed
 from spikefed.federated.strategies import make_strategy
 from spikefed.federated.types import ClientUpdate
 from spikefed.manifold import EUCLIDEAN, POSITIVE, UNIT_INTERVAL, circular
@@ -191,7 +195,7 @@ def test_median_on_positive_and_unit_interval_parameters_stays_on_the_manifold()
     beta = 1.0 / (1.0 + np.exp(-rng.normal(2.0, 3.0, (5, 6))))
     clients = [{"thr": torch.from_numpy(thr[k]), "beta": torch.from_numpy(beta[k])} for k in range(5)]
     for defense in DEFENSES:
-        out = RobustAggregator(defense, trim_fraction=0.2)(x, clients, None, manifolds)
+        out = RobustAggregator(defense, trim_fraction=0.2, reference=clients[0])(x, clients, None, manifolds)
         assert (out["thr"] > 0).all() and ((out["beta"] > 0) & (out["beta"] < 1)).all(), defense
     med = RobustAggregator("median")(x, clients, None, manifolds)
     # the chart maps are monotone: for odd K the median in the chart is the median of the values
@@ -217,7 +221,7 @@ def test_circular_delays_wrap_through_zero() -> None:
     # all clients just below zero: the result wraps into [0, P)
     below = [{"d": torch.tensor([9.8 + 0.01 * k, 5.0], dtype=torch.float64)} for k in range(3)]
     for defense in DEFENSES:
-        out = RobustAggregator(defense)(x, below, None, m)
+        out = RobustAggregator(defense, reference=below[1])(x, below, None, m)
         assert 9.7 < out["d"][0].item() < period, defense
 
 
@@ -242,7 +246,109 @@ def test_small_rounds_fall_back_for_krum() -> None:
     deltas = {"w": torch.tensor([[1.0], [3.0]], dtype=torch.float64)}
     assert robust_delta("krum", deltas)["w"].item() == 2.0  # K < 3: coordinate median
     three = {"w": torch.tensor([[1.0], [1.1], [9.0]], dtype=torch.float64)}
-    assert robust_delta("krum", three, krum_f=5)["w"].item() in (1.0, 1.1)  # f clamped to K - 3 = 0
+    assert robust_delta("krum", three, krum_f=0)["w"].item() in (1.0, 1.1)
+    with pytest.raises(ValueError, match="krum_f=5 needs at least f [+] 3 = 8 updates"):  # never clamped
+        robust_delta("krum", three, krum_f=5)
+    with pytest.raises(ValueError, match="multikrum_m=4 must lie in"):
+        robust_delta("multikrum", three, krum_f=0, multikrum_m=4)
+
+
+def test_krum_parameters_defaults_and_refusals() -> None:
+    # defaults: f = floor((K - 3) / 2), m = K - f; K < 3 without a configured f: the median (None)
+    for k in range(3, 15):
+        f = max(j for j in range(k) if 2 * j + 2 < k)
+        assert krum_parameters(k) == (f, k - f)
+    assert krum_parameters(2) is None and krum_parameters(1) is None
+    assert krum_parameters(10, 2) == (2, 8) and krum_parameters(10, 2, 3) == (2, 3) and krum_parameters(3, 0) == (0, 3)
+    for bad in ((10, 8), (2, 0), (10, -1), (10, 2, 0), (10, 2, 11), (10, True)):
+        with pytest.raises(ValueError):
+            krum_parameters(*bad)
+
+
+def test_short_round_falls_back_to_the_median_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(4)
+    pts = rng.standard_normal((4, 3))
+    x = {"w": torch.zeros(3, dtype=torch.float64)}
+    clients = [{"w": torch.from_numpy(p)} for p in pts]
+    with caplog.at_level("WARNING", logger="spikefed.federated.robust"):
+        out = RobustAggregator("multikrum", krum_f=2)(x, clients)  # K = 4 < f + 3 = 5
+    np.testing.assert_allclose(out["w"].numpy(), np.median(pts, axis=0), rtol=1e-14)
+    assert "coordinate median" in caplog.text and "krum_f=2" in caplog.text
+    with pytest.raises(ValueError, match="krum_f must be an integer"):
+        RobustAggregator("krum", krum_f=2.0)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- FLTrust
+
+
+def _loop_fltrust(rows: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FLTrust with plain Python loops: TS_k = max(0, cos), D = sum TS_k |g0|/|d_k| d_k / sum TS_k."""
+    r0 = math.sqrt(sum(v * v for v in ref))
+    trust, out = [], [0.0] * len(ref)
+    for d in rows:
+        n = math.sqrt(sum(v * v for v in d))
+        cos = 0.0 if n == 0 or r0 == 0 else sum(a * b for a, b in zip(d, ref)) / (n * r0)
+        trust.append(max(0.0, cos))
+    total = sum(trust)
+    if total > 0:
+        for d, t in zip(rows, trust):
+            n = math.sqrt(sum(v * v for v in d))
+            for i, v in enumerate(d):
+                out[i] += (t * r0 / n * v if n > 0 else 0.0) / total
+    return np.array(out), np.array(trust)
+
+
+def test_fltrust_hand_computed() -> None:
+    # g0 = (3, 4), |g0| = 5; d1 = (6, 8) (cos 1), d2 = (0, -2) (cos -0.8 -> 0), d3 = (4, 0) (cos 0.6)
+    ref = {"a": torch.tensor([3.0], dtype=torch.float64), "b": torch.tensor([4.0], dtype=torch.float64)}
+    rows = np.array([[6.0, 8.0], [0.0, -2.0], [4.0, 0.0]])
+    deltas = {"a": torch.from_numpy(rows[:, :1].copy()), "b": torch.from_numpy(rows[:, 1:].copy())}
+    got, trust = fltrust_delta(deltas, ref)
+    np.testing.assert_allclose(trust.numpy(), [1.0, 0.0, 0.6], rtol=1e-14)
+    # rescaled: (3, 4) and (5, 0); D = (1 * (3, 4) + 0.6 * (5, 0)) / 1.6 = (3.75, 2.5)
+    np.testing.assert_allclose([got["a"].item(), got["b"].item()], [3.75, 2.5], rtol=1e-14)
+
+
+def test_fltrust_matches_a_plain_loop_and_ignores_sign_flips_and_scale() -> None:
+    rng = np.random.default_rng(11)
+    ref = rng.standard_normal(12)
+    honest = ref + 0.8 * rng.standard_normal((6, 12))
+    rows = np.concatenate([honest, -honest[:2], 50.0 * honest[2:3], np.zeros((1, 12))])  # flips, boost, zero
+    deltas = {"w": torch.from_numpy(rows[:, :8].reshape(-1, 2, 4).copy()), "b": torch.from_numpy(rows[:, 8:].copy())}
+    reference = {"w": torch.from_numpy(ref[:8].reshape(2, 4).copy()), "b": torch.from_numpy(ref[8:].copy())}
+    got, trust = fltrust_delta(deltas, reference)
+    exp, exp_trust = _loop_fltrust(rows, ref)
+    np.testing.assert_allclose(trust.numpy(), exp_trust, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.concatenate([got["w"].numpy().ravel(), got["b"].numpy()]), exp, rtol=1e-12)
+    assert (exp_trust[:6] > 0).all() and exp_trust[-1] == 0.0
+    # a flipped copy of a trusted update gets zero trust; the boosted copy counts like its original
+    assert (exp_trust[6:8] == 0).all() and exp_trust[8] == pytest.approx(exp_trust[2])
+    assert np.linalg.norm(exp) <= np.linalg.norm(ref) * (1 + 1e-12)  # a mean of vectors of norm |g0|
+
+
+def test_fltrust_no_trust_keeps_the_model_and_wiring() -> None:
+    deltas = {"w": torch.tensor([[-1.0, 0.0], [0.0, -2.0]], dtype=torch.float64)}
+    got, trust = fltrust_delta(deltas, {"w": torch.tensor([1.0, 1.0], dtype=torch.float64)})
+    assert trust.tolist() == [0.0, 0.0] and got["w"].tolist() == [0.0, 0.0]
+    got0, trust0 = fltrust_delta(deltas, {"w": torch.zeros(2, dtype=torch.float64)})  # zero reference
+    assert trust0.tolist() == [0.0, 0.0] and got0["w"].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="reference"):
+        robust_delta("fltrust", deltas)
+    with pytest.raises(ValueError, match="shape"):
+        fltrust_delta(deltas, {"w": torch.zeros(3, dtype=torch.float64)})
+    with pytest.raises(ValueError, match="reference model"):
+        RobustAggregator("fltrust")({"w": torch.zeros(2)}, [{"w": torch.ones(2)}])
+    # the aggregator takes g0 = phi(reference) - phi(x) in the charts: positive parameters in log space
+    x = {"thr": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+    clients = [{"thr": torch.tensor([2.0, 4.0], dtype=torch.float64)}, {"thr": torch.tensor([0.5, 1.0],
+                                                                                           dtype=torch.float64)}]
+    server = {"thr": torch.tensor([math.e, 2.0 * math.e], dtype=torch.float64)}
+    out = RobustAggregator("fltrust").with_reference(server)(x, clients, None, {"thr": POSITIVE})
+    d1 = np.log([2.0, 2.0])  # client 1's log-delta; client 2's is -d1 (no trust); |g0| = |(1, 1)| = sqrt 2
+    expected = apply_chart_delta(x, {"thr": torch.from_numpy(d1 / np.linalg.norm(d1) * math.sqrt(2.0))},
+                                 {"thr": POSITIVE})
+    np.testing.assert_allclose(out["thr"].numpy(), expected["thr"].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(out["thr"].numpy(), [math.e, 2.0 * math.e], rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------- attacks
@@ -406,3 +512,42 @@ def test_boost_attack_breaks_fedavg_and_median_recovers() -> None:
         accs[name] = [sim.run_round()["accuracy"] for _ in range(3)][-1]
     assert accs["fedavg"] < accs["clean"] - 0.2
     assert accs["median"] > accs["clean"] - 0.1 and accs["trimmed"] > accs["clean"] - 0.1
+
+
+def test_fltrust_root_set_comes_from_the_training_data_and_runs(tmp_path: Path) -> None:
+    s = _small("robustness.attack=sign_flip", "robustness.attack_fraction=0.34", "robustness.defense=fltrust",
+               "robustness.root_size=20")
+    sim = Simulation(build_spec(s))
+    data = sim.spec.data
+    n = int(data.y_train.shape[0])
+    idx = np.sort(np.random.default_rng(derive_seed(0, NO_ROUND, PURPOSE_ROOT)).choice(n, size=20, replace=False))
+    assert sim._root is not None
+    assert torch.equal(sim._root.x, data.x_train[torch.as_tensor(idx)])
+    assert torch.equal(sim._root.y, data.y_train[torch.as_tensor(idx)])
+    rows = [sim.run_round() for _ in range(2)]
+    again = Simulation(build_spec(s))
+    assert [again.run_round()["accuracy"] for _ in range(2)] == [r["accuracy"] for r in rows]
+    assert all(torch.isfinite(v).all() for v in sim.state.global_params.values())
+    # stateless across rounds (root set and reference training re-derived from the seed): resume is exact
+    resumed = Simulation(build_spec(s))
+    resumed.run_round()
+    path = tmp_path / "ckpt.pt"
+    resumed.save_checkpoint(path)
+    fresh = Simulation(build_spec(s))
+    fresh.load_checkpoint(path)
+    fresh.run_round()
+    for n, v in sim.state.global_params.items():
+        assert torch.equal(fresh.state.global_params[n], v), n
+    with pytest.raises(ValueError, match="robustness.root_size=100000 exceeds"):
+        Simulation(build_spec(_small("robustness.defense=fltrust", "robustness.root_size=100000")))
+    with pytest.raises(ConfigError, match="robustness.root_size"):
+        _small("robustness.root_size=0")
+
+
+def test_krum_f_that_cannot_fit_the_cohort_is_refused_at_setup() -> None:
+    # 6 clients, all sampled: Krum allows f <= 3
+    Simulation(build_spec(_small("robustness.defense=krum", "robustness.krum_f=3")))
+    with pytest.raises(ValueError, match="robustness.krum_f=4 is too large for 6 clients per round"):
+        Simulation(build_spec(_small("robustness.defense=krum", "robustness.krum_f=4")))
+    with pytest.raises(ValueError, match="robustness.multikrum_m=7 exceeds the 6 clients"):
+        Simulation(build_spec(_small("robustness.defense=multikrum", "robustness.multikrum_m=7")))

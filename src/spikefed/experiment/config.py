@@ -239,14 +239,15 @@ class RobustnessSettings(_Section):
     boost: float = Field(10.0, gt=0, description="boost attack: delta -> boost * delta")
     sign_scale: float = Field(1.0, gt=0, description="sign_flip attack: delta -> -sign_scale * delta")
     noise_std: float = Field(1.0, gt=0, description="noise attack: delta replaced by N(0, noise_std^2)")
-    defense: Literal["none", "median", "trimmed_mean", "krum", "multikrum", "norm_clip"] = Field(
+    defense: Literal["none", "median", "trimmed_mean", "krum", "multikrum", "norm_clip", "fltrust"] = Field(
         "none", description="robust aggregator replacing the weighted mean (none: the strategy's mean)")
     trim_fraction: float = Field(0.2, ge=0, lt=0.5, description="trimmed_mean: fraction cut from each end")
-    krum_f: int | None = Field(None, ge=0, description="krum/multikrum: assumed attackers per round "
-                                                       "(None: the largest allowed, floor((K - 3) / 2))")
+    krum_f: int | None = Field(None, ge=0, description="krum/multikrum: assumed attackers per round, at most "
+                                                       "K - 3 (None: the largest allowed, floor((K - 3) / 2))")
     multikrum_m: int | None = Field(None, ge=1, description="multikrum: updates averaged (None: K - f)")
     clip_norm: float | None = Field(None, gt=0, description="norm_clip: bound on ||delta|| (None: the round's "
                                                              "median norm)")
+    root_size: int = Field(100, ge=1, description="fltrust: training samples in the server's clean root set")
 
 
 class CompressionSettings(_Section):

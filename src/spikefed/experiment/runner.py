@@ -155,7 +155,7 @@ def robustness_spec(settings: RunSettings) -> RobustnessSpec | None:
         return None
     return RobustnessSpec(attack=s.attack, attack_fraction=s.attack_fraction, boost=s.boost, sign_scale=s.sign_scale,
                           noise_std=s.noise_std, defense=s.defense, trim_fraction=s.trim_fraction, krum_f=s.krum_f,
-                          multikrum_m=s.multikrum_m, clip_norm=s.clip_norm)
+                          multikrum_m=s.multikrum_m, clip_norm=s.clip_norm, root_size=s.root_size)
 
 
 def fingerprint(settings: RunSettings) -> dict[str, Any]:
@@ -171,6 +171,8 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     for section in ("faults", "devices", "robustness", "compression", "privacy", "continual"):
         if getattr(settings, section) == getattr(defaults, section):
             d.pop(section)
+    if "robustness" in d and settings.robustness.defense != "fltrust":  # keys added later, used only by fltrust
+        d["robustness"].pop("root_size")
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
 
 

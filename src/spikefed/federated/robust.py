@@ -31,18 +31,28 @@ Defences (``K`` updates, weights ``p_k`` normalised to sum one):
 - ``norm_clip`` — norm clipping (Sun et al. 2019): ``c`` = ``clip_norm`` or, if unset, the median of the
   round's ``||d_k||``; ``D = sum_k p_k min(1, c / ||d_k||) d_k``.
 
-Small rounds: Krum needs ``K - f - 2 >= 1``. The pure functions raise otherwise; the run-time aggregator
-uses ``f = min(f, K - 3)`` for ``K >= 3`` and the coordinate median when ``K < 3``. Its default ``f`` (when
-``krum_f`` is unset) is the largest the paper allows, ``f = floor((K - 3) / 2)`` (``2f + 2 < K``), and the
-default Multi-Krum ``m`` is ``K - f``.
+- ``fltrust`` — FLTrust (Cao et al. 2021): the server trains the round's global model on a small clean root
+  set of its own (drawn from the training data, never the test set) and gets the reference delta ``g_0``;
+  trust ``TS_k = ReLU(cos(d_k, g_0))``, every update rescaled to the reference norm,
+  ``D = sum_k TS_k (||g_0|| / ||d_k||) d_k / sum_k TS_k`` (``D = 0`` when every ``TS_k = 0``; a zero ``d_k``
+  or a zero ``g_0`` has ``cos = 0``). Unweighted.
+
+Small rounds: Krum needs ``K - f - 2 >= 1`` and Multi-Krum ``1 <= m <= K``. A configured ``krum_f`` or
+``multikrum_m`` is never clamped: the pure functions raise, the simulation refuses at setup a value that does
+not fit its nominal cohort, and a round whose *accepted* updates are too few for it (rejections, dropouts)
+falls back to the coordinate median, with a warning in the log. With ``krum_f`` unset, ``f`` is the largest the
+paper allows for the round's ``K``, ``f = floor((K - 3) / 2)`` (``2f + 2 < K``), and the default Multi-Krum
+``m`` is ``K - f``; rounds with ``K < 3`` use the coordinate median.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -60,6 +70,8 @@ __all__ = [
     "coordinate_median",
     "coordinate_trimmed_mean",
     "delta_norms",
+    "fltrust_delta",
+    "krum_parameters",
     "krum",
     "krum_scores",
     "multi_krum",
@@ -69,7 +81,9 @@ __all__ = [
 ]
 
 #: Defence names (``"none"``: the strategy's weighted mean).
-DEFENSES: tuple[str, ...] = ("none", "median", "trimmed_mean", "krum", "multikrum", "norm_clip")
+DEFENSES: tuple[str, ...] = ("none", "median", "trimmed_mean", "krum", "multikrum", "norm_clip", "fltrust")
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------- charts
@@ -292,6 +306,38 @@ def norm_clip_mean(
     return _weighted_rows(deltas, p * factor), c
 
 
+def fltrust_delta(
+    deltas: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """FLTrust: ``D = sum_k TS_k (||g_0|| / ||d_k||) d_k / sum_k TS_k`` with ``TS_k = ReLU(cos(d_k, g_0))``.
+
+    ``deltas`` are the stacks ``{name: [K, ...]}``, ``reference`` the server's delta ``g_0`` ``{name: [...]}``
+    (same names and shapes without the leading axis). ``cos`` and norms are taken over all tensors together. A
+    zero ``d_k`` or a zero ``g_0`` gets ``cos = 0`` (no trust); when no update has positive trust ``D = 0`` (the
+    model stays). Returns ``(D, TS)`` (``TS``: float64 ``[K]``).
+    """
+    if set(reference) != set(deltas):
+        raise ValueError(f"the reference has parameters {sorted(reference)}, the updates {sorted(deltas)}")
+    ref = {n: torch.as_tensor(reference[n]).to(torch.float64) for n in deltas}
+    for n, s in deltas.items():
+        if tuple(ref[n].shape) != tuple(s.shape[1:]):
+            raise ValueError(f"parameter {n!r}: reference shape {tuple(ref[n].shape)}, updates {tuple(s.shape[1:])}")
+        if not torch.isfinite(ref[n]).all():
+            raise ValueError(f"parameter {n!r}: the reference delta contains non-finite values")
+    norms = delta_norms(deltas)
+    ref_norm = float(delta_norms({n: r.unsqueeze(0) for n, r in ref.items()})[0])
+    dots = sum(s.to(torch.float64).flatten(1) @ ref[n].flatten() for n, s in deltas.items())
+    assert isinstance(dots, torch.Tensor)
+    usable = (norms > 0) & (ref_norm > 0)
+    cos = torch.where(usable, dots / (norms * ref_norm).clamp_min(1e-300), torch.zeros_like(norms))
+    trust = cos.clamp_min(0.0)
+    total = float(trust.sum())
+    if not total > 0:
+        return {n: torch.zeros_like(r) for n, r in ref.items()}, trust
+    coef = torch.where(usable, trust * ref_norm / norms.clamp_min(1e-300), torch.zeros_like(norms)) / total
+    return _weighted_rows(deltas, coef), trust
+
+
 # ------------------------------------------------------------------------------------------- dispatcher
 
 
@@ -305,12 +351,14 @@ def robust_delta(
     krum_f: int | None = None,
     multikrum_m: int | None = None,
     clip_norm: float | None = None,
+    reference: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The robust aggregate ``D`` of chart-delta stacks ``{name: [K, ...]}`` under ``defense``.
 
-    ``none`` is the weighted mean ``sum_k p_k d_k``. Krum/Multi-Krum use the small-round rules of the module
-    docstring (``f`` clamped to ``K - 3``; coordinate median when ``K < 3``). Trimmed mean with
-    ``floor(beta K) = 0`` is the plain (unweighted) mean.
+    ``none`` is the weighted mean ``sum_k p_k d_k``. Krum/Multi-Krum take ``f`` and ``m`` from
+    :func:`krum_parameters` (``ValueError`` when a given ``krum_f`` / ``multikrum_m`` does not fit ``K``; with
+    both unset, the coordinate median when ``K < 3``). Trimmed mean with ``floor(beta K) = 0`` is the plain
+    (unweighted) mean. ``fltrust`` needs ``reference``, the server's chart delta ``g_0`` (:func:`fltrust_delta`).
     """
     if defense not in DEFENSES:
         raise ValueError(f"unknown defense {defense!r}; valid defenses: {', '.join(DEFENSES)}")
@@ -324,17 +372,43 @@ def robust_delta(
             raise ValueError(f"parameter {n!r}: {s.shape[0]} updates, expected {k}")
     if defense == "none":
         return _weighted_rows(deltas, _norm_weights(weights, k))
-    if defense == "median" or (defense in ("krum", "multikrum") and k < 3):
-        return {n: coordinate_median(s.to(torch.float64)) for n, s in deltas.items()}
     if defense == "trimmed_mean":
         return {n: coordinate_trimmed_mean(s.to(torch.float64), trim_fraction) for n, s in deltas.items()}
     if defense == "norm_clip":
         return norm_clip_mean(deltas, weights, clip_norm)[0]
-    f = (k - 3) // 2 if krum_f is None else min(int(krum_f), k - 3)
+    if defense == "fltrust":
+        if reference is None:
+            raise ValueError("the fltrust defence needs the server's reference delta (reference=None)")
+        return fltrust_delta(deltas, reference)[0]
+    fm = None if defense == "median" else krum_parameters(k, krum_f, multikrum_m if defense == "multikrum" else None)
+    if fm is None:
+        return {n: coordinate_median(s.to(torch.float64)) for n, s in deltas.items()}
     if defense == "krum":
-        return krum(deltas, f, manifolds)[0]
-    m = k - f if multikrum_m is None else min(int(multikrum_m), k)
-    return multi_krum(deltas, f, m, weights, manifolds)[0]
+        return krum(deltas, fm[0], manifolds)[0]
+    return multi_krum(deltas, fm[0], fm[1], weights, manifolds)[0]
+
+
+def krum_parameters(k: int, krum_f: int | None = None, multikrum_m: int | None = None) -> tuple[int, int] | None:
+    """``(f, m)`` of Krum / Multi-Krum for ``K = k`` updates, or ``None`` (use the coordinate median).
+
+    Unset ``krum_f``: ``f = floor((K - 3) / 2)``, the largest with ``2f + 2 < K``, and ``None`` when ``K < 3``.
+    Unset ``multikrum_m``: ``m = K - f``. A given value is used as it is: ``ValueError`` unless
+    ``K - f - 2 >= 1`` and ``1 <= m <= K`` (never clamped).
+    """
+    if krum_f is None:
+        if k < 3:
+            return None
+        f = (k - 3) // 2
+    else:
+        if isinstance(krum_f, bool) or not isinstance(krum_f, numbers.Integral) or krum_f < 0:
+            raise ValueError(f"krum_f must be an integer >= 0, got {krum_f!r}")
+        f = int(krum_f)
+        if k - f - 2 < 1:
+            raise ValueError(f"krum_f={f} needs at least f + 3 = {f + 3} updates (Krum: K - f - 2 >= 1), got K={k}")
+    m = k - f if multikrum_m is None else int(multikrum_m)
+    if not 1 <= m <= k:
+        raise ValueError(f"multikrum_m={m} must lie in [1, K={k}]")
+    return f, m
 
 
 @dataclass(frozen=True)
@@ -343,6 +417,11 @@ class RobustAggregator:
 
     Called as ``aggregator(global_params, client_params, weights, manifolds) -> target`` with
     ``target = project(phi^-1(phi(x) + robust_delta(defense, chart_deltas(x, w_1..w_K))))``.
+
+    ``fltrust`` needs ``reference``: the parameters the server trained from ``x`` on its root set this round
+    (the simulation sets it every round, :meth:`with_reference`); ``g_0 = chart_deltas(x, [reference])``.
+    Krum/Multi-Krum rounds whose ``K`` is too small for a configured ``krum_f`` / ``multikrum_m`` use the
+    coordinate median and log a warning (see the module docstring).
     """
 
     defense: str
@@ -350,16 +429,17 @@ class RobustAggregator:
     krum_f: int | None = None
     multikrum_m: int | None = None
     clip_norm: float | None = None
+    reference: ParamDict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.defense not in DEFENSES:
             raise ValueError(f"unknown defense {self.defense!r}; valid defenses: {', '.join(DEFENSES)}")
         if not 0.0 <= self.trim_fraction < 0.5:
             raise ValueError(f"trim_fraction must lie in [0, 0.5), got {self.trim_fraction!r}")
-        if self.krum_f is not None and self.krum_f < 0:
-            raise ValueError(f"krum_f must be >= 0 or None, got {self.krum_f!r}")
-        if self.multikrum_m is not None and self.multikrum_m < 1:
-            raise ValueError(f"multikrum_m must be >= 1 or None, got {self.multikrum_m!r}")
+        for name, low in (("krum_f", 0), ("multikrum_m", 1)):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low):
+                raise ValueError(f"{name} must be an integer >= {low} or None, got {v!r}")
         if self.clip_norm is not None and not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
             raise ValueError(f"clip_norm must be a finite number > 0 or None, got {self.clip_norm!r}")
 
@@ -371,9 +451,26 @@ class RobustAggregator:
         manifolds: Mapping[str, Manifold] | None = None,
     ) -> ParamDict:
         deltas = chart_deltas(global_params, client_params, manifolds)
-        agg = robust_delta(self.defense, deltas, weights, manifolds, trim_fraction=self.trim_fraction,
-                           krum_f=self.krum_f, multikrum_m=self.multikrum_m, clip_norm=self.clip_norm)
+        defense = self.defense
+        if defense in ("krum", "multikrum"):
+            try:
+                krum_parameters(len(client_params), self.krum_f, self.multikrum_m if defense == "multikrum" else None)
+            except ValueError as e:
+                logger.warning("%s: %s; this round uses the coordinate median", defense, e)
+                defense = "median"
+        reference = None
+        if defense == "fltrust":
+            if self.reference is None:
+                raise ValueError("the fltrust defence needs the server's reference model (RobustAggregator.reference)")
+            reference = {n: s[0] for n, s in chart_deltas(global_params, [self.reference], manifolds).items()}
+        agg = robust_delta(defense, deltas, weights, manifolds, trim_fraction=self.trim_fraction,
+                           krum_f=self.krum_f, multikrum_m=self.multikrum_m, clip_norm=self.clip_norm,
+                           reference=reference)
         return apply_chart_delta(global_params, agg, manifolds)
+
+    def with_reference(self, reference: ParamDict) -> "RobustAggregator":
+        """This aggregator with the round's server reference model (``fltrust``)."""
+        return dataclasses.replace(self, reference=reference)
 
 
 # ------------------------------------------------------------------------------------------- run setup
@@ -386,7 +483,7 @@ class RobustnessSpec:
     ``attack`` one of :data:`~spikefed.federated.attacks.ATTACKS` on ``round(attack_fraction * N)`` clients
     chosen once per run (seeded); ``boost``, ``sign_scale``, ``noise_std`` parametrise the update attacks
     (:mod:`spikefed.federated.attacks`). ``defense`` one of :data:`DEFENSES` with its options (see
-    :class:`RobustAggregator`).
+    :class:`RobustAggregator`); ``root_size`` is the number of training samples in FLTrust's server root set.
     """
 
     attack: str = "none"
@@ -399,6 +496,7 @@ class RobustnessSpec:
     krum_f: int | None = None
     multikrum_m: int | None = None
     clip_norm: float | None = None
+    root_size: int = 100
 
     def __post_init__(self) -> None:
         if self.attack not in ATTACKS:
@@ -409,6 +507,8 @@ class RobustnessSpec:
             v = getattr(self, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if isinstance(self.root_size, bool) or not isinstance(self.root_size, int) or self.root_size < 1:
+            raise ValueError(f"root_size must be an integer >= 1, got {self.root_size!r}")
         # validates the defence and its options (also for "none")
         RobustAggregator(self.defense, self.trim_fraction, self.krum_f, self.multikrum_m, self.clip_norm)
 

@@ -38,7 +38,7 @@ from .cohort import ClientData, ClientDevice, planned_steps, supports_cohort, tr
 from .faults import FaultPlan, FaultSpec, client_speed, fednova_rescale, plan_round
 from .faults import logger as fault_log
 from .attacks import attack_update, choose_malicious, flip_labels
-from .robust import RobustnessSpec
+from .robust import RobustAggregator, RobustnessSpec
 from .compression import CompressionSpec, client_uplink, decode_update, downlink_broadcast
 from .continual import ContinualSpec, ContinualStream, build_tasks
 from .privacy import PrivacyEngine, PrivacySpec
@@ -61,6 +61,7 @@ def derive_seed(*parts: int) -> int:
 SERVER_STREAM = 0xFFFFFFFF  # the "client" field of server-side streams (downlink compression)
 PURPOSE_DEVICE, PURPOSE_CALIBRATION = 1001, 1002  # device mismatch draws, calibration probe noise
 PURPOSE_PRIVACY, PURPOSE_SECAGG = 9, 10  # DP noise of the round (server); secure-aggregation secrets per client
+PURPOSE_ROOT, PURPOSE_ROOT_TRAIN = 6001, 6002  # FLTrust: the server's root set (once), its training per round
 NO_ROUND = 0xFFFFFFFF  # the "round" field of streams that do not belong to a round
 #: metrics-row keys of :meth:`Simulation.evaluate` (and, with a device fleet, FLEET_EVAL_KEYS too)
 EVAL_KEYS = ("accuracy", "loss", "firing_rate", "spikes", "synops", "acs", "macs", "dense_ops",
@@ -140,6 +141,8 @@ class Simulation:
             raise ValueError("continual learning is not supported on device fleets (anchors live in the latent "
                              "space, local training in device coordinates)")
         self.clients = self._build_clients()
+        self._root: ClientData | None = None  # FLTrust's server root set (robustness.defense=fltrust)
+        self._robust_aggregator: RobustAggregator | None = None
         self.malicious = self._setup_robustness()  # attackers (label flip applied to their data), defence
         self.stream = None if spec.continual is None else ContinualStream(spec.continual, build_tasks(
             spec.continual, self.clients, spec.data.x_test, spec.data.y_test, spec.data.num_classes, spec.seed,
@@ -221,6 +224,7 @@ class Simulation:
             bytes_up = privacy_row.pop("bytes_up", bytes_up)  # secure aggregation: masked vectors, keys, shares
             bytes_down += privacy_row.pop("bytes_down_extra", 0)
         elif accepted:
+            self._fltrust_reference(rnd, fit)
             st.global_params = spec.strategy.aggregate_fit(rnd, st.global_params, self._normalize_work(accepted),
                                                            self.manifolds, validated=True)
             if fit.server_control is not None:
@@ -472,8 +476,41 @@ class Simulation:
         if rs.attack == "label_flip":
             self.clients = [ClientData(c.client_id, c.x, flip_labels(c.y, spec.data.num_classes))
                             if c.client_id in malicious else c for c in self.clients]
-        spec.strategy.aggregator = rs.aggregator()
+        self._check_krum(rs)
+        if rs.defense == "fltrust":
+            n = int(spec.data.y_train.shape[0])
+            if rs.root_size > n:
+                raise ValueError(f"robustness.root_size={rs.root_size} exceeds the {n} training samples")
+            rng = np.random.default_rng(derive_seed(spec.seed, NO_ROUND, PURPOSE_ROOT))
+            index = torch.as_tensor(np.sort(rng.choice(n, size=rs.root_size, replace=False)), dtype=torch.int64)
+            self._root = ClientData(-1, spec.data.x_train[index], spec.data.y_train[index])
+        self._robust_aggregator = rs.aggregator()
+        spec.strategy.aggregator = self._robust_aggregator
         return malicious
+
+    def _check_krum(self, rs: RobustnessSpec) -> None:
+        """Refuse a ``krum_f`` / ``multikrum_m`` that does not fit the nominal cohort (never clamped)."""
+        if rs.defense not in ("krum", "multikrum") or (rs.krum_f is None and rs.multikrum_m is None):
+            return
+        k = len(self.sample_clients(1))
+        if rs.krum_f is not None and k - rs.krum_f - 2 < 1:
+            raise ValueError(f"robustness.krum_f={rs.krum_f} is too large for {k} clients per round: Krum needs "
+                             f"K - f - 2 >= 1, so krum_f <= {k - 3}")
+        m = rs.multikrum_m
+        if rs.defense == "multikrum" and m is not None and m > k:
+            raise ValueError(f"robustness.multikrum_m={m} exceeds the {k} clients per round")
+
+    def _fltrust_reference(self, rnd: int, fit: Any) -> None:
+        """FLTrust: the server trains the global model on its root set (the clients' local procedure, generator
+        ``(seed, rnd, PURPOSE_ROOT_TRAIN, SERVER_STREAM)``) and hands the result to the round's aggregator."""
+        if self._root is None or self._robust_aggregator is None:
+            return
+        spec, st = self.spec, self.state
+        gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_ROOT_TRAIN, SERVER_STREAM))
+        controls = [None] if fit.server_control is not None else None
+        trained = train_clients(spec.engine, spec.model, st.global_params, [self._root], [gen], spec.local, fit,
+                                controls)
+        spec.strategy.aggregator = self._robust_aggregator.with_reference(trained[0].params)
 
     def _attack_updates(self, rnd: int, updates: list[ClientUpdate], received: ParamDict) -> list[ClientUpdate]:
         """The updates as uploaded: a malicious client's parameters replaced by the update attack's
