@@ -278,32 +278,31 @@ def discover_nodes(grid: Any, run_config: Mapping[str, Any], num_clients: int, t
     from flwr.app import ConfigRecord, Message, RecordDict
 
     deadline = time.monotonic() + timeout
-    nodes: list[int] = []
-    while time.monotonic() < deadline:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= num_clients:
-            break
-        time.sleep(0.5)
-    if len(nodes) < num_clients:
-        raise DeploymentError(f"only {len(nodes)} of the {num_clients} SuperNodes (partition.num_clients) "
-                              f"connected within node-timeout={timeout:g} s")
-    msgs = [Message(RecordDict({NODE_KEY: ConfigRecord({"ask": "node-config"})}), dst_node_id=nid,
-                    message_type=MSG_QUERY) for nid in nodes]
-    replies = list(grid.send_and_receive(msgs, timeout=max(1.0, deadline - time.monotonic()) + 60.0))
-    if len(replies) < len(nodes):
-        raise DeploymentError(f"{len(nodes) - len(replies)} SuperNode(s) did not answer the node-config query")
     mapping: dict[int, int] = {}
-    for r in replies:
-        nid = r.metadata.src_node_id
-        if r.has_error():
-            raise DeploymentError(f"SuperNode {nid}: {_error_text(r)}")
-        pid = int(r.content[NODE_KEY]["partition-id"])
-        if pid in mapping:
-            raise DeploymentError(f"SuperNodes {mapping[pid]} and {nid} both declare partition-id={pid}")
-        mapping[pid] = nid
-    missing = sorted(set(range(num_clients)) - set(mapping))
-    if missing:
-        raise DeploymentError(f"no SuperNode declares partition-id {missing}")
+    asked: set[int] = set()
+    while len(mapping) < num_clients:
+        new = sorted(set(grid.get_node_ids()) - asked)
+        if new:  # ask every newly connected node at once: a bad node config fails the run early
+            asked.update(new)
+            msgs = [Message(RecordDict({NODE_KEY: ConfigRecord({"ask": "node-config"})}), dst_node_id=nid,
+                            message_type=MSG_QUERY) for nid in new]
+            replies = list(grid.send_and_receive(msgs, timeout=max(1.0, deadline - time.monotonic()) + 60.0))
+            if len(replies) < len(new):
+                raise DeploymentError(f"{len(new) - len(replies)} SuperNode(s) did not answer the node-config query")
+            for r in replies:
+                nid = r.metadata.src_node_id
+                if r.has_error():
+                    raise DeploymentError(f"SuperNode {nid}: {_error_text(r)}")
+                pid = int(r.content[NODE_KEY]["partition-id"])
+                if pid in mapping:
+                    raise DeploymentError(f"SuperNodes {mapping[pid]} and {nid} both declare partition-id={pid}")
+                mapping[pid] = nid
+            continue
+        if time.monotonic() > deadline:
+            missing = sorted(set(range(num_clients)) - set(mapping))
+            raise DeploymentError(f"only {len(mapping)} of the {num_clients} SuperNodes (partition.num_clients) "
+                                  f"connected within node-timeout={timeout:g} s; missing partition-id {missing}")
+        time.sleep(0.5)
     return mapping
 
 
