@@ -377,9 +377,10 @@ def _last_line(path: Path) -> str:
 
 def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout: float, tls: bool = False,
              auth: bool = False, on_line: Callable[[str], None] | None = None,
-             node_configs: list[str] | None = None) -> dict[str, Any]:
+             node_configs: list[str] | None = None, record: list[int] | None = None) -> dict[str, Any]:
     """Start a local federation, run the app, stop everything (also on error / Ctrl-C); returns the summary
-    with the PIDs that were started (``pids``) so callers can check none is left."""
+    with the PIDs that were started (``pids``) so callers can check none is left (``record``, if given,
+    receives them too, also when the run fails)."""
     fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -393,5 +394,7 @@ def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout:
     finally:
         pids = fed.stop()
         signal.signal(signal.SIGTERM, previous)
+        if record is not None:
+            record.extend(pids)
     summary["pids"] = pids
     return summary
