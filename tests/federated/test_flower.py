@@ -216,6 +216,20 @@ def test_deployment_with_compression_keeps_error_feedback_on_the_node(task_ident
             assert torch.equal(torch.from_numpy(saved[n].numpy()), t)
 
 
+def test_dp_settings_apply_in_deployment_as_in_simulation(task_identity, tmp_path):
+    settings = _settings(2, 2, privacy={"dp": True, "noise_multiplier": 0.5, "clip": 1.0})
+    grid, ctx = _loopback(settings, _nodes(2), **{"out-dir": str(tmp_path)})
+    summary = server_main(grid, ctx)
+    sim = _simulate(settings)
+    dep = torch.load(tmp_path / "global.pt")
+    for n, t in sim.state.global_params.items():
+        assert torch.equal(dep[n], t), n
+    rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["dp_epsilon"] for r in rows] == [r["dp_epsilon"] for r in sim.state.metrics]
+    assert summary["privacy"]["epsilon"] == pytest.approx(sim.privacy_engine().summary(
+        sim.state.server_state.get("privacy"))["epsilon"])
+
+
 def test_mismatched_node_config_and_missing_nodes_fail_with_a_clear_error(task_identity, tmp_path):
     grid, ctx = _loopback(_settings(2, 1), [{"partition-id": 0, "num-partitions": 3},
                                              {"partition-id": 1, "num-partitions": 3}])
@@ -389,6 +403,27 @@ def test_real_node_without_partition_id_fails_fast_and_cleans_up(tmp_path):
     assert time.monotonic() - start < 300
     assert "the ServerApp failed" in str(info.value)
     _assert_nothing_left(pids, work)
+
+
+@pytest.mark.slow
+def test_real_demo_interrupted_with_ctrl_c_stops_every_process(tmp_path):
+    import signal
+
+    work = tmp_path / "int"
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "spikefed.cli", "flower", "demo", "--nodes", "2", "--rounds", "5",
+                          "--workdir", str(work)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (work / "supernode1.log").exists():
+        time.sleep(0.2)
+    time.sleep(3)  # the SuperNodes are up and connecting
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stderr[-2000:]
+    assert "every process started was stopped" in stderr
+    _assert_nothing_left([p.pid], work)
 
 
 def test_bound_formula_matches_hand_computation():
