@@ -158,16 +158,26 @@ def test_app_definition_in_pyproject_matches_the_demo_and_validates():
     assert ok, errors
 
 
+def _assert_same_model(path: Path, sim: Simulation) -> None:
+    dep = torch.load(path)
+    for n, t in sim.state.global_params.items():
+        assert torch.equal(dep[n], t), n
+
+
+def _deploy_and_simulate(settings: dict[str, Any], out: Path) -> tuple[LoopbackGrid, dict[str, Any], Simulation]:
+    """The same experiment through the Flower apps (loopback) and the simulator: bit-identical global models."""
+    n = settings["partition"]["num_clients"]
+    grid, ctx = _loopback(settings, _nodes(n), **{"out-dir": str(out)})
+    summary = server_main(grid, ctx)
+    sim = _simulate(settings)
+    _assert_same_model(out / "global.pt", sim)
+    return grid, summary, sim
+
+
 # -- the round through Flower's message layer, in process ---------------------------------------------------------
 def test_deployment_equals_simulation_and_messages_carry_only_parameters_and_metrics(task_identity, tmp_path):
     settings = _settings(2, 2)
-    grid, ctx = _loopback(settings, _nodes(2), **{"out-dir": str(tmp_path)})
-    summary = server_main(grid, ctx)
-    sim = _simulate(settings)
-    # the same global model, bit for bit, and the same uplink bytes
-    dep = torch.load(tmp_path / "global.pt")
-    for n, t in sim.state.global_params.items():
-        assert torch.equal(dep[n], t), n
+    grid, summary, sim = _deploy_and_simulate(settings, tmp_path)  # the same model, bit for bit
     assert summary["total_bytes_up"] == sim.state.bytes_up
     assert summary["final_accuracy"] == sim.state.metrics[-1]["accuracy"]
     spec = build_spec(RunSettings.model_validate(settings))
@@ -202,11 +212,9 @@ def test_deployment_equals_simulation_and_messages_carry_only_parameters_and_met
     assert n_payload == sim.state.bytes_up
 
 
-def test_deployment_with_compression_keeps_error_feedback_on_the_node(task_identity):
+def test_deployment_with_compression_keeps_error_feedback_on_the_node(task_identity, tmp_path):
     settings = _settings(2, 2, compression={"uplink": "topk", "fraction": 0.1})
-    grid, ctx = _loopback(settings, _nodes(2))
-    summary = server_main(grid, ctx)
-    sim = _simulate(settings)
+    grid, summary, sim = _deploy_and_simulate(settings, tmp_path)
     assert summary["total_bytes_up"] == sim.state.bytes_up
     assert summary["final_accuracy"] == sim.state.metrics[-1]["accuracy"]
     for cfg, state in grid.nodes.values():  # the residual lives in the node's context.state, as in the simulator
@@ -218,12 +226,7 @@ def test_deployment_with_compression_keeps_error_feedback_on_the_node(task_ident
 
 def test_dp_settings_apply_in_deployment_as_in_simulation(task_identity, tmp_path):
     settings = _settings(2, 2, privacy={"dp": True, "noise_multiplier": 0.5, "clip": 1.0})
-    grid, ctx = _loopback(settings, _nodes(2), **{"out-dir": str(tmp_path)})
-    summary = server_main(grid, ctx)
-    sim = _simulate(settings)
-    dep = torch.load(tmp_path / "global.pt")
-    for n, t in sim.state.global_params.items():
-        assert torch.equal(dep[n], t), n
+    _, summary, sim = _deploy_and_simulate(settings, tmp_path)
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["dp_epsilon"] for r in rows] == [r["dp_epsilon"] for r in sim.state.metrics]
     assert summary["privacy"]["epsilon"] == pytest.approx(sim.privacy_engine().summary(
@@ -365,11 +368,8 @@ def test_real_superlink_three_supernodes_three_rounds(tmp_path):
     assert accs[-1] > accs[0]
     assert "spikefed round 3/3" in res.stderr  # progress streamed
     _assert_nothing_left(out["pids"], work)
-    settings = _settings(3, 3, local={"epochs": 2})
-    sim = _simulate(settings)
-    dep = torch.load(work / "out" / "global.pt")
-    for n, t in sim.state.global_params.items():
-        assert torch.equal(dep[n], t), n
+    sim = _simulate(_settings(3, 3, local={"epochs": 2}))
+    _assert_same_model(work / "out" / "global.pt", sim)
     assert [r["accuracy"] for r in sim.state.metrics] == accs
 
 

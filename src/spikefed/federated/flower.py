@@ -31,10 +31,11 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from ..experiment.config import ConfigError, RunSettings, apply_overrides, format_validation_error
 from .simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
@@ -80,18 +81,15 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> RunSettings:
     data = apply_overrides(data, str(run_config.get("set", "") or "").split())
     try:
         settings = RunSettings.model_validate(data)
-    except Exception as e:  # pydantic ValidationError: one line naming the keys
-        from pydantic import ValidationError
-
-        if isinstance(e, ValidationError):
-            raise ConfigError(format_validation_error(e, RunSettings)) from None
-        raise
+    except ValidationError as e:  # one line naming the keys, as for `spikefed run`
+        raise ConfigError(format_validation_error(e, RunSettings)) from None
     check_deployable(settings)
     return settings
 
 
 def run_option(run_config: Mapping[str, Any], key: str) -> Any:
-    """A run-config value with its default; numbers are checked to be positive."""
+    """A run-config value or its default (:data:`RUN_CONFIG_DEFAULTS`); ``ConfigError`` for a number that is
+    not positive or an unknown ``secure`` mode."""
     value = run_config.get(key, RUN_CONFIG_DEFAULTS[key])
     default = RUN_CONFIG_DEFAULTS[key]
     if isinstance(default, (int, float)) and not isinstance(default, bool):
@@ -117,7 +115,8 @@ def check_deployable(settings: RunSettings) -> None:
     if settings.privacy.secure_aggregation:
         raise ConfigError("privacy.secure_aggregation simulates the protocol in one process; on Flower use the "
                           "run config secure=\"secaggplus\" (Flower's SecAgg+) instead")
-    if settings.compression.to_spec() is not None and settings.compression.to_spec().downlink_compressor() is not None:
+    compression = settings.compression.to_spec()
+    if compression is not None and compression.downlink_compressor() is not None:
         raise ConfigError("compression.downlink is not supported on Flower yet (the nodes receive dense "
                           "parameters); set it to none")
 
@@ -272,7 +271,7 @@ def _error_text(msg: Any) -> str:
     return reason
 
 
-def discover_nodes(grid: Any, run_config: Mapping[str, Any], num_clients: int, timeout: float) -> dict[int, int]:
+def discover_nodes(grid: Any, num_clients: int, timeout: float) -> dict[int, int]:
     """Wait (at most ``timeout`` s) for ``num_clients`` SuperNodes, ask each for its node config and map
     partition id -> node id. ``DeploymentError`` for too few nodes, a failing node, duplicate or missing ids."""
     from flwr.app import ConfigRecord, Message, RecordDict
@@ -355,7 +354,7 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
                               "noise on the server); use one of them")
         spec = build_spec(settings)
         sim = Simulation(spec)
-        nodes = discover_nodes(grid, run_config, sim.num_clients, float(run_option(run_config, "node-timeout")))
+        nodes = discover_nodes(grid, sim.num_clients, float(run_option(run_config, "node-timeout")))
         print(f"spikefed: {len(nodes)} SuperNodes, {settings.federation.strategy}, {spec.rounds} rounds"
               + (", SecAgg+" if secure == "secaggplus" else ""), flush=True)
         trainer = FlowerTrainer(grid, nodes, float(run_option(run_config, "round-timeout")))
@@ -386,16 +385,6 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
             out_dir.mkdir(parents=True, exist_ok=True)
             _write_atomic(out_dir / "error.txt", f"{e}\n")
         raise
-
-
-def iter_records(content: Any) -> Iterable[tuple[str, str, Any]]:
-    """``(kind, name, record)`` for every record of a RecordDict (tests inspect what a message carries)."""
-    for name, rec in content.array_records.items():
-        yield "array", name, rec
-    for name, rec in content.metric_records.items():
-        yield "metric", name, rec
-    for name, rec in content.config_records.items():
-        yield "config", name, rec
 
 
 __all__ = ["DeploymentError", "FlowerTrainer", "NodeSettings", "RUN_CONFIG_DEFAULTS", "check_deployable",

@@ -91,7 +91,7 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def app_pyproject(root_config: Mapping[str, Any] | None = None) -> str:
+def app_pyproject() -> str:
     """The ``pyproject.toml`` of the Flower app (project metadata + ``[tool.flwr.app]``)."""
     import tomli_w
 
