@@ -224,6 +224,25 @@ def test_deployment_with_compression_keeps_error_feedback_on_the_node(task_ident
             assert torch.equal(torch.from_numpy(saved[n].numpy()), t)
 
 
+def test_device_fleet_nodes_train_through_their_device_profile(task_identity, tmp_path):
+    fleet = {"fleet": [{"profile": "analog20", "fraction": 0.5}, {"profile": "coarse_dt", "fraction": 0.5}]}
+    settings = _settings(2, 1, devices=fleet, federation={"engine": "cohort"})  # fleets need the batched engine
+    spec = build_spec(RunSettings.model_validate(settings))
+    profiles = [p.name for p in spec.fleet.profiles]
+    assert sorted(profiles) == ["analog20", "coarse_dt"]  # different dt: separate cohorts
+    nodes = [{"partition-id": i, "num-partitions": 2, "device-profile": profiles[i]} for i in range(2)]
+    grid, ctx = _loopback(settings, nodes, **{"out-dir": str(tmp_path)})
+    summary = server_main(grid, ctx)
+    sim = _simulate(settings)  # one client per device group: the cohort engine trains each alone here too
+    _assert_same_model(tmp_path / "global.pt", sim)
+    assert summary["devices"]["final_accuracy_by_device"] == sim.state.metrics[-1]["accuracy_by_device"]
+    nodes[0]["device-profile"] = profiles[1]
+    grid, ctx = _loopback(settings, nodes)
+    with pytest.raises(DeploymentError, match=f"device-profile='{profiles[1]}' does not match .* assigns "
+                                              f"'{profiles[0]}' to partition 0"):
+        server_main(grid, ctx)
+
+
 def test_dp_settings_apply_in_deployment_as_in_simulation(task_identity, tmp_path):
     settings = _settings(2, 2, privacy={"dp": True, "noise_multiplier": 0.5, "clip": 1.0})
     _, summary, sim = _deploy_and_simulate(settings, tmp_path)
