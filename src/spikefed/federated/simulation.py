@@ -237,6 +237,13 @@ class Simulation:
         return row
 
     # -- communication (spikefed.federated.compression) --------------------------------------------------------
+    def _uplink(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> tuple[int, ParamDict]:
+        """One client's delta over the wire, both halves (:func:`client_upload`, :func:`decode_uplink`):
+        ``(bytes, the client's parameters as the server reconstructs them)``."""
+        base = self.state.global_params if uplink_mode(self.spec) == "dense" else received
+        up = client_upload(self.spec, rnd, upd, base, self.state.client_state)
+        return len(up.payload), decode_uplink(self.spec, up.payload, self.state.global_params, self.manifolds)
+
     def _downlink(self, rnd: int, sampled: list[int]) -> tuple[bytes, int]:
         """The broadcast of round ``rnd``: ``(payload the clients start from, downlink bytes of the sampled)``.
 
