@@ -412,6 +412,31 @@ def test_real_tls_auth_secaggplus_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_real_supernode_authentication_refuses_an_unregistered_key(tmp_path):
+    """With --enable-supernode-auth a registered SuperNode activates; one with an unregistered key is refused."""
+    from spikefed.federated.flower_certs import make_node_key
+    from spikefed.federated.flower_launch import LocalFederation, free_port
+
+    work = tmp_path / "auth"
+    with LocalFederation(work, 1, tls=True, auth=True) as fed:
+        fed.start()
+        make_node_key(work / "intruder")
+        intruder = fed._spawn("intruder", [
+            "flower-supernode", "--root-certificates", str(fed.certs.ca_cert), "--superlink", fed.address,
+            "--port", str(free_port()), "--max-retries", "2", "--max-wait-time", "20",
+            "--auth-supernode-private-key", str(work / "intruder"), "--node-config", "partition-id=0 num-partitions=1"])
+        assert intruder.popen.wait(timeout=120) != 0
+        assert "Failed to activate SuperNode" in intruder.log.read_text()
+        registered = fed.procs[1]
+        deadline = time.monotonic() + 60
+        while "SuperNode ID" not in registered.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert registered.popen.poll() is None and "SuperNode ID" in registered.log.read_text()
+        pids = fed.stop()
+    _assert_nothing_left(pids, work)
+
+
+@pytest.mark.slow
 def test_real_node_without_partition_id_fails_fast_and_cleans_up(tmp_path):
     work = tmp_path / "bad"
     start = time.monotonic()

@@ -91,6 +91,22 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Live processes (of this user) whose environment holds ``key=value`` exactly."""
+    needle = f"{key}={value}".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in env and pid_alive(int(entry)):
+            out.append(int(entry))
+    return out
+
+
 def app_pyproject() -> str:
     """The ``pyproject.toml`` of the Flower app (project metadata + ``[tool.flwr.app]``)."""
     import tomli_w
@@ -299,7 +315,12 @@ class LocalFederation:
 
     def stop(self) -> list[int]:
         """Terminate every started process and its descendants (SIGTERM, bounded wait, SIGKILL); returns the
-        PIDs that were seen (all gone afterwards)."""
+        PIDs that were seen (all gone afterwards).
+
+        Flower starts its SuperExec detached, and a SuperNode may start one while being stopped, so a process
+        tree scan alone can miss one whose parent is already gone: every process of this federation also
+        carries ``FLWR_HOME=<work>/flwr-home`` (a private directory) in its environment, and any live process
+        with it is stopped by PID too (bounded: a few passes)."""
         self._remember_descendants()
         for proc in self.procs:
             _kill_tree(proc.popen.pid, self.seen)
@@ -308,6 +329,13 @@ class LocalFederation:
                 proc.popen.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 pass
+        for _ in range(3):
+            stray = processes_with_env("FLWR_HOME", str(self.home))
+            if not stray:
+                break
+            self.seen.update(stray)
+            for pid in stray:
+                _kill_tree(pid)
         return sorted(self.seen)
 
     def __enter__(self) -> "LocalFederation":
