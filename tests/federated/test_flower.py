@@ -470,6 +470,29 @@ def test_real_demo_interrupted_with_ctrl_c_stops_every_process(tmp_path):
     _assert_nothing_left([p.pid], work)
 
 
+@pytest.mark.slow
+def test_real_demo_killed_with_sigkill_leaves_nothing(tmp_path):
+    """SIGKILL cannot be handled: the SuperLink, SuperNodes and flwr die with the demo (parent-death signal)."""
+    from spikefed.federated.flower_launch import processes_with_env
+
+    work = tmp_path / "kill"
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PYTHONPATH": str(ROOT / "src")}
+    p = subprocess.Popen([sys.executable, "-m", "spikefed.cli", "flower", "demo", "--nodes", "2", "--workdir",
+                          str(work)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (work / "supernode1.log").exists():
+        time.sleep(0.2)
+    time.sleep(5)
+    assert processes_with_env("FLWR_HOME", str(work / "flwr-home"))  # the federation is running
+    p.kill()
+    p.wait(timeout=30)
+    deadline = time.monotonic() + 60  # Flower's SuperExec notices its dead parent by polling
+    while time.monotonic() < deadline and processes_with_env("FLWR_HOME", str(work / "flwr-home")):
+        time.sleep(0.5)
+    assert processes_with_env("FLWR_HOME", str(work / "flwr-home")) == []
+
+
 def test_bound_formula_matches_hand_computation():
     # K = 2 clients of 100 and 50 samples, R = 1, Q = 4: ratios 1 and 0.5, step 2R/Q = 0.5 -> 2 * 0.5 / 1.5
     assert math.isclose(secagg_tolerance([100, 50], 1.0, 4), 2 * 0.5 / 1.5)

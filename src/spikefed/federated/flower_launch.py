@@ -157,7 +157,7 @@ class LocalFederation:
         log = self.work / f"{name}.log"
         with open(log, "wb") as out:
             p = subprocess.Popen([exe, *argv[1:]], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=self.env, cwd=self.work, start_new_session=True)
+                                 env=self.env, cwd=self.work, start_new_session=True, preexec_fn=_die_with_parent)
         proc = Proc(name, p, log)
         self.procs.append(proc)
         self.seen.add(p.pid)
@@ -219,7 +219,7 @@ class LocalFederation:
         if exe is None:
             raise LaunchError("flwr not found; install Flower: pip install 'flwr>=1.40,<1.42'")
         p = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=self.env, cwd=self.work, start_new_session=True)
+                             env=self.env, cwd=self.work, start_new_session=True, preexec_fn=_die_with_parent)
         self.seen.add(p.pid)
         try:
             out, _ = p.communicate(timeout=timeout)
@@ -249,7 +249,8 @@ class LocalFederation:
             raise LaunchError("flwr not found; install Flower: pip install 'flwr>=1.40,<1.42'")
         p = subprocess.Popen([exe, "run", str(app_dir), "spikefed-local", "--stream", "--run-config",
                               str(self.work / "run-config.toml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, env=self.env, cwd=self.work, start_new_session=True, bufsize=1)
+                             text=True, env=self.env, cwd=self.work, start_new_session=True, bufsize=1,
+                             preexec_fn=_die_with_parent)
         self.seen.add(p.pid)
         deadline = time.monotonic() + timeout
         run_id = None
@@ -343,6 +344,19 @@ class LocalFederation:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the launching process dies, even by SIGKILL, so a killed
+    demo does not leave its SuperLink / SuperNodes / ``flwr`` running (Flower's SuperExec watches its parent and
+    exits with it). SIGKILL because the SuperLink's graceful shutdown waits for its open connections; the
+    normal path (:meth:`LocalFederation.stop`) still sends SIGTERM first."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _kill_tree(pid: int, also: set[int] | None = None) -> None:

@@ -158,7 +158,7 @@ class Simulation:
     # -- one round ---------------------------------------------------------------------------------------------
     def run_round(self, remote: RemoteTrainer | None = None) -> dict[str, Any]:
         """One round. ``remote`` (deployment) trains the sampled clients elsewhere and returns their uploads;
-        without it the clients train in this process (:meth:`_local_round`)."""
+        without it the clients train in this process (:meth:`_train`, :meth:`_upload`)."""
         spec, st = self.spec, self.state
         rnd = st.round + 1
         start = time.perf_counter()
@@ -170,8 +170,12 @@ class Simulation:
             bytes_down += len(encode_params(fit.server_control)) * len(sampled)
         received = decode_params(down)
         plan = self._fault_plan(rnd, sampled)  # faults: dropped / late clients do not train or upload
+        gens = [client_generator(spec.seed, rnd, c) for c in plan.trained]
+        controls = [st.controls.get(c) for c in plan.trained] if fit.server_control is not None else None
         if remote is None:
-            uploads = self._local_round(rnd, received, plan.trained, fit, plan.budgets)
+            updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets)
+            updates = self._attack_updates(rnd, updates, received)  # malicious clients poison before uplink
+            uploads = [self._upload(rnd, u, received) for u in updates]  # dense, or compressed with EF
         else:  # deployment: the clients train on their own machines (spikefed.federated.flower)
             uploads = remote(rnd, received, plan.trained, fit, plan.budgets)
         # uplink: each client's delta (and control delta) as serialized bytes; the server decodes them
@@ -237,13 +241,6 @@ class Simulation:
         return row
 
     # -- communication (spikefed.federated.compression) --------------------------------------------------------
-    def _uplink(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> tuple[int, ParamDict]:
-        """One client's delta over the wire, both halves (:func:`client_upload`, :func:`decode_uplink`):
-        ``(bytes, the client's parameters as the server reconstructs them)``."""
-        base = self.state.global_params if uplink_mode(self.spec) == "dense" else received
-        up = client_upload(self.spec, rnd, upd, base, self.state.client_state)
-        return len(up.payload), decode_uplink(self.spec, up.payload, self.state.global_params, self.manifolds)
-
     def _downlink(self, rnd: int, sampled: list[int]) -> tuple[bytes, int]:
         """The broadcast of round ``rnd``: ``(payload the clients start from, downlink bytes of the sampled)``.
 
@@ -263,18 +260,22 @@ class Simulation:
                                               sampled, rnd, comp, gen)
         return encode_params(reference), sum(costs)
 
-    def _local_round(self, rnd: int, received: ParamDict, trained: list[int], fit: Any,
-                     budgets: Any) -> list[Upload]:
-        """The client side of round ``rnd`` in this process: local training of ``trained``, the attacks of
-        malicious clients, and each client's uplink payload (:func:`client_upload`)."""
-        spec, st = self.spec, self.state
-        gens = [client_generator(spec.seed, rnd, c) for c in trained]
-        controls = [st.controls.get(c) for c in trained] if fit.server_control is not None else None
-        updates = train_local(spec, received, [self.clients[c] for c in trained], gens, fit, controls, budgets)
-        updates = self._attack_updates(rnd, updates, received)  # malicious clients poison before uplink
-        # a dense uplink is a delta against the global model (the server adds it back: it receives w_k)
-        base = st.global_params if uplink_mode(spec) == "dense" else received
-        return [client_upload(spec, rnd, u, base, st.client_state) for u in updates]
+    def _upload(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> Upload:
+        """The client half of the uplink (:func:`client_upload`): a dense delta against the global model (the
+        server adds it back), a lossy one against what the client received."""
+        base = self.state.global_params if uplink_mode(self.spec) == "dense" else received
+        return client_upload(self.spec, rnd, upd, base, self.state.client_state)
+
+    def _uplink(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> tuple[int, ParamDict]:
+        """One client's delta over the wire, both halves: ``(bytes, the client's parameters as the server
+        reconstructs them)`` (:meth:`_upload`, :func:`decode_uplink`)."""
+        up = self._upload(rnd, upd, received)
+        return len(up.payload), decode_uplink(self.spec, up.payload, self.state.global_params, self.manifolds)
+
+    def _train(self, received: ParamDict, trained: list[int], gens: list[torch.Generator], fit: Any,
+               controls: list[ParamDict | None] | None, budgets: Any) -> list[ClientUpdate]:
+        """Local training of the clients ``trained`` in this process (:func:`train_local`)."""
+        return train_local(self.spec, received, [self.clients[c] for c in trained], gens, fit, controls, budgets)
 
     def eval_keys(self) -> tuple[str, ...]:
         """The metrics-row keys :meth:`evaluate` fills (null in rounds without evaluation)."""
