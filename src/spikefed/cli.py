@@ -334,6 +334,148 @@ def devices(
     Console(width=max(Console().width, 110)).print(table)
 
 
+flower_app = typer.Typer(help="Deploy on real machines through Flower (SuperLink, SuperNodes, flwr run).",
+                         no_args_is_help=True)
+app.add_typer(flower_app, name="flower")
+
+
+def _flower_settings(config: Optional[Path], set_: list[str], nodes: int, rounds: int) -> RunSettings:
+    """The demo's experiment: ``nodes`` clients (one per SuperNode), all of them every round, ``rounds`` rounds;
+    the config file and ``--set`` come on top."""
+    from .federated.flower import check_deployable
+
+    base = [f"partition.num_clients={nodes}", "federation.fraction=1.0", f"federation.rounds={rounds}"]
+    settings = build_settings(RunSettings, config, base + list(set_))
+    if settings.partition.num_clients != nodes:
+        raise ConfigError(f"partition.num_clients={settings.partition.num_clients} must equal --nodes {nodes} "
+                          "(one SuperNode per client)")
+    check_deployable(settings)
+    return settings
+
+
+@flower_app.command("demo")
+def flower_demo(
+    config: Optional[Path] = typer.Argument(None, help="YAML or TOML experiment config (optional)"),
+    nodes: int = typer.Option(3, "--nodes", min=1, help="SuperNodes to start (one client each)"),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="federated rounds"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting: --set local.epochs=2"),
+    tls: bool = typer.Option(False, "--tls", help="TLS with a fresh local CA (spikefed flower certs)"),
+    auth: bool = typer.Option(False, "--auth", help="SuperNode authentication (keys registered with the SuperLink)"),
+    secure: str = typer.Option("none", "--secure", help="secure aggregation: none | secaggplus (Flower SecAgg+)"),
+    timeout: float = typer.Option(900.0, "--timeout", min=1.0, help="seconds before the whole run is abandoned"),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="keep logs, certificates and results here "
+                                                                  "(default: a temporary directory)"),
+    json_out: bool = typer.Option(False, "--json", help="print one JSON summary to stdout"),
+) -> None:
+    """Start a SuperLink and N SuperNodes on 127.0.0.1 as real processes, run spikefed on them with
+    ``flwr run``, stream progress, stop every process (also on error or Ctrl-C) and print a summary."""
+    import tempfile
+    import time
+
+    try:
+        settings = _flower_settings(config, set_, nodes, rounds)
+        from .federated.flower import SECURE_MODES
+        if secure not in SECURE_MODES:
+            raise ConfigError(f"--secure must be one of {', '.join(SECURE_MODES)}, got {secure!r}")
+        from .federated.flower_launch import LaunchError, run_demo
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    except ImportError as e:
+        _fail(f"Flower is not installed ({e}); pip install 'flwr>=1.40,<1.42'")
+        return
+    work = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="spikefed-flower-"))
+    run_config = {"settings": settings.model_dump_json(), "secure": secure}
+    err.print(f"[bold]spikefed flower demo[/]: SuperLink + {nodes} SuperNodes on 127.0.0.1"
+              f"{' (TLS)' if tls else ''}{' (auth)' if auth else ''}, {rounds} rounds; logs in {work}",
+              highlight=False)
+
+    def on_line(line: str) -> None:
+        if line.startswith("spikefed"):
+            err.print(line, highlight=False)
+
+    started = time.perf_counter()
+    try:
+        summary = run_demo(work, nodes, run_config, timeout, tls=tls, auth=auth, on_line=on_line)
+    except LaunchError as e:
+        _fail(str(e), 1)
+        return
+    except KeyboardInterrupt:
+        err.print("\ninterrupted; every process started was stopped", highlight=False)
+        raise typer.Exit(130)
+    out = {"final_accuracy": summary.get("final_accuracy"), "rounds": summary.get("rounds"), "nodes": nodes,
+           "seconds": time.perf_counter() - started, "secure": secure, "tls": tls, "auth": auth,
+           "total_bytes_up": summary.get("total_bytes_up"), "workdir": str(work), "pids": summary["pids"]}
+    if json_out:
+        print(json.dumps(out))
+        return
+    table = Table(title="spikefed flower demo")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("final accuracy", f"{out['final_accuracy']:.4f}" if out["final_accuracy"] is not None else "-")
+    table.add_row("rounds / nodes", f"{out['rounds']} / {nodes}")
+    table.add_row("security", ", ".join(k for k, v in (("TLS", tls), ("auth", auth), (secure, secure != "none"))
+                                        if v) or "insecure (localhost)")
+    table.add_row("wall time", f"{out['seconds']:.1f} s")
+    Console().print(table)
+
+
+@flower_app.command("run")
+def flower_run(
+    config: Optional[Path] = typer.Argument(None, help="YAML or TOML experiment config (optional)"),
+    superlink: str = typer.Option(..., "--superlink", help="the SuperLink's address, host:port"),
+    root_certificates: Optional[Path] = typer.Option(None, "--root-certificates",
+                                                     help="CA certificate that signed the SuperLink's certificate"),
+    insecure: bool = typer.Option(False, "--insecure", help="no TLS (trusted networks / localhost only)"),
+    set_: list[str] = typer.Option([], "--set", help="override a setting"),
+    secure: str = typer.Option("none", "--secure", help="secure aggregation: none | secaggplus"),
+    connect_timeout: float = typer.Option(15.0, "--connect-timeout", min=0.1, help="seconds to reach the SuperLink"),
+    timeout: float = typer.Option(3600.0, "--timeout", min=1.0, help="seconds before the run is abandoned"),
+    out: Path = typer.Option(Path("flower-run"), "--out", help="where the ServerApp writes metrics and summary "
+                                                               "(a path on the SuperLink machine)"),
+    json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
+) -> None:
+    """Submit spikefed to a running SuperLink (its SuperNodes already started) and wait for the result."""
+    import tempfile
+
+    try:
+        settings = build_settings(RunSettings, config, set_)
+        from .federated.flower import check_deployable
+        check_deployable(settings)
+        from .federated.flower_launch import LaunchError, submit
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    if (root_certificates is None) == (not insecure):
+        _fail("give exactly one of --root-certificates CA.crt (TLS) and --insecure")
+        return
+    try:
+        summary = submit(Path(tempfile.mkdtemp(prefix="spikefed-flwr-")), superlink,
+                         {"settings": settings.model_dump_json(), "secure": secure}, out.resolve(),
+                         root_certificates, connect_timeout, timeout,
+                         on_line=lambda line: err.print(line, highlight=False) if line.startswith("spikefed") else None)
+    except LaunchError as e:
+        _fail(str(e), 1)
+        return
+    print(json.dumps(summary) if json_out else f"final accuracy {summary.get('final_accuracy')}; results in {out}")
+
+
+@flower_app.command("certs")
+def flower_certs(
+    out: Path = typer.Argument(..., help="directory for ca.crt, ca.key, server.crt, server.key"),
+    host: list[str] = typer.Option(["127.0.0.1", "localhost"], "--host",
+                                   help="SuperLink host name or IP the certificate is valid for (repeatable)"),
+    days: int = typer.Option(30, "--days", min=1, help="validity in days"),
+) -> None:
+    """Create a local CA and a SuperLink certificate signed by it (for tests, demos, private deployments)."""
+    from .federated.flower_certs import make_certs
+
+    certs = make_certs(out, tuple(host), days)
+    print(f"CA certificate:     {certs.ca_cert}  (SuperNodes: --root-certificates; flwr: root-certificates)")
+    print(f"server certificate: {certs.server_cert}  (flower-superlink --ssl-certfile)")
+    print(f"server key:         {certs.server_key}  (flower-superlink --ssl-keyfile)")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

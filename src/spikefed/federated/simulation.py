@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -157,19 +157,7 @@ class Simulation:
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _build_clients(self) -> list[ClientData]:
-        d, spec = self.spec.data, self.spec
-        clients = []
-        for cid, idx in enumerate(spec.parts):
-            index = torch.as_tensor(np.asarray(idx), dtype=torch.int64)
-            x = d.x_train[index]
-            if spec.client_transforms is not None:
-                # purpose-tagged with an out-of-range "round" so it never equals a per-round stream
-                gen = torch.Generator().manual_seed(derive_seed(spec.seed, NO_ROUND, PURPOSE_FEATURE, cid))
-                x = spec.client_transforms[cid].apply(x, gen)
-                if spec.local.encoder in ("rate", "latency"):
-                    x = x.clamp(0.0, 1.0)  # these encoders take intensities in [0, 1]
-            clients.append(ClientData(cid, x, d.y_train[index]))
-        return clients
+        return [build_client(self.spec, cid) for cid in range(len(self.spec.parts))]
 
     def sample_clients(self, rnd: int) -> list[int]:
         """The clients of round ``rnd``: ``max(min_clients, round(fraction * N))`` without replacement."""
@@ -179,7 +167,9 @@ class Simulation:
         return sorted(rng.choice(self.num_clients, size=m, replace=False).tolist())
 
     # -- one round ---------------------------------------------------------------------------------------------
-    def run_round(self) -> dict[str, Any]:
+    def run_round(self, remote: RemoteTrainer | None = None) -> dict[str, Any]:
+        """One round. ``remote`` (deployment) trains the sampled clients elsewhere and returns their uploads;
+        without it the clients train in this process (:meth:`_train`, :meth:`_upload`)."""
         spec, st = self.spec, self.state
         rnd = st.round + 1
         start = time.perf_counter()
@@ -198,21 +188,25 @@ class Simulation:
             plan, idle = self.stream.without_idle(plan, self.clients)
             penalties = self.stream.penalties(rnd, plan.trained, st.server_state.get("continual"))
             bytes_down += self.stream.penalty_downlink(rnd, plan.trained, penalties, st.client_state)
-        gens = [torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_CLIENT, c)) for c in plan.trained]
+        gens = [client_generator(spec.seed, rnd, c) for c in plan.trained]
         controls = [st.controls.get(c) for c in plan.trained] if fit.server_control is not None else None
-        updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets, penalties)
-        updates = self._attack_updates(rnd, updates, received)  # malicious clients poison before uplink
+        if remote is None:
+            updates = self._train(received, plan.trained, gens, fit, controls, plan.budgets, penalties)
+            updates = self._attack_updates(rnd, updates, received)  # malicious clients poison before uplink
+            uploads = [self._upload(rnd, u, received) for u in updates]  # dense, or compressed with EF
+        else:  # deployment: the clients train on their own machines (spikefed.federated.flower)
+            uploads = remote(rnd, received, plan.trained, fit, plan.budgets)
         # uplink: each client's delta (and control delta) as serialized bytes; the server decodes them
         received_updates: list[ClientUpdate] = []
         bytes_up = 0
-        for upd in updates:
-            nbytes, server_params = self._uplink(rnd, upd, received)  # dense, or compressed with EF
-            bytes_up += nbytes
-            server_view = ClientUpdate(upd.client_id, upd.num_samples, server_params, upd.metrics, None, upd.steps)
-            if upd.control_delta is not None:
-                payload_c = encode_params(upd.control_delta)
-                bytes_up += len(payload_c)
-                server_view.control_delta = decode_params(payload_c)
+        for u in uploads:
+            bytes_up += len(u.payload)
+            server_view = ClientUpdate(u.client_id, u.num_samples,
+                                       decode_uplink(spec, u.payload, st.global_params, self.manifolds), u.metrics,
+                                       None, u.steps)
+            if u.control_payload is not None:
+                bytes_up += len(u.control_payload)
+                server_view.control_delta = decode_params(u.control_payload)
             received_updates.append(server_view)
         # validation (names, shapes, dtype, finite, on-manifold, norm bound): bad updates are logged, not used
         accepted, invalid = validate_updates(received_updates, st.global_params, spec.max_update_norm,
@@ -290,65 +284,23 @@ class Simulation:
                                               sampled, rnd, comp, gen)
         return encode_params(reference), sum(costs)
 
-    def _uplink(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> tuple[int, ParamDict]:
-        """One client's delta over the wire: ``(bytes, the client's parameters as the server reconstructs them)``.
+    def _upload(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> Upload:
+        """The client half of the uplink (:func:`client_upload`): a dense delta against the global model (the
+        server adds it back), a lossy one against what the client received."""
+        base = self.state.global_params if uplink_mode(self.spec) == "dense" else received
+        return client_upload(self.spec, rnd, upd, base, self.state.client_state)
 
-        Dense: ``delta = w_k - x_t`` through :func:`encode_params`, server view ``x_t + delta`` (as without
-        compression). Compressed: the client compresses ``delta = w_k - received`` (what it started from) with
-        error feedback (residual in ``client_state[k]["ef_residual"]``, generator from
-        ``(seed, rnd, PURPOSE_COMPRESS, k)``); the server decodes and applies it to its own model, ``x_t + m``,
-        projected back onto the manifold of non-euclidean parameters (a lossy delta may step off it).
-        """
-        st, spec = self.state, self.spec
-        comp = spec.compression
-        up = comp.uplink_compressor() if comp is not None else None
-        lossy_down = comp is not None and comp.downlink_compressor() is not None
-        if up is None or (up.is_identity and not lossy_down):
-            payload = encode_params({n: upd.params[n] - st.global_params[n] for n in upd.params})
-            decoded = decode_params(payload)
-            return len(payload), {n: st.global_params[n] + decoded[n] for n in decoded}
-        delta = {n: upd.params[n] - received[n] for n in upd.params}
-        if up.is_identity:
-            payload = encode_params(delta)
-            decoded = decode_params(payload)
-        else:
-            assert comp is not None
-            gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_COMPRESS, upd.client_id))
-            payload = client_uplink(delta, up, gen, st.client_state.setdefault(upd.client_id, {}),
-                                    comp.error_feedback)
-            decoded = decode_update(payload)
-        params = {n: st.global_params[n] + decoded[n].to(st.global_params[n].dtype) for n in decoded}
-        for n, p in params.items():
-            m = self.manifolds.get(n)
-            if m is not None and m.kind != "euclidean":
-                m.project_(p)
-        return len(payload), params
+    def _uplink(self, rnd: int, upd: ClientUpdate, received: ParamDict) -> tuple[int, ParamDict]:
+        """One client's delta over the wire, both halves: ``(bytes, the client's parameters as the server
+        reconstructs them)`` (:meth:`_upload`, :func:`decode_uplink`)."""
+        up = self._upload(rnd, upd, received)
+        return len(up.payload), decode_uplink(self.spec, up.payload, self.state.global_params, self.manifolds)
 
     def _train(self, received: ParamDict, trained: list[int], gens: list[torch.Generator], fit: Any,
                controls: list[ParamDict | None] | None, budgets: Any, penalties: Any = None) -> list[ClientUpdate]:
-        """Local training of the clients ``trained``; on a device fleet each client trains its own program
-        through its device (grouped by the device's number of steps) and uploads latent values."""
-        spec = self.spec
-        clients = [self.clients[c] for c in trained]
-        fleet = spec.fleet
-        if fleet is None:
-            return train_clients(spec.engine, spec.model, received, clients, gens, spec.local, fit, controls,
-                                 budgets, penalties)
-        groups: dict[int, list[int]] = {}
-        for row, c in enumerate(trained):
-            groups.setdefault(fleet.num_steps(c, spec.local.num_steps), []).append(row)
-        updates: list[ClientUpdate | None] = [None] * len(trained)
-        for steps, rows in groups.items():
-            cfg = dataclasses.replace(spec.local, num_steps=steps)
-            starts = [fleet.program(trained[r], received) for r in rows]
-            devices = [ClientDevice(p, fleet.devices[trained[r]]) for r, p in zip(rows, starts)]
-            group_budgets = [budgets[r] for r in rows] if budgets is not None else None
-            trained_group = train_cohort(spec.model, received, [clients[r] for r in rows], [gens[r] for r in rows],
-                                         cfg, fit, None, group_budgets, devices)
-            for r, upd, start in zip(rows, trained_group, starts):
-                upd.params = fleet.upload(trained[r], start, upd.params)
-                updates[r] = upd
-        return [u for u in updates if u is not None]
+        """Local training of the clients ``trained`` in this process (:func:`train_local`)."""
+        return train_local(self.spec, received, [self.clients[c] for c in trained], gens, fit, controls, budgets,
+                           penalties)
 
     def _continual_row(self, rnd: int, evaluated: bool, accepted: list[ClientUpdate], idle: int) -> dict[str, Any]:
         """Continual-FL entries of the round's row: the task, whether it ends one, the accuracy on every task's
@@ -579,6 +531,118 @@ class Simulation:
         self.state = SimulationState(data["round"], gp, data["strategy_state"], data["controls"], data["metrics"],
                                      data["bytes_up"], data["bytes_down"], data["seconds"],
                                      data.get("client_state", {}), data.get("server_state", {}))
+
+
+# -- the client's and the server's halves of a round, shared by the simulation and the Flower deployment ----------
+@dataclass
+class Upload:
+    """What one client sends back after local training: its update as uplink bytes plus plain metadata."""
+
+    client_id: int
+    num_samples: int
+    payload: bytes  # the serialized (possibly compressed) delta; its length is the uplink cost
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    control_payload: bytes | None = None  # SCAFFOLD: the serialized control-variate delta
+
+
+#: ``(round, received params, clients to train, fit instructions, step budgets | None) -> uploads``
+RemoteTrainer = Callable[[int, ParamDict, list[int], Any, Any], list[Upload]]
+
+
+def client_generator(seed: int, rnd: int, client: int) -> torch.Generator:
+    """Client ``client``'s generator of round ``rnd`` (batch order, input encoding): ``(seed, rnd, PURPOSE_CLIENT, k)``."""
+    return torch.Generator().manual_seed(derive_seed(seed, rnd, PURPOSE_CLIENT, client))
+
+
+def build_client(spec: FederationSpec, cid: int) -> ClientData:
+    """Client ``cid``'s local data: its partition of the training set, with its feature transform (feature skew)
+    drawn from ``(seed, NO_ROUND, PURPOSE_FEATURE, cid)``."""
+    d = spec.data
+    index = torch.as_tensor(np.asarray(spec.parts[cid]), dtype=torch.int64)
+    x = d.x_train[index]
+    if spec.client_transforms is not None:
+        # purpose-tagged with an out-of-range "round" so it never equals a per-round stream
+        gen = torch.Generator().manual_seed(derive_seed(spec.seed, NO_ROUND, PURPOSE_FEATURE, cid))
+        x = spec.client_transforms[cid].apply(x, gen)
+        if spec.local.encoder in ("rate", "latency"):
+            x = x.clamp(0.0, 1.0)  # these encoders take intensities in [0, 1]
+    return ClientData(cid, x, d.y_train[index])
+
+
+def train_local(spec: FederationSpec, received: ParamDict, clients: list[ClientData], gens: list[torch.Generator],
+                fit: Any, controls: list[ParamDict | None] | None, budgets: Any,
+                penalties: Any = None) -> list[ClientUpdate]:
+    """Local training of ``clients`` from the received parameters; on a device fleet each client trains its own
+    program through its device (grouped by the device's number of steps) and uploads latent values.
+    ``penalties`` (optional, one per client): continual stability terms (not with a fleet)."""
+    fleet = spec.fleet
+    if fleet is None:
+        return train_clients(spec.engine, spec.model, received, clients, gens, spec.local, fit, controls, budgets,
+                             penalties)
+    trained = [c.client_id for c in clients]
+    groups: dict[int, list[int]] = {}
+    for row, c in enumerate(trained):
+        groups.setdefault(fleet.num_steps(c, spec.local.num_steps), []).append(row)
+    updates: list[ClientUpdate | None] = [None] * len(trained)
+    for steps, rows in groups.items():
+        cfg = dataclasses.replace(spec.local, num_steps=steps)
+        starts = [fleet.program(trained[r], received) for r in rows]
+        devices = [ClientDevice(p, fleet.devices[trained[r]]) for r, p in zip(rows, starts)]
+        group_budgets = [budgets[r] for r in rows] if budgets is not None else None
+        trained_group = train_cohort(spec.model, received, [clients[r] for r in rows], [gens[r] for r in rows],
+                                     cfg, fit, None, group_budgets, devices)
+        for r, upd, start in zip(rows, trained_group, starts):
+            upd.params = fleet.upload(trained[r], start, upd.params)
+            updates[r] = upd
+    return [u for u in updates if u is not None]
+
+
+def uplink_mode(spec: FederationSpec) -> str:
+    """How deltas travel: ``dense`` (no uplink compression, or identity with a dense downlink), ``dense-received``
+    (identity uplink under lossy downlink compression) or ``compressed``."""
+    comp = spec.compression
+    up = comp.uplink_compressor() if comp is not None else None
+    lossy_down = comp is not None and comp.downlink_compressor() is not None
+    if up is None or (up.is_identity and not lossy_down):
+        return "dense"
+    return "dense-received" if up.is_identity else "compressed"
+
+
+def client_upload(spec: FederationSpec, rnd: int, upd: ClientUpdate, base: ParamDict,
+                  client_state: dict[int, dict[str, Any]]) -> Upload:
+    """The client half of the uplink: ``delta = w_k - base`` serialized densely, or compressed with error
+    feedback (residual in ``client_state[k]["ef_residual"]``, generator from ``(seed, rnd, PURPOSE_COMPRESS, k)``).
+    ``base`` is the global model for a dense uplink (under a dense downlink the received model equals it
+    exactly) and the received reference otherwise (what the client started from)."""
+    delta = {n: upd.params[n] - base[n] for n in upd.params}
+    if uplink_mode(spec) == "compressed":
+        comp = spec.compression
+        assert comp is not None
+        gen = torch.Generator().manual_seed(derive_seed(spec.seed, rnd, PURPOSE_COMPRESS, upd.client_id))
+        payload = client_uplink(delta, comp.uplink_compressor(), gen, client_state.setdefault(upd.client_id, {}),
+                                comp.error_feedback)
+    else:
+        payload = encode_params(delta)
+    control = encode_params(upd.control_delta) if upd.control_delta is not None else None
+    return Upload(upd.client_id, upd.num_samples, payload, upd.metrics, upd.steps, control)
+
+
+def decode_uplink(spec: FederationSpec, payload: bytes, global_params: ParamDict,
+                  manifolds: dict[str, Any]) -> ParamDict:
+    """The server half of the uplink: the client's parameters as the server reconstructs them, ``x_t + delta``;
+    a decoded lossy delta (compression) is applied in the global dtype and projected back onto the manifold of
+    non-euclidean parameters (it may step off it)."""
+    mode = uplink_mode(spec)
+    decoded = decode_update(payload) if mode == "compressed" else decode_params(payload)
+    if mode == "dense":
+        return {n: global_params[n] + decoded[n] for n in decoded}
+    params = {n: global_params[n] + decoded[n].to(global_params[n].dtype) for n in decoded}
+    for n, p in params.items():
+        m = manifolds.get(n)
+        if m is not None and m.kind != "euclidean":
+            m.project_(p)
+    return params
 
 
 _CHECKPOINT_KEYS = ("round", "global_params", "strategy_state", "controls", "metrics", "bytes_up", "bytes_down",

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# spikefed on Flower, two ways (docs/deployment.md).
+#  1. `spikefed flower demo`: SuperLink + 3 SuperNodes on 127.0.0.1, 3 rounds, everything stopped afterwards.
+#  2. The same by hand, as on separate machines (TLS with a local CA): start the processes, submit, stop by PID.
+set -euo pipefail
+export OMP_NUM_THREADS=1
+
+spikefed flower demo --nodes 3 --rounds 3 --set local.epochs=2 --json
+
+work=$(mktemp -d)
+export FLWR_HOME="$work/flwr-home"
+pids=()
+cleanup() { for p in "${pids[@]}"; do pkill -TERM -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+spikefed flower certs "$work/certs"
+port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+flower-superlink --host 127.0.0.1 --port "$port" --disable-runtime-dependency-installation \
+    --ssl-ca-certfile "$work/certs/ca.crt" --ssl-certfile "$work/certs/server.crt" \
+    --ssl-keyfile "$work/certs/server.key" > "$work/superlink.log" 2>&1 &
+pids+=($!)
+for k in 0 1 2; do
+    flower-supernode --superlink "127.0.0.1:$port" --root-certificates "$work/certs/ca.crt" \
+        --port "$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" \
+        --node-config "partition-id=$k num-partitions=3" > "$work/supernode$k.log" 2>&1 &
+    pids+=($!)
+done
+spikefed flower run --superlink "127.0.0.1:$port" --root-certificates "$work/certs/ca.crt" \
+    --set partition.num_clients=3 --set federation.fraction=1.0 --set federation.rounds=2 \
+    --set local.epochs=1 --out "$work/out" --json
+echo "results: $work/out"

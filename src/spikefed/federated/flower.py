@@ -1,0 +1,395 @@
+"""spikefed on Flower: the deployment path for real devices and machines (Message API of flwr 1.4x).
+
+The ServerApp and the ClientApp run exactly the simulator's round: the server side is
+:meth:`spikefed.federated.simulation.Simulation.run_round` with a ``remote`` trainer that sends the round's work
+to the SuperNodes; each SuperNode runs the simulator's client half (:func:`build_client`, :func:`train_local`,
+:func:`client_upload`) on its own partition. Nothing is implemented twice: strategy, validation, compression,
+privacy (DP), device calibration, evaluation and metrics are the simulator's.
+
+What travels (and nothing else; see :func:`train_content` and :func:`client_train`):
+
+- server -> node: the global parameters (one :class:`~flwr.app.ArrayRecord` array per model parameter) and a
+  :class:`~flwr.app.ConfigRecord` with the round, the client id and the FedProx ``mu``;
+- node -> server: the uplink payload (one ``uint8`` array: the serialized, possibly compressed, delta; its
+  length is the simulator's ``bytes_up``) and a :class:`~flwr.app.MetricRecord` (samples, steps, loss, accuracy).
+
+Each SuperNode reads ``partition-id``, ``num-partitions`` and optionally ``device-profile`` from its node config
+and builds its partition locally from ``(seed, partition id, number of partitions)`` with the simulator's
+partitioner; its training data never leaves it. Per-client generators are the simulator's
+(``(seed, round, PURPOSE_CLIENT, client)``), so a deployment with the same config and seed produces the same
+global model as ``spikefed run`` (exactly with ``federation.engine=sequential``; see docs/deployment.md).
+
+Secure aggregation: ``secure = "secaggplus"`` in the run config runs Flower's SecAgg+ protocol
+(``SecAggPlusWorkflow`` + ``secaggplus_mod``): the server only learns the weighted mean of the clients'
+chart-space deltas and steps the strategy towards it (``Strategy.step_to_target``, as the simulator's private path).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from ..experiment.config import ConfigError, RunSettings, apply_overrides, format_validation_error
+from .simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
+                         train_local)
+from .types import FitInstructions, ParamDict, params_of
+
+log = logging.getLogger("spikefed.flower")
+
+#: the app's run config (``[tool.flwr.app.config]``) and its defaults; every key is documented in docs/deployment.md
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {
+    "settings": "",  # the spikefed experiment config as JSON (empty: the defaults of ``spikefed run``)
+    "set": "",  # space-separated ``section.key=value`` overrides applied after ``settings``
+    "out-dir": "",  # where the ServerApp writes metrics.jsonl, summary.json and global.pt (empty: nowhere)
+    "secure": "none",  # none | secaggplus
+    "node-timeout": 120.0,  # seconds the ServerApp waits for the SuperNodes to connect
+    "round-timeout": 600.0,  # seconds the ServerApp waits for the replies of one round
+    "secagg-clipping-range": 8.0,  # SecAgg+: deltas are clipped to [-r, r] before quantization
+    "secagg-quantization-range": 4194304,  # SecAgg+: quantization levels (2**22)
+}
+SECURE_MODES = ("none", "secaggplus")
+MSG_QUERY, MSG_TRAIN = "query", "train"
+GLOBAL_KEY, FIT_KEY, UPDATE_KEY, METRICS_KEY, NODE_KEY = "global", "fit", "update", "metrics", "node"
+STATE_KEY = "spikefed.client-state"  # the node's error-feedback residual between rounds (context.state)
+
+
+class DeploymentError(ValueError):
+    """A deployment that cannot proceed: bad node config, missing or failing SuperNodes, a mismatched config."""
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+def settings_from_run_config(run_config: Mapping[str, Any]) -> RunSettings:
+    """The spikefed experiment of a Flower run: ``settings`` (JSON) plus the ``set`` overrides, validated."""
+    unknown = sorted(set(run_config) - set(RUN_CONFIG_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"run config: unknown key(s) {unknown}; valid keys: {', '.join(RUN_CONFIG_DEFAULTS)}")
+    raw = str(run_config.get("settings", "") or "")
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"run config 'settings' is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("run config 'settings' must be a JSON object of config sections")
+    data = apply_overrides(data, str(run_config.get("set", "") or "").split())
+    try:
+        settings = RunSettings.model_validate(data)
+    except ValidationError as e:  # one line naming the keys, as for `spikefed run`
+        raise ConfigError(format_validation_error(e, RunSettings)) from None
+    check_deployable(settings)
+    return settings
+
+
+def run_option(run_config: Mapping[str, Any], key: str) -> Any:
+    """A run-config value or its default (:data:`RUN_CONFIG_DEFAULTS`); ``ConfigError`` for a number that is
+    not positive or an unknown ``secure`` mode."""
+    value = run_config.get(key, RUN_CONFIG_DEFAULTS[key])
+    default = RUN_CONFIG_DEFAULTS[key]
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"run config {key!r} must be a positive number, got {value!r}")
+    if key == "secure" and value not in SECURE_MODES:
+        raise ConfigError(f"run config 'secure' must be one of {', '.join(SECURE_MODES)}, got {value!r}")
+    return value
+
+
+def check_deployable(settings: RunSettings) -> None:
+    """Refuse what only exists in simulation (``ConfigError`` naming the key)."""
+    defaults = RunSettings()
+    if settings.federation.strategy == "scaffold":
+        raise ConfigError("federation.strategy=scaffold is not supported on Flower (its per-client control "
+                          "variates live on the simulated server); choose another strategy")
+    if settings.faults != defaults.faults:
+        raise ConfigError("faults: simulated dropouts/stragglers do not apply to a deployment (real nodes fail "
+                          "on their own); remove the faults section")
+    if settings.robustness.attack != "none":
+        raise ConfigError("robustness.attack: simulated attackers do not apply to a deployment; set it to none "
+                          "(robustness.defense is supported)")
+    if settings.privacy.secure_aggregation:
+        raise ConfigError("privacy.secure_aggregation simulates the protocol in one process; on Flower use the "
+                          "run config secure=\"secaggplus\" (Flower's SecAgg+) instead")
+    if settings.continual != defaults.continual:
+        raise ConfigError("continual: task streams and stability terms are not supported on Flower yet (the "
+                          "anchors and Fisher live on the simulated server); remove the continual section")
+    compression = settings.compression.to_spec()
+    if compression is not None and compression.downlink_compressor() is not None:
+        raise ConfigError("compression.downlink is not supported on Flower yet (the nodes receive dense "
+                          "parameters); set it to none")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What a SuperNode declares in its node config (``--node-config 'partition-id=0 num-partitions=3'``)."""
+
+    partition_id: int
+    num_partitions: int
+    device_profile: str | None = None
+
+
+def node_settings(node_config: Mapping[str, Any]) -> NodeSettings:
+    """Parse and check a node config; ``DeploymentError`` naming the missing or bad key."""
+    hint = "start the SuperNode with --node-config 'partition-id=K num-partitions=N'"
+    values = {}
+    for key in ("partition-id", "num-partitions"):
+        if key not in node_config:
+            raise DeploymentError(f"node config lacks {key!r} ({hint})")
+        v = node_config[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise DeploymentError(f"node config {key!r} must be an integer, got {v!r}")
+        values[key] = v
+    if values["num-partitions"] < 1 or not 0 <= values["partition-id"] < values["num-partitions"]:
+        raise DeploymentError(f"node config partition-id={values['partition-id']} must lie in "
+                              f"[0, num-partitions={values['num-partitions']})")
+    profile = node_config.get("device-profile")
+    if profile is not None and not isinstance(profile, str):
+        raise DeploymentError(f"node config 'device-profile' must be a string, got {profile!r}")
+    return NodeSettings(values["partition-id"], values["num-partitions"], profile or None)
+
+
+def check_node(node: NodeSettings, settings: RunSettings, spec: FederationSpec) -> None:
+    """The node config must match the run's config: same number of partitions, same device profile."""
+    n = settings.partition.num_clients
+    if node.num_partitions != n:
+        raise DeploymentError(f"node config num-partitions={node.num_partitions} does not match the run's "
+                              f"partition.num_clients={n}")
+    if node.device_profile is not None:
+        assigned = spec.fleet.profiles[node.partition_id].name if spec.fleet is not None else "ideal"
+        if node.device_profile != assigned:
+            raise DeploymentError(f"node config device-profile={node.device_profile!r} does not match the run's "
+                                  f"devices.fleet, which assigns {assigned!r} to partition {node.partition_id}")
+
+
+# -- records ---------------------------------------------------------------------------------------------------
+def params_to_record(params: ParamDict) -> Any:
+    from flwr.app import Array, ArrayRecord
+
+    return ArrayRecord({n: Array(t.detach().cpu().contiguous().numpy()) for n, t in params.items()})
+
+
+def record_to_params(record: Any, reference: ParamDict) -> ParamDict:
+    """Parameters from an ArrayRecord, checked against the reference names, shapes and dtypes."""
+    names = list(record.keys())
+    if set(names) != set(reference):
+        raise DeploymentError(f"received parameters {sorted(names)} differ from the model's {sorted(reference)}")
+    out: ParamDict = {}
+    for n, ref in reference.items():
+        t = torch.from_numpy(np.array(record[n].numpy(), copy=True))
+        if t.shape != ref.shape or t.dtype != ref.dtype:
+            raise DeploymentError(f"received parameter {n!r} has shape {tuple(t.shape)} / {t.dtype}, expected "
+                                  f"{tuple(ref.shape)} / {ref.dtype}")
+        out[n] = t
+    return out
+
+
+def _state_to_record(state: dict[str, Any]) -> Any:
+    from flwr.app import ArrayRecord
+
+    residual = state.get("ef_residual")
+    return params_to_record(residual) if residual is not None else ArrayRecord()
+
+
+def train_content(rnd: int, client: int, received: ParamDict, fit: FitInstructions) -> Any:
+    """The server's TRAIN message to one node: the global parameters and the round's plain settings."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    return RecordDict({GLOBAL_KEY: params_to_record(received),
+                       FIT_KEY: ConfigRecord({"round": rnd, "client": client, "prox-mu": float(fit.prox_mu)})})
+
+
+# -- client side -------------------------------------------------------------------------------------------------
+def _client_setup(run_config: Mapping[str, Any], node_config: Mapping[str, Any]
+                  ) -> tuple[RunSettings, FederationSpec, NodeSettings]:
+    from ..experiment.runner import build_spec
+
+    node = node_settings(node_config)
+    settings = settings_from_run_config(run_config)
+    spec = build_spec(settings)
+    check_node(node, settings, spec)
+    return settings, spec, node
+
+
+def client_query(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> Any:
+    """The node's answer to the server's QUERY: its node config, checked against the run's config."""
+    from flwr.app import ConfigRecord, RecordDict
+
+    _, spec, node = _client_setup(run_config, node_config)
+    return RecordDict({NODE_KEY: ConfigRecord({"partition-id": node.partition_id,
+                                               "num-partitions": node.num_partitions,
+                                               "num-samples": int(len(spec.parts[node.partition_id]))})})
+
+
+def client_train(content: Any, run_config: Mapping[str, Any], node_config: Mapping[str, Any], state: Any) -> Any:
+    """One round of local training on this node: the simulator's client half (build the partition, train with
+    the client's generator of the round, upload the delta, compressed with error feedback if configured).
+
+    ``state`` is the node's persistent :class:`~flwr.app.RecordDict` (``context.state``): the error-feedback
+    residual lives there between rounds, as ``client_state[k]`` does in the simulator.
+    """
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+    _, spec, node = _client_setup(run_config, node_config)
+    fit_cfg = content[FIT_KEY]
+    rnd, cid = int(fit_cfg["round"]), int(fit_cfg["client"])
+    if cid != node.partition_id:
+        raise DeploymentError(f"the server addressed client {cid} but this node holds partition {node.partition_id}")
+    reference = params_of(spec.model)
+    received = record_to_params(content[GLOBAL_KEY], reference)
+    fit = FitInstructions(round=rnd, prox_mu=float(fit_cfg["prox-mu"]))
+    upd = train_local(spec, received, [build_client(spec, cid)], [client_generator(spec.seed, rnd, cid)], fit,
+                      None, None)[0]
+    client_state: dict[int, dict[str, Any]] = {}
+    saved = state.array_records.get(STATE_KEY) if STATE_KEY in state.array_records else None
+    if saved is not None and len(saved) > 0:
+        client_state[cid] = {"ef_residual": record_to_params(saved, reference)}
+    up = client_upload(spec, rnd, upd, received, client_state)
+    if cid in client_state:
+        state.array_records[STATE_KEY] = _state_to_record(client_state[cid])
+    metrics = {"num-samples": int(up.num_samples), "steps": int(up.steps),
+               **{k: float(v) for k, v in up.metrics.items() if isinstance(v, (int, float))}}
+    return RecordDict({UPDATE_KEY: ArrayRecord({"payload": Array(np.frombuffer(up.payload, dtype=np.uint8).copy())}),
+                       METRICS_KEY: MetricRecord(metrics)})
+
+
+def upload_from_reply(client: int, content: Any) -> Upload:
+    """The server's view of a node's reply: the simulator's :class:`Upload`."""
+    payload = bytes(np.asarray(content[UPDATE_KEY]["payload"].numpy(), dtype=np.uint8).tobytes())
+    m = dict(content[METRICS_KEY])
+    n, steps = int(m.pop("num-samples")), int(m.pop("steps"))
+    return Upload(client, n, payload, {k: float(v) for k, v in m.items()}, steps)
+
+
+# -- server side -------------------------------------------------------------------------------------------------
+def _error_text(msg: Any) -> str:
+    reason = str(msg.error.reason)
+    # Flower formats a ClientApp exception as "<class 'X'>:<'message'>": keep the message
+    if ":<" in reason and reason.endswith(">"):
+        reason = reason.split(":<", 1)[1][:-1].strip("'\"")
+    return reason
+
+
+def discover_nodes(grid: Any, num_clients: int, timeout: float) -> dict[int, int]:
+    """Wait (at most ``timeout`` s) for ``num_clients`` SuperNodes, ask each for its node config and map
+    partition id -> node id. ``DeploymentError`` for too few nodes, a failing node, duplicate or missing ids."""
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    deadline = time.monotonic() + timeout
+    mapping: dict[int, int] = {}
+    asked: set[int] = set()
+    while len(mapping) < num_clients:
+        new = sorted(set(grid.get_node_ids()) - asked)
+        if new:  # ask every newly connected node at once: a bad node config fails the run early
+            asked.update(new)
+            msgs = [Message(RecordDict({NODE_KEY: ConfigRecord({"ask": "node-config"})}), dst_node_id=nid,
+                            message_type=MSG_QUERY) for nid in new]
+            replies = list(grid.send_and_receive(msgs, timeout=max(1.0, deadline - time.monotonic()) + 60.0))
+            if len(replies) < len(new):
+                raise DeploymentError(f"{len(new) - len(replies)} SuperNode(s) did not answer the node-config query")
+            for r in replies:
+                nid = r.metadata.src_node_id
+                if r.has_error():
+                    raise DeploymentError(f"SuperNode {nid}: {_error_text(r)}")
+                pid = int(r.content[NODE_KEY]["partition-id"])
+                if pid in mapping:
+                    raise DeploymentError(f"SuperNodes {mapping[pid]} and {nid} both declare partition-id={pid}")
+                mapping[pid] = nid
+            continue
+        if time.monotonic() > deadline:
+            missing = sorted(set(range(num_clients)) - set(mapping))
+            raise DeploymentError(f"only {len(mapping)} of the {num_clients} SuperNodes (partition.num_clients) "
+                                  f"connected within node-timeout={timeout:g} s; missing partition-id {missing}")
+        time.sleep(0.5)
+    return mapping
+
+
+class FlowerTrainer:
+    """The ``remote`` of :meth:`Simulation.run_round`: one TRAIN message per client, bounded wait for replies,
+    replies in the order of ``trained`` (the simulator's order, so the aggregate is bit-identical)."""
+
+    def __init__(self, grid: Any, nodes: Mapping[int, int], timeout: float) -> None:
+        self.grid, self.nodes, self.timeout = grid, dict(nodes), timeout
+
+    def __call__(self, rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:
+        from flwr.app import Message
+
+        msgs = [Message(train_content(rnd, c, received, fit), dst_node_id=self.nodes[c], message_type=MSG_TRAIN,
+                        group_id=str(rnd)) for c in trained]
+        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
+        by_node = {r.metadata.src_node_id: r for r in replies}
+        uploads = []
+        for c in trained:
+            r = by_node.get(self.nodes[c])
+            if r is None:
+                raise DeploymentError(f"round {rnd}: client {c} (SuperNode {self.nodes[c]}) did not reply within "
+                                      f"round-timeout={self.timeout:g} s")
+            if r.has_error():
+                raise DeploymentError(f"round {rnd}: client {c} (SuperNode {self.nodes[c]}) failed: {_error_text(r)}")
+            uploads.append(upload_from_reply(c, r.content))
+        return uploads
+
+
+def progress_line(row: Mapping[str, Any], rounds: int) -> str:
+    acc = row.get("accuracy")
+    return (f"spikefed round {row['round']}/{rounds}: clients {row['clients']} accepted {row['accepted']}"
+            + (f" accuracy {acc:.4f}" if acc is not None else "")
+            + (f" bytes_up {row['bytes_up']}" if row.get("bytes_up") is not None else ""))
+
+
+def server_main(grid: Any, context: Any) -> dict[str, Any]:
+    """The ServerApp: the simulator's rounds with the clients on the SuperNodes; writes ``out-dir`` files."""
+    from ..experiment.runner import _json_safe, _write_atomic, build_spec, summarize
+
+    run_config = context.run_config
+    started = time.perf_counter()
+    out = str(run_config.get("out-dir", "") or "")
+    out_dir = Path(out) if out else None
+    try:
+        settings = settings_from_run_config(run_config)
+        secure = run_option(run_config, "secure")
+        if secure == "secaggplus" and settings.privacy.dp:
+            raise ConfigError("privacy.dp with secure=secaggplus: central DP needs the plain updates (clip + "
+                              "noise on the server); use one of them")
+        spec = build_spec(settings)
+        sim = Simulation(spec)
+        nodes = discover_nodes(grid, sim.num_clients, float(run_option(run_config, "node-timeout")))
+        print(f"spikefed: {len(nodes)} SuperNodes, {settings.federation.strategy}, {spec.rounds} rounds"
+              + (", SecAgg+" if secure == "secaggplus" else ""), flush=True)
+        trainer = FlowerTrainer(grid, nodes, float(run_option(run_config, "round-timeout")))
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "metrics.jsonl").write_text("")
+        while sim.state.round < spec.rounds:
+            if secure == "secaggplus":
+                from .flower_secagg import secaggplus_round
+
+                row = secaggplus_round(sim, grid, context, nodes)
+            else:
+                row = sim.run_round(remote=trainer)
+            print(progress_line(row, spec.rounds), flush=True)
+            if out_dir is not None:
+                with open(out_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(_json_safe(row)) + "\n")
+        summary = summarize(sim, settings, time.perf_counter() - started)
+        summary["nodes"] = len(nodes)
+        summary["secure"] = secure
+        if out_dir is not None:
+            torch.save(sim.state.global_params, out_dir / "global.pt")
+            _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
+        print(f"spikefed: done, final accuracy {summary['final_accuracy']}", flush=True)
+        return summary
+    except Exception as e:
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_atomic(out_dir / "error.txt", f"{e}\n")
+        raise
+
+
+__all__ = ["DeploymentError", "FlowerTrainer", "NodeSettings", "RUN_CONFIG_DEFAULTS", "check_deployable",
+           "check_node", "client_query", "client_train", "discover_nodes", "node_settings", "server_main",
+           "settings_from_run_config"]

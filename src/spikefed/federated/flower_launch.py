@@ -1,0 +1,442 @@
+"""Local Flower deployments as real processes: SuperLink + N SuperNodes on 127.0.0.1, ``flwr run``, clean-up.
+
+Every process is started in its own session (process group) and recorded; :meth:`LocalFederation.stop`
+terminates each one together with every descendant it spawned (Flower's SuperExec, ServerApp and ClientApp
+processes; found through ``/proc``), waits a bounded time and kills what is left. Every wait is bounded.
+Flower state lives in a private ``FLWR_HOME`` inside the work directory, so parallel runs never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .flower import RUN_CONFIG_DEFAULTS
+
+#: the app definition written for ``flwr run`` (the same as ``[tool.flwr.app]`` in the repository's pyproject.toml)
+APP_PUBLISHER = "spikefed"
+APP_COMPONENTS = {"serverapp": "spikefed.federated.flower_app:server_app",
+                  "clientapp": "spikefed.federated.flower_app:client_app"}
+STOP_GRACE_S = 5.0
+
+
+class LaunchError(RuntimeError):
+    """A local deployment that failed: a process that did not start, an unreachable SuperLink, a failed run."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free now (bound and released; the OS does not hand it out again soon)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool] | None = None) -> None:
+    """Until ``host:port`` accepts TCP connections; ``LaunchError`` after ``timeout`` s (or if ``alive`` fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise LaunchError(f"the process that should listen on {host}:{port} exited")
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise LaunchError(f"SuperLink {host}:{port} unreachable within {timeout:g} s")
+
+
+def _children() -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        out.setdefault(ppid, []).append(int(entry))
+    return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (through ``/proc``), children first."""
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        for c in tree.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Live processes (of this user) whose environment holds ``key=value`` exactly."""
+    needle = f"{key}={value}".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in env and pid_alive(int(entry)):
+            out.append(int(entry))
+    return out
+
+
+def app_pyproject() -> str:
+    """The ``pyproject.toml`` of the Flower app (project metadata + ``[tool.flwr.app]``)."""
+    import tomli_w
+
+    doc = {"build-system": {"requires": ["setuptools>=77"], "build-backend": "setuptools.build_meta"},
+           "project": {"name": "spikefed", "version": "0.1.0",
+                       "description": "Federated learning of spiking neural networks (Flower app)",
+                       "license": "Apache-2.0", "dependencies": []},
+           "tool": {"flwr": {"app": {"publisher": APP_PUBLISHER, "fab-include": ["README.md"],
+                                     "components": dict(APP_COMPONENTS), "config": dict(RUN_CONFIG_DEFAULTS)}}}}
+    return tomli_w.dumps(doc)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class LocalFederation:
+    """A SuperLink and ``num_nodes`` SuperNodes on 127.0.0.1 (TLS and SuperNode authentication optional)."""
+
+    work: Path
+    num_nodes: int
+    tls: bool = False
+    auth: bool = False
+    node_configs: list[str] | None = None  # one ``--node-config`` string per node (default: partition i of N)
+    start_timeout: float = 60.0
+    procs: list[Proc] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.work = Path(self.work).resolve()
+        self.home = self.work / "flwr-home"
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.certs: Any = None
+        self.env = {**os.environ, "FLWR_HOME": str(self.home), "PYTHONUNBUFFERED": "1",
+                    "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+    # -- processes ------------------------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        exe = shutil.which(argv[0], path=self.env["PATH"])
+        if exe is None:
+            raise LaunchError(f"{argv[0]} not found; install Flower: pip install 'flwr>=1.40,<1.42'")
+        log = self.work / f"{name}.log"
+        with open(log, "wb") as out:
+            p = subprocess.Popen([exe, *argv[1:]], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=self.env, cwd=self.work, start_new_session=True, preexec_fn=_die_with_parent)
+        proc = Proc(name, p, log)
+        self.procs.append(proc)
+        self.seen.add(p.pid)
+        return proc
+
+    def start(self) -> None:
+        """Start the SuperLink, wait until it listens, then start the SuperNodes (all bounded)."""
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        link = ["flower-superlink", "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
+                "--port", str(self.port)]
+        node_sec: list[str] = ["--insecure"]
+        if self.tls:
+            from .flower_certs import make_certs
+
+            self.certs = make_certs(self.work / "certs")
+            link += ["--ssl-ca-certfile", str(self.certs.ca_cert), "--ssl-certfile", str(self.certs.server_cert),
+                     "--ssl-keyfile", str(self.certs.server_key)]
+            node_sec = ["--root-certificates", str(self.certs.ca_cert)]
+        else:
+            link.append("--insecure")
+        if self.auth:
+            link.append("--enable-supernode-auth")
+        sl = self._spawn("superlink", link)
+        wait_for_port("127.0.0.1", self.port, self.start_timeout, alive=lambda: sl.popen.poll() is None)
+        self._write_connection()
+        if self.auth:
+            self._register_nodes()
+        configs = self.node_configs or [f"partition-id={i} num-partitions={self.num_nodes}"
+                                        for i in range(self.num_nodes)]
+        for i, cfg in enumerate(configs):
+            argv = ["flower-supernode", *node_sec, "--superlink", self.address, "--port", str(free_port()),
+                    "--max-retries", "30", "--max-wait-time", str(int(self.start_timeout))]
+            if cfg:
+                argv += ["--node-config", cfg]
+            if self.auth:
+                argv += ["--auth-supernode-private-key", str(self.work / "keys" / f"node{i}")]
+            self._spawn(f"supernode{i}", argv)
+
+    def _write_connection(self) -> None:
+        lines = ["[superlink]", 'default = "spikefed-local"', "", "[superlink.spikefed-local]",
+                 f'address = "{self.address}"']
+        lines += [f'root-certificates = "{self.certs.ca_cert}"'] if self.tls else ["insecure = true"]
+        (self.home / "config.toml").write_text("\n".join(lines) + "\n")
+
+    def _register_nodes(self) -> None:
+        """SuperNode authentication: one ECDSA key pair per node, public keys registered with the SuperLink."""
+        from .flower_certs import make_node_key
+
+        keys = self.work / "keys"
+        keys.mkdir(exist_ok=True)
+        for i in range(self.num_nodes):
+            public = make_node_key(keys / f"node{i}")
+            self.flwr(["supernode", "register", str(public), "spikefed-local"], timeout=60.0, check=True)
+
+    def flwr(self, args: list[str], timeout: float, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the ``flwr`` CLI with this federation's FLWR_HOME (bounded by ``timeout``)."""
+        exe = shutil.which("flwr", path=self.env["PATH"])
+        if exe is None:
+            raise LaunchError("flwr not found; install Flower: pip install 'flwr>=1.40,<1.42'")
+        p = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=self.env, cwd=self.work, start_new_session=True, preexec_fn=_die_with_parent)
+        self.seen.add(p.pid)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(p.pid)
+            p.communicate()
+            raise LaunchError(f"flwr {' '.join(args[:2])} did not finish within {timeout:g} s") from None
+        if check and p.returncode != 0:
+            raise LaunchError(f"flwr {' '.join(args[:2])} failed: {out.strip().splitlines()[-1] if out else ''}")
+        return subprocess.CompletedProcess(p.args, p.returncode, out, "")
+
+    def run_app(self, run_config: Mapping[str, Any], timeout: float,
+                on_line: Callable[[str], None] | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+        """``flwr run <app> spikefed-local --stream`` with ``run_config`` (TOML file); returns the run's
+        ``summary.json``. ``LaunchError`` with the ServerApp's one-line error if the run failed."""
+        import tomli_w
+
+        app_dir = self.work / "app"
+        app_dir.mkdir(exist_ok=True)
+        (app_dir / "pyproject.toml").write_text(app_pyproject())
+        (app_dir / "README.md").write_text("spikefed Flower app (generated by spikefed flower demo)\n")
+        out_dir = out_dir if out_dir is not None else self.work / "out"
+        cfg = {**run_config, "out-dir": str(out_dir)}
+        (self.work / "run-config.toml").write_text(tomli_w.dumps(cfg))
+        exe = shutil.which("flwr", path=self.env["PATH"])
+        if exe is None:
+            raise LaunchError("flwr not found; install Flower: pip install 'flwr>=1.40,<1.42'")
+        p = subprocess.Popen([exe, "run", str(app_dir), "spikefed-local", "--stream", "--run-config",
+                              str(self.work / "run-config.toml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=self.env, cwd=self.work, start_new_session=True, bufsize=1,
+                             preexec_fn=_die_with_parent)
+        self.seen.add(p.pid)
+        deadline = time.monotonic() + timeout
+        run_id = None
+        lines: list[str] = []
+        assert p.stdout is not None
+        pending: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [pending.put(ln) for ln in p.stdout], daemon=True).start()  # type: ignore
+        while True:
+            self._remember_descendants()
+            while not pending.empty():
+                line = pending.get().rstrip("\n")
+                lines.append(line)
+                m = re.search(r"started run (\d+)", line)
+                if m:
+                    run_id = m.group(1)
+                if on_line is not None:
+                    on_line(line)
+            if (out_dir / "summary.json").exists() or (out_dir / "error.txt").exists():
+                time.sleep(0.5)  # the ServerApp wrote its result: give the log stream a moment, then stop it
+                _kill_tree(p.pid)
+                break
+            if p.poll() is not None:
+                break
+            if time.monotonic() > deadline:
+                _kill_tree(p.pid)
+                raise LaunchError(f"the run did not finish within {timeout:g} s (logs: {self.work})")
+            for proc in self.procs:
+                if proc.popen.poll() is not None:
+                    raise LaunchError(f"{proc.name} exited with code {proc.popen.returncode}: "
+                                      f"{_last_line(proc.log)} (log: {proc.log})")
+            time.sleep(0.2)
+        p.wait(timeout=STOP_GRACE_S)
+        while not pending.empty() and on_line is not None:
+            on_line(pending.get().rstrip("\n"))
+        error = out_dir / "error.txt"
+        if error.exists():
+            raise LaunchError(f"the ServerApp failed: {error.read_text().strip()}")
+        summary = out_dir / "summary.json"
+        if summary.exists():
+            return json.loads(summary.read_text())
+        status = self.run_status(run_id) if run_id is not None else {}
+        if status.get("status") == "finished:completed":  # a remote SuperLink: out-dir lies on its machine
+            return {"run_id": run_id, "status": status["status"], "out_dir": str(out_dir),
+                    "final_accuracy": _final_accuracy(lines)}
+        tail = next((ln for ln in reversed(lines) if ln.strip()), "")
+        detail = status.get("status-details") or re.sub(r"\x1b\[[0-9;]*m", "", tail).strip()
+        raise LaunchError(f"the run ended without a result (run {run_id}, {status.get('status', 'unknown')}): "
+                          f"{detail}")
+
+    def run_status(self, run_id: str) -> dict[str, Any]:
+        """``flwr ls --run-id`` of a run (status, status-details), ``{}`` if it cannot be read."""
+        res = self.flwr(["ls", "spikefed-local", "--run-id", run_id, "--format", "json"], timeout=60.0)
+        try:
+            runs = json.loads(res.stdout).get("runs", [])
+        except (json.JSONDecodeError, AttributeError):
+            return {}
+        return runs[0] if runs else {}
+
+    # -- clean-up -------------------------------------------------------------------------------------------
+    def _remember_descendants(self) -> None:
+        for proc in self.procs:
+            self.seen.update(descendants(proc.popen.pid))
+
+    def stop(self) -> list[int]:
+        """Terminate every started process and its descendants (SIGTERM, bounded wait, SIGKILL); returns the
+        PIDs that were seen (all gone afterwards).
+
+        Flower starts its SuperExec detached, and a SuperNode may start one while being stopped, so a process
+        tree scan alone can miss one whose parent is already gone: every process of this federation also
+        carries ``FLWR_HOME=<work>/flwr-home`` (a private directory) in its environment, and any live process
+        with it is stopped by PID too (bounded: a few passes)."""
+        self._remember_descendants()
+        for proc in self.procs:
+            _kill_tree(proc.popen.pid, self.seen)
+        for proc in self.procs:
+            try:
+                proc.popen.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                pass
+        for _ in range(3):
+            stray = processes_with_env("FLWR_HOME", str(self.home))
+            if not stray:
+                break
+            self.seen.update(stray)
+            for pid in stray:
+                _kill_tree(pid)
+        return sorted(self.seen)
+
+    def __enter__(self) -> "LocalFederation":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the launching process dies, even by SIGKILL, so a killed
+    demo does not leave its SuperLink / SuperNodes / ``flwr`` running (Flower's SuperExec watches its parent and
+    exits with it). SIGKILL because the SuperLink's graceful shutdown waits for its open connections; the
+    normal path (:meth:`LocalFederation.stop`) still sends SIGTERM first."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_tree(pid: int, also: set[int] | None = None) -> None:
+    """SIGTERM ``pid``, its descendants and ``also``; after :data:`STOP_GRACE_S` SIGKILL whatever lives."""
+    targets = [pid, *descendants(pid)]
+    if also:
+        targets += [p for p in also if p not in targets]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for t in targets:
+            if pid_alive(t):
+                try:
+                    os.kill(t, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        deadline = time.monotonic() + (STOP_GRACE_S if sig == signal.SIGTERM else 2.0)
+        while time.monotonic() < deadline and any(pid_alive(t) for t in targets):
+            time.sleep(0.1)
+        targets += [d for t in list(targets) for d in descendants(t) if d not in targets]
+
+
+def _final_accuracy(lines: list[str]) -> float | None:
+    for line in reversed(lines):
+        m = re.search(r"final accuracy ([0-9.]+)", line)
+        if m:
+            return float(m.group(1))
+    return None
+
+
+def submit(work: Path, superlink: str, run_config: Mapping[str, Any], out_dir: Path, root_certificates: Path | None,
+           connect_timeout: float, timeout: float, on_line: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the app on an existing SuperLink (``spikefed flower run``): check that it is reachable (bounded),
+    write a private FLWR_HOME connection, ``flwr run --stream``, and return the summary."""
+    host, sep, port = superlink.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise LaunchError(f"--superlink must be host:port, got {superlink!r}")
+    wait_for_port(host.strip("[]"), int(port), connect_timeout)
+    fed = LocalFederation(work, 0)
+    fed.work.mkdir(parents=True, exist_ok=True)
+    fed.home.mkdir(parents=True, exist_ok=True)
+    fed.address = superlink
+    if root_certificates is not None:
+        from .flower_certs import Certs
+
+        fed.tls = True
+        fed.certs = Certs(Path(root_certificates).resolve(), Path(), Path(), Path())
+    fed._write_connection()
+    try:
+        return fed.run_app(run_config, timeout, on_line, out_dir)
+    finally:
+        fed.stop()
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[-1]).strip() if lines else ""
+
+
+def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout: float, tls: bool = False,
+             auth: bool = False, on_line: Callable[[str], None] | None = None,
+             node_configs: list[str] | None = None, record: list[int] | None = None) -> dict[str, Any]:
+    """Start a local federation, run the app, stop everything (also on error / Ctrl-C); returns the summary
+    with the PIDs that were started (``pids``) so callers can check none is left (``record``, if given,
+    receives them too, also when the run fails)."""
+    fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        fed.start()
+        summary = fed.run_app(run_config, timeout, on_line)
+    finally:
+        pids = fed.stop()
+        signal.signal(signal.SIGTERM, previous)
+        if record is not None:
+            record.extend(pids)
+    summary["pids"] = pids
+    return summary
