@@ -134,8 +134,9 @@ def test_sigkill_between_checkpoint_write_and_rename(reference: tuple[Path, Path
     out = tmp_path / "killed"
     proc = _start(config, out, **{CHECKPOINT_PAUSE_ENV: "3:60"})
     tmp = out / "checkpoint.pt.tmp"
-    # row 2 is appended after round 2's rename, so a temp file seen after it is round 3's (held for 60 s)
-    _wait_until(lambda: len(_rows(out)) >= 2 and tmp.exists(), proc, "round 3's checkpoint.pt.tmp")
+    # the hook creates checkpoint.pt.paused once round 3's temp file is written and fsynced (then holds 60 s);
+    # waiting for the temp file itself would race with its writing
+    _wait_until((out / "checkpoint.pt.paused").exists, proc, "round 3's paused checkpoint write")
     _kill(proc)
     assert _checkpoint(out / "checkpoint.pt")["round"] == 2 and _checkpoint(tmp)["round"] == 3
     assert [r["round"] for r in _rows(out)] == [1, 2]

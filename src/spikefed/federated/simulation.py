@@ -508,7 +508,8 @@ class Simulation:
         pause = os.environ.get(CHECKPOINT_PAUSE_ENV)
         if pause:
             rnd, _, seconds = pause.partition(":")
-            if int(rnd) == self.state.round:
+            if int(rnd) == self.state.round:  # tell the test the temp file is complete, then hold
+                path.with_name(path.name + ".paused").touch()
                 time.sleep(float(seconds))
         os.replace(tmp, path)
 
