@@ -65,6 +65,12 @@ def test_run_config_errors_exit_2(override: str, needle: str) -> None:
 def test_config_show_and_partition_table() -> None:
     r = _cli("config", "show")
     assert r.returncode == 0 and "num_clients: 20" in r.stdout and "# Dirichlet concentration" in r.stdout
+    r = _cli("config", "show", "--for", "regress", "--set", "data.horizon=3")
+    assert r.returncode == 0 and "horizon: 3  # predict the sample" in r.stdout and "num_clients" not in r.stdout
+    r = _cli("config", "show", "--for", "convert")
+    assert r.returncode == 0 and "percentile" in r.stdout and "spikefed convert configuration" in r.stdout
+    r = _cli("config", "show", "--for", "fly")
+    assert r.returncode == 2 and "--for: unknown command 'fly'" in r.stderr
     r = _cli("partition", "--json", "--set", "partition.num_clients=5")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 import yaml
@@ -248,19 +248,26 @@ app.add_typer(config_app, name="config")
 def config_show(
     config: Optional[Path] = typer.Argument(None, help="config file to resolve (optional)"),
     set_: list[str] = typer.Option([], "--set", help="override a setting"),
+    command: str = typer.Option("run", "--for", help="whose settings: run, train, convert or regress"),
 ) -> None:
-    """Print the (default or resolved) experiment config as YAML, each key with its description."""
+    """Print the (default or resolved) config of a command as YAML, each key with its description."""
+    from .experiment.config import ConvertSettings, RegressSettings
+
+    schemas = {"run": RunSettings, "train": TrainSettings, "convert": ConvertSettings, "regress": RegressSettings}
+    if command not in schemas:
+        _fail(f"--for: unknown command {command!r}; valid: {', '.join(schemas)}")
+        return
     try:
-        settings = build_settings(RunSettings, config, set_)
+        settings = build_settings(schemas[command], config, set_)
     except ConfigError as e:
         _fail(str(e))
         return
-    print(_commented_yaml(settings))
+    print(_commented_yaml(settings, command))
 
 
-def _commented_yaml(settings: RunSettings) -> str:
+def _commented_yaml(settings: Any, command: str = "run") -> str:
     """YAML of the settings with each field's description as a trailing comment."""
-    lines = ["# spikefed run configuration (all keys; override with --set section.key=value)"]
+    lines = [f"# spikefed {command} configuration (all keys; override with --set section.key=value)"]
     data = settings.model_dump(mode="json")
     for section, value in data.items():
         sub = getattr(settings, section)
