@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from spikefed.data import load_digits_split
-from spikefed.federated.simulation import NO_ROUND, derive_seed
+from spikefed.seeding import Purpose, torch_generator
 from spikefed.hardware.metrics import measure
 from spikefed.runtime import configure_allocator
 from spikefed.snn.decoding import first_spike_time
@@ -45,22 +45,21 @@ CODINGS = [
     ("latency in / count out", "latency", "ce_count"),
     ("rate in / first spike out", "rate", "ce_temporal"),
 ]
-PURPOSE_INIT, PURPOSE_TRAIN, PURPOSE_EVAL = 4007, 4008, 4009
 
 
 def _gen(seed: int, purpose: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, NO_ROUND, purpose))
+    return torch_generator(seed, purpose)
 
 
 def run(seed: int, encoder: str, loss: str) -> dict:
     data = load_digits_split(test_size=0.2, seed=seed, scale="unit")
-    model = SpikingMLP([64, 128, 10], neuron="lif", generator=_gen(seed, PURPOSE_INIT), beta=0.9)
+    model = SpikingMLP([64, 128, 10], neuron="lif", generator=_gen(seed, Purpose.CODING_INIT), beta=0.9)
     cfg = TrainConfig(epochs=EPOCHS, lr=2e-3, num_steps=STEPS, encoder=encoder, loss=loss)
     start = time.perf_counter()
-    fit(model, data.x_train, data.y_train, cfg, _gen(seed, PURPOSE_TRAIN))
+    fit(model, data.x_train, data.y_train, cfg, _gen(seed, Purpose.CODING_TRAIN))
     seconds = time.perf_counter() - start
-    ev = evaluate(model, data.x_test, data.y_test, cfg, _gen(seed, PURPOSE_EVAL))
-    x = encode_inputs(data.x_test, cfg, _gen(seed, PURPOSE_EVAL))
+    ev = evaluate(model, data.x_test, data.y_test, cfg, _gen(seed, Purpose.CODING_EVAL))
+    x = encode_inputs(data.x_test, cfg, _gen(seed, Purpose.CODING_EVAL))
     m = measure(model, x)
     row = {"seed": seed, "encoder": encoder, "loss": loss, "accuracy": ev.accuracy,
            "input_spikes": float(x.sum()) / x.shape[1], **m.per_inference(), "train_seconds": seconds}

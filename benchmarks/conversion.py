@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from spikefed.data import load_digits_split
-from spikefed.federated.simulation import NO_ROUND, derive_seed
+from spikefed.seeding import Purpose, torch_generator
 from spikefed.hardware.metrics import measure
 from spikefed.runtime import configure_allocator
 from spikefed.snn.convert import (ReLUMLP, accuracy_vs_steps, activation_scales, ann_accuracy, convert,
@@ -35,11 +35,10 @@ from spikefed.snn.train import TrainConfig
 STEPS = [4, 8, 16, 32, 64, 128, 256]
 VARIANTS = [("max", 0.0), ("max", 0.5), ("percentile", 0.0), ("percentile", 0.5)]
 HYBRID_STEPS = [4, 8]
-PURPOSE_INIT, PURPOSE_SHUFFLE, PURPOSE_FINETUNE = 4001, 4002, 4003
 
 
 def _gen(seed: int, purpose: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, NO_ROUND, purpose))
+    return torch_generator(seed, purpose)
 
 
 def _energy(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
@@ -48,8 +47,8 @@ def _energy(model: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
 
 def run_seed(seed: int) -> dict:
     data = load_digits_split(test_size=0.2, seed=seed, scale="standard")
-    ann = ReLUMLP([64, 256, 10], generator=_gen(seed, PURPOSE_INIT))
-    train_ann(ann, data.x_train, data.y_train, TrainConfig(epochs=20, lr=1e-3), _gen(seed, PURPOSE_SHUFFLE))
+    ann = ReLUMLP([64, 256, 10], generator=_gen(seed, Purpose.CONVERT_INIT))
+    train_ann(ann, data.x_train, data.y_train, TrainConfig(epochs=20, lr=1e-3), _gen(seed, Purpose.CONVERT_SHUFFLE))
     ann_acc = ann_accuracy(ann, data.x_test, data.y_test)
     probe = data.x_test[:64]
     out: dict = {"seed": seed, "ann_accuracy": ann_acc, "variants": [], "hybrid": []}
@@ -71,7 +70,7 @@ def run_seed(seed: int) -> dict:
         start = time.perf_counter()
         hybrid_finetune(tuned, data.x_train, data.y_train,
                         TrainConfig(epochs=3, lr=5e-4, num_steps=t, loss="ce_count", cosine_schedule=False),
-                        _gen(seed, PURPOSE_FINETUNE))
+                        _gen(seed, Purpose.FINETUNE))
         after = accuracy_vs_steps(tuned, data.x_test, data.y_test, [t, 256])
         out["hybrid"].append({"steps": t, "before": before.accuracy, "after": after[0].accuracy,
                               "after_T256": after[1].accuracy, "spikes_before": before.spikes_per_sample,

@@ -3,7 +3,7 @@
 Workload (the same for all three): digits (1,437 training samples) split IID into exactly K clients, all of which
 train every round (at K = 1,000 each holds 1 or 2 samples); spiking MLP 64-256-10 (LIF, T = 25, direct input),
 1 local epoch, batch 32, Adam; FedAvg weighted by sample count. Client k in round r draws its batches from
-``derive_seed(seed, r, PURPOSE_CLIENT, k)`` everywhere, so all three do the same arithmetic; the script reports
+``derive_seed(seed, Purpose.CLIENT, r, k)`` everywhere, so all three do the same arithmetic; the script reports
 each final global model's largest difference from the cohort engine's.
 
 What is timed (perf_counter, one process, one run, same machine)
@@ -53,7 +53,8 @@ import torch
 from spikefed.experiment.config import RunSettings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.cohort import ClientData, train_sequential
-from spikefed.federated.simulation import PURPOSE_CLIENT, Simulation, derive_seed
+from spikefed.federated.simulation import Simulation
+from spikefed.seeding import Purpose, torch_generator
 from spikefed.federated.types import FitInstructions, params_of
 from spikefed.runtime import configure_allocator
 
@@ -116,7 +117,7 @@ def flower_train(msg: Any, context: Any) -> Any:
     config = msg.content["config"]
     rnd = int(config["server-round"]) + int(config["round-offset"])
     global_params = dict(msg.content["arrays"].to_torch_state_dict())
-    gen = torch.Generator().manual_seed(derive_seed(SEED, rnd, PURPOSE_CLIENT, cid))
+    gen = torch_generator(SEED, Purpose.CLIENT, rnd, cid)
     upd = train_sequential(spec.model, global_params, [clients[cid]], [gen], spec.local, FitInstructions(rnd))[0]
     metrics = MetricRecord({"num-examples": upd.num_samples, "loss": float(upd.metrics["loss"])})
     return Message(RecordDict({"arrays": ArrayRecord(upd.params), "metrics": metrics}), reply_to=msg)

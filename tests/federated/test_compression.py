@@ -11,7 +11,7 @@ import torch
 from spikefed.experiment.config import ConfigError, RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated import compression as comp
-from spikefed.federated import simulation as simmod
+from spikefed.federated.stages import channel as simmod
 from spikefed.federated.compression import (
     COMPRESSORS, EF_KEY, CompressionSpec, TensorMessage, decode_message, decode_update, decompress,
     downlink_broadcast, encode_message, error_feedback_step, make_compressor, message_size, num_kept,
@@ -464,7 +464,7 @@ def test_resumed_run_with_error_feedback_is_bit_identical(tmp_path, extra: tuple
         for n, t in st[EF_KEY].items():
             assert torch.equal(t, c.state.client_state[cid][EF_KEY][n])
     if any("downlink=" in e and not e.endswith("none") for e in extra):
-        ref_a, ref_c = a.state.server_state["downlink"]["reference"], c.state.server_state["downlink"]["reference"]
+        ref_a, ref_c = a.state.server_state["channel"]["downlink"]["reference"], c.state.server_state["channel"]["downlink"]["reference"]
         assert all(torch.equal(ref_a[n], ref_c[n]) for n in ref_a)
         assert sum(r["bytes_down"] for r in rows_a) < 3 * 3 * len(encode_params(params_of(a.spec.model)))
 

@@ -13,7 +13,8 @@ from spikefed.experiment.config import ConfigError, RunSettings, build_settings
 from spikefed.experiment.runner import build_spec, fault_spec, fingerprint
 from spikefed.federated.cohort import client_schedule, planned_steps, train_clients
 from spikefed.federated.faults import FaultSpec, client_speed, fednova_rescale, fednova_scales, plan_round
-from spikefed.federated.simulation import PURPOSE_CLIENT, Simulation, derive_seed
+from spikefed.federated.simulation import Simulation
+from spikefed.seeding import Purpose, torch_generator
 from spikefed.federated.strategies import make_strategy
 from spikefed.federated.types import ClientUpdate, FitInstructions
 from spikefed.manifold import POSITIVE, circular
@@ -28,7 +29,7 @@ def _settings(*overrides: str) -> RunSettings:
 
 
 def _gens(seed: int, rnd: int, clients: list[int]) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(derive_seed(seed, rnd, PURPOSE_CLIENT, c)) for c in clients]
+    return [torch_generator(seed, Purpose.CLIENT, rnd, c) for c in clients]
 
 
 def _rngs(seed: int, n: int) -> list[np.random.Generator]:
@@ -40,7 +41,7 @@ def _rngs(seed: int, n: int) -> list[np.random.Generator]:
 def test_dropout_fraction_is_p_and_seeded() -> None:
     """Over 400 rounds x 3 sampled clients the dropped fraction is p = 0.3 within 4 binomial sigmas."""
     sim = Simulation(build_spec(_settings("faults.dropout=0.3", "federation.rounds=400")))
-    plans = [sim._fault_plan(r, sim.sample_clients(r)) for r in range(1, 401)]
+    plans = [sim.stage("faults").plan(sim.round_context(r)) for r in range(1, 401)]
     sampled = sum(len(p.sampled) for p in plans)
     dropped = sum(len(p.dropped) for p in plans)
     p = 0.3
@@ -48,15 +49,15 @@ def test_dropout_fraction_is_p_and_seeded() -> None:
     for plan in plans:  # partition of the sampled clients; nobody is late without a deadline
         assert sorted(plan.trained + plan.dropped) == plan.sampled and not plan.late and plan.active
     again = Simulation(build_spec(_settings("faults.dropout=0.3", "federation.rounds=400")))
-    assert [again._fault_plan(r, again.sample_clients(r)).dropped for r in range(1, 401)] == [
+    assert [again.stage("faults").plan(again.round_context(r)).dropped for r in range(1, 401)] == [
         p.dropped for p in plans]
     # the dropout draws do not depend on the straggler settings (u is drawn before the jitter)
     other = Simulation(build_spec(_settings("faults.dropout=0.3", "faults.deadline=3", "faults.straggler_sigma=1",
                                             "faults.jitter_sigma=0.5")))
-    assert [other._fault_plan(r, other.sample_clients(r)).dropped for r in range(1, 401)] == [
+    assert [other.stage("faults").plan(other.round_context(r)).dropped for r in range(1, 401)] == [
         p.dropped for p in plans]
     seed1 = Simulation(build_spec(_settings("faults.dropout=0.3", "seed=1")))
-    assert [seed1._fault_plan(r, seed1.sample_clients(r)).dropped for r in range(1, 60)] != [
+    assert [seed1.stage("faults").plan(seed1.round_context(r)).dropped for r in range(1, 60)] != [
         p.dropped for p in plans[:59]]
 
 
@@ -65,7 +66,7 @@ def test_dropped_clients_never_enter_the_aggregate() -> None:
     for seed in range(50):  # the first seed whose round 1 has both dropped clients and survivors
         settings = _settings("faults.dropout=0.5", "federation.fraction=1.0", f"seed={seed}")
         sim = Simulation(build_spec(settings))
-        plan = sim._fault_plan(1, sim.sample_clients(1))
+        plan = sim.stage("faults").plan(sim.round_context(1))
         if 2 <= len(plan.trained) and plan.dropped:
             break
     else:  # pragma: no cover
@@ -173,8 +174,8 @@ def test_deadline_drop_and_fednova_in_the_simulation() -> None:
     nova = Simulation(build_spec(_settings(*common, "faults.late_policy=fednova")))
     saw_partial = False
     for r in range(1, 5):
-        plan_d = drop._fault_plan(r, drop.sample_clients(r))
-        plan_n = nova._fault_plan(r, nova.sample_clients(r))
+        plan_d = drop.stage("faults").plan(drop.round_context(r))
+        plan_n = nova.stage("faults").plan(nova.round_context(r))
         assert plan_d.late == plan_n.late  # same draws; only what happens to late work differs
         row_d, row_n = drop.run_round(), nova.run_round()
         assert row_d["late"] == len(plan_d.late) and row_d["accepted"] == len(plan_d.trained)
@@ -248,7 +249,7 @@ def test_fednova_simulation_matches_hand_normalization() -> None:
                          "federation.fraction=1.0")
     sim = Simulation(build_spec(settings))
     spec = sim.spec
-    plan = sim._fault_plan(1, sim.sample_clients(1))
+    plan = sim.stage("faults").plan(sim.round_context(1))
     assert plan.partial and plan.budgets is not None
     w0 = {n: v.clone() for n, v in sim.state.global_params.items()}
     sim.run_round()

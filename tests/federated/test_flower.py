@@ -250,8 +250,8 @@ def test_dp_settings_apply_in_deployment_as_in_simulation(task_identity, tmp_pat
     _, summary, sim = _deploy_and_simulate(settings, tmp_path)
     rows = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["dp_epsilon"] for r in rows] == [r["dp_epsilon"] for r in sim.state.metrics]
-    assert summary["privacy"]["epsilon"] == pytest.approx(sim.privacy_engine().summary(
-        sim.state.server_state.get("privacy"))["epsilon"])
+    stage = sim.stage("privacy")
+    assert summary["privacy"]["epsilon"] == pytest.approx(stage.engine.summary(stage.state)["epsilon"])
 
 
 def test_mismatched_node_config_and_missing_nodes_fail_with_a_clear_error(task_identity, tmp_path):

@@ -8,8 +8,8 @@ import torch
 
 from spikefed.experiment.config import ConfigError, RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
-from spikefed.federated.serialization import decode_params
-from spikefed.federated.simulation import EVAL_KEYS, FLEET_EVAL_KEYS, Simulation
+from spikefed.federated.boundary import parse_upload
+from spikefed.federated.simulation import EVAL_KEYS, FLEET_EVAL_KEYS, Simulation, client_upload, uplink_mode
 from spikefed.federated.types import ClientUpdate
 from spikefed.hardware.fleet import Fleet
 
@@ -75,16 +75,21 @@ def test_update_attack_acts_on_the_delta_against_the_received_model() -> None:
                                           "robustness.attack_fraction=1.0", "compression.downlink=topk",
                                           "compression.fraction=0.05")))
     sim.run_round()
-    down, _ = sim._downlink(2, sim.sample_clients(2))
-    received = decode_params(down)
+    ctx = sim.round_context(2)
+    sim.stage("channel").configure(ctx)
+    received = ctx.received
     x = sim.state.global_params
     assert any(not torch.equal(received[n], x[n]) for n in x)  # the reference lags the global model
     gen = torch.Generator().manual_seed(0)
     honest = ClientUpdate(0, 10, {n: received[n] + 0.01 * torch.randn(received[n].shape, generator=gen)
                                   for n in received})
-    _, view_honest = sim._uplink(2, honest, received)
-    (attacked,) = sim._attack_updates(2, [honest], received)
-    _, view_attacked = sim._uplink(2, attacked, received)
+    attacked = sim.stage("robustness").attack(ctx, honest)
+
+    def server_view(u: ClientUpdate) -> dict:
+        up = client_upload(sim.spec, 2, u, received, {})
+        return parse_upload(up, uplink_mode(sim.spec), x, received, sim.manifolds, {0}).params
+
+    view_honest, view_attacked = server_view(honest), server_view(attacked)
     for n in x:
         assert torch.allclose(view_attacked[n] - x[n], -(view_honest[n] - x[n]), atol=1e-5), n
 

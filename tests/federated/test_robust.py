@@ -37,7 +37,8 @@ from spikefed.federated.robust import (
     pairwise_sq_distances,
     robust_delta,
 )
-from spikefed.federated.simulation import NO_ROUND, PURPOSE_ATTACK, PURPOSE_ROOT, Simulation, derive_seed
+from spikefed.federated.simulation import Simulation
+from spikefed.seeding import Purpose, numpy_rng
 from spikefed.federated.strategies import make_strategy
 from spikefed.federated.types import ClientUpdate
 from spikefed.manifold import EUCLIDEAN, POSITIVE, UNIT_INTERVAL, circular
@@ -465,8 +466,8 @@ def test_label_flip_hits_the_malicious_clients_only_and_is_seeded() -> None:
     s = _small("robustness.attack=label_flip", "robustness.attack_fraction=0.34")
     sim = Simulation(build_spec(s))
     assert len(sim.malicious) == 2
-    # drawn once per run from the stream (seed, NO_ROUND, PURPOSE_ATTACK)
-    stream = lambda seed: np.random.default_rng(derive_seed(seed, NO_ROUND, PURPOSE_ATTACK))  # noqa: E731
+    # drawn once per run from the stream (seed, ATTACKERS)
+    stream = lambda seed: numpy_rng(seed, Purpose.ATTACKERS)  # noqa: E731
     assert sorted(sim.malicious) == choose_malicious(6, 0.34, stream(0))
     assert len({tuple(choose_malicious(6, 0.34, stream(seed))) for seed in range(5)}) > 1  # depends on the seed
     y = sim.spec.data.y_train
@@ -499,15 +500,21 @@ def test_malformed_attacks_are_rejected_and_logged(attack: str) -> None:
 
 
 def test_boost_attack_breaks_fedavg_and_median_recovers() -> None:
-    """6 clients, all sampled, 2 attackers boosting by 100: plain FedAvg is destroyed, median and trimmed
-    mean stay close to the attack-free run."""
+    """6 clients, all sampled, 2 attackers boosting by 100: plain FedAvg (without the default relative norm
+    bound) is destroyed, median and trimmed mean stay close to the attack-free run; with the default bound the
+    boosted updates are rejected."""
+    sim = Simulation(build_spec(_small("partition.method=iid", "robustness.boost=100",
+                                       "robustness.attack_fraction=0.34", "robustness.attack=boost")))
+    row = sim.run_round()
+    assert {r["client"] for r in row["rejections"]} == set(sim.malicious)
+    assert all("norm_bound" in r["reason"] for r in row["rejections"])
     accs = {}
     for name, extra in (("clean", []), ("fedavg", ["robustness.attack=boost"]),
                         ("median", ["robustness.attack=boost", "robustness.defense=median"]),
                         ("trimmed", ["robustness.attack=boost", "robustness.defense=trimmed_mean",
                                      "robustness.trim_fraction=0.34"])):
         s = _small("partition.method=iid", "robustness.boost=100", "robustness.attack_fraction=0.34",
-                   "local.epochs=2", *extra)
+                   "local.epochs=2", "federation.norm_bound=null", *extra)
         sim = Simulation(build_spec(s))
         accs[name] = [sim.run_round()["accuracy"] for _ in range(3)][-1]
     assert accs["fedavg"] < accs["clean"] - 0.2
@@ -520,10 +527,10 @@ def test_fltrust_root_set_comes_from_the_training_data_and_runs(tmp_path: Path) 
     sim = Simulation(build_spec(s))
     data = sim.spec.data
     n = int(data.y_train.shape[0])
-    idx = np.sort(np.random.default_rng(derive_seed(0, NO_ROUND, PURPOSE_ROOT)).choice(n, size=20, replace=False))
-    assert sim._root is not None
-    assert torch.equal(sim._root.x, data.x_train[torch.as_tensor(idx)])
-    assert torch.equal(sim._root.y, data.y_train[torch.as_tensor(idx)])
+    idx = np.sort(numpy_rng(0, Purpose.ROOT).choice(n, size=20, replace=False))
+    assert sim.stage("robustness").root is not None
+    assert torch.equal(sim.stage("robustness").root.x, data.x_train[torch.as_tensor(idx)])
+    assert torch.equal(sim.stage("robustness").root.y, data.y_train[torch.as_tensor(idx)])
     rows = [sim.run_round() for _ in range(2)]
     again = Simulation(build_spec(s))
     assert [again.run_round()["accuracy"] for _ in range(2)] == [r["accuracy"] for r in rows]

@@ -131,7 +131,11 @@ def test_every_strategy_runs_and_checkpoints(strategy: str, tmp_path) -> None:
     for n in initial:
         assert torch.equal(sim.state.global_params[n], again.state.global_params[n])
     if strategy == "scaffold":
-        assert len(sim.state.controls) > 0  # client control variates are kept (and checkpointed)
+        held = [s["scaffold_control"] for s in sim.state.client_state.values() if "scaffold_control" in s]
+        assert len(held) > 0  # client control variates are kept with the clients (and checkpointed)
+        resumed = again.state.client_state
+        assert all(torch.equal(t, resumed[c]["scaffold_control"][n]) for c, s in sim.state.client_state.items()
+                   for n, t in s.get("scaffold_control", {}).items())
 
 
 def test_cohort_and_sequential_engines_agree() -> None:

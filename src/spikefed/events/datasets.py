@@ -18,6 +18,7 @@ import torch
 
 from ..data.digits import DatasetSplit
 from ..manifold import check_open_interval
+from ..seeding import Purpose, numpy_rng
 from .aer import EventBatch
 from .frames import FRAME_MODES, batch_to_frames
 from .synth import Saccades, SensorModel, saccade_events
@@ -28,8 +29,6 @@ __all__ = ["EVENT_DATASETS", "digits_images", "mnist5k_images", "event_digits", 
 #: Dataset names of the config (``data.name``) that are event data.
 EVENT_DATASETS: tuple[str, ...] = ("event_digits", "event_mnist5k")
 
-#: Seed tag of the synthesis randomness (threshold mismatch, noise), so it never equals the split's stream.
-_SYNTH_TAG = 0x5EED_E7E4
 
 
 def digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +49,7 @@ def mnist5k_images() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _synth_rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), _SYNTH_TAG])
+    return numpy_rng(int(seed), Purpose.EVENT_SYNTH)
 
 
 def event_digits(seed: int = 0, *, size: int = 16, border: int = 2, saccades: Saccades | None = None,

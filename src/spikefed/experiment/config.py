@@ -208,6 +208,9 @@ class FederationSettings(_Section):
         "cohort", description="cohort: sampled clients train as one batched computation; sequential: one by one")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every n rounds (and the last)")
     max_update_norm: float | None = Field(None, gt=0, description="reject client updates whose L2 delta exceeds it")
+    norm_bound: float | None = Field(
+        10.0, ge=1, description="reject a client update whose L2 delta exceeds norm_bound x the round's median "
+        "delta norm (on by default; null disables; not applied with privacy: DP clips, secure sums hide norms)")
 
 
 class EnergySettings(_Section):

@@ -1,10 +1,10 @@
 """``spikefed convert`` and ``spikefed regress``: settings -> data, model, training -> result dict.
 
-Random streams (``derive_seed(seed, NO_ROUND, purpose)``): conversion draws the ReLU network's initialisation from
-:data:`PURPOSE_CONVERT_INIT`, its shuffling from :data:`PURPOSE_CONVERT_SHUFFLE` and the hybrid fine-tuning's
-shuffling from :data:`PURPOSE_FINETUNE` (so fine-tuning or not leaves the ANN and the converted network unchanged);
-regression draws the series' initial history from :data:`PURPOSE_SERIES`, the model's initialisation from
-:data:`PURPOSE_REGRESS_INIT` and the shuffling from :data:`PURPOSE_REGRESS_SHUFFLE`.
+Random streams (``derive_seed(seed, purpose)``, :mod:`spikefed.seeding`): conversion draws the ReLU network's
+initialisation from ``CONVERT_INIT``, its shuffling from ``CONVERT_SHUFFLE`` and the hybrid fine-tuning's
+shuffling from ``FINETUNE`` (so fine-tuning or not leaves the ANN and the converted network unchanged);
+regression draws the series' initial history from ``SERIES``, the model's initialisation from
+``REGRESS_INIT`` and the shuffling from ``REGRESS_SHUFFLE``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from ..data.digits import load_digits_split
 from ..data.mackey_glass import mackey_glass_split
-from ..federated.simulation import NO_ROUND, derive_seed
+from ..seeding import Purpose, derive_seed, torch_generator
 from ..hardware.metrics import measure
 from ..snn.convert import (ReLUMLP, accuracy_vs_steps, activation_scales, ann_accuracy, convert, hybrid_finetune,
                            train_ann)
@@ -26,15 +26,9 @@ from ..snn.regression import change_scale, evaluate_regression, fit_regression
 from ..snn.train import TrainConfig
 from .config import ConvertSettings, RegressSettings
 
-PURPOSE_CONVERT_INIT, PURPOSE_CONVERT_SHUFFLE, PURPOSE_FINETUNE = 4001, 4002, 4003
-PURPOSE_SERIES, PURPOSE_REGRESS_INIT, PURPOSE_REGRESS_SHUFFLE = 4004, 4005, 4006
 
 Progress = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, info)``: called after every epoch of every training stage."""
-
-
-def _generator(seed: int, purpose: int) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, NO_ROUND, purpose))
 
 
 def _rows(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: list[int],
@@ -57,9 +51,9 @@ def run_conversion(settings: ConvertSettings, progress: Progress | None = None,
     c, seed = settings.convert, settings.seed
     data = load_digits_split(test_size=settings.data.test_size, seed=seed, scale=settings.data.scale)
     sizes = [data.num_features, *c.hidden, data.num_classes]
-    ann = ReLUMLP(sizes, generator=_generator(seed, PURPOSE_CONVERT_INIT))
+    ann = ReLUMLP(sizes, generator=torch_generator(seed, Purpose.CONVERT_INIT))
     ann_cfg = TrainConfig(epochs=c.ann_epochs, batch_size=c.batch_size, lr=c.ann_lr)
-    train_ann(ann, data.x_train, data.y_train, ann_cfg, _generator(seed, PURPOSE_CONVERT_SHUFFLE),
+    train_ann(ann, data.x_train, data.y_train, ann_cfg, torch_generator(seed, Purpose.CONVERT_SHUFFLE),
               on_epoch=None if progress is None else
               lambda e, loss: progress("ann", e + 1, c.ann_epochs, f"loss {loss:.4f}"))
     ann_acc = ann_accuracy(ann, data.x_test, data.y_test)
@@ -75,7 +69,7 @@ def run_conversion(settings: ConvertSettings, progress: Progress | None = None,
         tuned = copy.deepcopy(snn)
         cfg = TrainConfig(epochs=c.finetune_epochs, batch_size=c.batch_size, lr=c.finetune_lr,
                           num_steps=c.finetune_steps, loss="ce_count")
-        hybrid_finetune(tuned, data.x_train, data.y_train, cfg, _generator(seed, PURPOSE_FINETUNE),
+        hybrid_finetune(tuned, data.x_train, data.y_train, cfg, torch_generator(seed, Purpose.FINETUNE),
                         on_epoch=None if progress is None else
                         lambda e, row: progress("finetune", e + 1, c.finetune_epochs,
                                                 f"loss {row['train_loss']:.4f}"))
@@ -91,13 +85,13 @@ def run_regression(settings: RegressSettings, progress: Progress | None = None) 
     start = time.perf_counter()
     d, t, seed = settings.data, settings.train, settings.seed
     split = mackey_glass_split(d.length, window=d.window, horizon=d.horizon, train_fraction=d.train_fraction,
-                               seed=derive_seed(seed, NO_ROUND, PURPOSE_SERIES), history_noise=d.history_noise,
+                               seed=derive_seed(seed, Purpose.SERIES), history_noise=d.history_noise,
                                tau=d.tau, dt=d.dt, sample_every=d.sample_every, discard=d.discard)
     model = RecurrentRegressor(1, t.hidden, 1, neuron=t.neuron, readout_beta=t.readout_beta,
-                               generator=_generator(seed, PURPOSE_REGRESS_INIT), beta=t.beta, threshold=t.threshold)
+                               generator=torch_generator(seed, Purpose.REGRESS_INIT), beta=t.beta, threshold=t.threshold)
     cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, tbptt=t.tbptt, grad_clip=t.grad_clip)
     scale = change_scale(split.x_train, split.y_train, t.warmup) if t.target == "change" else None
-    history = fit_regression(model, split.x_train, split.y_train, cfg, _generator(seed, PURPOSE_REGRESS_SHUFFLE),
+    history = fit_regression(model, split.x_train, split.y_train, cfg, torch_generator(seed, Purpose.REGRESS_SHUFFLE),
                              warmup=t.warmup, on_epoch=None if progress is None else
                              lambda e, loss: progress("train", e + 1, t.epochs, f"loss {loss:.4f}"),
                              change_scale=scale)

@@ -26,8 +26,8 @@ import torch
 from ..data.digits import DatasetSplit
 from ..events.datasets import EVENT_DATASETS
 from ..data.partition import feature_transforms, label_distribution, partition as split_clients
-from ..federated.simulation import (NO_ROUND, PURPOSE_CALIBRATION, PURPOSE_DEVICE, PURPOSE_INIT, PURPOSE_PARTITION,
-                                    FederationSpec, Simulation, derive_seed)
+from ..federated.simulation import FederationSpec, Simulation
+from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
 from ..federated.robust import RobustnessSpec
 from ..federated.strategies import make_strategy
@@ -51,7 +51,7 @@ def make_partition(settings: RunSettings, data: DatasetSplit) -> tuple[list[np.n
     if p.method in ("dirichlet", "quantity") and p.num_clients * p.min_size > n:
         raise ConfigError(f"partition.min_size={p.min_size} x num_clients={p.num_clients} exceeds the {n} "
                           "training samples; lower one of them")
-    rng = np.random.default_rng(derive_seed(settings.seed, PURPOSE_PARTITION))
+    rng = numpy_rng(settings.seed, Purpose.PARTITION)
     kwargs: dict[str, Any] = {}
     if p.method == "dirichlet":
         kwargs = {"alpha": p.alpha, "min_size": p.min_size}
@@ -94,7 +94,7 @@ def build_spec(settings: RunSettings) -> FederationSpec:
     """Config -> data, partition, model, strategy (every random choice seeded by ``settings.seed``)."""
     data = load_data(settings)
     parts, transforms = make_partition(settings, data)
-    gen = torch.Generator().manual_seed(derive_seed(settings.seed, PURPOSE_INIT))
+    gen = torch_generator(settings.seed, Purpose.INIT)
     model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
                                       train=settings.local), data.step_features, data.num_classes, gen)
     strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
@@ -103,7 +103,7 @@ def build_spec(settings: RunSettings) -> FederationSpec:
     return FederationSpec(data=data, parts=parts, model=model, strategy=strategy,
                           local=settings.local.to_train_config(), rounds=f.rounds, fraction=f.fraction,
                           min_clients=f.min_clients, seed=settings.seed, engine=f.engine, eval_every=f.eval_every,
-                          max_update_norm=f.max_update_norm, energy=EnergyModel(e.e_ac, e.e_mac, e.e_spike),
+                          max_update_norm=f.max_update_norm, norm_bound=f.norm_bound, energy=EnergyModel(e.e_ac, e.e_mac, e.e_spike),
                           client_transforms=transforms, faults=fault_spec(settings),
                           robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
                           fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec(),
@@ -129,11 +129,11 @@ def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int)
     if settings.federation.engine != "cohort":
         raise ConfigError(f"devices.fleet: devices train on the batched cohort engine; set federation.engine=cohort "
                           f"(got {settings.federation.engine})")
-    rng = np.random.default_rng(derive_seed(settings.seed, PURPOSE_DEVICE))
+    rng = numpy_rng(settings.seed, Purpose.FLEET)
     profiles = assign_fleet(num_clients, [(e.to_profile(), e.fraction) for e in d.fleet], rng)
     return Fleet(model, profiles, d.aggregation,
-                 [derive_seed(settings.seed, NO_ROUND, PURPOSE_DEVICE, c) for c in range(num_clients)],
-                 [derive_seed(settings.seed, NO_ROUND, PURPOSE_CALIBRATION, c) for c in range(num_clients)],
+                 [derive_seed(settings.seed, Purpose.DEVICE, client=c) for c in range(num_clients)],
+                 [derive_seed(settings.seed, Purpose.CALIBRATION, client=c) for c in range(num_clients)],
                  probe_repeats=d.probe_repeats)
 
 
@@ -230,10 +230,10 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
 
 def _privacy_summary(sim: Simulation) -> dict[str, Any]:
     """``{"privacy": settings and spent budget}`` (epsilon at delta, rounds composed, clip ...), or ``{}``."""
-    engine = sim.privacy_engine()
-    if engine is None:
+    stage = sim.stage("privacy")
+    if stage is None:
         return {}
-    return {"privacy": engine.summary(sim.state.server_state.get("privacy"))}
+    return {"privacy": stage.engine.summary(stage.state)}  # type: ignore[attr-defined]
 
 
 def _continual_summary(sim: Simulation) -> dict[str, Any]:

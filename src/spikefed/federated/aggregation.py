@@ -29,6 +29,7 @@ client on ties, wrapped into ``[0, P)``. The rule applies element-wise.
 from __future__ import annotations
 
 import math
+import statistics
 import numbers
 from collections.abc import Mapping, Sequence
 
@@ -273,7 +274,7 @@ def update_delta_norm(
     return math.sqrt(total)
 
 
-def _check_structure(client_id: int, what: str, got: ParamDict, reference: ParamDict) -> None:
+def check_structure(client_id: int, what: str, got: ParamDict, reference: ParamDict) -> None:
     """Names, tensor types, shapes and floating dtypes of one client's dict (no tensor arithmetic)."""
     if not isinstance(got, Mapping):
         raise InvalidUpdate(client_id, f"{what} must be a name -> tensor dict, got {type(got).__name__}")
@@ -296,7 +297,7 @@ def _check_structure(client_id: int, what: str, got: ParamDict, reference: Param
 def _check_tensor_dict(
     client_id: int, what: str, got: ParamDict, reference: ParamDict, manifolds: Mapping[str, Manifold] | None
 ) -> None:
-    _check_structure(client_id, what, got, reference)
+    check_structure(client_id, what, got, reference)
     for name in reference:
         t = got[name]
         if not torch.isfinite(t).all():
@@ -357,15 +358,24 @@ def validate_updates(
     reference: ParamDict,
     max_norm: float | None = None,
     manifolds: Mapping[str, Manifold] | None = None,
+    relative_bound: float | None = None,
 ) -> tuple[list[ClientUpdate], list[InvalidUpdate]]:
     """:func:`validate_update` for a whole round at once: returns ``(accepted, rejected)``.
 
     The same checks in the same order, with the same messages, but the tensor checks (finite values, manifold
     membership, update norms) run on per-parameter stacks ``[K, ...]`` instead of client by client. A repeated
     client id is rejected too (the later update).
+
+    ``relative_bound`` (``b``, optional): after the other checks, an update whose norm
+    ``||w_k - reference||_2`` exceeds ``b * median_j ||w_j - reference||_2`` (the median over the updates
+    that passed them) is rejected as well: a bound that needs no scale from the user and that a minority of
+    clients cannot move. It is skipped when the median is 0 (nothing to compare with).
     """
     if max_norm is not None and not (isinstance(max_norm, numbers.Real) and max_norm > 0 and math.isfinite(max_norm)):
         raise ValueError(f"max_norm must be a finite number > 0 or None, got {max_norm!r}")
+    if relative_bound is not None and not (isinstance(relative_bound, numbers.Real) and relative_bound >= 1
+                                           and math.isfinite(relative_bound)):
+        raise ValueError(f"relative_bound must be a finite number >= 1 or None, got {relative_bound!r}")
     rejected: list[InvalidUpdate] = []
     ok: list[ClientUpdate] = []
     seen: set[int] = set()
@@ -377,9 +387,9 @@ def validate_updates(
             n = u.num_samples
             if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
                 raise InvalidUpdate(cid, f"num_samples must be an integer >= 1, got {n!r}")
-            _check_structure(cid, "parameter", u.params, reference)
+            check_structure(cid, "parameter", u.params, reference)
             if u.control_delta is not None:
-                _check_structure(cid, "control_delta", u.control_delta, reference)
+                check_structure(cid, "control_delta", u.control_delta, reference)
         except InvalidUpdate as e:
             rejected.append(e)
             continue
@@ -399,7 +409,7 @@ def validate_updates(
             if reasons[i] is None:
                 reasons[i] = (f"parameter {name!r}: contains non-finite values (nan/inf)" if not finite[i]
                               else f"parameter {name!r}: values do not lie on its manifold {m}")
-        if max_norm is not None:
+        if max_norm is not None or relative_bound is not None:
             a, b = stack.to(torch.float64), ref.detach().to(torch.float64)
             d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a - b
             norm_sq += (d * d).flatten(1).sum(1)
@@ -412,10 +422,18 @@ def validate_updates(
                 i = with_control[j]
                 if reasons[i] is None:
                     reasons[i] = f"control_delta {name!r}: contains non-finite values (nan/inf)"
+    norms = norm_sq.sqrt().tolist()
     if max_norm is not None:
-        for i, value in enumerate(norm_sq.sqrt().tolist()):
+        for i, value in enumerate(norms):
             if reasons[i] is None and value > max_norm:
                 reasons[i] = f"update norm ||params - reference||_2 = {value:.6g} exceeds max_norm = {max_norm:g}"
+    if relative_bound is not None:
+        passed = [v for v, r in zip(norms, reasons) if r is None]
+        median = statistics.median(passed) if passed else 0.0
+        for i, value in enumerate(norms):
+            if reasons[i] is None and median > 0 and value > relative_bound * median:
+                reasons[i] = (f"update norm {value:.6g} exceeds norm_bound = {relative_bound:g} x the round's median "
+                              f"update norm {median:.6g}")
     accepted = [u for u, r in zip(ok, reasons) if r is None]
     rejected += [InvalidUpdate(u.client_id, r) for u, r in zip(ok, reasons) if r is not None]
     return accepted, rejected

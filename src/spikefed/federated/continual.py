@@ -64,12 +64,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.heterogeneity import _fit_gaussian
+from ..seeding import SERVER_STREAM, Purpose, derive_seed, torch_generator
 from .types import ParamDict
 
 STREAMS = ("none", "class_incremental", "domain_drift", "async_drift")
 REGULARIZERS = ("none", "l2", "ewc")
-#: seed purposes (see ``derive_seed``): client lags, domain noise, Fisher estimation draws, task evaluation
-PURPOSE_CONTINUAL_LAG, PURPOSE_CONTINUAL_NOISE, PURPOSE_CONTINUAL_FISHER, PURPOSE_CONTINUAL_EVAL = 2001, 2002, 2003, 2004
 
 
 @dataclass(frozen=True)
@@ -333,15 +332,14 @@ def build_tasks(spec: ContinualSpec, clients: Sequence[Any], x_test: torch.Tenso
                 num_classes: int, seed: int, make_client: Any) -> TaskData:
     """The task data of a run from the clients' data (``ClientData``; ``make_client(id, x, y)`` builds one).
 
-    Domain noise draws from ``(seed, NO_ROUND, PURPOSE_CONTINUAL_NOISE, task, client)`` (test set: client
-    ``SERVER_STREAM``); async lags from ``(seed, NO_ROUND, PURPOSE_CONTINUAL_LAG)``.
+    Domain noise draws from ``(seed, CONTINUAL_NOISE, client, index=task)`` (test set: client
+    ``SERVER_STREAM``); async lags from ``(seed, CONTINUAL_LAG)`` (:mod:`spikefed.seeding`).
     """
-    from .simulation import NO_ROUND, SERVER_STREAM, derive_seed
 
     lags = np.zeros(len(clients), dtype=np.int64)
     if spec.stream == "async_drift":
         lags = client_lags(len(clients), spec.max_lag, np.random.default_rng(
-            derive_seed(seed, NO_ROUND, PURPOSE_CONTINUAL_LAG)))
+            derive_seed(seed, Purpose.CONTINUAL_LAG)))
     per_task, tests = [], []
     if spec.stream == "class_incremental":
         for group in class_groups(num_classes, spec.tasks):
@@ -353,7 +351,7 @@ def build_tasks(spec: ContinualSpec, clients: Sequence[Any], x_test: torch.Tenso
     else:
         for t in range(spec.tasks):
             def gen(who: int) -> torch.Generator:
-                return torch.Generator().manual_seed(derive_seed(seed, NO_ROUND, PURPOSE_CONTINUAL_NOISE, t, who))
+                return torch_generator(seed, Purpose.CONTINUAL_NOISE, client=who, index=t)
             per_task.append([make_client(c.client_id, domain_transform(c.x, t, spec.rotation, spec.noise,
                                                                        gen(c.client_id)), c.y) for c in clients])
             tests.append((domain_transform(x_test, t, spec.rotation, spec.noise, gen(SERVER_STREAM)), y_test))
@@ -426,7 +424,6 @@ class ContinualStream:
         """After aggregation: at a task boundary snapshot the anchor of the next task and (EWC) estimate its
         Fisher from the ``accepted`` clients. Returns the metrics-row entry ``fisher_bytes``."""
         from .serialization import encode_params
-        from .simulation import derive_seed
 
         spec = self.spec
         done = spec.task_end(rnd)
@@ -444,7 +441,7 @@ class ContinualStream:
                 assert weights is not None
                 for u, w in zip(accepted, weights.tolist()):
                     c = clients[u.client_id]
-                    gen = torch.Generator().manual_seed(derive_seed(seed, rnd, PURPOSE_CONTINUAL_FISHER, u.client_id))
+                    gen = torch_generator(seed, Purpose.CONTINUAL_FISHER, rnd, u.client_id)
                     f_k = fisher_diagonal(model, global_params, c.x, c.y, cfg, gen, spec.fisher_samples)
                     nbytes += len(encode_params(f_k))
                     for n in total:
@@ -456,11 +453,10 @@ class ContinualStream:
     def task_accuracy(self, rnd: int, model: torch.nn.Module, cfg: Any, seed: int) -> list[float]:
         """Accuracy of ``model`` on every task's test set (row ``R[i, :]`` at the end of task ``i``)."""
         from ..snn.train import evaluate
-        from .simulation import derive_seed
 
         out = []
         for t, (x, y) in enumerate(self.data.tests):
-            gen = torch.Generator().manual_seed(derive_seed(seed, rnd, PURPOSE_CONTINUAL_EVAL, t))
+            gen = torch_generator(seed, Purpose.CONTINUAL_EVAL, rnd, index=t)
             out.append(evaluate(model, x, y, cfg, gen).accuracy)
         return out
 

@@ -40,7 +40,7 @@ the formula above exactly; FedAvgM / FedAdam / ... step on FedNova's normalized 
 ``tau_k`` through their data sizes), not only to rounds with late clients.
 
 Everything here is a pure function of its inputs; :class:`~spikefed.federated.simulation.Simulation` supplies
-the seeded generators (purpose ``PURPOSE_FAULT``) so the plan of a round is the same in a resumed run.
+the seeded generators (purpose ``Purpose.FAULT``) so the plan of a round is the same in a resumed run.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ What travels (and nothing else; see :func:`train_content` and :func:`client_trai
 Each SuperNode reads ``partition-id``, ``num-partitions`` and optionally ``device-profile`` from its node config
 and builds its partition locally from ``(seed, partition id, number of partitions)`` with the simulator's
 partitioner; its training data never leaves it. Per-client generators are the simulator's
-(``(seed, round, PURPOSE_CLIENT, client)``), so a deployment with the same config and seed produces the same
+(``(seed, CLIENT, round, client)``), so a deployment with the same config and seed produces the same
 global model as ``spikefed run`` (exactly with ``federation.engine=sequential``; see docs/deployment.md).
 
 Secure aggregation: ``secure = "secaggplus"`` in the run config runs Flower's SecAgg+ protocol
@@ -258,11 +258,26 @@ def client_train(content: Any, run_config: Mapping[str, Any], node_config: Mappi
 
 
 def upload_from_reply(client: int, content: Any) -> Upload:
-    """The server's view of a node's reply: the simulator's :class:`Upload`."""
-    payload = bytes(np.asarray(content[UPDATE_KEY]["payload"].numpy(), dtype=np.uint8).tobytes())
-    m = dict(content[METRICS_KEY])
-    n, steps = int(m.pop("num-samples")), int(m.pop("steps"))
-    return Upload(client, n, payload, {k: float(v) for k, v in m.items()}, steps)
+    """The server's view of a node's reply: the simulator's :class:`Upload`, taken as it came (the trust boundary,
+    :mod:`spikefed.federated.boundary`, checks every field). A reply without the expected records, or whose
+    payload is not a 1-D ``uint8`` array, becomes an upload that carries the reason and is rejected."""
+    try:
+        array = content[UPDATE_KEY]["payload"].numpy()
+        if array.dtype != np.uint8 or array.ndim != 1:
+            raise ValueError(f"payload must be a 1-D uint8 array, got {array.dtype} with shape {array.shape}")
+        m = dict(content[METRICS_KEY])
+        n, steps = m.pop("num-samples"), m.pop("steps")
+    except Exception as e:  # noqa: BLE001 - anything a node sends is data; a bad reply is one rejection
+        return Upload(client, 0, b"", error=f"malformed reply: {type(e).__name__}: {e}")
+    return Upload(client, _whole(n), array.tobytes(), m, _whole(steps))
+
+
+def _whole(value: Any) -> Any:
+    """A MetricRecord may carry a count as a float: a whole finite float becomes the int; anything else is left
+    for the boundary to refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 # -- server side -------------------------------------------------------------------------------------------------
@@ -328,10 +343,17 @@ class FlowerTrainer:
             if r is None:
                 raise DeploymentError(f"round {rnd}: client {c} (SuperNode {self.nodes[c]}) did not reply within "
                                       f"round-timeout={self.timeout:g} s")
-            if r.has_error():
-                raise DeploymentError(f"round {rnd}: client {c} (SuperNode {self.nodes[c]}) failed: {_error_text(r)}")
+            if r.has_error():  # one failing node is one rejection; the round goes on
+                uploads.append(Upload(c, 0, b"", error=f"client failed on SuperNode {self.nodes[c]}: "
+                                                       f"{_error_text(r)}"))
+                continue
             uploads.append(upload_from_reply(c, r.content))
         return uploads
+
+
+def no_uploads(rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:
+    """The remote trainer of a round whose aggregate stage talks to the nodes itself (SecAgg+)."""
+    return []
 
 
 def progress_line(row: Mapping[str, Any], rounds: int) -> str:
@@ -364,13 +386,13 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "metrics.jsonl").write_text("")
-        while sim.state.round < spec.rounds:
-            if secure == "secaggplus":
-                from .flower_secagg import secaggplus_round
+        if secure == "secaggplus":  # SecAgg+ is the round's aggregate stage; it sends the TRAIN messages itself
+            from .flower_secagg import SecAggPlusStage
 
-                row = secaggplus_round(sim, grid, context, nodes)
-            else:
-                row = sim.run_round(remote=trainer)
+            sim.stages.insert(len(sim.stages) - 1, SecAggPlusStage(grid, context, nodes))
+            trainer = no_uploads
+        while sim.state.round < spec.rounds:
+            row = sim.run_round(remote=trainer)
             print(progress_line(row, spec.rounds), flush=True)
             if out_dir is not None:
                 with open(out_dir / "metrics.jsonl", "a") as f:

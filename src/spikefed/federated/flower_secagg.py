@@ -23,8 +23,9 @@ import torch
 
 from ..manifold import manifold_of
 from .privacy import flatten_deltas, target_from_mean_delta, unflatten
-from .simulation import Simulation, build_client, client_generator, train_local
-from .types import FitInstructions, ParamDict, params_of
+from .round import RoundContext, Stage
+from .simulation import build_client, client_generator, train_local
+from .types import ClientUpdate, FitInstructions, params_of
 
 
 def secagg_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
@@ -79,93 +80,96 @@ class _Proxy:
     cid: str = ""
 
 
-def secaggplus_round(sim: Simulation, grid: Any, context: Any, nodes: Mapping[int, int]) -> dict[str, Any]:
-    """One round of ``sim`` through Flower's SecAgg+: sample, broadcast, secure weighted mean of the deltas,
-    ``Strategy.step_to_target``, evaluate; returns the metrics row (appended to ``sim.state.metrics``)."""
-    import time
+class SecAggPlusStage(Stage):
+    """Flower's SecAgg+ as the round's aggregate stage: it sends the sampled clients their TRAIN messages through
+    ``SecAggPlusWorkflow``, learns only the weighted mean of their chart-space deltas and steps the strategy
+    towards it (``Strategy.step_to_target``). Everything else in the round (sampling, broadcast bytes, evaluation,
+    the metrics row) is the simulator's."""
 
-    from flwr.app import ConfigRecord
-    from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
-    from flwr.server import ServerConfig
-    from flwr.server.compat.legacy_context import LegacyContext
-    from flwr.server.strategy import Strategy as LegacyStrategy
-    from flwr.server.workflow import SecAggPlusWorkflow
-    import flwr.compat.common.recorddict_compat as compat
+    key = "secaggplus"
 
-    from .flower import DeploymentError, run_option
+    def __init__(self, grid: Any, context: Any, nodes: Mapping[int, int]) -> None:
+        self.grid, self.context, self.nodes = grid, context, dict(nodes)
 
-    spec, st = sim.spec, sim.state
-    rnd = st.round + 1
-    start = time.perf_counter()
-    sampled = sim.sample_clients(rnd)
-    if len(sampled) < 2:
-        raise DeploymentError("SecAgg+ needs at least 2 clients per round; raise federation.fraction or "
-                              "partition.num_clients")
-    fit = spec.strategy.configure_fit(rnd, st.global_params)
-    sizes = {c: len(spec.parts[c]) for c in sampled}
-    outcome: dict[str, Any] = {}
+    def configure(self, ctx: RoundContext) -> None:
+        from .flower import DeploymentError
 
-    class _Bridge(LegacyStrategy):  # the legacy strategy interface the workflow drives; spikefed decides
-        def initialize_parameters(self, client_manager: Any) -> Any:
-            return None
+        if len(ctx.sampled) < 2:
+            raise DeploymentError("SecAgg+ needs at least 2 clients per round; raise federation.fraction or "
+                                  "partition.num_clients")
 
-        def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
-            return [(_Proxy(nodes[c], str(c)), FitIns(parameters, {"round": rnd, "client": c,
-                                                                    "prox-mu": float(fit.prox_mu)}))
-                    for c in sampled]
+    def aggregate(self, ctx: RoundContext) -> bool:
+        sim = ctx.sim
+        spec, st = sim.spec, sim.state
+        mean, results = self.secure_mean(ctx)
+        target = target_from_mean_delta(st.global_params, unflatten(mean, st.global_params), sim.manifolds)
+        st.global_params = spec.strategy.step_to_target(ctx.rnd, st.global_params, target, sim.manifolds)
+        ctx.accepted = [ClientUpdate(int(proxy.cid), int(r.num_examples), {}, dict(r.metrics))
+                        for proxy, r in results]
+        return True
 
-        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
-            if failures:
-                raise DeploymentError(f"round {rnd}: SecAgg+ failed on {len(failures)} client(s): {failures[0]}")
-            outcome["mean"] = parameters_to_ndarrays(results[0][1].parameters)[0]
-            outcome["results"] = results
-            return None, {}
+    def metrics(self, ctx: RoundContext) -> None:
+        ctx.row.update({"secure": "secaggplus", "bytes_up": None})  # the masked vectors are Flower's
 
-        def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
-            return []
+    def secure_mean(self, ctx: RoundContext) -> tuple[torch.Tensor, list[Any]]:
+        """Run the SecAgg+ workflow for the round: ``(weighted mean of the chart-space deltas, fit results)``."""
+        from flwr.app import ConfigRecord
+        from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+        from flwr.server import ServerConfig
+        from flwr.server.compat.legacy_context import LegacyContext
+        from flwr.server.strategy import Strategy as LegacyStrategy
+        from flwr.server.workflow import SecAggPlusWorkflow
+        import flwr.compat.common.recorddict_compat as compat
 
-        def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
-            return None, {}
+        from .flower import DeploymentError, run_option
 
-        def evaluate(self, server_round: int, parameters: Any) -> Any:
-            return None
+        sim, rnd, sampled, fit, nodes = ctx.sim, ctx.rnd, ctx.sampled, ctx.fit, self.nodes
+        spec, st = sim.spec, sim.state
+        sizes = {c: len(spec.parts[c]) for c in sampled}
+        outcome: dict[str, Any] = {}
 
-    legacy = LegacyContext(context, config=ServerConfig(num_rounds=1), strategy=_Bridge())
-    order = list(st.global_params)
-    legacy.state.array_records["parameters"] = compat.parameters_to_arrayrecord(
-        ndarrays_to_parameters([st.global_params[n].numpy() for n in order]), True)
-    legacy.state.config_records["config"] = ConfigRecord({"current_round": rnd})
-    workflow = SecAggPlusWorkflow(num_shares=len(sampled), reconstruction_threshold=max(2, len(sampled) - 1),
-                                  max_weight=float(max(sizes.values())),
-                                  clipping_range=float(run_option(context.run_config, "secagg-clipping-range")),
-                                  quantization_range=int(run_option(context.run_config, "secagg-quantization-range")),
-                                  timeout=float(run_option(context.run_config, "round-timeout")))
-    workflow(grid, legacy)
-    if "mean" not in outcome:
-        raise DeploymentError(f"round {rnd}: the SecAgg+ protocol halted (too few clients answered within "
-                              "round-timeout; see the ServerApp log)")
-    mean = torch.from_numpy(np.asarray(outcome["mean"], dtype=np.float64))
-    target = target_from_mean_delta(st.global_params, unflatten(mean, st.global_params), sim.manifolds)
-    st.global_params = spec.strategy.step_to_target(rnd, st.global_params, target, sim.manifolds)
-    st.strategy_state = spec.strategy.state_dict()
-    results = outcome["results"]
-    n = [r.num_examples for _, r in results]
-    row: dict[str, Any] = {
-        "round": rnd, "clients": len(sampled), "accepted": len(results), "rejected": 0,
-        "bytes_up": None, "bytes_down": None,
-        "train_loss": float(np.average([r.metrics.get("loss", np.nan) for _, r in results], weights=n)),
-        "train_accuracy": float(np.average([r.metrics.get("accuracy", np.nan) for _, r in results], weights=n)),
-        "secure": "secaggplus",
-    }
-    if rnd % spec.eval_every == 0 or rnd == spec.rounds:
-        row.update(sim.evaluate(rnd))
-    else:
-        row.update(dict.fromkeys(sim.eval_keys()))
-    row["seconds"] = time.perf_counter() - start
-    st.seconds += row["seconds"]
-    st.round = rnd
-    st.metrics.append(row)
-    return row
+        class _Bridge(LegacyStrategy):  # the legacy strategy interface the workflow drives; spikefed decides
+            def initialize_parameters(self, client_manager: Any) -> Any:
+                return None
+
+            def configure_fit(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+                return [(_Proxy(nodes[c], str(c)), FitIns(parameters, {"round": rnd, "client": c,
+                                                                        "prox-mu": float(fit.prox_mu)}))
+                        for c in sampled]
+
+            def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+                if failures:
+                    raise DeploymentError(f"round {rnd}: SecAgg+ failed on {len(failures)} client(s): "
+                                          f"{failures[0]}")
+                outcome["mean"] = parameters_to_ndarrays(results[0][1].parameters)[0]
+                outcome["results"] = results
+                return None, {}
+
+            def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any) -> Any:
+                return []
+
+            def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
+                return None, {}
+
+            def evaluate(self, server_round: int, parameters: Any) -> Any:
+                return None
+
+        run_config = self.context.run_config
+        legacy = LegacyContext(self.context, config=ServerConfig(num_rounds=1), strategy=_Bridge())
+        order = list(st.global_params)
+        legacy.state.array_records["parameters"] = compat.parameters_to_arrayrecord(
+            ndarrays_to_parameters([st.global_params[n].numpy() for n in order]), True)
+        legacy.state.config_records["config"] = ConfigRecord({"current_round": rnd})
+        workflow = SecAggPlusWorkflow(num_shares=len(sampled), reconstruction_threshold=max(2, len(sampled) - 1),
+                                      max_weight=float(max(sizes.values())),
+                                      clipping_range=float(run_option(run_config, "secagg-clipping-range")),
+                                      quantization_range=int(run_option(run_config, "secagg-quantization-range")),
+                                      timeout=float(run_option(run_config, "round-timeout")))
+        workflow(self.grid, legacy)
+        if "mean" not in outcome:
+            raise DeploymentError(f"round {rnd}: the SecAgg+ protocol halted (too few clients answered within "
+                                  "round-timeout; see the ServerApp log)")
+        return torch.from_numpy(np.asarray(outcome["mean"], dtype=np.float64)), outcome["results"]
 
 
 def secagg_tolerance(sizes: list[int], clipping_range: float, quantization_range: int) -> float:

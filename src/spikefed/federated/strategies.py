@@ -227,8 +227,13 @@ class Strategy:
         updates: Sequence[ClientUpdate],
         manifolds: Mapping[str, Manifold] | None = None,
         validated: bool = False,
+        aggregator: Callable[[ParamDict, Sequence[ParamDict], torch.Tensor, Mapping[str, Manifold]], ParamDict]
+        | None = None,
     ) -> ParamDict:
         """New global parameters from the round-``rnd`` client ``updates`` (inputs are not mutated).
+
+        ``aggregator`` (optional): a robust replacement of the weighted mean for this call (the robustness stage
+        passes the round's defence); without it :attr:`aggregator`, else the weighted mean.
 
         Raises :class:`InvalidUpdate` for a bad update (naming the client) and ``ValueError`` for bad global
         parameters, an empty round, or a server step that leaves the manifold's finite range; on any error
@@ -238,7 +243,7 @@ class Strategy:
         """
         manifolds = dict(manifolds or {})
         self._check_round(rnd, global_params, updates, manifolds, validated)
-        target = self._aggregate_target(global_params, updates, manifolds)
+        target = self._aggregate_target(global_params, updates, manifolds, aggregator)
         # in the order of the global parameters (clients may list names in another order)
         target = {n: target[n].to(device=w.device, dtype=w.dtype) for n, w in global_params.items()}
         new_params, new_buffers = self._server_update(rnd, global_params, target, updates, manifolds)
@@ -279,14 +284,17 @@ class Strategy:
     # -- internals -------------------------------------------------------------------------------------
 
     def _aggregate_target(
-        self, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold]
+        self, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold],
+        aggregator: Callable[[ParamDict, Sequence[ParamDict], torch.Tensor, Mapping[str, Manifold]], ParamDict]
+        | None = None,
     ) -> ParamDict:
         """The round's target: ``aggregate_params([w_k], p, manifolds)`` (weighted mean with
         ``p = client_weights``), or ``aggregator(x, [w_k], p, manifolds)`` when :attr:`aggregator` is set."""
         params, weights = [u.params for u in updates], self.client_weights(updates)
-        if self.aggregator is None:
+        aggregator = aggregator if aggregator is not None else self.aggregator
+        if aggregator is None:
             return aggregate_params(params, weights, manifolds)
-        return self.aggregator(global_params, params, weights, manifolds)
+        return aggregator(global_params, params, weights, manifolds)
 
     def _check_round(
         self, rnd: int, global_params: ParamDict, updates: Sequence[ClientUpdate], manifolds: Mapping[str, Manifold],

@@ -66,3 +66,19 @@ def load_params_(model: torch.nn.Module, params: ParamDict) -> None:
             if p.shape != params[k].shape:
                 raise ValueError(f"parameter {k!r}: expected shape {tuple(p.shape)}, got {tuple(params[k].shape)}")
             p.copy_(params[k])
+
+
+@dataclass
+class Upload:
+    """What one client sends back after local training: its update as uplink bytes plus plain metadata.
+
+    Everything in it comes from outside the server: :func:`spikefed.federated.boundary.parse_upload` checks it
+    against the model's schema before any arithmetic."""
+
+    client_id: int
+    num_samples: int
+    payload: bytes  # the serialized (possibly compressed) delta; its length is the uplink cost
+    metrics: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    control_payload: bytes | None = None  # SCAFFOLD: the serialized control-variate delta
+    error: str | None = None  # the reply could not be read, or the client reported a failure: rejected as such

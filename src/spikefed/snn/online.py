@@ -53,10 +53,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..seeding import Purpose, torch_generator
 from .kernels import lif_update
 from .models import SpikingMLP
 from .neurons import ALIF, IF, LIF, RECURRENT_NEURONS, RecurrentALIF, RecurrentLIF
@@ -65,7 +65,6 @@ from .surrogate import Surrogate, heaviside
 FEEDBACKS = ("symmetric", "random")
 #: ``membrane_reduction`` values of the ``ce_membrane`` loss that decompose over time (e-prop's losses)
 EPROP_REDUCTIONS = ("time_mean", "last")
-PURPOSE_EPROP_FEEDBACK = 3001  # the random feedback matrix (random e-prop), from TrainConfig.eprop_feedback_seed
 
 
 class EpropLayer(NamedTuple):
@@ -263,8 +262,7 @@ def eprop_support(model: torch.nn.Module, reduction: str = "time_mean", populati
 
 def feedback_matrix(shape: tuple[int, int], seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The fixed random feedback matrix of random e-prop, ``N(0, 1/H)`` entries, drawn from ``(seed, 3001)``."""
-    state = np.random.SeedSequence([PURPOSE_EPROP_FEEDBACK, int(seed)]).generate_state(2, np.uint64)[0] >> 1
-    gen = torch.Generator().manual_seed(int(state))
+    gen = torch_generator(int(seed), Purpose.EPROP_FEEDBACK)
     return (torch.randn(shape, generator=gen, dtype=torch.float64) / shape[1] ** 0.5).to(dtype)
 
 

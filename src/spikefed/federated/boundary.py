@@ -1,0 +1,123 @@
+"""The server's trust boundary: client uploads parsed against the model's schema before any arithmetic.
+
+Every upload (bytes from a client: in the simulation, or a Flower node's reply) goes through :func:`parse_upload`:
+
+1. metadata: the client was asked to train this round and has not answered already; ``num_samples`` is an
+   integer >= 1, ``steps`` an integer >= 0, metrics are finite numbers;
+2. the payload decodes (:func:`~spikefed.federated.serialization.decode_params` for a dense delta,
+   :func:`~spikefed.federated.compression.decode_message` for a compressed one: neither unpickles, both refuse
+   truncated or trailing bytes);
+3. the delta has exactly the model's parameter names and shapes (checked on the compressed message's header,
+   before a sparse message is expanded), a floating dtype, and finite values; likewise the SCAFFOLD control delta.
+
+Only then is the delta added to the server's parameters (``x_t + delta``, in the global dtype; a lossy delta is
+projected back onto a non-euclidean parameter's manifold). The round's accepted updates then pass
+:func:`~spikefed.federated.aggregation.validate_updates` (on the manifold, update-norm bounds). Any failure is one
+:class:`~spikefed.federated.aggregation.InvalidUpdate` with a reason: the round logs it and goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..manifold import Manifold
+from .aggregation import InvalidUpdate, check_structure
+from .compression import decode_message, decompress
+from .serialization import PayloadError, decode_params
+from .types import ClientUpdate, ParamDict, Upload
+
+__all__ = ["UPLINK_MODES", "check_metadata", "parse_delta", "parse_upload"]
+
+#: how deltas travel: dense against the global model, dense against the received reference, compressed
+UPLINK_MODES = ("dense", "dense-received", "compressed")
+
+
+def check_metadata(up: Upload, expected: set[int] | frozenset[int]) -> None:
+    """Plain fields of an upload (no tensors): ``InvalidUpdate`` naming the client unless they are sane."""
+    cid = up.client_id
+    if isinstance(cid, bool) or not isinstance(cid, numbers.Integral):
+        raise InvalidUpdate(-1, f"client id must be an integer, got {cid!r}")
+    if up.error is not None:
+        raise InvalidUpdate(int(cid), str(up.error))
+    if cid not in expected:
+        raise InvalidUpdate(int(cid), "client was not asked to train in this round, or answered twice")
+    n = up.num_samples
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise InvalidUpdate(cid, f"num_samples must be an integer >= 1, got {n!r}")
+    s = up.steps
+    if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0:
+        raise InvalidUpdate(cid, f"steps must be an integer >= 0, got {s!r}")
+    if not isinstance(up.metrics, Mapping):
+        raise InvalidUpdate(cid, f"metrics must be a name -> number dict, got {type(up.metrics).__name__}")
+    for k, v in up.metrics.items():
+        if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise InvalidUpdate(cid, f"metric {k!r} must be a finite number, got {v!r}")
+    if not isinstance(up.payload, (bytes, bytearray, memoryview)):
+        raise InvalidUpdate(cid, f"payload must be bytes, got {type(up.payload).__name__}")
+    if up.control_payload is not None and not isinstance(up.control_payload, (bytes, bytearray, memoryview)):
+        raise InvalidUpdate(cid, f"control payload must be bytes, got {type(up.control_payload).__name__}")
+
+
+def _finite(cid: int, what: str, tensors: ParamDict) -> None:
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise InvalidUpdate(cid, f"{what} {name!r}: contains non-finite values (nan/inf)")
+
+
+def _check_header(cid: int, what: str, shapes: Mapping[str, tuple[int, ...]], reference: ParamDict) -> None:
+    """Names and shapes of a compressed message, before it is expanded to dense tensors."""
+    missing = [n for n in reference if n not in shapes]
+    extra = [n for n in shapes if n not in reference]
+    if missing or extra:
+        raise InvalidUpdate(cid, f"{what}: missing parameters {missing}, unexpected parameters {extra}")
+    for name, ref in reference.items():
+        if tuple(shapes[name]) != tuple(ref.shape):
+            raise InvalidUpdate(cid, f"{what} {name!r}: expected shape {tuple(ref.shape)}, got {tuple(shapes[name])}")
+
+
+def parse_delta(cid: int, payload: bytes, reference: ParamDict, compressed: bool, what: str = "delta") -> ParamDict:
+    """The delta of one payload, checked against ``reference`` (names, shapes, float dtype, finite)."""
+    try:
+        if compressed:
+            message = decode_message(payload)
+            _check_header(cid, what, {n: tuple(m.shape) for n, m in message.items()}, reference)
+            delta = decompress(message)
+        else:
+            delta = decode_params(payload)
+    except PayloadError as e:
+        raise InvalidUpdate(cid, f"{what} payload: {e}") from None
+    check_structure(cid, what, delta, reference)
+    _finite(cid, what, delta)
+    return {n: delta[n] for n in reference}
+
+
+def parse_upload(up: Upload, mode: str, global_params: ParamDict, received: ParamDict,
+                 manifolds: Mapping[str, Manifold], expected: set[int] | frozenset[int]) -> ClientUpdate:
+    """One upload -> the client's parameters as the server reconstructs them, or :class:`InvalidUpdate`.
+
+    ``mode`` (:data:`UPLINK_MODES`): ``dense`` deltas are against the global model, the others against the
+    model the clients received (lossy downlink) and may be compressed.
+    """
+    if mode not in UPLINK_MODES:
+        raise ValueError(f"unknown uplink mode {mode!r}; valid: {', '.join(UPLINK_MODES)}")
+    check_metadata(up, expected)
+    cid = int(up.client_id)
+    delta = parse_delta(cid, bytes(up.payload), global_params, mode == "compressed")
+    control = None
+    if up.control_payload is not None:
+        control = parse_delta(cid, bytes(up.control_payload), global_params, False, "control_delta")
+    if mode == "dense":
+        params = {n: global_params[n] + delta[n] for n in global_params}
+    else:
+        params = {n: global_params[n] + delta[n].to(global_params[n].dtype) for n in global_params}
+        for n, p in params.items():
+            m = manifolds.get(n)
+            if m is not None and m.kind != "euclidean":
+                m.project_(p)
+    metrics: dict[str, Any] = {k: float(v) for k, v in up.metrics.items()}
+    return ClientUpdate(cid, int(up.num_samples), params, metrics, control, int(up.steps))

@@ -1,0 +1,91 @@
+"""Channel stage: what travels between server and clients, and its bytes (the reported communication).
+
+Downlink: the global parameters serialized (``len(payload)`` per sampled client), or, with
+``compression.downlink``, compressed changes of a reference model every client holds
+(:func:`~spikefed.federated.compression.downlink_broadcast`; each client pays for the messages it missed since it
+last synchronised, or for the dense model; the reference lives in this stage's state). Uplink: each client's
+delta, dense (against the global model: under a dense downlink the received model equals it exactly) or
+compressed with error feedback against what it received (:func:`client_upload`; the residual stays on the
+client, ``client_state[k]["ef_residual"]``, draws from ``(seed, COMPRESS, r, k)``). The server's half, parsing
+the bytes against the schema, is the trust boundary (:mod:`spikefed.federated.boundary`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ...seeding import SERVER_STREAM, Purpose, torch_generator
+from ..compression import client_uplink, downlink_broadcast
+from ..round import RoundContext, Stage
+from ..serialization import decode_params, encode_params
+from ..types import ClientUpdate, ParamDict, Upload
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..simulation import FederationSpec, Simulation
+
+
+class ChannelStage(Stage):
+    key = "channel"
+
+    def __init__(self, sim: Simulation) -> None:
+        comp = sim.spec.compression
+        self.downlink = comp.downlink_compressor() if comp is not None else None
+        self.mode = uplink_mode(sim.spec)
+        self.reference: dict[str, Any] = {}  # compressed downlink: reference model, history, last syncs
+
+    def configure(self, ctx: RoundContext) -> None:
+        """The broadcast of the round: ``ctx.received`` (what the clients start from) and its bytes."""
+        sim = ctx.sim
+        if self.downlink is None:
+            down = encode_params(sim.state.global_params)
+            ctx.bytes_down += len(down) * len(ctx.sampled)
+        else:
+            gen = torch_generator(sim.spec.seed, Purpose.COMPRESS, ctx.rnd, SERVER_STREAM)
+            reference, costs = downlink_broadcast(self.reference, sim.state.global_params, ctx.sampled, ctx.rnd,
+                                                  self.downlink, gen)
+            down = encode_params(reference)  # the simulation's hand-over of the reference (not counted)
+            ctx.bytes_down += sum(costs)
+        ctx.received = decode_params(down)
+
+    def client(self, ctx: RoundContext) -> None:
+        """Each client's uplink bytes: a dense delta against the global model, a lossy one against what it
+        received."""
+        sim = ctx.sim
+        base = sim.state.global_params if self.mode == "dense" else ctx.received
+        ctx.uploads = [client_upload(sim.spec, ctx.rnd, u, base, sim.state.client_state) for u in ctx.updates]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"downlink": self.reference} if self.reference else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.reference = dict(state.get("downlink", {}))
+
+
+def uplink_mode(spec: FederationSpec) -> str:
+    """How deltas travel: ``dense`` (no uplink compression, or identity with a dense downlink), ``dense-received``
+    (identity uplink under lossy downlink compression) or ``compressed``."""
+    comp = spec.compression
+    up = comp.uplink_compressor() if comp is not None else None
+    lossy_down = comp is not None and comp.downlink_compressor() is not None
+    if up is None or (up.is_identity and not lossy_down):
+        return "dense"
+    return "dense-received" if up.is_identity else "compressed"
+
+
+def client_upload(spec: FederationSpec, rnd: int, upd: ClientUpdate, base: ParamDict,
+                  client_state: dict[int, dict[str, Any]]) -> Upload:
+    """The client half of the uplink: ``delta = w_k - base`` serialized densely, or compressed with error
+    feedback (residual in ``client_state[k]["ef_residual"]``, generator from ``(seed, COMPRESS, rnd, k)``).
+    ``base`` is the global model for a dense uplink and the received reference otherwise."""
+    delta = {n: upd.params[n] - base[n] for n in upd.params}
+    if uplink_mode(spec) == "compressed":
+        comp = spec.compression
+        assert comp is not None
+        gen = torch_generator(spec.seed, Purpose.COMPRESS, rnd, upd.client_id)
+        payload = client_uplink(delta, comp.uplink_compressor(), gen, client_state.setdefault(upd.client_id, {}),
+                                comp.error_feedback)
+    else:
+        payload = encode_params(delta)
+    control = encode_params(upd.control_delta) if upd.control_delta is not None else None
+    return Upload(upd.client_id, upd.num_samples, payload, upd.metrics, upd.steps, control)
