@@ -112,7 +112,9 @@ def run(
         return
     f = settings.federation
     err.print(f"[bold]spikefed run[/]: {settings.partition.num_clients} clients ({settings.partition.method}), "
-              f"{f.strategy}, {f.rounds} rounds -> {out_dir}", highlight=False)
+              f"{f.strategy}, {f.rounds} rounds, {job.sim.spec.engine} engine -> {out_dir}", highlight=False)
+    if job.sim.spec.engine_note:
+        err.print(f"engine: {job.sim.spec.engine}, not {f.engine}: {job.sim.spec.engine_note}", highlight=False)
     columns = (TextColumn("[bold]round[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     try:
@@ -263,6 +265,14 @@ def config_show(
         _fail(str(e))
         return
     print(_commented_yaml(settings, command))
+    if command == "run":
+        from .experiment.compat import describe, refusals
+
+        print("# combinations that cannot work (spikefed.experiment.compat; 'flower' rows: deployment only):")
+        for line in describe():
+            print(f"#   {line}")
+        for reason in refusals(settings, "flower"):
+            print(f"# on Flower this config is refused: {reason}")
 
 
 def _commented_yaml(settings: Any, command: str = "run") -> str:

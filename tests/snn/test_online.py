@@ -372,7 +372,13 @@ def test_federated_clients_train_with_eprop_on_the_sequential_engine() -> None:
     assert supports_cohort(model, _cfg(method="bptt", loss="mse_count")) is None
     assert "sequential" in supports_cohort(model, cfg)
     gens = lambda: [torch.Generator().manual_seed(10 + i) for i in range(2)]  # noqa: E731
-    via_cohort = train_clients("cohort", model, params_of(model), clients, gens(), cfg, FitInstructions(1))
+    with pytest.raises(ValueError, match="engine=cohort cannot train this model"):  # no silent fallback
+        train_clients("cohort", model, params_of(model), clients, gens(), cfg, FitInstructions(1))
+    from spikefed.experiment.compat import engine_for
+
+    engine, note = engine_for("cohort", model, cfg)  # what a run picks, printed and recorded
+    assert engine == "sequential" and "sequential" in note
+    via_cohort = train_clients(engine, model, params_of(model), clients, gens(), cfg, FitInstructions(1))
     direct = train_sequential(model, params_of(model), clients, gens(), cfg, FitInstructions(1))
     start = params_of(model)
     for a, b in zip(via_cohort, direct):

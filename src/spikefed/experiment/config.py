@@ -357,23 +357,6 @@ class PrivacySettings(_Section):
         return PrivacySpec(**self.model_dump())
 
 
-def _privacy_compatible(privacy: PrivacySettings, federation: Any, robustness: Any, compression: Any) -> None:
-    """Refuse combinations the private pipeline cannot honour (ValueError naming the keys)."""
-    if not (privacy.dp or privacy.secure_aggregation):
-        return
-    what = "privacy.dp" if privacy.dp else "privacy.secure_aggregation"
-    if federation is not None and federation.strategy == "scaffold":
-        raise ValueError(f"{what} does not support federation.strategy=scaffold (its control variates would "
-                         "need the same protection); choose another strategy")
-    if robustness is not None and robustness.defense != "none":
-        raise ValueError(f"{what} replaces the aggregation, so robustness.defense={robustness.defense} would be "
-                         "ignored (secure aggregation hides single updates; DP's clipping already bounds them); "
-                         "set robustness.defense=none")
-    if privacy.secure_aggregation and compression is not None and compression.uplink != "none":
-        raise ValueError(f"privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
-                         f"compressed; set compression.uplink=none (got {compression.uplink})")
-
-
 class ContinualSettings(_Section):
     """Continual federated learning: a stream of tasks over the rounds and a stability regulariser on the clients
     (off by default; see docs/continual.md and :mod:`spikefed.federated.continual`)."""
@@ -428,23 +411,15 @@ def _continual_compatible(c: ContinualSettings, info: ValidationInfo) -> None:
     """Refuse continual settings the rest of the run cannot honour (ValueError naming the keys)."""
     if c.stream == "none":
         return
-    fed, data, devices, privacy = (info.data.get(k) for k in ("federation", "data", "devices", "privacy"))
+    fed = info.data.get("federation")
     local = info.data.get("local")
     if fed is not None:
         per_task = c.rounds_per_task if c.rounds_per_task is not None else fed.rounds // c.tasks
         if per_task < 1 or per_task * c.tasks != fed.rounds:
             raise ValueError(f"federation.rounds={fed.rounds} must equal continual.tasks={c.tasks} x "
                              f"rounds_per_task={c.rounds_per_task if c.rounds_per_task is not None else 'rounds/tasks'}")
-    if data is not None and c.stream != "class_incremental" and data.name in EVENT_DATASETS:
-        raise ValueError(f"continual.stream={c.stream} rotates static images; data.name={data.name} is event data "
-                         "(use class_incremental)")
     if c.stream == "class_incremental" and c.tasks > 10:
         raise ValueError(f"continual.tasks={c.tasks}: class_incremental splits the 10 classes, at most 10 tasks")
-    if devices is not None and devices.fleet:
-        raise ValueError("continual learning is not supported with devices.fleet (anchors are latent values)")
-    if privacy is not None and c.regularizer == "ewc" and (privacy.dp or privacy.secure_aggregation):
-        raise ValueError("continual.regularizer=ewc uploads per-client Fisher diagonals outside the private "
-                         "pipeline; use regularizer=l2 with privacy")
     if local is not None and c.regularizer == "l2" and local.optimizer == "sgd" and local.lr * c.lam >= 2:
         raise ValueError(f"continual.lam={c.lam} with local.optimizer=sgd, lr={local.lr}: lr * lam >= 2 makes "
                          "gradient descent on the stability term diverge; lower one of them or use adam")
@@ -482,37 +457,13 @@ class RunSettings(_Section):
         _continual_compatible(v, info)
         return v
 
-    @field_validator("privacy")
-    @classmethod
-    def _privacy_combination(cls, v: PrivacySettings, info: ValidationInfo) -> PrivacySettings:
-        _privacy_compatible(v, info.data.get("federation"), info.data.get("robustness"), info.data.get("compression"))
-        return v
+    @model_validator(mode="after")
+    def _compatible(self) -> "RunSettings":
+        """The combinations that cannot work: one table (:mod:`spikefed.experiment.compat`)."""
+        from .compat import check
 
-    @field_validator("partition")
-    @classmethod
-    def _partition_event_data(cls, v: PartitionSettings, info: ValidationInfo) -> PartitionSettings:
-        """Feature skew adds noise / gain / shift to continuous features; on binary event frames it would produce
-        values no event sensor emits (negative counts), so refuse it."""
-        data = info.data.get("data")
-        if data is not None and data.name in EVENT_DATASETS and v.method == "feature":
-            raise ValueError(f"method=feature (noise, gain and shift of continuous features) does not apply to "
-                             f"event data (data.name={data.name}); use iid, dirichlet, shards or quantity")
-        return v
-
-    @field_validator("devices")
-    @classmethod
-    def _devices_event_data(cls, v: DeviceSettings, info: ValidationInfo) -> DeviceSettings:
-        """Event frames are binned at the nominal step: a device with another time step ``dt`` would need the
-        recording re-binned (its ``round(T/dt)`` steps cannot consume ``T`` bins), so refuse the combination."""
-        data = info.data.get("data")
-        if data is not None and data.name in EVENT_DATASETS:
-            for i, e in enumerate(v.fleet):
-                dt = e.to_profile().dt
-                if dt != 1.0:
-                    raise ValueError(f"fleet[{i}] (profile {e.profile}) has dt={dt:g}, but data.name={data.name} "
-                                     f"is event data binned at the nominal step (data.bins={data.bins}); device "
-                                     "time steps other than 1 are not supported with event data")
-        return v
+        check(self)
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -702,6 +653,9 @@ def format_validation_error(e: ValidationError, schema: type[BaseModel]) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")  # a whole section (a section-level check) is not worth repeating
+            if not key:  # a check across sections (the compatibility table): its message names the keys
+                lines.append(msg)
+                continue
             lines.append(f"{key}: {msg}" + ("" if isinstance(got, (BaseModel, dict)) else f" (got {got!r})"))
     return "; ".join(lines)
 

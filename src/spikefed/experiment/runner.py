@@ -33,6 +33,7 @@ from ..federated.robust import RobustnessSpec
 from ..federated.strategies import make_strategy
 from ..hardware.energy import EnergyModel
 from .centralized import build_model, load_dataset
+from .compat import engine_for
 from .config import ConfigError, FaultSettings, RunSettings, TrainSettings, dump_yaml
 
 
@@ -99,10 +100,12 @@ def build_spec(settings: RunSettings) -> FederationSpec:
                                       train=settings.local), data.step_features, data.num_classes, gen)
     strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
     f = settings.federation
+    local = settings.local.to_train_config()
+    engine, why = engine_for(f.engine, model, local)  # printed and recorded in summary.json
     e = settings.energy
     return FederationSpec(data=data, parts=parts, model=model, strategy=strategy,
-                          local=settings.local.to_train_config(), rounds=f.rounds, fraction=f.fraction,
-                          min_clients=f.min_clients, seed=settings.seed, engine=f.engine, eval_every=f.eval_every,
+                          local=local, rounds=f.rounds, fraction=f.fraction, min_clients=f.min_clients,
+                          seed=settings.seed, engine=engine, engine_note=why, eval_every=f.eval_every,
                           max_update_norm=f.max_update_norm, norm_bound=f.norm_bound, energy=EnergyModel(e.e_ac, e.e_mac, e.e_spike),
                           client_transforms=transforms, faults=fault_spec(settings),
                           robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
@@ -206,6 +209,8 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         "rounds": sim.state.round,
         "clients": sim.num_clients,
         "strategy": settings.federation.strategy,
+        "engine": sim.spec.engine,
+        "engine_note": sim.spec.engine_note,
         "partition": settings.partition.method,
         "total_bytes_up": sim.state.bytes_up,
         "total_bytes_down": sim.state.bytes_down,

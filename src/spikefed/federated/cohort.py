@@ -540,7 +540,10 @@ def train_clients(engine: str, model: torch.nn.Module, global_params: ParamDict,
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
-    if engine == "cohort" and supports_cohort(model, cfg) is None:
+    if engine == "cohort":
+        reason = supports_cohort(model, cfg)
+        if reason is not None:  # no silent fallback: the caller picks the engine (experiment.compat.engine_for)
+            raise ValueError(f"engine=cohort cannot train this model: {reason}; use engine=sequential")
         return train_cohort(model, global_params, clients, generators, cfg, fit, controls,  # type: ignore[arg-type]
                             step_budgets, penalties=penalties)
     return train_sequential(model, global_params, clients, generators, cfg, fit, controls, step_budgets, penalties)

@@ -101,27 +101,13 @@ def run_option(run_config: Mapping[str, Any], key: str) -> Any:
 
 
 def check_deployable(settings: RunSettings) -> None:
-    """Refuse what only exists in simulation (``ConfigError`` naming the key)."""
-    defaults = RunSettings()
-    if settings.federation.strategy == "scaffold":
-        raise ConfigError("federation.strategy=scaffold is not supported on Flower (its per-client control "
-                          "variates live on the simulated server); choose another strategy")
-    if settings.faults != defaults.faults:
-        raise ConfigError("faults: simulated dropouts/stragglers do not apply to a deployment (real nodes fail "
-                          "on their own); remove the faults section")
-    if settings.robustness.attack != "none":
-        raise ConfigError("robustness.attack: simulated attackers do not apply to a deployment; set it to none "
-                          "(robustness.defense is supported)")
-    if settings.privacy.secure_aggregation:
-        raise ConfigError("privacy.secure_aggregation simulates the protocol in one process; on Flower use the "
-                          "run config secure=\"secaggplus\" (Flower's SecAgg+) instead")
-    if settings.continual != defaults.continual:
-        raise ConfigError("continual: task streams and stability terms are not supported on Flower yet (the "
-                          "anchors and Fisher live on the simulated server); remove the continual section")
-    compression = settings.compression.to_spec()
-    if compression is not None and compression.downlink_compressor() is not None:
-        raise ConfigError("compression.downlink is not supported on Flower yet (the nodes receive dense "
-                          "parameters); set it to none")
+    """Refuse what only exists in simulation (``ConfigError`` naming the key): the ``flower`` rows of the
+    compatibility table (:mod:`spikefed.experiment.compat`)."""
+    from ..experiment.compat import refusals
+
+    found = refusals(settings, "flower")
+    if found:
+        raise ConfigError(found[0])
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class FederationSpec:
     min_clients: int = 1
     seed: int = 0
     engine: str = "cohort"
+    engine_note: str | None = None  # why the engine is not the one the config asked for (None: it is)
     eval_every: int = 1
     max_update_norm: float | None = None  # absolute bound on ||w_k - x||_2 (None: none)
     norm_bound: float | None = DEFAULT_NORM_BOUND  # relative bound: times the round's median norm (None: none)

@@ -1,0 +1,154 @@
+"""Which features combine: one table, as data, of the combinations that cannot work, each with its reason.
+
+Every row is a :class:`Refusal`: where it applies (``run``: every federated run, simulated or deployed;
+``flower``: only a Flower deployment), a predicate on the resolved :class:`~spikefed.experiment.config.RunSettings`
+and the message, which names the keys and says why. The table is consulted by config validation (so a refused
+combination exits 2 with one line before any data loads), by the Flower ServerApp and launcher
+(:func:`check` with ``where="flower"``), and printed by ``spikefed config show`` (:func:`describe`).
+
+Everything not in the table combines. Which engine trains is not a refusal: :func:`engine_for` decides it from
+the model once, before training, and the run prints and records it (no silent fallback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+__all__ = ["REFUSALS", "Refusal", "check", "describe", "refusals"]
+
+EVENT_DATASETS = ("event_digits", "event_mnist5k")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One combination that cannot work."""
+
+    name: str
+    where: str  # "run" (every federated run) or "flower" (deployment only)
+    keys: tuple[str, ...]  # the settings involved
+    applies: Callable[[Any], bool]
+    reason: Callable[[Any], str]  # the message for these settings (names the keys, says why)
+
+
+def _private(s: Any) -> bool:
+    return bool(s.privacy.dp or s.privacy.secure_aggregation)
+
+
+def _private_name(s: Any) -> str:
+    return "privacy.dp" if s.privacy.dp else "privacy.secure_aggregation"
+
+
+def _continual(s: Any) -> bool:
+    return s.continual.stream != "none"
+
+
+def _event(s: Any) -> bool:
+    return s.data.name in EVENT_DATASETS
+
+
+def _fleet_dt(s: Any) -> tuple[int, Any] | None:
+    for i, e in enumerate(s.devices.fleet):
+        if e.to_profile().dt != 1.0:
+            return i, e
+    return None
+
+
+def _differs(s: Any, section: str) -> bool:
+    from .config import RunSettings  # the defaults of a section
+
+    return bool(getattr(s, section) != getattr(RunSettings.model_construct(), section))
+
+
+REFUSALS: tuple[Refusal, ...] = (
+    Refusal("private-scaffold", "run", ("privacy.dp", "privacy.secure_aggregation", "federation.strategy"),
+            lambda s: _private(s) and s.federation.strategy == "scaffold",
+            lambda s: f"{_private_name(s)} does not support federation.strategy=scaffold (its control variates "
+                      "would need the same protection); choose another strategy"),
+    Refusal("private-defence", "run", ("privacy.dp", "privacy.secure_aggregation", "robustness.defense"),
+            lambda s: _private(s) and s.robustness.defense != "none",
+            lambda s: f"{_private_name(s)} replaces the aggregation, so robustness.defense={s.robustness.defense} "
+                      "would be ignored (secure aggregation hides single updates; DP's clipping already bounds "
+                      "them); set robustness.defense=none"),
+    Refusal("secagg-compression", "run", ("privacy.secure_aggregation", "compression.uplink"),
+            lambda s: s.privacy.secure_aggregation and s.compression.uplink != "none",
+            lambda s: "privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
+                      f"compressed; set compression.uplink=none (got {s.compression.uplink})"),
+    Refusal("continual-event-drift", "run", ("continual.stream", "data.name"),
+            lambda s: _continual(s) and s.continual.stream != "class_incremental" and _event(s),
+            lambda s: f"continual.stream={s.continual.stream} rotates static images; data.name={s.data.name} is "
+                      "event data (use class_incremental)"),
+    Refusal("continual-fleet", "run", ("continual.stream", "devices.fleet"),
+            lambda s: _continual(s) and bool(s.devices.fleet),
+            lambda s: "continual learning is not supported with devices.fleet (anchors are latent values)"),
+    Refusal("ewc-private", "run", ("continual.regularizer", "privacy.dp", "privacy.secure_aggregation"),
+            lambda s: _continual(s) and s.continual.regularizer == "ewc" and _private(s),
+            lambda s: "continual.regularizer=ewc uploads per-client Fisher diagonals outside the private "
+                      "pipeline; use regularizer=l2 with privacy"),
+    Refusal("feature-skew-events", "run", ("partition.method", "data.name"),
+            lambda s: _event(s) and s.partition.method == "feature",
+            lambda s: "partition: method=feature (noise, gain and shift of continuous features) does not apply to "
+                      f"event data (data.name={s.data.name}); use iid, dirichlet, shards or quantity"),
+    Refusal("fleet-dt-events", "run", ("devices.fleet", "data.name"),
+            lambda s: _event(s) and _fleet_dt(s) is not None,
+            lambda s: "devices: fleet[{0}] (profile {1}) has dt={2:g}, but data.name={3} is event data binned at "
+                      "the nominal step (data.bins={4}); device time steps other than 1 are not supported with "
+                      "event data".format(_fleet_dt(s)[0], _fleet_dt(s)[1].profile,  # type: ignore[index]
+                                          _fleet_dt(s)[1].to_profile().dt, s.data.name,  # type: ignore[index]
+                                          s.data.bins)),
+    Refusal("flower-scaffold", "flower", ("federation.strategy",),
+            lambda s: s.federation.strategy == "scaffold",
+            lambda s: "federation.strategy=scaffold is not supported on Flower (its per-client control variates "
+                      "live on the simulated server); choose another strategy"),
+    Refusal("flower-faults", "flower", ("faults",),
+            lambda s: _differs(s, "faults"),
+            lambda s: "faults: simulated dropouts/stragglers do not apply to a deployment (real nodes fail on "
+                      "their own); remove the faults section"),
+    Refusal("flower-attack", "flower", ("robustness.attack",),
+            lambda s: s.robustness.attack != "none",
+            lambda s: "robustness.attack: simulated attackers do not apply to a deployment; set it to none "
+                      "(robustness.defense is supported)"),
+    Refusal("flower-secagg-sim", "flower", ("privacy.secure_aggregation",),
+            lambda s: s.privacy.secure_aggregation,
+            lambda s: "privacy.secure_aggregation simulates the protocol in one process; on Flower use the run "
+                      "config secure=\"secaggplus\" (Flower's SecAgg+) instead"),
+    Refusal("flower-continual", "flower", ("continual",),
+            lambda s: _differs(s, "continual"),
+            lambda s: "continual: task streams and stability terms are not supported on Flower yet (the anchors "
+                      "and Fisher live on the simulated server); remove the continual section"),
+    Refusal("flower-downlink", "flower", ("compression.downlink",),
+            lambda s: s.compression.downlink != "none",
+            lambda s: "compression.downlink is not supported on Flower yet (the nodes receive dense parameters); "
+                      "set it to none"),
+)
+
+
+def refusals(settings: Any, where: str = "run") -> list[str]:
+    """The messages of every row of the table that refuses ``settings`` (``where``: run, or flower = run + the
+    deployment's own rows)."""
+    scopes = ("run",) if where == "run" else ("run", "flower")
+    return [r.reason(settings) for r in REFUSALS if r.where in scopes and r.applies(settings)]
+
+
+def check(settings: Any, where: str = "run") -> None:
+    """``ValueError`` with the first refusal's message, if any."""
+    found = refusals(settings, where)
+    if found:
+        raise ValueError(found[0])
+
+
+def describe() -> list[str]:
+    """One line per row of the table: where, the keys involved, the name (for ``spikefed config show``)."""
+    return [f"{r.where:6s} {r.name:22s} {', '.join(r.keys)}" for r in REFUSALS]
+
+
+def engine_for(requested: str, model: Any, cfg: Any) -> tuple[str, str | None]:
+    """The engine that trains: ``(engine, why it is not the requested one or None)``. The batched cohort engine
+    covers the models :func:`~spikefed.federated.cohort.supports_cohort` accepts; any other model trains on the
+    sequential engine, and the run says so."""
+    from ..federated.cohort import supports_cohort
+
+    if requested != "cohort":
+        return requested, None
+    reason = supports_cohort(model, cfg)
+    return ("cohort", None) if reason is None else ("sequential", reason)
