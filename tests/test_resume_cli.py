@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from spikefed.federated.checkpoint import read_checkpoint
 from spikefed.federated.simulation import CHECKPOINT_PAUSE_ENV
 
 # a tiny federation with every fault switched on; enough rounds that a kill always lands before the end
@@ -73,7 +74,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def _checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return read_checkpoint(path)
 
 
 def _strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -182,3 +183,82 @@ def test_resume_refuses_corrupt_and_mismatched_checkpoints(tmp_path: Path) -> No
     (missing / "checkpoint.pt").unlink()
     with pytest.raises(ValueError, match="no checkpoint.pt"):
         Run(build_settings(RunSettings, missing / "config.yaml", []), missing, resume=True)
+
+
+class _Exploit:
+    """Unpickling this opens (creates) ``marker`` for writing: a stand-in for any code a crafted pickle runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.marker, "w"))
+
+
+def _snapshot(run: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under ``run`` (bytes, modification time in ns, mode), and the directory's own mtime (which a
+    temp file created and removed again would change)."""
+    files = {str(p.relative_to(run)): (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode)
+             for p in sorted(run.rglob("*")) if p.is_file()}
+    return {**files, ".": (b"", run.stat().st_mtime_ns, run.stat().st_mode)}
+
+
+def test_resume_never_unpickles_and_refuses_damaged_checkpoints_untouched(tmp_path: Path) -> None:
+    """A crafted pickle (what ``torch.load(weights_only=False)`` would have executed), a flipped bit in the tensor
+    bytes, a truncated file, a wrong content hash and a NaN weight (with a valid hash): ``--resume`` exits 2 with
+    one ``error:`` line naming the file and the problem, the crafted code never runs, and no file in the run
+    directory changes (bytes, mtime, mode)."""
+    import pickle
+
+    from spikefed.experiment.config import RunSettings, build_settings
+    from spikefed.experiment.runner import run_experiment
+    from spikefed.federated.checkpoint import write_checkpoint
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG.replace("rounds: 40", "rounds: 2"))
+    good = tmp_path / "good"
+    run_experiment(build_settings(RunSettings, config, []), good)
+    blob = (good / "checkpoint.pt").read_bytes()
+    marker = tmp_path / "pwned"
+
+    crafted = pickle.dumps({"version": 1, "round": 2, "payload": _Exploit(marker)})
+    with open(tmp_path / "crafted.pt", "wb") as f:
+        torch.save({"version": 1, "round": 2, "payload": _Exploit(marker)}, f)
+    crafted_torch = (tmp_path / "crafted.pt").read_bytes()
+    # control: the crafted files do run code when unpickled the old way
+    pickle.loads(crafted)["payload"].close()
+    assert marker.exists()
+    marker.unlink()
+    torch.load(tmp_path / "crafted.pt", weights_only=False)["payload"].close()
+    assert marker.exists()
+    marker.unlink()
+
+    nan_state = read_checkpoint(good / "checkpoint.pt")
+    name = next(iter(nan_state["global_params"]))
+    nan_state["global_params"][name].view(-1)[0] = float("nan")
+    write_checkpoint(tmp_path / "nan.pt", nan_state)
+    flipped = bytearray(blob)
+    flipped[len(blob) - 32 - 3] ^= 0x10  # a byte of the last tensor's data
+
+    cases = {
+        "crafted pickle": (crafted, "pickle"),
+        "crafted torch.save": (crafted_torch, "pickle"),
+        "bit flip": (bytes(flipped), "content hash mismatch"),
+        "truncated": (blob[:len(blob) - 100], "content hash mismatch"),
+        "wrong hash": (blob[:-32] + bytes(32), "content hash mismatch"),
+        "nan weight": ((tmp_path / "nan.pt").read_bytes(), f"global_params['{name}'] holds a non-finite value"),
+    }
+    for case, (content, needle) in cases.items():
+        run = tmp_path / case.replace(" ", "_")
+        shutil.copytree(good, run)
+        (run / "checkpoint.pt").write_bytes(content)
+        for p in [*run.rglob("*"), run]:
+            os.utime(p, ns=(10**18, 10**18))  # a rewrite with the same bytes still shows in the mtime
+        before = _snapshot(run)
+        r = _cli("run", "--resume", str(run), "--set", "federation.rounds=3")
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2, (case, r.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error: checkpoint "), (case, r.stderr)
+        assert str(run / "checkpoint.pt") in lines[0] and needle in lines[0], (case, lines[0])
+        assert not marker.exists(), case
+        assert _snapshot(run) == before, case

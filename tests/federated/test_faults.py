@@ -11,6 +11,7 @@ import torch
 
 from spikefed.experiment.config import ConfigError, RunSettings, build_settings
 from spikefed.experiment.runner import build_spec, fault_spec, fingerprint
+from spikefed.federated.checkpoint import read_checkpoint, write_checkpoint
 from spikefed.federated.cohort import client_schedule, planned_steps, train_clients
 from spikefed.federated.faults import FaultSpec, client_speed, fednova_rescale, fednova_scales, plan_round
 from spikefed.federated.simulation import Simulation
@@ -326,8 +327,8 @@ def test_checkpoint_with_inconsistent_metrics_is_refused(tmp_path) -> None:
     sim.save_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ValueError, match="inconsistent"):
         Simulation(build_spec(_settings())).load_checkpoint(tmp_path / "c.pt")
-    data = torch.load(tmp_path / "c.pt", weights_only=False)
+    data = read_checkpoint(tmp_path / "c.pt")
     del data["global_params"]
-    torch.save(data, tmp_path / "d.pt")
+    write_checkpoint(tmp_path / "d.pt", data)
     with pytest.raises(ValueError, match="incomplete"):
         Simulation(build_spec(_settings())).load_checkpoint(tmp_path / "d.pt")

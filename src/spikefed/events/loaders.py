@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..io import write_atomic
 from .aer import EVENT_DTYPE, EventBatch, EventFormatError, as_events
 
 __all__ = ["NMNIST_SHAPE", "NMNIST_MAX_T", "SHD_UNITS", "decode_nmnist", "encode_nmnist", "read_nmnist",
@@ -40,19 +40,6 @@ NMNIST_MAX_T = 2**23 - 1
 #: Input channels of SHD (cochlea model outputs).
 SHD_UNITS = 700
 _RECORD = 5
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -126,7 +113,7 @@ def read_nmnist(path: str | os.PathLike[str], *, shape: tuple[int, int] = NMNIST
 def write_nmnist(path: str | os.PathLike[str], events: Any, *, shape: tuple[int, int] = NMNIST_SHAPE) -> int:
     """Write events as an N-MNIST file, atomically; returns the size in bytes."""
     data = encode_nmnist(events, shape=shape)
-    _atomic_write(Path(path), data)
+    write_atomic(Path(path), data)
     return len(data)
 
 

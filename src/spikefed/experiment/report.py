@@ -17,12 +17,13 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
+
+from ..io import write_atomic
 
 __all__ = [
     "RunData",
@@ -640,26 +641,9 @@ def render_html(run: RunData, title: str | None = None) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_report(run_dir: str | os.PathLike[str], title: str | None = None) -> Path:
     """Load ``run_dir`` and write ``run_dir/report.html`` atomically; returns its path."""
     run = load_run(run_dir)
     out = Path(run_dir) / REPORT_FILE
-    _atomic_write_text(out, render_html(run, title))
+    write_atomic(out, render_html(run, title))
     return out

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -27,11 +25,13 @@ from ..data.digits import DatasetSplit
 from ..events.datasets import EVENT_DATASETS
 from ..data.partition import feature_transforms, label_distribution, partition as split_clients
 from ..federated.simulation import FederationSpec, Simulation
+from ..federated.checkpoint import read_checkpoint
 from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
 from ..federated.robust import RobustnessSpec
 from ..federated.strategies import make_strategy
 from ..hardware.energy import EnergyModel
+from ..io import json_safe, write_atomic, write_json_atomic
 from .centralized import build_model, load_dataset
 from .compat import engine_for
 from .config import ConfigError, FaultSettings, RunSettings, TrainSettings, dump_yaml
@@ -179,30 +179,12 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
 def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, Any]:
     rows = sim.state.metrics
     accs = [r["accuracy"] for r in rows if r.get("accuracy") is not None]
     last_eval = next((r for r in reversed(rows) if r.get("accuracy") is not None), {})
     het = sim.heterogeneity
-    return _json_safe({
+    return json_safe({
         "final_accuracy": accs[-1] if accs else None,
         "best_accuracy": max(accs) if accs else None,
         "final_loss": last_eval.get("loss"),
@@ -262,14 +244,16 @@ class Run:
     def __init__(self, settings: RunSettings, out_dir: Path, resume: bool = False) -> None:
         self.settings = settings
         self.dir = Path(out_dir)
-        self.spec = build_spec(settings)
-        self.sim = Simulation(self.spec)
         self.checkpoint = self.dir / "checkpoint.pt"
-        self.started = time.perf_counter()
-        self.fingerprint = fingerprint(settings)
         if resume:
             if not self.checkpoint.is_file():
                 raise ConfigError(f"--resume {self.dir}: no checkpoint.pt there")
+            read_checkpoint(self.checkpoint)  # fail fast: the file verified (hash, schema, finite) before any work
+        self.spec = build_spec(settings)
+        self.sim = Simulation(self.spec)
+        self.started = time.perf_counter()
+        self.fingerprint = fingerprint(settings)
+        if resume:  # nothing in the directory is written before the checkpoint has loaded and matched
             self.sim.load_checkpoint(self.checkpoint, self.fingerprint)
             if self.sim.state.round > settings.federation.rounds:
                 raise ConfigError(f"checkpoint is at round {self.sim.state.round}, beyond federation.rounds="
@@ -279,12 +263,12 @@ class Run:
                 raise ConfigError(f"{self.dir} already holds a run; continue it with --resume {self.dir} "
                                   "or choose another --out")
             self.dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.dir / "config.yaml", dump_yaml(settings))
+        write_atomic(self.dir / "config.yaml", dump_yaml(settings))
         het = self.sim.heterogeneity
-        _write_atomic(self.dir / "partition.json", json.dumps(_json_safe({
+        write_json_atomic(self.dir / "partition.json", {
             "sizes": [len(p) for p in self.spec.parts], "heterogeneity": het,
             "label_distribution": label_distribution(self.spec.data.y_train.numpy(), self.spec.parts,
-                                                     self.spec.data.num_classes).tolist()})))
+                                                     self.spec.data.num_classes).tolist()})
         if not resume:  # the round-0 checkpoint: a run killed during its first round can be resumed too
             self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         self._rewrite_metrics()  # on resume: exactly the checkpoint's rows (drops rows of an unfinished round)
@@ -294,8 +278,8 @@ class Run:
         return self.sim.state.round >= self.settings.federation.rounds
 
     def _rewrite_metrics(self) -> None:
-        text = "".join(json.dumps(_json_safe(r)) + "\n" for r in self.sim.state.metrics)
-        _write_atomic(self.dir / "metrics.jsonl", text)
+        text = "".join(json.dumps(json_safe(r)) + "\n" for r in self.sim.state.metrics)
+        write_atomic(self.dir / "metrics.jsonl", text)
 
     def step(self) -> dict[str, Any]:
         """One round; writes the checkpoint (atomically), then appends the round's metrics row.
@@ -307,12 +291,12 @@ class Run:
         row = self.sim.run_round()
         self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(_json_safe(row)) + "\n")
+            f.write(json.dumps(json_safe(row)) + "\n")
         return row
 
     def finish(self) -> dict[str, Any]:
         summary = summarize(self.sim, self.settings, time.perf_counter() - self.started)
-        _write_atomic(self.dir / "summary.json", json.dumps(summary, indent=2))
+        write_json_atomic(self.dir / "summary.json", summary, indent=2)
         try:
             from .report import write_report
 

@@ -38,6 +38,7 @@ import torch
 from pydantic import ValidationError
 
 from ..experiment.config import ConfigError, RunSettings, apply_overrides, format_validation_error
+from ..io import json_safe, write_atomic, write_json_atomic
 from .simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
                          train_local)
 from .types import FitInstructions, ParamDict, params_of
@@ -351,7 +352,7 @@ def progress_line(row: Mapping[str, Any], rounds: int) -> str:
 
 def server_main(grid: Any, context: Any) -> dict[str, Any]:
     """The ServerApp: the simulator's rounds with the clients on the SuperNodes; writes ``out-dir`` files."""
-    from ..experiment.runner import _json_safe, _write_atomic, build_spec, summarize
+    from ..experiment.runner import build_spec, summarize
 
     run_config = context.run_config
     started = time.perf_counter()
@@ -382,19 +383,19 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
             print(progress_line(row, spec.rounds), flush=True)
             if out_dir is not None:
                 with open(out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(_json_safe(row)) + "\n")
+                    f.write(json.dumps(json_safe(row)) + "\n")
         summary = summarize(sim, settings, time.perf_counter() - started)
         summary["nodes"] = len(nodes)
         summary["secure"] = secure
         if out_dir is not None:
             torch.save(sim.state.global_params, out_dir / "global.pt")
-            _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
+            write_json_atomic(out_dir / "summary.json", summary, indent=2)
         print(f"spikefed: done, final accuracy {summary['final_accuracy']}", flush=True)
         return summary
     except Exception as e:
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(out_dir / "error.txt", f"{e}\n")
+            write_atomic(out_dir / "error.txt", f"{e}\n")
         raise
 
 

@@ -15,7 +15,6 @@ run would. Communication cost is the length of the bytes actually serialized.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
 import statistics
@@ -31,11 +30,13 @@ from ..data.digits import DatasetSplit
 from ..data.heterogeneity import REPORT_SETTINGS, client_heterogeneity
 from ..hardware.energy import EnergyModel
 from ..hardware.metrics import measure
+from ..io import write_atomic
 from ..manifold import manifold_of
 from ..seeding import Purpose, numpy_rng, torch_generator
 from ..snn.train import TrainConfig, encode_inputs, evaluate
 from .aggregation import InvalidUpdate, validate_updates
 from .boundary import parse_upload
+from .checkpoint import encode_state, read_checkpoint
 from .cohort import ClientData, ClientDevice, train_clients, train_cohort
 from .compression import CompressionSpec
 from .continual import ContinualSpec
@@ -52,7 +53,8 @@ from .types import ClientUpdate, ParamDict, Upload, load_params_, params_of
 __all__ = ["EVAL_KEYS", "FLEET_EVAL_KEYS", "FederationSpec", "RemoteTrainer", "Simulation", "SimulationState",
            "Upload", "build_client", "client_generator", "client_upload", "train_local", "uplink_mode"]
 
-CHECKPOINT_VERSION = 1
+#: version of the state layout inside a checkpoint (2: the verified format of :mod:`.checkpoint`; 1 was a pickle)
+CHECKPOINT_VERSION = 2
 #: test hook, ``"<round>:<seconds>"``: sleep between writing that round's ``checkpoint.pt.tmp`` and renaming it
 CHECKPOINT_PAUSE_ENV = "SPIKEFED_TEST_CHECKPOINT_PAUSE"
 #: metrics-row keys of :meth:`Simulation.evaluate` (a device fleet adds FLEET_EVAL_KEYS)
@@ -270,53 +272,60 @@ class Simulation:
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_bytes(self, fingerprint: dict[str, Any] | None = None) -> bytes:
+        """The checkpoint of the current state in the verified format of :mod:`spikefed.federated.checkpoint`
+        (a JSON tree plus the wire-format tensor section under a SHA-256; no pickle)."""
         st = self.state
-        buf = io.BytesIO()
-        torch.save({"version": CHECKPOINT_VERSION, "round": st.round, "global_params": st.global_params,
-                    "strategy_state": st.strategy_state, "controls": st.controls, "metrics": st.metrics,
-                    "bytes_up": st.bytes_up, "bytes_down": st.bytes_down, "seconds": st.seconds,
-                    "client_state": st.client_state, "server_state": st.server_state,
-                    "fingerprint": fingerprint or {}}, buf)
-        return buf.getvalue()
+        return encode_state({"version": CHECKPOINT_VERSION, "round": st.round, "global_params": st.global_params,
+                             "strategy_state": st.strategy_state, "controls": st.controls, "metrics": st.metrics,
+                             "bytes_up": st.bytes_up, "bytes_down": st.bytes_down, "seconds": st.seconds,
+                             "client_state": st.client_state, "server_state": st.server_state,
+                             "fingerprint": fingerprint or {}})
 
     def save_checkpoint(self, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
-        """Write the checkpoint atomically (temp file + rename): a reader (or a resumed run after a crash)
-        sees either the previous checkpoint or the new one, never a partial file; a stale ``.tmp`` left by a
-        crash is simply overwritten. Test hook: with ``SPIKEFED_TEST_CHECKPOINT_PAUSE=<round>:<seconds>`` in
-        the environment, writing the checkpoint of that round sleeps between writing the temp file and the
-        rename, so a test can kill the process inside that window deterministically."""
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(self.checkpoint_bytes(fingerprint))
-            f.flush()
-            os.fsync(f.fileno())
+        """Write the checkpoint atomically (:func:`spikefed.io.write_atomic`: ``<name>.tmp``, ``fsync``, rename):
+        a reader (or a resumed run after a crash) sees either the previous checkpoint or the new one, never a
+        partial file; a stale ``.tmp`` left by a crash is simply overwritten. Test hook: with
+        ``SPIKEFED_TEST_CHECKPOINT_PAUSE=<round>:<seconds>`` in the environment, writing the checkpoint of that
+        round creates ``<name>.paused`` and sleeps between writing the temp file and the rename, so a test can
+        kill the process inside that window deterministically."""
+        path = Path(path)
         pause = os.environ.get(CHECKPOINT_PAUSE_ENV)
+        hold = None
         if pause:
             rnd, _, seconds = pause.partition(":")
-            if int(rnd) == self.state.round:  # tell the test the temp file is complete, then hold
-                path.with_name(path.name + ".paused").touch()
-                time.sleep(float(seconds))
-        os.replace(tmp, path)
+            if int(rnd) == self.state.round:
+                def hold(_tmp: Path) -> None:  # tell the test the temp file is complete, then hold
+                    path.with_name(path.name + ".paused").touch()
+                    time.sleep(float(seconds))
+        write_atomic(path, self.checkpoint_bytes(fingerprint), before_replace=hold)
 
     def load_checkpoint(self, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
-        """Restore the state of a checkpoint; a corrupt or mismatched one raises ``ValueError``."""
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            raise ValueError(f"checkpoint {path} is corrupt or unreadable: {e}") from e
-        if not isinstance(data, dict) or data.get("version") != CHECKPOINT_VERSION:
+        """Restore the state of a checkpoint; a corrupt or mismatched one raises ``ValueError``
+        (:class:`~spikefed.federated.checkpoint.CheckpointError` when the file itself is malformed, damaged or
+        holds a non-finite tensor). Nothing is changed unless every check passes."""
+        data = read_checkpoint(path)
+        if data.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"checkpoint {path} has an unknown format (expected version {CHECKPOINT_VERSION})")
         if fingerprint is not None and data.get("fingerprint") != fingerprint:
             raise ValueError(f"checkpoint {path} was written by a different experiment configuration")
         _check_checkpoint_structure(path, data)
         reference = params_of(self.spec.model)
         gp = data["global_params"]
-        if set(gp) != set(reference) or any(gp[n].shape != reference[n].shape for n in reference):
+        if list(gp) != list(reference) or any(gp[n].shape != reference[n].shape or gp[n].dtype != reference[n].dtype
+                                              for n in reference):
             raise ValueError(f"checkpoint {path} holds parameters of a different model")
+        for cid, control in data["controls"].items():
+            if not 0 <= cid < self.num_clients or any(
+                    n not in reference or t.shape != reference[n].shape for n, t in control.items()):
+                raise ValueError(f"checkpoint {path} is corrupt: controls of client {cid} do not fit the model "
+                                 f"and the {self.num_clients} clients")
+        if any(not 0 <= cid < self.num_clients for cid in data["client_state"]):
+            raise ValueError(f"checkpoint {path} is corrupt: client_state names a client outside "
+                             f"0..{self.num_clients - 1}")
         self.spec.strategy.load_state_dict(data["strategy_state"])
         self.state = SimulationState(data["round"], gp, data["strategy_state"], data["controls"], data["metrics"],
                                      data["bytes_up"], data["bytes_down"], data["seconds"],
-                                     data.get("client_state", {}), data.get("server_state", {}))
+                                     data["client_state"], data["server_state"])
         self.load_stage_states()
 
 
@@ -372,21 +381,39 @@ def train_local(spec: FederationSpec, received: ParamDict, clients: list[ClientD
 
 
 _CHECKPOINT_KEYS = ("round", "global_params", "strategy_state", "controls", "metrics", "bytes_up", "bytes_down",
-                    "seconds")
+                    "seconds", "client_state", "server_state")
 
 
 def _check_checkpoint_structure(path: Path, data: dict[str, Any]) -> None:
-    """``ValueError`` unless the checkpoint has every key, tensors for parameters, and exactly one metrics row
-    per completed round (rows ``1..round`` in order), so metrics and state cannot disagree after a resume."""
+    """``ValueError`` unless the checkpoint has every key with the right kind of value (tensors for parameters,
+    client ids as integer keys, counters as non-negative integers), and exactly one metrics row per completed
+    round (rows ``1..round`` in order), so metrics and state cannot disagree after a resume."""
     missing = [k for k in _CHECKPOINT_KEYS if k not in data]
     if missing:
         raise ValueError(f"checkpoint {path} is incomplete: missing {missing}")
     rnd, rows, gp = data["round"], data["metrics"], data["global_params"]
     if not isinstance(gp, dict) or not all(isinstance(t, torch.Tensor) for t in gp.values()):
         raise ValueError(f"checkpoint {path} is corrupt: global_params is not a dict of tensors")
-    if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0 or not isinstance(rows, list) or [
-            r.get("round") if isinstance(r, dict) else None for r in rows] != list(range(1, rnd + 1)):
+    if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 0 or not isinstance(rows, list) or len(rows) != rnd \
+            or [r.get("round") if isinstance(r, dict) else None for r in rows] != list(range(1, rnd + 1)):
         raise ValueError(f"checkpoint {path} is inconsistent: round {rnd!r} does not match its metrics rows")
+    for key in ("bytes_up", "bytes_down"):
+        v = data[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"checkpoint {path} is corrupt: {key} must be an integer >= 0, got {v!r}")
+    seconds = data["seconds"]
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        raise ValueError(f"checkpoint {path} is corrupt: seconds must be a finite number, got {seconds!r}")
+    for key in ("strategy_state", "server_state"):
+        if not isinstance(data[key], dict):
+            raise ValueError(f"checkpoint {path} is corrupt: {key} is not a dict")
+    for key in ("controls", "client_state"):
+        per_client = data[key]
+        if not isinstance(per_client, dict) or not all(
+                isinstance(c, int) and not isinstance(c, bool) and isinstance(v, dict) for c, v in per_client.items()):
+            raise ValueError(f"checkpoint {path} is corrupt: {key} is not a dict from client ids to dicts")
+    if not all(isinstance(t, torch.Tensor) for control in data["controls"].values() for t in control.values()):
+        raise ValueError(f"checkpoint {path} is corrupt: controls hold something other than tensors")
 
 
 def _weighted(values: list[float], weights: list[int]) -> float | None:
