@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from ..manifold import manifold_of
-from .privacy import flatten_deltas, target_from_mean_delta, unflatten
-from .round import RoundContext, Stage
-from .simulation import build_client, client_generator, train_local
-from .types import ClientUpdate, FitInstructions, params_of
+from ..federated.privacy import flatten_deltas, target_from_mean_delta, unflatten
+from ..federated.round import RoundContext, Stage
+from ..federated.simulation import build_client, client_generator, train_local
+from ..federated.types import ClientUpdate, FitInstructions, params_of
 
 
 def secagg_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:

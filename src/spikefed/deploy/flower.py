@@ -38,9 +38,9 @@ import torch
 from pydantic import ValidationError
 
 from ..experiment.config import ConfigError, RunSettings, apply_overrides, format_validation_error
-from .simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
+from ..federated.simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
                          train_local)
-from .types import FitInstructions, ParamDict, params_of
+from ..federated.types import FitInstructions, ParamDict, params_of
 
 log = logging.getLogger("spikefed.flower")
 
