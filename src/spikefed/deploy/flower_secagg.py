@@ -49,9 +49,9 @@ class _SecAggClientTrain:
         from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
         import flwr.compat.common.recorddict_compat as compat
 
-        from .flower import DeploymentError, _client_setup
+        from .flower import DeploymentError, client_setup
 
-        _, spec, node = _client_setup(run_config, node_config)
+        _, spec, node = client_setup(run_config, node_config)
         fitins = compat.recorddict_to_fitins(content, keep_input=True)
         rnd, cid = int(fitins.config["round"]), int(fitins.config["client"])
         if cid != node.partition_id:

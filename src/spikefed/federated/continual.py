@@ -63,7 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.heterogeneity import _fit_gaussian
+from ..data.heterogeneity import fit_gaussian
 from ..seeding import SERVER_STREAM, Purpose, derive_seed, torch_generator
 from .types import ParamDict
 
@@ -194,8 +194,8 @@ def input_drift(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> f
     xb = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
     if xa.shape[1] != xb.shape[1] or len(xa) < 2 or len(xb) < 2:
         raise ValueError(f"input_drift needs two sets of >= 2 rows of equal width, got {xa.shape} and {xb.shape}")
-    mu_a, cov_a = _fit_gaussian(xa, diag=False)
-    mu_b, cov_b = _fit_gaussian(xb, diag=False)
+    mu_a, cov_a = fit_gaussian(xa, diag=False)
+    mu_b, cov_b = fit_gaussian(xb, diag=False)
     return gaussian_w2(mu_a, cov_a, mu_b, cov_b)
 
 
