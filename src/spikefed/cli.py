@@ -49,7 +49,8 @@ def train(
 
     epochs = settings.train.epochs
     with Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=err, transient=json_out, disable=not err.is_terminal and json_out) as bar:
+                  TimeElapsedColumn(), console=err, transient=json_out,
+                  disable=not err.is_terminal and json_out) as bar:
         task = bar.add_task("epochs", total=epochs, info="")
 
         def on_epoch(epoch: int, row: dict) -> None:
@@ -305,7 +306,8 @@ def partition(
         print(json.dumps(report, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         return
     p = settings.partition
-    table = Table(title=f"{p.num_clients} clients, {p.method}" + (f" alpha={p.alpha}" if p.method == "dirichlet" else ""))
+    alpha = f" alpha={p.alpha}" if p.method == "dirichlet" else ""
+    table = Table(title=f"{p.num_clients} clients, {p.method}{alpha}")
     for col in ("client", "samples", "classes", "label JSD", "feature Hellinger"):
         table.add_column(col, justify="right")
     for client, size, classes, jsd, hel in format_table(report):

@@ -304,7 +304,8 @@ class FleetEntry(_Section):
         overrides = {k: v for k, v in self.model_dump().items() if k not in ("profile", "fraction") and v is not None}
         profile = get_profile(self.profile, **overrides)
         if overrides:
-            profile = profile.replace(name=f"{self.profile}(" + ",".join(f"{k}={v}" for k, v in overrides.items()) + ")")
+            listed = ",".join(f"{k}={v}" for k, v in overrides.items())
+            profile = profile.replace(name=f"{self.profile}({listed})")
         return profile
 
 
@@ -434,7 +435,7 @@ def _continual_compatible(c: ContinualSettings, info: ValidationInfo) -> None:
         per_task = c.rounds_per_task if c.rounds_per_task is not None else fed.rounds // c.tasks
         if per_task < 1 or per_task * c.tasks != fed.rounds:
             raise ValueError(f"federation.rounds={fed.rounds} must equal continual.tasks={c.tasks} x "
-                             f"rounds_per_task={c.rounds_per_task if c.rounds_per_task is not None else 'rounds/tasks'}")
+                             f"rounds_per_task={'rounds/tasks' if c.rounds_per_task is None else c.rounds_per_task}")
     if data is not None and c.stream != "class_incremental" and data.name in EVENT_DATASETS:
         raise ValueError(f"continual.stream={c.stream} rotates static images; data.name={data.name} is event data "
                          "(use class_incremental)")

@@ -334,7 +334,8 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
             control_delta = scaffold_control_delta(params, anchor, fit.server_control, steps, cfg.lr)
         updates.append(ClientUpdate(
             client_id=c.client_id, num_samples=c.num_samples, params=params, steps=steps,
-            metrics={"loss": float(loss_sum[i] / max(int(seen[i]), 1)), "accuracy": float(correct[i]) / max(int(seen[i]), 1),
+            metrics={"loss": float(loss_sum[i] / max(int(seen[i]), 1)),
+                     "accuracy": float(correct[i]) / max(int(seen[i]), 1),
                      "steps": steps},
             control_delta=control_delta))
     return updates

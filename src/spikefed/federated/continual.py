@@ -386,7 +386,8 @@ class ContinualStream:
         return dataclasses.replace(plan, trained=[plan.trained[i] for i in keep], budgets=budgets), \
             len(plan.trained) - len(keep)
 
-    def penalties(self, rnd: int, trained: Sequence[int], state: dict[str, Any] | None) -> list[StabilityPenalty | None] | None:
+    def penalties(self, rnd: int, trained: Sequence[int],
+                  state: dict[str, Any] | None) -> list[StabilityPenalty | None] | None:
         """One penalty per trained client: the anchor (and Fisher) of its task, ``None`` on task 0."""
         spec = self.spec
         if spec.regularizer == "none" or not state:

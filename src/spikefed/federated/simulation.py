@@ -18,7 +18,6 @@ import dataclasses
 import io
 import math
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -161,7 +161,8 @@ class ConvertedSNN(nn.Module):
         super().__init__()
         if not isinstance(initial_membrane, (int, float)) or isinstance(initial_membrane, bool) or \
                 not 0 <= initial_membrane < 1:
-            raise ValueError(f"initial_membrane must be a fraction of the threshold in [0, 1), got {initial_membrane!r}")
+            raise ValueError("initial_membrane must be a fraction of the threshold in [0, 1), "
+                             f"got {initial_membrane!r}")
         self.snn = snn
         self.initial_membrane = float(initial_membrane)
 
