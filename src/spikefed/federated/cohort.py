@@ -37,7 +37,7 @@ from ..snn.neurons import IF, LIF
 from ..snn.stacked import cohort_forward, per_sample_loss, predict_cohort
 from ..snn.train import TrainConfig, make_optimizer, predict, task_loss
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
-from .types import ClientUpdate, FitInstructions, ParamDict, load_params_
+from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
 ENGINES = ("cohort", "sequential")
 
@@ -314,7 +314,7 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
                 g = g + correction[n][act_idx]
             grads[n][act_idx] = g
         if cfg.grad_clip is not None:
-            norms = torch.sqrt(sum((grads[n].flatten(1) ** 2).sum(1) for n in names))
+            norms = torch.sqrt(tensor_sum((grads[n].flatten(1) ** 2).sum(1) for n in names))
             scale = (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0)
             for n in names:
                 grads[n].mul_(scale.view(-1, *([1] * (grads[n].dim() - 1))))
@@ -415,7 +415,7 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
         penalty = penalties[i] if penalties is not None else None
         if fit.prox_mu or penalty is not None:
             def extra() -> torch.Tensor:  # noqa: E306
-                out = 0.5 * fit.prox_mu * sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
+                out = 0.5 * fit.prox_mu * tensor_sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
                 if penalty is not None:  # the continual stability term
                     out = out + penalty.value({n: params[n] for n in names})
                 return out
@@ -427,7 +427,9 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
             loss, out = backward_batch(local, encode_inputs(xb, cfg, gen), yb, cfg, extra)
             if correction is not None:
                 for n in names:
-                    params[n].grad.add_(correction[n])
+                    grad = params[n].grad
+                    assert grad is not None  # every trained parameter took part in the loss
+                    grad.add_(correction[n])
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(local.parameters(), cfg.grad_clip)
             opt.step()

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 
 from ..data.heterogeneity import fit_gaussian
 from ..seeding import SERVER_STREAM, Purpose, derive_seed, torch_generator
-from .types import ParamDict
+from .types import ParamDict, tensor_sum
 
 STREAMS = ("none", "class_incremental", "domain_drift", "async_drift")
 REGULARIZERS = ("none", "l2", "ewc")
@@ -269,8 +269,8 @@ class StabilityPenalty:
         return self.lam * self.weight[name].to(like.dtype)
 
     def value(self, params: ParamDict) -> torch.Tensor:
-        return 0.5 * sum((self.coefficient(n, p) * (p - self.anchor[n].to(p.dtype)) ** 2).sum()
-                         for n, p in params.items())
+        return 0.5 * tensor_sum((self.coefficient(n, p) * (p - self.anchor[n].to(p.dtype)) ** 2).sum()
+                                for n, p in params.items())
 
 
 def stack_penalties(penalties: Sequence[StabilityPenalty | None], reference: ParamDict,
@@ -291,7 +291,8 @@ def stack_penalties(penalties: Sequence[StabilityPenalty | None], reference: Par
 
 def stacked_penalty(leaves: ParamDict, anchors: ParamDict, coefs: ParamDict, rows: torch.Tensor) -> torch.Tensor:
     """Per-client penalty ``[Ka]`` of stacked parameters ``leaves[n] [Ka, ...]`` (clients ``rows`` of the stacks)."""
-    return 0.5 * sum((coefs[n][rows] * (leaves[n] - anchors[n][rows]) ** 2).flatten(1).sum(1) for n in leaves)
+    return 0.5 * tensor_sum((coefs[n][rows] * (leaves[n] - anchors[n][rows]) ** 2).flatten(1).sum(1)
+                            for n in leaves)
 
 
 def fisher_diagonal(model: torch.nn.Module, params: ParamDict, x: torch.Tensor, y: torch.Tensor, cfg: Any,
