@@ -1,11 +1,11 @@
 # Quick start:  make run   (set up .venv, run the default experiment)
-#               make test  (set up .venv, run the test suite)
+#               make test  (set up .venv, lint, run the test suite)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run train test test-fast bench clean
+.PHONY: run train test test-fast lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ run: $(STAMP)
 train: $(STAMP)
 	$(VENV)/bin/spikefed train
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q -n 2
+
+# ruff (pyflakes + pycodestyle), mypy on spikefed.federated, the import-linter layer contract
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m mypy src/spikefed/federated
+	$(VENV)/bin/lint-imports
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"

@@ -101,7 +101,8 @@ def main() -> None:
         for name, _ in rows:
             accs = [cell[(name, s)]["final_accuracy"] for s in args.seeds]
             up = sum(cell[(name, s)]["bytes_up"] for s in args.seeds) / len(args.seeds)
-            red = sum(cell[("dense", s)]["bytes_up"] / cell[(name, s)]["bytes_up"] for s in args.seeds) / len(args.seeds)
+            red = sum(cell[("dense", s)]["bytes_up"] / cell[(name, s)]["bytes_up"]
+                      for s in args.seeds) / len(args.seeds)
             print(f"| {name} | {' / '.join(f'{a:.4f}' for a in accs)} | {sum(accs) / len(accs):.4f} | {up:,.0f} | "
                   f"{red:.1f}x |")
         summary[group] = top1_summary(results, group, args.seeds)

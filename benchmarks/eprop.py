@@ -78,7 +78,8 @@ def accuracy(args, data, seed: int) -> list[dict]:
             test = evaluate(model, data.x_test, data.y_test, cfg)
             rows.append({"model": name, "method": method, "seed": seed, "test_accuracy": test.accuracy,
                          "train_loss": hist[-1]["train_loss"], "seconds": seconds})
-            print(f"  seed {seed} {name:20s} {method:5s} test accuracy {test.accuracy:.4f}  ({seconds:.1f} s)", flush=True)
+            print(f"  seed {seed} {name:20s} {method:5s} test accuracy {test.accuracy:.4f}  ({seconds:.1f} s)",
+                  flush=True)
     return rows
 
 

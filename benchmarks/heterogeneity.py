@@ -67,7 +67,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for r in results:
         fleet = "ideal" if r["name"] == "ideal" else "20% mismatch, 8/4-bit"
-        print(f"| {r['name']} | {fleet} | {r['mean_deployed_accuracy']:.4f} | {r['mean_ideal_hardware_accuracy']:.4f} |")
+        print(f"| {r['name']} | {fleet} | {r['mean_deployed_accuracy']:.4f} "
+              f"| {r['mean_ideal_hardware_accuracy']:.4f} |")
     acc = {r["name"]: r["mean_deployed_accuracy"] for r in results}
     c_minus_n = 100 * (acc["calibrated"] - acc["naive"])
     i_minus_c = 100 * (acc["ideal"] - acc["calibrated"])

@@ -1,8 +1,8 @@
 """Strong label skew (Dirichlet alpha = 0.1): FedAvg vs FedProx vs SCAFFOLD (and server optimizers), one run.
 
-Every strategy runs the same federation (Adam lr 2e-3 unless a row sets SGD) (digits, 20 clients, 10 sampled per round, spiking MLP 64-256-10,
-same seed, same partition) through the in-process simulator; the table reports final and best test accuracy,
-uplink bytes and wall time. Local training is E = 1 epoch unless a row says otherwise.
+Every strategy runs the same federation (Adam lr 2e-3 unless a row sets SGD) (digits, 20 clients, 10 sampled per
+round, spiking MLP 64-256-10, same seed, same partition) through the in-process simulator; the table reports final
+and best test accuracy, uplink bytes and wall time. Local training is E = 1 epoch unless a row says otherwise.
 
 Run:  .venv/bin/python benchmarks/noniid.py [--rounds 30] [--seed 0] [--json benchmarks/results/noniid.json]
 Last line:  fedavg=<acc> best_drift_corrected=<name>:<acc>

@@ -35,8 +35,8 @@ for _ in range(5):
 gap = max(float((sent[n] + residual[n] - 5 * delta[n]).abs().max()) for n in delta)
 print(f"after 5 EF steps: sent + residual - 5 delta = {gap:.1e} (nothing is lost, only delayed)")
 
-# 3. a short federated run: top-1% + error feedback on the uplink, top-10% on the downlink; local SGD, whose updates top-k compresses
-#    far better than Adam's (see docs/compression.md)
+# 3. a short federated run: top-1% + error feedback on the uplink, top-10% on the downlink; local SGD, whose
+#    updates top-k compresses far better than Adam's (see docs/compression.md)
 settings = build_settings(RunSettings, None, [
     "partition.num_clients=10", "federation.rounds=8", "local.num_steps=10",
     "local.optimizer=sgd", "local.lr=0.002", "local.momentum=0.0", "local.epochs=5",

@@ -49,7 +49,8 @@ def train(
 
     epochs = settings.train.epochs
     with Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=err, transient=json_out, disable=not err.is_terminal and json_out) as bar:
+                  TimeElapsedColumn(), console=err, transient=json_out,
+                  disable=not err.is_terminal and json_out) as bar:
         task = bar.add_task("epochs", total=epochs, info="")
 
         def on_epoch(epoch: int, row: dict) -> None:
@@ -315,7 +316,8 @@ def partition(
         print(json.dumps(report, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         return
     p = settings.partition
-    table = Table(title=f"{p.num_clients} clients, {p.method}" + (f" alpha={p.alpha}" if p.method == "dirichlet" else ""))
+    alpha = f" alpha={p.alpha}" if p.method == "dirichlet" else ""
+    table = Table(title=f"{p.num_clients} clients, {p.method}{alpha}")
     for col in ("client", "samples", "classes", "label JSD", "feature Hellinger"):
         table.add_column(col, justify="right")
     for client, size, classes, jsd, hel in format_table(report):
@@ -359,7 +361,7 @@ app.add_typer(flower_app, name="flower")
 def _flower_settings(config: Optional[Path], set_: list[str], nodes: int, rounds: int) -> RunSettings:
     """The demo's experiment: ``nodes`` clients (one per SuperNode), all of them every round, ``rounds`` rounds;
     the config file and ``--set`` come on top."""
-    from .federated.flower import check_deployable
+    from .deploy.flower import check_deployable
 
     base = [f"partition.num_clients={nodes}", "federation.fraction=1.0", f"federation.rounds={rounds}"]
     settings = build_settings(RunSettings, config, base + list(set_))
@@ -391,10 +393,10 @@ def flower_demo(
 
     try:
         settings = _flower_settings(config, set_, nodes, rounds)
-        from .federated.flower import SECURE_MODES
+        from .deploy.flower import SECURE_MODES
         if secure not in SECURE_MODES:
             raise ConfigError(f"--secure must be one of {', '.join(SECURE_MODES)}, got {secure!r}")
-        from .federated.flower_launch import LaunchError, run_demo
+        from .deploy.flower_launch import LaunchError, run_demo
     except ConfigError as e:
         _fail(str(e))
         return
@@ -457,9 +459,9 @@ def flower_run(
 
     try:
         settings = build_settings(RunSettings, config, set_)
-        from .federated.flower import check_deployable
+        from .deploy.flower import check_deployable
         check_deployable(settings)
-        from .federated.flower_launch import LaunchError, submit
+        from .deploy.flower_launch import LaunchError, submit
     except ConfigError as e:
         _fail(str(e))
         return
@@ -485,7 +487,7 @@ def flower_certs(
     days: int = typer.Option(30, "--days", min=1, help="validity in days"),
 ) -> None:
     """Create a local CA and a SuperLink certificate signed by it (for tests, demos, private deployments)."""
-    from .federated.flower_certs import make_certs
+    from .deploy.flower_certs import make_certs
 
     certs = make_certs(out, tuple(host), days)
     print(f"CA certificate:     {certs.ca_cert}  (SuperNodes: --root-certificates; flwr: root-certificates)")

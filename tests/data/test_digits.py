@@ -47,10 +47,10 @@ def test_split_is_stratified_and_a_partition(unit: DatasetSplit, raw: tuple[np.n
         assert abs(test_counts[c] - overall[c] / len(y) * 360) <= 1.0, c
     # Every sample appears exactly once across train and test: the multisets of (pixels, label) rows agree.
     def rows(xs: torch.Tensor, ys: torch.Tensor) -> list[tuple]:
-        return [tuple(r) + (int(l),) for r, l in zip((xs * 16).round().int().tolist(), ys.tolist())]
+        return [tuple(r) + (int(lab),) for r, lab in zip((xs * 16).round().int().tolist(), ys.tolist())]
 
     ours = sorted(rows(unit.x_train, unit.y_train) + rows(unit.x_test, unit.y_test))
-    theirs = sorted(tuple(int(v) for v in r) + (int(l),) for r, l in zip(x, y))
+    theirs = sorted(tuple(int(v) for v in r) + (int(lab),) for r, lab in zip(x, y))
     assert ours == theirs
 
 

@@ -464,7 +464,8 @@ def test_resumed_run_with_error_feedback_is_bit_identical(tmp_path, extra: tuple
         for n, t in st[EF_KEY].items():
             assert torch.equal(t, c.state.client_state[cid][EF_KEY][n])
     if any("downlink=" in e and not e.endswith("none") for e in extra):
-        ref_a, ref_c = a.state.server_state["channel"]["downlink"]["reference"], c.state.server_state["channel"]["downlink"]["reference"]
+        ref_a = a.state.server_state["channel"]["downlink"]["reference"]
+        ref_c = c.state.server_state["channel"]["downlink"]["reference"]
         assert all(torch.equal(ref_a[n], ref_c[n]) for n in ref_a)
         assert sum(r["bytes_down"] for r in rows_a) < 3 * 3 * len(encode_params(params_of(a.spec.model)))
 

@@ -13,7 +13,8 @@ from spikefed.data import load_digits_split
 from spikefed.experiment.config import ConfigError, RunSettings, build_settings
 from spikefed.experiment.runner import build_spec, run_experiment
 from spikefed.federated.cohort import ClientData, cohort_forward, per_sample_loss, train_cohort, train_sequential
-from spikefed.federated.continual import (StabilityPenalty, accuracy_matrix, domain_transform, average_accuracy, average_forgetting,
+from spikefed.federated.continual import (StabilityPenalty, accuracy_matrix, domain_transform, average_accuracy,
+                                          average_forgetting,
                                           backward_transfer, class_groups, continual_metrics, fisher_diagonal,
                                           gaussian_w2, input_drift, rotate_images, stack_penalties, stacked_penalty,
                                           step_forgetting, task_forgetting, task_of_round)

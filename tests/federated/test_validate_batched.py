@@ -19,15 +19,30 @@ def test_batched_validation_matches_per_update() -> None:
     good = lambda: {k: v.clone() + 0.01 for k, v in ref.items()}  # noqa: E731
     cases = []
     cases.append(ClientUpdate(0, 10, good()))
-    p = good(); p["w"][1, 1] = float("nan"); cases.append(ClientUpdate(1, 10, p))
-    p = good(); p["thr"][0] = -1.0; cases.append(ClientUpdate(2, 10, p))
-    p = good(); p["w"] = torch.zeros(2, 3); cases.append(ClientUpdate(3, 10, p))
-    p = good(); del p["d"]; cases.append(ClientUpdate(4, 10, p))
-    p = good(); p["w"] = p["w"].long(); cases.append(ClientUpdate(5, 10, p))
+    p = good()
+    p["w"][1, 1] = float("nan")
+    cases.append(ClientUpdate(1, 10, p))
+    p = good()
+    p["thr"][0] = -1.0
+    cases.append(ClientUpdate(2, 10, p))
+    p = good()
+    p["w"] = torch.zeros(2, 3)
+    cases.append(ClientUpdate(3, 10, p))
+    p = good()
+    del p["d"]
+    cases.append(ClientUpdate(4, 10, p))
+    p = good()
+    p["w"] = p["w"].long()
+    cases.append(ClientUpdate(5, 10, p))
     cases.append(ClientUpdate(6, 0, good()))
-    p = good(); p["w"] += 100.0; cases.append(ClientUpdate(7, 10, p))
-    cases.append(ClientUpdate(8, 10, good(), control_delta={k: torch.full_like(v, float("inf")) for k, v in ref.items()}))
-    p = good(); p["d"] = torch.tensor([4.99, 0.0]); cases.append(ClientUpdate(9, 10, p))  # wraps: small norm
+    p = good()
+    p["w"] += 100.0
+    cases.append(ClientUpdate(7, 10, p))
+    inf_control = {k: torch.full_like(v, float("inf")) for k, v in ref.items()}
+    cases.append(ClientUpdate(8, 10, good(), control_delta=inf_control))
+    p = good()
+    p["d"] = torch.tensor([4.99, 0.0])
+    cases.append(ClientUpdate(9, 10, p))  # wraps: small norm
     accepted, rejected = validate_updates(cases, ref, max_norm=10.0, manifolds=manifolds)
     expected_ok, expected_bad = [], {}
     for u in cases:

@@ -167,8 +167,8 @@ def test_step_by_step_model_matches_sequence_model(neuron: str) -> None:
     x = torch.rand(5, 3, 10, generator=_gen(5)).mul(2)[:1].expand(5, 3, 10)
     a, b = measure(mlp, x), measure(_StepMLP(mlp), x)
     assert a.spikes > 0
-    assert [(l.dense_ops, l.effective_macs, l.effective_acs, l.spikes, l.outputs) for l in a.layers] == [
-        (l.dense_ops, l.effective_macs, l.effective_acs, l.spikes, l.outputs) for l in b.layers]
+    assert [(la.dense_ops, la.effective_macs, la.effective_acs, la.spikes, la.outputs) for la in a.layers] == [
+        (lb.dense_ops, lb.effective_macs, lb.effective_acs, lb.spikes, lb.outputs) for lb in b.layers]
 
 
 def test_graded_spikes_make_the_next_layer_macs() -> None:

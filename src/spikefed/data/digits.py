@@ -127,7 +127,8 @@ def load_digits_split(
         test_size: fraction of samples in the test set, in (0, 1). It must leave at least one sample per
             class on each side (scikit-learn raises ``ValueError`` otherwise).
         seed: ``random_state`` of ``train_test_split(..., stratify=y)``.
-        scale: ``"unit"`` (``x / 16``) or ``"standard"`` (train-set mean/std per pixel; a pixel constant on the training set is only centred).
+        scale: ``"unit"`` (``x / 16``) or ``"standard"`` (train-set mean/std per pixel; a pixel constant on the
+            training set is only centred).
         as_images: features ``[N, 1, 8, 8]`` instead of ``[N, 64]``.
     """
     from sklearn.datasets import load_digits
@@ -186,8 +187,8 @@ def iterate_batches(
 
     With ``shuffle`` the order is ``torch.randperm(N, generator=generator)``, drawn when this is called: the
     generator (a ``torch.Generator``, or an int seed for a fresh one) is required, and a shared generator
-    advances, so successive epochs differ. Without ``shuffle`` the batches are contiguous slices in order. The last batch
-    is shorter than ``batch_size`` unless ``drop_last``. Arguments are checked when called, not when iterated.
+    advances, so successive epochs differ. Without ``shuffle`` the batches are contiguous slices in order. The last
+    batch is shorter than ``batch_size`` unless ``drop_last``. Arguments are checked when called, not when iterated.
     """
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ValueError(f"x and y must be torch.Tensors, got {_describe(x)} and {_describe(y)}")

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from spikefed.data.partition import _indices, _int, _labels, label_distribution
+from spikefed.data.partition import as_indices, check_int, as_labels, label_distribution
 
 #: Column names of the rows returned by :func:`format_table`.
 TABLE_COLUMNS: tuple[str, ...] = ("client", "size", "classes", "jsd", "hellinger")
@@ -187,7 +187,7 @@ def _principal_projection(centred: np.ndarray, k: int, power_iterations: int = 8
     return (q @ u[:, :k]) * s[:k]
 
 
-def _fit_gaussian(x: np.ndarray, diag: bool) -> tuple[np.ndarray, np.ndarray]:
+def fit_gaussian(x: np.ndarray, diag: bool) -> tuple[np.ndarray, np.ndarray]:
     """Sample mean and unbiased covariance (``ddof = 1``) of rows ``x [n, D]``; zero covariance when ``n = 1``."""
     mu = x.mean(axis=0)
     if x.shape[0] < 2:
@@ -245,8 +245,8 @@ def client_heterogeneity(
     """
     if covariance not in COVARIANCES:
         raise ValueError(f"unknown covariance {covariance!r}; valid choices: {', '.join(map(repr, COVARIANCES))}")
-    y = _labels(labels)
-    c = _int("num_classes", num_classes, 1)
+    y = as_labels(labels)
+    c = check_int("num_classes", num_classes, 1)
     feats = _array("x", x)
     if feats.ndim < 1 or feats.shape[0] != y.size:
         raise ValueError(
@@ -254,25 +254,25 @@ def client_heterogeneity(
         )
     feats = feats.reshape(y.size, -1)
     if pca_dims is not None:
-        k = _int("pca_dims", pca_dims, 1)
+        k = check_int("pca_dims", pca_dims, 1)
         feats = _principal_projection(feats - feats.mean(axis=0), k)
     counts = label_distribution(y, parts, c)
     global_counts = np.bincount(y, minlength=c)
     diag = covariance == "diag"
-    mu_all, cov_all = _fit_gaussian(feats, diag)
+    mu_all, cov_all = fit_gaussian(feats, diag)
 
     sizes: list[int] = []
     jsd: list[float] = []
     hell: list[float] = []
     for i, p in enumerate(parts):
-        idx = _indices(p, y.size, f"parts[{i}]")
+        idx = as_indices(p, y.size, f"parts[{i}]")
         sizes.append(int(idx.size))
         if idx.size == 0:
             jsd.append(math.nan)
             hell.append(math.nan)
             continue
         jsd.append(js_divergence(counts[i], global_counts, base=2.0))
-        mu_i, cov_i = _fit_gaussian(feats[idx], diag)
+        mu_i, cov_i = fit_gaussian(feats[idx], diag)
         hell.append(hellinger_gaussian(mu_i, cov_i, mu_all, cov_all, eps=eps))
 
     def summary(values: list[float], how: Any) -> float:

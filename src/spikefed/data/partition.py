@@ -45,7 +45,7 @@ def _generator(rng: np.random.Generator | int) -> np.random.Generator:
     raise ValueError(f"rng must be a numpy.random.Generator or an int seed >= 0, got {type(rng).__name__}")
 
 
-def _int(name: str, value: object, low: int, high: int | None = None) -> int:
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an int, got {value!r}")
     v = int(value)
@@ -73,7 +73,7 @@ def _nonnegative(name: str, value: object) -> float:
     return v
 
 
-def _labels(labels: object) -> np.ndarray:
+def as_labels(labels: object) -> np.ndarray:
     """Labels as a 1-D int64 array of non-negative class ids (torch tensors and sequences accepted)."""
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
@@ -92,8 +92,8 @@ def _labels(labels: object) -> np.ndarray:
 
 
 def _clients_and_samples(num_samples: object, num_clients: object, min_size: int = 1) -> tuple[int, int]:
-    n = _int("num_samples", num_samples, 1)
-    k = _int("num_clients", num_clients, 1)
+    n = check_int("num_samples", num_samples, 1)
+    k = check_int("num_clients", num_clients, 1)
     if k * min_size > n:
         raise ValueError(
             f"num_clients * min_size must be <= num_samples = {n}, got {k} * {min_size} = {k * min_size} "
@@ -143,10 +143,10 @@ def dirichlet(
         ValueError: ``alpha <= 0``, ``num_clients < 1``, ``num_clients * min_size > len(labels)``, or no draw
             met ``min_size``.
     """
-    y = _labels(labels)
+    y = as_labels(labels)
     a = _positive("alpha", alpha)
-    m = _int("min_size", min_size, 0)
-    retries = _int("max_retries", max_retries, 0)
+    m = check_int("min_size", min_size, 0)
+    retries = check_int("max_retries", max_retries, 0)
     n, k = _clients_and_samples(y.size, num_clients, m)
     g = _generator(rng)
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
@@ -188,9 +188,9 @@ def shards(
     at most ``2 k``; if moreover every ``n_c`` is a multiple of an exact shard size (``S`` divides ``n``), each
     shard holds one class and every client at most ``k``. Larger shards can span more classes.
     """
-    y = _labels(labels)
-    spc = _int("shards_per_client", shards_per_client, 1)
-    k = _int("num_clients", num_clients, 1)
+    y = as_labels(labels)
+    spc = check_int("shards_per_client", shards_per_client, 1)
+    k = check_int("num_clients", num_clients, 1)
     if k * spc > y.size:
         raise ValueError(
             f"num_clients * shards_per_client must be <= num_samples = {y.size}, got {k} * {spc} = {k * spc}"
@@ -221,7 +221,7 @@ def quantity_skew(
     ``range(n)`` (drawn second) is cut into consecutive pieces of sizes ``n_1, ..., n_N``.
     """
     a = _positive("exponent", exponent)
-    m = _int("min_size", min_size, 0)
+    m = check_int("min_size", min_size, 0)
     n, k = _clients_and_samples(num_samples, num_clients, m)
     g = _generator(rng)
     log_w = g.standard_exponential(k) / a
@@ -260,7 +260,7 @@ class FeatureTransform:
                 raise ValueError(f"{name} must be a finite float, got {v!r}")
             object.__setattr__(self, name, float(v))
         object.__setattr__(self, "noise_std", _nonnegative("noise_std", self.noise_std))
-        object.__setattr__(self, "seed", _int("seed", self.seed, 0, 2**63 - 1))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, 0, 2**63 - 1))
 
     def make_generator(self) -> torch.Generator:
         """A fresh CPU ``torch.Generator`` seeded with ``seed`` (keep it and pass it to every :meth:`apply`)."""
@@ -299,7 +299,7 @@ def feature_transforms(
 
     Draw order: all ``N`` scales, then all ``N`` shifts, then ``N`` noise seeds uniform in ``[0, 2^63 - 1)``.
     """
-    k = _int("num_clients", num_clients, 1)
+    k = check_int("num_clients", num_clients, 1)
     std = _nonnegative("noise_std", noise_std)
     sstd = _nonnegative("shift_std", shift_std)
     try:
@@ -370,7 +370,7 @@ def partition(
     missing = [name for name in _REQUIRED.get(method, ()) if name not in kwargs]
     if missing:
         raise ValueError(f"partition method {method!r} needs keyword argument(s): {', '.join(missing)}")
-    y = _labels(labels)
+    y = as_labels(labels)
     if method == "dirichlet":
         return dirichlet(y, num_clients, rng=rng, **kwargs)
     if method == "shards":
@@ -386,20 +386,20 @@ def label_distribution(
     num_classes: int,
 ) -> np.ndarray:
     """Label counts per client: int64 ``[N, C]`` with ``out[i, c] = #{j in parts[i] : labels[j] = c}``."""
-    y = _labels(labels)
-    c = _int("num_classes", num_classes, 1)
+    y = as_labels(labels)
+    c = check_int("num_classes", num_classes, 1)
     if y.max() >= c:
         raise ValueError(f"labels must lie in [0, {c}) for num_classes = {c}, got maximum {int(y.max())}")
     if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence):
         raise ValueError(f"parts must be a sequence of index arrays, got {type(parts).__name__}")
     out = np.zeros((len(parts), c), dtype=np.int64)
     for i, p in enumerate(parts):
-        idx = _indices(p, y.size, f"parts[{i}]")
+        idx = as_indices(p, y.size, f"parts[{i}]")
         out[i] = np.bincount(y[idx], minlength=c)
     return out
 
 
-def _indices(p: object, n: int, name: str) -> np.ndarray:
+def as_indices(p: object, n: int, name: str) -> np.ndarray:
     arr = np.asarray(p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else p)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise ValueError(f"{name} must be a 1-D integer index array, got shape {list(arr.shape)}, dtype {arr.dtype}")

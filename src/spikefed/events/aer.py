@@ -182,7 +182,7 @@ class EventBatch:
         if off.ndim != 1 or off.size < 1 or off[0] != 0 or off[-1] != len(self.events) or np.any(np.diff(off) < 0):
             raise ValueError("offsets must be non-decreasing, start at 0 and end at len(events)")
         object.__setattr__(self, "offsets", off)
-        object.__setattr__(self, "shape", _check_shape(self.shape))
+        object.__setattr__(self, "shape", check_shape(self.shape))
         if not (math.isfinite(self.time_unit) and self.time_unit > 0):
             raise ValueError(f"time_unit must be finite and > 0, got {self.time_unit!r}")
         if int(self.duration) < 1:
@@ -226,7 +226,7 @@ class EventBatch:
         return cls(events, np.concatenate([[0], np.cumsum(counts)]), tuple(shape), polarity, time_unit, duration)
 
 
-def _check_shape(shape: Any) -> tuple[int, ...]:
+def check_shape(shape: Any) -> tuple[int, ...]:
     try:
         dims = tuple(int(s) for s in shape)
     except TypeError:
@@ -297,7 +297,7 @@ def events_to_tensor(events: Any, num_steps: int, shape: Sequence[int], *, polar
     polarity every event must have ``p = 1``. Inverse of :func:`tensor_to_events`.
     """
     ev = as_events(events)
-    dims = _check_shape(shape)
+    dims = check_shape(shape)
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"num_steps must be an int >= 1, got {num_steps!r}")
     n_addr = math.prod(dims)
@@ -415,7 +415,7 @@ def _header_bytes(shape: tuple[int, ...], polarity: bool, time_unit: float, coun
 
 
 def _check_header_args(shape: Any, polarity: bool, time_unit: float, encoding: str) -> tuple[int, ...]:
-    dims = _check_shape(shape)
+    dims = check_shape(shape)
     if any(d >= 2**32 for d in dims):
         raise ValueError(f"dims must be < 2**32, got {dims}")
     if math.prod(dims) * (2 if polarity else 1) > _MAX_KEYS:
@@ -844,7 +844,7 @@ class AERSize:
 def bitmap_bytes(num_steps: int, shape: Sequence[int], *, polarity: bool = False) -> int:
     """Bytes of a dense 1-bit-per-cell bitmap of a ``[T, (2,) *shape]`` spike tensor: ``ceil(T * C * prod(shape)
     / 8)`` with ``C = 2`` with polarity, else 1."""
-    dims = _check_shape(shape)
+    dims = check_shape(shape)
     return -(-int(num_steps) * (2 if polarity else 1) * math.prod(dims) // 8)
 
 

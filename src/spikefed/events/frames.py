@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .aer import EventBatch, _check_shape, as_events
+from .aer import EventBatch, check_shape, as_events
 
 __all__ = ["FRAME_MODES", "bin_index", "bin_counts", "downsampled_shape", "downsample_addresses",
            "events_to_frames", "batch_to_frames", "batch_bin_counts"]
@@ -64,12 +64,12 @@ def bin_counts(events: Any, num_bins: int, *, t_start: int = 0, t_end: int | Non
 def downsampled_shape(shape: Sequence[int], factor: int) -> tuple[int, ...]:
     """``ceil(d / factor)`` for every dim."""
     f = _positive_int("downsample", factor)
-    return tuple(-(-d // f) for d in _check_shape(shape))
+    return tuple(-(-d // f) for d in check_shape(shape))
 
 
 def downsample_addresses(addr: np.ndarray, shape: Sequence[int], factor: int) -> np.ndarray:
     """Flat addresses in ``shape`` -> flat addresses in :func:`downsampled_shape` (each coordinate // factor)."""
-    dims = _check_shape(shape)
+    dims = check_shape(shape)
     f = _positive_int("downsample", factor)
     a = np.asarray(addr, dtype=np.int64)
     if f == 1:
@@ -99,7 +99,7 @@ def events_to_frames(events: Any, shape: Sequence[int], num_bins: int, *, polari
         downsample: integer spatial pooling factor (``shape' = ceil(shape / downsample)``).
     """
     ev = as_events(events)
-    dims = _check_shape(shape)
+    dims = check_shape(shape)
     bins = _positive_int("num_bins", num_bins)
     _check_mode(mode)
     n_addr = math.prod(dims)

@@ -304,7 +304,8 @@ class FleetEntry(_Section):
         overrides = {k: v for k, v in self.model_dump().items() if k not in ("profile", "fraction") and v is not None}
         profile = get_profile(self.profile, **overrides)
         if overrides:
-            profile = profile.replace(name=f"{self.profile}(" + ",".join(f"{k}={v}" for k, v in overrides.items()) + ")")
+            listed = ",".join(f"{k}={v}" for k, v in overrides.items())
+            profile = profile.replace(name=f"{self.profile}({listed})")
         return profile
 
 
@@ -417,7 +418,7 @@ def _continual_compatible(c: ContinualSettings, info: ValidationInfo) -> None:
         per_task = c.rounds_per_task if c.rounds_per_task is not None else fed.rounds // c.tasks
         if per_task < 1 or per_task * c.tasks != fed.rounds:
             raise ValueError(f"federation.rounds={fed.rounds} must equal continual.tasks={c.tasks} x "
-                             f"rounds_per_task={c.rounds_per_task if c.rounds_per_task is not None else 'rounds/tasks'}")
+                             f"rounds_per_task={'rounds/tasks' if c.rounds_per_task is None else c.rounds_per_task}")
     if c.stream == "class_incremental" and c.tasks > 10:
         raise ValueError(f"continual.tasks={c.tasks}: class_incremental splits the 10 classes, at most 10 tasks")
     if local is not None and c.regularizer == "l2" and local.optimizer == "sgd" and local.lr * c.lam >= 2:

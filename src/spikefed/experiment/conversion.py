@@ -88,7 +88,8 @@ def run_regression(settings: RegressSettings, progress: Progress | None = None) 
                                seed=derive_seed(seed, Purpose.SERIES), history_noise=d.history_noise,
                                tau=d.tau, dt=d.dt, sample_every=d.sample_every, discard=d.discard)
     model = RecurrentRegressor(1, t.hidden, 1, neuron=t.neuron, readout_beta=t.readout_beta,
-                               generator=torch_generator(seed, Purpose.REGRESS_INIT), beta=t.beta, threshold=t.threshold)
+                               generator=torch_generator(seed, Purpose.REGRESS_INIT), beta=t.beta,
+                               threshold=t.threshold)
     cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, tbptt=t.tbptt, grad_clip=t.grad_clip)
     scale = change_scale(split.x_train, split.y_train, t.warmup) if t.target == "change" else None
     history = fit_regression(model, split.x_train, split.y_train, cfg, torch_generator(seed, Purpose.REGRESS_SHUFFLE),
@@ -99,7 +100,8 @@ def run_regression(settings: RegressSettings, progress: Progress | None = None) 
     train = evaluate_regression(model, split.x_train, split.y_train, t.warmup, split.denormalize, scale)
     return {
         **test.to_dict(), "train_mse": train.mse, "train_persistence_mse": train.persistence_mse,
-        "beats_persistence": test.mse < test.persistence_mse, "horizon": d.horizon, "target": t.target, "final_train_loss": history[-1],
+        "beats_persistence": test.mse < test.persistence_mse, "horizon": d.horizon, "target": t.target,
+        "final_train_loss": history[-1],
         "train_windows": int(split.x_train.shape[0]), "test_windows": int(split.x_test.shape[0]),
         "parameters": sum(p.numel() for p in model.parameters()), "seed": seed,
         "seconds": time.perf_counter() - start,

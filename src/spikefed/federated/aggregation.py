@@ -80,8 +80,8 @@ def normalized_weights(num_samples: Sequence[int]) -> torch.Tensor:
             raise ValueError(f"sample count #{k} must be an integer, got {n!r}")
         if n < 1:
             raise ValueError(f"sample count #{k} must be positive, got {n}")
-    n = torch.tensor([int(c) for c in counts], dtype=torch.float64)
-    return n / n.sum()
+    w = torch.tensor([int(c) for c in counts], dtype=torch.float64)
+    return w / w.sum()
 
 
 def _check_weights(weights: torch.Tensor | Sequence[float], k: int) -> torch.Tensor:

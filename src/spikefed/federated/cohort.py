@@ -7,7 +7,8 @@ a linear layer is one ``baddbmm`` over ``[K, T*B, in]``, a spiking layer one fus
 have a batch at ``j``; batches shorter than the longest are padded and masked (padded samples carry weight 0).
 Each client's loss is the mean over its own batch, so summing the K losses gives every client exactly its own
 gradient. The optimizer (Adam or SGD with momentum, as ``torch.optim``) keeps per-client moments and step
-counts and only moves the clients that took a step.
+counts and only moves the clients that took a step. The stacked forward and per-sample losses live in
+:mod:`spikefed.snn.stacked`.
 
 :func:`train_sequential` trains the same clients one after another with a plain :class:`SpikingMLP` and
 ``torch.optim``, drawing the same batches from the same per-client generators; the tests check that both give
@@ -31,13 +32,12 @@ import torch.nn.functional as F
 
 from ..manifold import manifold_of
 from ..snn.encoding import encode
-from ..snn.kernels import lif_fused
-from ..snn.losses import soft_first_spike_time
-from ..snn.models import SpikingMLP, is_time_constant
+from ..snn.models import SpikingMLP
 from ..snn.neurons import IF, LIF
-from ..snn.train import TrainConfig, group_population, make_optimizer, predict, task_loss
+from ..snn.stacked import cohort_forward, per_sample_loss, predict_cohort
+from ..snn.train import TrainConfig, make_optimizer, predict, task_loss
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
-from .types import ClientUpdate, FitInstructions, ParamDict, load_params_
+from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
 ENGINES = ("cohort", "sequential")
 
@@ -92,84 +92,7 @@ def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
     return None
 
 
-# -- functional, stacked forward ----------------------------------------------------------------------------
-
-def _stacked(params: ParamDict, name: str, default: torch.Tensor, k: int) -> torch.Tensor:
-    """A neuron parameter as ``[K, 1, N]`` (stacked per client) or the module's fixed buffer."""
-    if name in params:
-        p = params[name]
-        return p.reshape(k, 1, *p.shape[1:]) if p.dim() > 1 else p.reshape(k, 1, 1)
-    return default
-
-
-def cohort_forward(model: SpikingMLP, params: ParamDict, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Forward of K stacked copies of ``model``: ``x [T, K, B, in]`` -> output ``[T, K, B, C]``, spiking layers.
-
-    ``params[name]`` has shape ``[K, *shape]`` for every ``model.named_parameters()`` name.
-    """
-    steps, k, b, _ = x.shape
-    h = x
-    spikes: list[torch.Tensor] = []
-    for i, lin in enumerate(model.linears):
-        w = params[f"linears.{i}.weight"]  # [K, out, in]
-        constant = is_time_constant(h)  # direct coding: one matmul for all T steps
-        flat = h[0] if constant else h.transpose(0, 1).reshape(k, steps * b, h.shape[-1])
-        if f"linears.{i}.bias" in params:
-            z = torch.baddbmm(params[f"linears.{i}.bias"].unsqueeze(1), flat, w.transpose(1, 2))
-        else:
-            z = torch.bmm(flat, w.transpose(1, 2))
-        if constant:
-            h = z.unsqueeze(0).expand(steps, *z.shape)  # [T, K, B, out], broadcast over time
-        else:
-            h = z.view(k, steps, b, -1).transpose(0, 1)  # [T, K, B, out], K-major memory
-        if i < len(model.neurons):
-            neuron = model.neurons[i]
-            beta = _stacked(params, f"neurons.{i}.beta", neuron.beta, k)
-            thr = _stacked(params, f"neurons.{i}.threshold", neuron.threshold, k)
-            vr = _stacked(params, f"neurons.{i}.reset_value", neuron.reset_value, k)
-            if f"neurons.{i}.beta" in params:
-                beta = beta.clamp(1e-4, 1 - 1e-4)
-            if f"neurons.{i}.threshold" in params:
-                thr = thr.clamp(min=1e-4)
-            s, _ = lif_fused(h, None, beta, thr, vr, neuron.reset, neuron.detach_reset, neuron.surrogate)
-            if neuron.graded:
-                s = s * _stacked(params, f"neurons.{i}.amplitude", neuron.amplitude, k)
-            h = s
-            spikes.append(s)
-    if model.integrator is not None:
-        from ..snn.kernels import lowpass
-
-        beta = _stacked(params, "integrator.beta", model.integrator.beta, k)
-        out = lowpass(h, beta)
-        return out, spikes
-    return h, spikes
-
-
-def per_sample_loss(output: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Task loss per sample: ``output [T, K, B, C]``, ``y [K, B]`` -> ``[K, B]`` (same as the trainer's loss)."""
-    steps, k, b, _ = output.shape
-    out = group_population(output.reshape(steps, k * b, -1), cfg.population)
-    c = out.shape[-1]
-    yf = y.reshape(k * b)
-    if cfg.loss == "mse_count":
-        counts = out.sum(0)
-        target = torch.full_like(counts, cfg.incorrect_rate * steps)
-        target.scatter_(1, yf.unsqueeze(1), cfg.correct_rate * steps)
-        loss = ((counts - target) ** 2).mean(1)
-    elif cfg.loss == "ce_count":
-        loss = F.cross_entropy(out.sum(0), yf, reduction="none")
-    elif cfg.loss == "ce_membrane":
-        if cfg.membrane_reduction == "time_mean":
-            loss = F.cross_entropy(out.reshape(steps * k * b, c), yf.repeat(steps), reduction="none")
-            loss = loss.view(steps, k * b).mean(0)
-        elif cfg.membrane_reduction == "max":
-            loss = F.cross_entropy(out.amax(0), yf, reduction="none")
-        else:
-            loss = F.cross_entropy(out[-1], yf, reduction="none")
-    else:
-        loss = F.cross_entropy(-cfg.temporal_scale * soft_first_spike_time(out), yf, reduction="none")
-    return loss.view(k, b)
-
+# -- stacked regularisers ---------------------------------------------------------------------------------
 
 def _masked_regularizers(spikes: list[torch.Tensor], mask: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Per-client activity regularisers ``[K]`` over the valid samples (matches :func:`snn.train.objective`)."""
@@ -391,13 +314,13 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
                 g = g + correction[n][act_idx]
             grads[n][act_idx] = g
         if cfg.grad_clip is not None:
-            norms = torch.sqrt(sum((grads[n].flatten(1) ** 2).sum(1) for n in names))
+            norms = torch.sqrt(tensor_sum((grads[n].flatten(1) ** 2).sum(1) for n in names))
             scale = (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0)
             for n in names:
                 grads[n].mul_(scale.view(-1, *([1] * (grads[n].dim() - 1))))
         opt.step(grads, active_mask)
         with torch.no_grad():
-            pred = _predict_cohort(out.detach(), cfg)
+            pred = predict_cohort(out.detach(), cfg)
             loss_sum[act_idx] += (per.detach() * w).sum(1).double()
             correct[act_idx] += ((pred == yb) & mask).sum(1)
             seen[act_idx] += counts.long()
@@ -411,7 +334,8 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
             control_delta = scaffold_control_delta(params, anchor, fit.server_control, steps, cfg.lr)
         updates.append(ClientUpdate(
             client_id=c.client_id, num_samples=c.num_samples, params=params, steps=steps,
-            metrics={"loss": float(loss_sum[i] / max(int(seen[i]), 1)), "accuracy": float(correct[i]) / max(int(seen[i]), 1),
+            metrics={"loss": float(loss_sum[i] / max(int(seen[i]), 1)),
+                     "accuracy": float(correct[i]) / max(int(seen[i]), 1),
                      "steps": steps},
             control_delta=control_delta))
     return updates
@@ -449,11 +373,6 @@ def _device_forward(model: SpikingMLP, leaves: ParamDict, xs: torch.Tensor, acti
             rows.append(x)
         xs = torch.stack(rows, dim=1)
     return cohort_forward(model, stacked, xs)
-
-
-def _predict_cohort(out: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    steps, k, b, c = out.shape
-    return predict(out.reshape(steps, k * b, c), cfg).view(k, b)
 
 
 def scaffold_control_delta(params: ParamDict, anchor: ParamDict, server_control: ParamDict, steps: int,
@@ -496,7 +415,7 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
         penalty = penalties[i] if penalties is not None else None
         if fit.prox_mu or penalty is not None:
             def extra() -> torch.Tensor:  # noqa: E306
-                out = 0.5 * fit.prox_mu * sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
+                out = 0.5 * fit.prox_mu * tensor_sum(((params[n] - anchor[n]) ** 2).sum() for n in names)
                 if penalty is not None:  # the continual stability term
                     out = out + penalty.value({n: params[n] for n in names})
                 return out
@@ -508,7 +427,9 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
             loss, out = backward_batch(local, encode_inputs(xb, cfg, gen), yb, cfg, extra)
             if correction is not None:
                 for n in names:
-                    params[n].grad.add_(correction[n])
+                    grad = params[n].grad
+                    assert grad is not None  # every trained parameter took part in the loss
+                    grad.add_(correction[n])
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(local.parameters(), cfg.grad_clip)
             opt.step()

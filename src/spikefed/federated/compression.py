@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .serialization import MAX_NDIM, PayloadError, _open_payload, _Reader, _varint, payload_size
+from .serialization import MAX_NDIM, PayloadError, open_payload, PayloadReader, encode_varint, payload_size
 from .types import ParamDict
 
 __all__ = [
@@ -540,7 +540,7 @@ def _check_message(message: Mapping[str, TensorMessage]) -> None:
 
 def _header(name: str, m: TensorMessage, layout: int) -> list[bytes]:
     raw = name.encode("utf-8")
-    return [_varint(len(raw)), raw, bytes([len(m.shape)]), *[_varint(int(d)) for d in m.shape],
+    return [encode_varint(len(raw)), raw, bytes([len(m.shape)]), *[encode_varint(int(d)) for d in m.shape],
             bytes([layout, _FORMAT_CODES[m.encoding]])]
 
 
@@ -568,14 +568,14 @@ def _body(m: TensorMessage) -> bytes:
 def encode_message(message: Mapping[str, TensorMessage]) -> bytes:
     """Serialise a message (layout in the module docstring). ``len`` of the result is the communication cost."""
     _check_message(message)
-    parts: list[bytes] = [MAGIC, bytes([VERSION]), _varint(len(message))]
+    parts: list[bytes] = [MAGIC, bytes([VERSION]), encode_varint(len(message))]
     for name, m in message.items():
         wire, gaps = _wire_form(m)
         if gaps is None:
             parts += _header(name, wire, _LAYOUT_DENSE)
         else:
             parts += _header(name, wire, _LAYOUT_SPARSE)
-            parts += [_varint(int(gaps.size)), _varints(gaps)]
+            parts += [encode_varint(int(gaps.size)), _varints(gaps)]
         parts.append(_body(wire))
     return b"".join(parts)
 
@@ -583,17 +583,17 @@ def encode_message(message: Mapping[str, TensorMessage]) -> bytes:
 def message_size(message: Mapping[str, TensorMessage]) -> int:
     """``len(encode_message(message))`` without building the bytes."""
     _check_message(message)
-    size = len(MAGIC) + 1 + len(_varint(len(message)))
+    size = len(MAGIC) + 1 + len(encode_varint(len(message)))
     for name, m in message.items():
         wire, gaps = _wire_form(m)
         size += sum(len(p) for p in _header(name, wire, _LAYOUT_DENSE))
         if gaps is not None:
-            size += len(_varint(int(gaps.size))) + _varints_size(gaps)
+            size += len(encode_varint(int(gaps.size))) + _varints_size(gaps)
         size += _body_size(wire.encoding, wire.count)
     return size
 
 
-def _read_gaps(r: _Reader, k: int, name: str) -> np.ndarray:
+def _read_gaps(r: PayloadReader, k: int, name: str) -> np.ndarray:
     """k varints from the reader (vectorised), each at most 9 bytes and minimal."""
     if k == 0:
         return np.zeros(0, dtype=np.uint64)
@@ -624,11 +624,11 @@ def _read_gaps(r: _Reader, k: int, name: str) -> np.ndarray:
     return values
 
 
-def _read_scale(r: _Reader, name: str) -> float:
+def _read_scale(r: PayloadReader, name: str) -> float:
     return float(np.frombuffer(r.take(4, f"scale of {name!r}"), dtype="<f4")[0])
 
 
-def _read_values(r: _Reader, encoding: str, m: int, name: str) -> tuple[torch.Tensor, float]:
+def _read_values(r: PayloadReader, encoding: str, m: int, name: str) -> tuple[torch.Tensor, float]:
     need = _body_size(encoding, m)
     if need > len(r.data) - r.pos:
         raise PayloadError(r.pos, f"truncated: {encoding} body of {name!r} ({m} values) needs {need} bytes, only "
@@ -664,7 +664,7 @@ def _read_values(r: _Reader, encoding: str, m: int, name: str) -> tuple[torch.Te
 
 def decode_message(data: bytes | bytearray | memoryview) -> Message:
     """Parse a payload of :func:`encode_message`; :class:`PayloadError` (with the byte offset) if malformed."""
-    buf, r = _open_payload(data, MAGIC, VERSION, "for a compressed update", "compressed-format")
+    buf, r = open_payload(data, MAGIC, VERSION, "for a compressed update", "compressed-format")
     count = r.varint("tensor count")
     out: Message = {}
     for index in range(count):

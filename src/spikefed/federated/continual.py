@@ -63,9 +63,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.heterogeneity import _fit_gaussian
+from ..data.heterogeneity import fit_gaussian
 from ..seeding import SERVER_STREAM, Purpose, derive_seed, torch_generator
-from .types import ParamDict
+from .types import ParamDict, tensor_sum
 
 STREAMS = ("none", "class_incremental", "domain_drift", "async_drift")
 REGULARIZERS = ("none", "l2", "ewc")
@@ -194,8 +194,8 @@ def input_drift(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> f
     xb = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
     if xa.shape[1] != xb.shape[1] or len(xa) < 2 or len(xb) < 2:
         raise ValueError(f"input_drift needs two sets of >= 2 rows of equal width, got {xa.shape} and {xb.shape}")
-    mu_a, cov_a = _fit_gaussian(xa, diag=False)
-    mu_b, cov_b = _fit_gaussian(xb, diag=False)
+    mu_a, cov_a = fit_gaussian(xa, diag=False)
+    mu_b, cov_b = fit_gaussian(xb, diag=False)
     return gaussian_w2(mu_a, cov_a, mu_b, cov_b)
 
 
@@ -269,8 +269,8 @@ class StabilityPenalty:
         return self.lam * self.weight[name].to(like.dtype)
 
     def value(self, params: ParamDict) -> torch.Tensor:
-        return 0.5 * sum((self.coefficient(n, p) * (p - self.anchor[n].to(p.dtype)) ** 2).sum()
-                         for n, p in params.items())
+        return 0.5 * tensor_sum((self.coefficient(n, p) * (p - self.anchor[n].to(p.dtype)) ** 2).sum()
+                                for n, p in params.items())
 
 
 def stack_penalties(penalties: Sequence[StabilityPenalty | None], reference: ParamDict,
@@ -291,7 +291,8 @@ def stack_penalties(penalties: Sequence[StabilityPenalty | None], reference: Par
 
 def stacked_penalty(leaves: ParamDict, anchors: ParamDict, coefs: ParamDict, rows: torch.Tensor) -> torch.Tensor:
     """Per-client penalty ``[Ka]`` of stacked parameters ``leaves[n] [Ka, ...]`` (clients ``rows`` of the stacks)."""
-    return 0.5 * sum((coefs[n][rows] * (leaves[n] - anchors[n][rows]) ** 2).flatten(1).sum(1) for n in leaves)
+    return 0.5 * tensor_sum((coefs[n][rows] * (leaves[n] - anchors[n][rows]) ** 2).flatten(1).sum(1)
+                            for n in leaves)
 
 
 def fisher_diagonal(model: torch.nn.Module, params: ParamDict, x: torch.Tensor, y: torch.Tensor, cfg: Any,
@@ -386,7 +387,8 @@ class ContinualStream:
         return dataclasses.replace(plan, trained=[plan.trained[i] for i in keep], budgets=budgets), \
             len(plan.trained) - len(keep)
 
-    def penalties(self, rnd: int, trained: Sequence[int], state: dict[str, Any] | None) -> list[StabilityPenalty | None] | None:
+    def penalties(self, rnd: int, trained: Sequence[int],
+                  state: dict[str, Any] | None) -> list[StabilityPenalty | None] | None:
         """One penalty per trained client: the anchor (and Fisher) of its task, ``None`` on task 0."""
         spec = self.spec
         if spec.regularizer == "none" or not state:

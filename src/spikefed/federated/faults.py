@@ -33,9 +33,10 @@ This equals the ``p``-weighted mean of the *rescaled* client parameters ``x'_k =
 which is how it is implemented (:func:`fednova_rescale`): the updates are rescaled, then the strategy
 aggregates them as usual (for euclidean, positive and unit-interval parameters the chart mean is exactly the
 formula above; circular parameters, averaged as phasors, get the phasor mean of the rescaled values, which
-agrees with the formula to first order in the arcs ``d_k``), so FedNova composes with every server optimizer (FedAvg with ``server_lr = 1`` gives
-the formula above exactly; FedAvgM / FedAdam / ... step on FedNova's normalized pseudo-gradient). With equal
-``tau_k`` every scale is 1 and the updates are passed through untouched (bit-identical to FedAvg). With
+agrees with the formula to first order in the arcs ``d_k``), so FedNova composes with every server optimizer
+(FedAvg with ``server_lr = 1`` gives the formula above exactly; FedAvgM / FedAdam / ... step on FedNova's
+normalized pseudo-gradient). With equal ``tau_k`` every scale is 1 and the updates are passed through untouched
+(bit-identical to FedAvg). With
 ``late_policy = "fednova"`` the normalization applies to every round and every client (clients also differ in
 ``tau_k`` through their data sizes), not only to rounds with late clients.
 
@@ -227,8 +228,9 @@ def fednova_rescale(updates: Sequence[ClientUpdate], global_params: ParamDict,
     """Updates whose parameters are ``x'_k = phi^-1(phi(x) + (tau_eff / tau_k) (phi(x_k) - phi(x)))``.
 
     The ``p``-weighted manifold mean of the ``x'_k`` is FedNova's ``x + tau_eff sum_k p_k d_k / tau_k``
-    (module docstring; exact in the log/logit/identity charts, to first order for circular parameters). ``tau_k`` is each update's ``steps``; ``weights`` are the ``p_k`` the strategy will
-    aggregate with (``strategy.client_weights(updates)``). The arithmetic is done in float64 and cast back;
+    (module docstring; exact in the log/logit/identity charts, to first order for circular parameters).
+    ``tau_k`` is each update's ``steps``; ``weights`` are the ``p_k`` the strategy will aggregate with
+    (``strategy.client_weights(updates)``). The arithmetic is done in float64 and cast back;
     circular parameters use the wrapped difference, and the result is projected onto the manifold. An update
     whose scale is exactly 1 is returned as is. Inputs are not mutated.
     """

@@ -68,7 +68,7 @@ class PayloadError(ValueError):
 # ------------------------------------------------------------------------------------------------ varint
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
     if value < 0:
         raise ValueError(f"varint values must be >= 0, got {value}")
     out = bytearray()
@@ -131,13 +131,13 @@ def encode_params(params: Mapping[str, torch.Tensor], dtype: torch.dtype | None 
     integer and bool tensors are sent as they are. ValueError for unsupported dtypes or names.
     """
     _check_args(params, dtype)
-    parts: list[bytes] = [MAGIC, bytes([VERSION]), _varint(len(params))]
+    parts: list[bytes] = [MAGIC, bytes([VERSION]), encode_varint(len(params))]
     for name, t in params.items():
         t = _wire_tensor(name, t, dtype)
         raw = _name_bytes(name)
         code = _CODE_OF[t.dtype]
-        parts += [_varint(len(raw)), raw, bytes([code, t.ndim])]
-        parts += [_varint(int(d)) for d in t.shape]
+        parts += [encode_varint(len(raw)), raw, bytes([code, t.ndim])]
+        parts += [encode_varint(int(d)) for d in t.shape]
         src = t.detach().cpu().contiguous()
         if src.dtype == torch.bfloat16:
             src = src.view(torch.int16)
@@ -164,7 +164,7 @@ def payload_size(params: Mapping[str, torch.Tensor], dtype: torch.dtype | None =
 # ---------------------------------------------------------------------------------------------- decoding
 
 
-class _Reader:
+class PayloadReader:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
@@ -195,8 +195,8 @@ class _Reader:
         raise PayloadError(start, f"{what}: varint longer than {_MAX_VARINT_BYTES} bytes")
 
 
-def _open_payload(data: bytes | bytearray | memoryview, magic: bytes, version: int, kind: str = "",
-                  format_name: str = "format") -> tuple[bytes, _Reader]:
+def open_payload(data: bytes | bytearray | memoryview, magic: bytes, version: int, kind: str = "",
+                  format_name: str = "format") -> tuple[bytes, PayloadReader]:
     """Check the type, magic bytes and version of a payload; returns it as bytes and a reader past the header.
 
     ``kind`` extends the bad-magic message (``"for a compressed update"``), ``format_name`` names the format in
@@ -204,7 +204,7 @@ def _open_payload(data: bytes | bytearray | memoryview, magic: bytes, version: i
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PayloadError(0, f"expected bytes, got {type(data).__name__}")
     buf = bytes(data)
-    r = _Reader(buf)
+    r = PayloadReader(buf)
     got = r.take(len(magic), "magic")
     if got != magic:
         raise PayloadError(0, f"bad magic {got!r} (expected {magic!r}{' ' + kind if kind else ''})")
@@ -219,7 +219,7 @@ def decode_params(data: bytes | bytearray | memoryview) -> ParamDict:
 
     Raises :class:`PayloadError` naming the byte offset for any malformed input.
     """
-    buf, r = _open_payload(data, MAGIC, VERSION)
+    buf, r = open_payload(data, MAGIC, VERSION)
     count_at = r.pos
     count = r.varint("tensor count")
     out: ParamDict = {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..hardware.metrics import measure
 from ..io import write_atomic
 from ..manifold import manifold_of
 from ..seeding import Purpose, numpy_rng, torch_generator
+from ..snn.models import SpikingMLP
 from ..snn.train import TrainConfig, encode_inputs, evaluate
 from .aggregation import InvalidUpdate, validate_updates
 from .boundary import parse_upload
@@ -210,8 +210,8 @@ class Simulation:
         relative = spec.norm_bound if spec.privacy is None else None  # DP clips; secure sums hide norms
         ctx.accepted, invalid = validate_updates(parsed, st.global_params, spec.max_update_norm, self.manifolds,
                                                  relative)
-        for e in invalid:
-            ctx.reject(e.client_id, e.reason)
+        for bad in invalid:
+            ctx.reject(bad.client_id, bad.reason)
 
     def round_row(self, ctx: RoundContext) -> None:
         """The round's own entries of the metrics row, and the evaluation of the global model."""
@@ -361,6 +361,8 @@ def train_local(spec: FederationSpec, received: ParamDict, clients: list[ClientD
     if fleet is None:
         return train_clients(spec.engine, spec.model, received, clients, gens, spec.local, fit, controls, budgets,
                              penalties)
+    if not isinstance(spec.model, SpikingMLP):
+        raise TypeError(f"a device fleet trains a SpikingMLP, got {type(spec.model).__name__}")
     trained = [c.client_id for c in clients]
     groups: dict[int, list[int]] = {}
     for row, c in enumerate(trained):

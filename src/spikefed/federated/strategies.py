@@ -584,9 +584,9 @@ class Scaffold(Strategy):
             raise ValueError(f"num_clients must be an integer >= 1, got {num_clients!r}")
         if not isinstance(sample_weighted, bool):
             raise ValueError(f"sample_weighted must be a bool, got {sample_weighted!r}")
-        self.num_clients = int(num_clients)
-        self.server_lr = _positive("server_lr", server_lr)
-        self.sample_weighted = sample_weighted
+        self.num_clients: int = int(num_clients)
+        self.server_lr: float = _positive("server_lr", server_lr)
+        self.sample_weighted: bool = sample_weighted
 
     def config(self) -> dict[str, float | int | bool]:
         return {"num_clients": self.num_clients, "server_lr": self.server_lr, "sample_weighted": self.sample_weighted}

@@ -7,12 +7,19 @@ of ``model.named_parameters()``. Updates are expressed as deltas in the device-i
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 ParamDict = dict[str, torch.Tensor]
+
+
+def tensor_sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """``t_1 + t_2 + ...`` left to right (the values of ``sum(terms)``, typed as a tensor); at least one term."""
+    return functools.reduce(operator.add, terms)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..snn.models import SpikingMLP
+from ..snn.stacked import cohort_forward, predict_cohort
 from ..snn.train import TrainConfig, encode_inputs
 from .calibration import Calibration, calibrate
 from .devices import Device, DeviceProfile, full_program, supports_devices
@@ -87,8 +88,6 @@ class Fleet:
     def evaluate(self, latent: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                  generator: torch.Generator, chunk: int = 8) -> FleetEval:
         """Mean accuracy of the latent model ``latent`` deployed on every device (and per profile name)."""
-        from ..federated.cohort import _predict_cohort, cohort_forward
-
         correct: list[float] = [0.0] * len(self.devices)
         groups: dict[int, list[int]] = {}
         for k in range(len(self.devices)):
@@ -103,7 +102,7 @@ class Fleet:
                 inputs = [self.devices[k].perturb_input(xs, generator) for k in part]
                 xk = torch.stack(inputs, dim=1)  # [T, K, B, F]
                 out, _ = cohort_forward(self.model, stacked, xk)
-                pred = _predict_cohort(out, cfg)  # [K, B]
+                pred = predict_cohort(out, cfg)  # [K, B]
                 for row, k in enumerate(part):
                     correct[k] = float((pred[row] == y).double().mean())
         by: dict[str, list[float]] = {}

@@ -21,8 +21,8 @@ Workload metrics (:func:`measure`, one forward of the model on a time-major batc
     reduce the count;
   - effective ACs = the events of layers whose input is binary (spikes), effective MACs = the events of
     layers whose input is not (direct-coded current, graded spikes, fractionally delayed spikes);
-  - the recurrent matrix of ``RecurrentLIF`` / ``RecurrentALIF`` is a synaptic layer whose input at step ``t`` is the layer's own
-    spike vector of step ``t - 1`` (the state's spikes, zeros by default, at ``t = 0``): binary, so ACs;
+  - the recurrent matrix of ``RecurrentLIF`` / ``RecurrentALIF`` is a synaptic layer whose input at step ``t`` is the
+    layer's own spike vector of step ``t - 1`` (the state's spikes, zeros by default, at ``t = 0``): binary, so ACs;
 
 - energy ``= e_ac * ACs + e_mac * MACs + e_spike * spikes`` (:class:`~spikefed.hardware.energy.EnergyModel`,
   presets ``"45nm"`` and ``"loihi"``);

@@ -43,7 +43,7 @@ from torch import nn
 
 from ..data.digits import iterate_batches
 from .decoding import predict_count
-from .models import ModelOutput, SpikingMLP, _init_linear
+from .models import ModelOutput, SpikingMLP, init_linear
 from .neurons import LIFState
 from .train import TrainConfig, fit, fit_loop
 
@@ -71,7 +71,7 @@ class ReLUMLP(nn.Module):
             raise ValueError(f"sizes must list >= 2 positive layer widths [in, hidden..., out], got {sizes}")
         self.sizes = sizes
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        _init_linear(self.linears, generator if generator is not None else torch.Generator().manual_seed(0))
+        init_linear(self.linears, generator if generator is not None else torch.Generator().manual_seed(0))
 
     def _check(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != self.sizes[0]:
@@ -161,7 +161,8 @@ class ConvertedSNN(nn.Module):
         super().__init__()
         if not isinstance(initial_membrane, (int, float)) or isinstance(initial_membrane, bool) or \
                 not 0 <= initial_membrane < 1:
-            raise ValueError(f"initial_membrane must be a fraction of the threshold in [0, 1), got {initial_membrane!r}")
+            raise ValueError("initial_membrane must be a fraction of the threshold in [0, 1), "
+                             f"got {initial_membrane!r}")
         self.snn = snn
         self.initial_membrane = float(initial_membrane)
 

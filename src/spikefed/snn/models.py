@@ -87,7 +87,7 @@ class SpikingMLP(nn.Module):
         self.sizes, self.readout = sizes, readout
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         self.linears = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:]))
-        _init_linear(self.linears, gen)
+        init_linear(self.linears, gen)
         n_spiking = len(sizes) - 1 if readout == "spikes" else len(sizes) - 2
         kw = dict(neuron_kwargs)
         if neuron in ("rlif", "ralif"):
@@ -156,7 +156,7 @@ class SpikingConvNet(nn.Module):
         self.pool = nn.MaxPool2d(pool)
         self.head = SpikingMLP([c * h * w, num_classes], neuron=neuron, readout=readout, generator=gen,
                                **neuron_kwargs)
-        _init_linear(self.convs, gen)
+        init_linear(self.convs, gen)
 
     def forward(self, x: torch.Tensor, state: Sequence[Any] | None = None) -> ModelOutput:
         check_sequence(x, self.in_shape)
@@ -195,7 +195,7 @@ class RecurrentRegressor(nn.Module):
         self.neuron = make_neuron(neuron, hidden, **kw)
         self.decoder = nn.Linear(hidden, out_features)
         self.readout = LeakyIntegrator(out_features, beta=readout_beta)
-        _init_linear([self.encoder, self.decoder], gen)
+        init_linear([self.encoder, self.decoder], gen)
 
     def forward(self, x: torch.Tensor, state: Sequence[Any] | None = None) -> ModelOutput:
         check_sequence(x, (self.in_features,))
@@ -205,7 +205,7 @@ class RecurrentRegressor(nn.Module):
         return ModelOutput(y, y, [out.spikes], [out.state, last])
 
 
-def _init_linear(layers: Sequence[nn.Module], gen: torch.Generator) -> None:
+def init_linear(layers: Sequence[nn.Module], gen: torch.Generator) -> None:
     """Seeded Kaiming-uniform-style initialisation (weights and biases in +-1/sqrt(fan_in))."""
     with torch.no_grad():
         for layer in layers:

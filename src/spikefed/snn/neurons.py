@@ -24,8 +24,8 @@ valid by :func:`spikefed.manifold.project_parameters_` after each optimizer step
 clamped into their domain inside the forward pass.
 
 IF, LIF, Synaptic and the leaky integrator run all T steps in one fused call (only the membrane potential is
-saved for backward). ALIF, RecurrentLIF, RecurrentALIF and LIF with a refractory period run the step-by-step reference path on
-autograd (their recurrences couple the spike back into the input or the threshold).
+saved for backward). ALIF, RecurrentLIF, RecurrentALIF and LIF with a refractory period run the step-by-step
+reference path on autograd (their recurrences couple the spike back into the input or the threshold).
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ the gradient of BPTT with those paths cut otherwise (the tests check both, again
 
 Supported: :class:`~spikefed.snn.models.SpikingMLP` ``[in, hidden, out]`` (one spiking layer) with
 ``readout="membrane"``, neuron ``lif``, ``if``, ``alif``, ``rlif`` or ``ralif`` (recurrent ALIF), without
-trainable neuron parameters, refractory period or graded spikes; loss ``ce_membrane`` with ``membrane_reduction`` ``time_mean`` or ``last``.
+trainable neuron parameters, refractory period or graded spikes; loss ``ce_membrane`` with ``membrane_reduction``
+``time_mean`` or ``last``.
 Anything else is refused by :func:`eprop_support` with the reason.
 """
 

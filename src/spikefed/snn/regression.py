@@ -35,9 +35,8 @@ from torch import nn
 from ..data.digits import iterate_batches
 from .train import TrainConfig, backward_batch, fit_loop
 
-__all__ = ["RegressionMetrics", "change_scale", "evaluate_regression", "fit_regression", "mse", "persistence", "predict_sequences",
-           "sequence_mse_loss",
-           "smape"]
+__all__ = ["RegressionMetrics", "change_scale", "evaluate_regression", "fit_regression", "mse", "persistence",
+           "predict_sequences", "sequence_mse_loss", "smape"]
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:

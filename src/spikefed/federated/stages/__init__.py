@@ -1,14 +1,14 @@
 """The round's stages (see :mod:`spikefed.federated.round`), one module each, in the order they run.
 
-| stage | key | module | what it does in the round |
-|---|---|---|---|
-| faults | ``faults`` | :mod:`.faults` | who drops out or is late, step budgets; FedNova rescaling; dropped/late counts |
-| continual | ``continual`` | :mod:`.continual` | each client's task data, stability terms, anchors/Fisher, task accuracy |
-| devices | ``devices`` | :mod:`.devices` | a simulated chip per client (training through it); deployed accuracy |
-| robustness | ``robustness`` | :mod:`.robustness` | malicious clients' attacks; the robust defence in place of the mean |
-| channel | ``channel`` | :mod:`.channel` | broadcast (dense or compressed downlink), uplink compression + error feedback |
-| privacy | ``privacy`` | :mod:`.privacy` | DP-FedAvg clipping + noise and/or secure aggregation (claims the aggregate) |
-| strategy | ``strategy`` | :mod:`.strategy` | SCAFFOLD control variates; the strategy's aggregate + server optimizer |
+| stage (key) | module | what it does in the round |
+|---|---|---|
+| ``faults`` | :mod:`.faults` | who drops out or is late, step budgets; FedNova rescaling; dropped/late counts |
+| ``continual`` | :mod:`.continual` | each client's task data, stability terms, anchors/Fisher, task accuracy |
+| ``devices`` | :mod:`.devices` | a simulated chip per client (training through it); deployed accuracy |
+| ``robustness`` | :mod:`.robustness` | malicious clients' attacks; the robust defence in place of the mean |
+| ``channel`` | :mod:`.channel` | broadcast (dense or compressed downlink), uplink compression + error feedback |
+| ``privacy`` | :mod:`.privacy` | DP-FedAvg clipping + noise and/or secure aggregation (claims the aggregate) |
+| ``strategy`` | :mod:`.strategy` | SCAFFOLD control variates; the strategy's aggregate + server optimizer |
 """
 
 from __future__ import annotations

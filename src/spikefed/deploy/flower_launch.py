@@ -27,8 +27,8 @@ from .flower import RUN_CONFIG_DEFAULTS
 
 #: the app definition written for ``flwr run`` (the same as ``[tool.flwr.app]`` in the repository's pyproject.toml)
 APP_PUBLISHER = "spikefed"
-APP_COMPONENTS = {"serverapp": "spikefed.federated.flower_app:server_app",
-                  "clientapp": "spikefed.federated.flower_app:client_app"}
+APP_COMPONENTS = {"serverapp": "spikefed.deploy.flower_app:server_app",
+                  "clientapp": "spikefed.deploy.flower_app:client_app"}
 STOP_GRACE_S = 5.0
 
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from ..manifold import manifold_of
-from .privacy import flatten_deltas, target_from_mean_delta, unflatten
-from .round import RoundContext, Stage
-from .simulation import build_client, client_generator, train_local
-from .types import ClientUpdate, FitInstructions, params_of
+from ..federated.privacy import flatten_deltas, target_from_mean_delta, unflatten
+from ..federated.round import RoundContext, Stage
+from ..federated.simulation import build_client, client_generator, train_local
+from ..federated.types import ClientUpdate, FitInstructions, params_of
 
 
 def secagg_mod(msg: Any, ctxt: Any, call_next: Any) -> Any:
@@ -49,9 +49,9 @@ class _SecAggClientTrain:
         from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
         import flwr.compat.common.recorddict_compat as compat
 
-        from .flower import DeploymentError, _client_setup
+        from .flower import DeploymentError, client_setup
 
-        _, spec, node = _client_setup(run_config, node_config)
+        _, spec, node = client_setup(run_config, node_config)
         fitins = compat.recorddict_to_fitins(content, keep_input=True)
         rnd, cid = int(fitins.config["round"]), int(fitins.config["client"])
         if cid != node.partition_id:

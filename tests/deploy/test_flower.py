@@ -32,11 +32,11 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from spikefed.experiment.config import ConfigError, RunSettings  # noqa: E402
 from spikefed.experiment.runner import build_spec  # noqa: E402
-from spikefed.federated.flower import (RUN_CONFIG_DEFAULTS, DeploymentError, node_settings,  # noqa: E402
+from spikefed.deploy.flower import (RUN_CONFIG_DEFAULTS, DeploymentError, node_settings,  # noqa: E402
                                        server_main, settings_from_run_config)
-from spikefed.federated.flower_launch import (LaunchError, _kill_tree, app_pyproject, descendants,  # noqa: E402
+from spikefed.deploy.flower_launch import (LaunchError, _kill_tree, app_pyproject, descendants,  # noqa: E402
                                               pid_alive, run_demo)
-from spikefed.federated.flower_secagg import secagg_tolerance  # noqa: E402
+from spikefed.deploy.flower_secagg import secagg_tolerance  # noqa: E402
 from spikefed.federated.serialization import decode_params  # noqa: E402
 from spikefed.federated.simulation import Simulation  # noqa: E402
 
@@ -65,7 +65,7 @@ class LoopbackGrid:
     A ClientApp exception becomes an error reply, as a SuperNode sends it. Every message is recorded."""
 
     def __init__(self, node_configs: list[dict[str, Any]], run_config: dict[str, Any]) -> None:
-        from spikefed.federated.flower_app import client_app
+        from spikefed.deploy.flower_app import client_app
 
         self.app = client_app
         self.nodes = {7000 + i: (cfg, RecordDict()) for i, cfg in enumerate(node_configs)}
@@ -301,7 +301,7 @@ def test_certificates_chain_to_the_ca_and_cover_localhost(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-    from spikefed.federated.flower_certs import make_certs, make_node_key
+    from spikefed.deploy.flower_certs import make_certs, make_node_key
 
     c = make_certs(tmp_path)
     ca = x509.load_pem_x509_certificate(c.ca_cert.read_bytes())
@@ -333,7 +333,7 @@ def test_cli_unreachable_superlink_and_mismatched_nodes_exit_nonzero_quickly(tmp
     from typer.testing import CliRunner
 
     from spikefed.cli import app
-    from spikefed.federated.flower_launch import free_port
+    from spikefed.deploy.flower_launch import free_port
 
     runner = CliRunner()
     start = time.monotonic()
@@ -416,8 +416,8 @@ def test_real_tls_auth_secaggplus_run(tmp_path):
 @pytest.mark.slow
 def test_real_supernode_authentication_refuses_an_unregistered_key(tmp_path):
     """With --enable-supernode-auth a registered SuperNode activates; one with an unregistered key is refused."""
-    from spikefed.federated.flower_certs import make_node_key
-    from spikefed.federated.flower_launch import LocalFederation, free_port
+    from spikefed.deploy.flower_certs import make_node_key
+    from spikefed.deploy.flower_launch import LocalFederation, free_port
 
     work = tmp_path / "auth"
     with LocalFederation(work, 1, tls=True, auth=True) as fed:
@@ -475,7 +475,7 @@ def test_real_demo_interrupted_with_ctrl_c_stops_every_process(tmp_path):
 @pytest.mark.slow
 def test_real_demo_killed_with_sigkill_leaves_nothing(tmp_path):
     """SIGKILL cannot be handled: the SuperLink, SuperNodes and flwr die with the demo (parent-death signal)."""
-    from spikefed.federated.flower_launch import processes_with_env
+    from spikefed.deploy.flower_launch import processes_with_env
 
     work = tmp_path / "kill"
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),

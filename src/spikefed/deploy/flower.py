@@ -39,9 +39,9 @@ from pydantic import ValidationError
 
 from ..experiment.config import ConfigError, RunSettings, apply_overrides, format_validation_error
 from ..io import json_safe, write_atomic, write_json_atomic
-from .simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
+from ..federated.simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
                          train_local)
-from .types import FitInstructions, ParamDict, params_of
+from ..federated.types import FitInstructions, ParamDict, params_of
 
 log = logging.getLogger("spikefed.flower")
 
@@ -191,7 +191,7 @@ def train_content(rnd: int, client: int, received: ParamDict, fit: FitInstructio
 
 
 # -- client side -------------------------------------------------------------------------------------------------
-def _client_setup(run_config: Mapping[str, Any], node_config: Mapping[str, Any]
+def client_setup(run_config: Mapping[str, Any], node_config: Mapping[str, Any]
                   ) -> tuple[RunSettings, FederationSpec, NodeSettings]:
     from ..experiment.runner import build_spec
 
@@ -206,7 +206,7 @@ def client_query(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) 
     """The node's answer to the server's QUERY: its node config, checked against the run's config."""
     from flwr.app import ConfigRecord, RecordDict
 
-    _, spec, node = _client_setup(run_config, node_config)
+    _, spec, node = client_setup(run_config, node_config)
     return RecordDict({NODE_KEY: ConfigRecord({"partition-id": node.partition_id,
                                                "num-partitions": node.num_partitions,
                                                "num-samples": int(len(spec.parts[node.partition_id]))})})
@@ -221,7 +221,7 @@ def client_train(content: Any, run_config: Mapping[str, Any], node_config: Mappi
     """
     from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
-    _, spec, node = _client_setup(run_config, node_config)
+    _, spec, node = client_setup(run_config, node_config)
     fit_cfg = content[FIT_KEY]
     rnd, cid = int(fit_cfg["round"]), int(fit_cfg["client"])
     if cid != node.partition_id:

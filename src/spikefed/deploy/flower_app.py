@@ -1,9 +1,9 @@
 """The Flower app objects (``[tool.flwr.app.components]`` in pyproject.toml point here).
 
-Thin shells: the ServerApp calls :func:`spikefed.federated.flower.server_main`, the ClientApp answers the
-server's QUERY (node config) and TRAIN (local round) messages with :func:`~spikefed.federated.flower.client_query`
-and :func:`~spikefed.federated.flower.client_train`. TRAIN messages of Flower's SecAgg+ protocol go through
-``secaggplus_mod`` (see :mod:`spikefed.federated.flower_secagg`).
+Thin shells: the ServerApp calls :func:`spikefed.deploy.flower.server_main`, the ClientApp answers the
+server's QUERY (node config) and TRAIN (local round) messages with :func:`~spikefed.deploy.flower.client_query`
+and :func:`~spikefed.deploy.flower.client_train`. TRAIN messages of Flower's SecAgg+ protocol go through
+``secaggplus_mod`` (see :mod:`spikefed.deploy.flower_secagg`).
 """
 
 from __future__ import annotations
