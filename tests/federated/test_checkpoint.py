@@ -324,7 +324,7 @@ def _small(*overrides: str) -> RunSettings:
 def _state_tree(sim: Simulation) -> dict[str, Any]:
     st = sim.state
     return {"round": st.round, "global_params": st.global_params, "strategy_state": st.strategy_state,
-            "controls": st.controls, "metrics": st.metrics, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
+            "metrics": st.metrics, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
             "seconds": st.seconds, "client_state": st.client_state, "server_state": st.server_state}
 
 
@@ -379,7 +379,10 @@ def test_load_checkpoint_refuses_a_non_finite_weight_and_wrong_kinds(tmp_path: P
                             "different model"),
         "string key client": (lambda d: d["client_state"].__setitem__("0", {}), "client ids"),
         "client out of range": (lambda d: d["client_state"].__setitem__(99, {}), "outside 0..5"),
-        "control of another model": (lambda d: d["controls"].__setitem__(1, {"other": torch.ones(1)}), "controls"),
+        "control of another model": (lambda d: d["client_state"].__setitem__(1, {"scaffold_control": {
+            "other": torch.ones(1)}}), "client_state[1]['scaffold_control']"),
+        "residual of another shape": (lambda d: d["client_state"].__setitem__(2, {"ef_residual": {
+            n: torch.ones(1) for n in d["global_params"]}}), "client_state[2]['ef_residual']"),
         "negative bytes": (lambda d: d.__setitem__("bytes_up", -1), "bytes_up"),
         "seconds not a number": (lambda d: d.__setitem__("seconds", "soon"), "seconds"),
         "missing server_state": (lambda d: d.pop("server_state"), "incomplete"),

@@ -109,7 +109,6 @@ class SimulationState:
     round: int
     global_params: ParamDict
     strategy_state: dict[str, Any]
-    controls: dict[int, ParamDict]
     metrics: list[dict[str, Any]]
     bytes_up: int = 0
     bytes_down: int = 0
@@ -130,7 +129,7 @@ class Simulation:
         self.clients = [build_client(spec, cid) for cid in range(self.num_clients)]
         self.manifolds = {n: manifold_of(p) for n, p in spec.model.named_parameters()}
         self.stages: list[Stage] = build_stages(self)  # may rewrite self.clients (label flips, task data)
-        self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), {}, [])
+        self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), [])
         features = spec.data.x_train.clone()  # as the clients see them (feature skew applied)
         for c, idx in zip(self.clients, spec.parts):
             features[torch.as_tensor(np.asarray(idx), dtype=torch.int64)] = c.x
@@ -276,7 +275,7 @@ class Simulation:
         (a JSON tree plus the wire-format tensor section under a SHA-256; no pickle)."""
         st = self.state
         return encode_state({"version": CHECKPOINT_VERSION, "round": st.round, "global_params": st.global_params,
-                             "strategy_state": st.strategy_state, "controls": st.controls, "metrics": st.metrics,
+                             "strategy_state": st.strategy_state, "metrics": st.metrics,
                              "bytes_up": st.bytes_up, "bytes_down": st.bytes_down, "seconds": st.seconds,
                              "client_state": st.client_state, "server_state": st.server_state,
                              "fingerprint": fingerprint or {}})
@@ -314,16 +313,18 @@ class Simulation:
         if list(gp) != list(reference) or any(gp[n].shape != reference[n].shape or gp[n].dtype != reference[n].dtype
                                               for n in reference):
             raise ValueError(f"checkpoint {path} holds parameters of a different model")
-        for cid, control in data["controls"].items():
-            if not 0 <= cid < self.num_clients or any(
-                    n not in reference or t.shape != reference[n].shape for n, t in control.items()):
-                raise ValueError(f"checkpoint {path} is corrupt: controls of client {cid} do not fit the model "
-                                 f"and the {self.num_clients} clients")
-        if any(not 0 <= cid < self.num_clients for cid in data["client_state"]):
-            raise ValueError(f"checkpoint {path} is corrupt: client_state names a client outside "
-                             f"0..{self.num_clients - 1}")
+        for cid, held in data["client_state"].items():
+            if not 0 <= cid < self.num_clients:
+                raise ValueError(f"checkpoint {path} is corrupt: client_state names a client outside "
+                                 f"0..{self.num_clients - 1}")
+            for key in CLIENT_TENSOR_STATE:  # SCAFFOLD control variate, error-feedback residual
+                kept = held.get(key)
+                if kept is not None and (not isinstance(kept, dict) or list(kept) != list(reference) or any(
+                        not isinstance(t, torch.Tensor) or t.shape != reference[n].shape for n, t in kept.items())):
+                    raise ValueError(f"checkpoint {path} is corrupt: client_state[{cid}][{key!r}] does not fit the "
+                                     "model's parameters")
         self.spec.strategy.load_state_dict(data["strategy_state"])
-        self.state = SimulationState(data["round"], gp, data["strategy_state"], data["controls"], data["metrics"],
+        self.state = SimulationState(data["round"], gp, data["strategy_state"], data["metrics"],
                                      data["bytes_up"], data["bytes_down"], data["seconds"],
                                      data["client_state"], data["server_state"])
         self.load_stage_states()
@@ -382,8 +383,10 @@ def train_local(spec: FederationSpec, received: ParamDict, clients: list[ClientD
 
 
 
-_CHECKPOINT_KEYS = ("round", "global_params", "strategy_state", "controls", "metrics", "bytes_up", "bytes_down",
-                    "seconds", "client_state", "server_state")
+_CHECKPOINT_KEYS = ("round", "global_params", "strategy_state", "metrics", "bytes_up", "bytes_down", "seconds",
+                    "client_state", "server_state")
+#: per-client state entries that hold one tensor per model parameter
+CLIENT_TENSOR_STATE = ("scaffold_control", "ef_residual")
 
 
 def _check_checkpoint_structure(path: Path, data: dict[str, Any]) -> None:
@@ -409,13 +412,10 @@ def _check_checkpoint_structure(path: Path, data: dict[str, Any]) -> None:
     for key in ("strategy_state", "server_state"):
         if not isinstance(data[key], dict):
             raise ValueError(f"checkpoint {path} is corrupt: {key} is not a dict")
-    for key in ("controls", "client_state"):
-        per_client = data[key]
-        if not isinstance(per_client, dict) or not all(
-                isinstance(c, int) and not isinstance(c, bool) and isinstance(v, dict) for c, v in per_client.items()):
-            raise ValueError(f"checkpoint {path} is corrupt: {key} is not a dict from client ids to dicts")
-    if not all(isinstance(t, torch.Tensor) for control in data["controls"].values() for t in control.values()):
-        raise ValueError(f"checkpoint {path} is corrupt: controls hold something other than tensors")
+    per_client = data["client_state"]
+    if not isinstance(per_client, dict) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and isinstance(v, dict) for c, v in per_client.items()):
+        raise ValueError(f"checkpoint {path} is corrupt: client_state is not a dict from client ids to dicts")
 
 
 def _weighted(values: list[float], weights: list[int]) -> float | None:
