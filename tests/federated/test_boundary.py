@@ -6,35 +6,37 @@ the round finishes, that upload is rejected with a reason containing the expecte
 and the global parameters are finite and bit-identical (``torch.equal``) to those of an independent Simulation
 whose remote trainer simply leaves the client out.
 
-==================================  ============================================================================
-kind                                reason (excerpt, as logged in ``row["rejections"]``)
-==================================  ============================================================================
-truncated payload                   delta payload: corrupt parameter payload at byte N: truncated ...
-bad magic                           delta payload: corrupt parameter payload at byte 0: bad magic ...
-trailing bytes                      delta payload: ... 1 trailing bytes ...
-empty payload                       delta payload: corrupt parameter payload at byte 0: truncated ...
+=================================== ===========================================================================
+kind                                reason (as logged in ``row["rejections"]``; "payload: ..." abbreviates
+                                    "delta payload: corrupt parameter payload at byte N: ...")
+=================================== ===========================================================================
+truncated payload                   payload: truncated: data of 'linears.0.weight' (shape (16, 64),
+                                    torch.float32) needs 4096 bytes, only 2435 left
+bad magic                           payload (byte 0): bad magic b'EVIL' (expected b'SPKF')
+trailing bytes                      payload: 1 trailing bytes after the 4 tensors announced at byte 5
+empty payload                       payload (byte 0): truncated: magic needs 4 bytes, only 0 left
 1-element tensor for a weight       delta 'linears.0.weight': expected shape (16, 64), got (1,)
 [3, 3] tensor for a [16, 64] weight delta 'linears.0.weight': expected shape (16, 64), got (3, 3)
 extra tensor name                   delta: missing parameters [], unexpected parameters ['evil.weight']
 missing tensor                      delta: missing parameters ['linears.1.bias'], unexpected parameters []
 int64 tensor                        delta 'linears.0.bias': expected a floating-point dtype, got torch.int64
 bool tensor                         delta 'linears.0.bias': expected a floating-point dtype, got torch.bool
-float16 tensor                      ACCEPTED (float dtypes are accepted; added in the global dtype)
-NaN value                           delta 'linears.0.weight': contains non-finite values (nan/inf)
-inf value                           delta 'linears.0.weight': contains non-finite values (nan/inf)
-huge-norm delta (norm 1e9)          update norm 1e+09 exceeds norm_bound = 10 x the round's median update norm ...
-num_samples 0 / -3 / 2.5 / True     num_samples must be an integer >= 1, got 0 / -3 / 2.5 / True / '10'
-  / "10"
+float16 tensor                      ACCEPTED (decision: float dtypes are accepted, added in the global dtype)
+NaN value / inf value               delta 'linears.0.weight': contains non-finite values (nan/inf)
+huge-norm delta (norm 1e9)          update norm 1e+09 exceeds norm_bound = 10 x the round's median update
+                                    norm 0.843197
+num_samples 0, -3, 2.5, True, "10"  num_samples must be an integer >= 1, got 0 (-3, 2.5, True, '10')
 steps -1                            steps must be an integer >= 0, got -1
-metric NaN / metric a string        metric 'loss' must be a finite number, got nan / 'low'
-client id not sampled               client was not asked to train in this round, or answered twice
-same client answering twice         client was not asked to train in this round, or answered twice
-payload None / a str                payload must be bytes, got NoneType / str
-Upload with error set               node crashed: CUDA out of memory
-topk: header claims a huge shape    delta 'linears.0.weight': expected shape (16, 64), got (1073741824, 1073741824)
-topk: index out of range            delta payload: corrupt parameter payload at byte N: index of
-                                    'linears.0.weight' out of range (numel 1024)
-==================================  ============================================================================
+metric NaN / a string               metric 'loss' must be a finite number, got nan ('low')
+client id not sampled               client was not asked to train in this round
+same client answering twice         client answered twice in this round (its first accepted answer counts)
+payload None / a str                payload must be bytes, got NoneType (str)
+Upload with error set               node crashed: CUDA OOM  (the error text itself)
+topk: header claims a huge shape    delta 'linears.0.weight': expected shape (16, 64), got (1073741824,
+                                    1073741824)  (from the header: nothing dense is allocated)
+topk: index out of range            payload: index of 'linears.0.weight' out of range (numel 1024)
+topk: indices run past the end      payload: indices of 'linears.0.weight' run past its 1024 coordinates
+=================================== ===========================================================================
 
 The compressed (topk) kinds run with ``TensorMessage.dense`` guarded: expanding a tensor of more than 10**6
 coordinates fails the test, so the huge shape is refused from the header, before any dense tensor exists.
@@ -46,7 +48,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -57,7 +59,12 @@ from spikefed.federated.aggregation import InvalidUpdate
 from spikefed.federated.boundary import check_metadata, parse_upload
 from spikefed.federated.compression import TensorMessage, decode_message, encode_message
 from spikefed.federated.serialization import decode_params, encode_params
-from spikefed.federated.simulation import Simulation, client_generator, client_upload, train_local
+from spikefed.federated.simulation import (
+    Simulation,
+    client_generator,
+    client_upload,
+    train_local,
+)
 from spikefed.federated.types import ParamDict, Upload
 
 BASE = ["partition.num_clients=6", "partition.min_size=5", "federation.rounds=1", "federation.fraction=0.5",
@@ -171,7 +178,7 @@ KINDS: list[tuple[str, bool, Callable[[Upload, Federation], Upload], str]] = [
     ("truncated payload", False, lambda u, f: replace(u, payload=u.payload[: len(u.payload) // 2]), "truncated"),
     ("bad magic", False, lambda u, f: replace(u, payload=b"EVIL" + u.payload[4:]), "magic"),
     ("trailing bytes", False, lambda u, f: replace(u, payload=u.payload + b"\x00"), "trailing"),
-    ("empty payload", False, lambda u, f: replace(u, payload=b""), "payload"),
+    ("empty payload", False, lambda u, f: replace(u, payload=b""), "truncated"),
     ("1-element tensor for a weight", False, lambda u, f: _with_delta(u, _set(W0, torch.full((1,), 5.0))), "shape"),
     ("[3,3] tensor for a [16,64] weight", False, lambda u, f: _with_delta(u, _set(W0, torch.ones(3, 3))), "shape"),
     ("extra tensor name", False, lambda u, f: _with_delta(u, _set("evil.weight", torch.ones(2))), "unexpected"),
@@ -193,7 +200,7 @@ KINDS: list[tuple[str, bool, Callable[[Upload, Federation], Upload], str]] = [
     ("metric NaN", False, lambda u, f: replace(u, metrics={**u.metrics, "loss": math.nan}), "metric"),
     ("metric a string", False, lambda u, f: replace(u, metrics={**u.metrics, "loss": "low"}), "metric"),
     ("client id not sampled", False, lambda u, f: replace(u, client_id=1), "not asked"),
-    ("same client answering twice", False, lambda u, f: f.honest[OTHER], "twice"),
+    ("same client answering twice", False, lambda u, f: f.honest[OTHER], "answered twice"),
     ("payload None", False, lambda u, f: replace(u, payload=None), "bytes"),
     ("payload a str", False, lambda u, f: replace(u, payload=u.payload.decode("latin-1")), "bytes"),
     ("Upload with error set", False, lambda u, f: Upload(u.client_id, 0, b"", error="node crashed: CUDA OOM"),
@@ -288,6 +295,14 @@ def test_check_metadata_refuses_each_bad_field(fields, word):
                                     -1 if "client_id" in fields else 2)
 
 
+def test_check_metadata_tells_a_stranger_from_a_second_answer():
+    up = _upload({"w": torch.zeros(4, 3)})
+    with pytest.raises(InvalidUpdate, match="answered twice"):
+        check_metadata(up, set(), {2})
+    with pytest.raises(InvalidUpdate, match="not asked"):
+        check_metadata(up, {1}, {0})
+
+
 def test_check_metadata_passes_a_sane_upload_and_error_wins_over_everything_else():
     check_metadata(_upload({"w": torch.zeros(4, 3)}), {2})
     with pytest.raises(InvalidUpdate, match="node said no"):
@@ -297,7 +312,7 @@ def test_check_metadata_passes_a_sane_upload_and_error_wins_over_everything_else
 class _Spy(torch.Tensor):
     """A tensor that records every torch function applied to it."""
 
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):

@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("flwr", reason="Flower (flwr) is not installed: pip install 'flwr>=1.40,<1.42'")
 
-from spikefed.federated.flower import GARBAGE_UPLOAD_ENV  # noqa: E402
-from spikefed.federated.flower_launch import pid_alive, run_demo  # noqa: E402
+from spikefed.federated.flower import GARBAGE_UPLOAD_ENV
+from spikefed.federated.flower_launch import pid_alive, run_demo
 
 ROOT = Path(__file__).resolve().parents[2]
 GARBAGE_NODE = 1
