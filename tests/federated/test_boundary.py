@@ -252,6 +252,15 @@ def test_float16_delta_is_accepted_and_added_in_the_global_dtype():
         assert t.dtype == torch.float32 and torch.equal(t, fed.sim.state.global_params[n]), n
 
 
+def test_float64_delta_is_added_in_the_global_dtype():
+    g = _params()
+    delta = {n: torch.full(t.shape, 1 / 3, dtype=torch.float64) for n, t in g.items()}
+    upd = parse_upload(_upload(delta), "dense", g, g, {}, {2})
+    for n in g:
+        assert upd.params[n].dtype == torch.float32
+        assert torch.equal(upd.params[n], g[n] + delta[n].float())
+
+
 def test_a_clean_round_through_the_same_remote_path_accepts_everyone():
     fed = _federation(False)
     row = fed.run(fed.honest[VICTIM])

@@ -116,10 +116,9 @@ def parse_upload(up: Upload, mode: str, global_params: ParamDict, received: Para
     control = None
     if up.control_payload is not None:
         control = parse_delta(cid, bytes(up.control_payload), global_params, False, "control_delta")
-    if mode == "dense":
-        params = {n: global_params[n] + delta[n] for n in global_params}
-    else:
-        params = {n: global_params[n] + delta[n].to(global_params[n].dtype) for n in global_params}
+    # in the global dtype: a float16 or float64 delta is converted first (a no-op for the usual float32)
+    params = {n: global_params[n] + delta[n].to(global_params[n].dtype) for n in global_params}
+    if mode != "dense":
         for n, p in params.items():
             m = manifolds.get(n)
             if m is not None and m.kind != "euclidean":
