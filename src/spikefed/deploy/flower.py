@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,8 @@ SECURE_MODES = ("none", "secaggplus")
 MSG_QUERY, MSG_TRAIN = "query", "train"
 GLOBAL_KEY, FIT_KEY, UPDATE_KEY, METRICS_KEY, NODE_KEY = "global", "fit", "update", "metrics", "node"
 STATE_KEY = "spikefed.client-state"  # the node's error-feedback residual between rounds (context.state)
+#: test hook: a node whose environment has ``SPIKEFED_TEST_GARBAGE_UPLOAD=1`` replies with garbage payload bytes
+GARBAGE_UPLOAD_ENV = "SPIKEFED_TEST_GARBAGE_UPLOAD"
 
 
 class DeploymentError(ValueError):
@@ -236,6 +240,8 @@ def client_train(content: Any, run_config: Mapping[str, Any], node_config: Mappi
     if saved is not None and len(saved) > 0:
         client_state[cid] = {"ef_residual": record_to_params(saved, reference)}
     up = client_upload(spec, rnd, upd, received, client_state)
+    if os.environ.get(GARBAGE_UPLOAD_ENV) == "1":  # test hook: a well-formed reply with garbage content
+        up.payload = random.Random(f"garbage:{rnd}:{cid}").randbytes(len(up.payload))
     if cid in client_state:
         state.array_records[STATE_KEY] = _state_to_record(client_state[cid])
     metrics = {"num-samples": int(up.num_samples), "steps": int(up.steps),

@@ -136,6 +136,7 @@ class LocalFederation:
     tls: bool = False
     auth: bool = False
     node_configs: list[str] | None = None  # one ``--node-config`` string per node (default: partition i of N)
+    node_env: Mapping[int, Mapping[str, str]] | None = None  # extra environment of node i (tests)
     start_timeout: float = 60.0
     procs: list[Proc] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
@@ -150,14 +151,15 @@ class LocalFederation:
                     "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
 
     # -- processes ------------------------------------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str]) -> Proc:
+    def _spawn(self, name: str, argv: list[str], extra_env: Mapping[str, str] | None = None) -> Proc:
         exe = shutil.which(argv[0], path=self.env["PATH"])
         if exe is None:
             raise LaunchError(f"{argv[0]} not found; install Flower: pip install 'flwr>=1.40,<1.42'")
         log = self.work / f"{name}.log"
         with open(log, "wb") as out:
             p = subprocess.Popen([exe, *argv[1:]], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=self.env, cwd=self.work, start_new_session=True, preexec_fn=_die_with_parent)
+                                 env={**self.env, **(extra_env or {})}, cwd=self.work, start_new_session=True,
+                                 preexec_fn=_die_with_parent)
         proc = Proc(name, p, log)
         self.procs.append(proc)
         self.seen.add(p.pid)
@@ -195,7 +197,7 @@ class LocalFederation:
                 argv += ["--node-config", cfg]
             if self.auth:
                 argv += ["--auth-supernode-private-key", str(self.work / "keys" / f"node{i}")]
-            self._spawn(f"supernode{i}", argv)
+            self._spawn(f"supernode{i}", argv, (self.node_env or {}).get(i))
 
     def _write_connection(self) -> None:
         lines = ["[superlink]", 'default = "spikefed-local"', "", "[superlink.spikefed-local]",
@@ -419,11 +421,12 @@ def _last_line(path: Path) -> str:
 
 def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout: float, tls: bool = False,
              auth: bool = False, on_line: Callable[[str], None] | None = None,
-             node_configs: list[str] | None = None, record: list[int] | None = None) -> dict[str, Any]:
+             node_configs: list[str] | None = None, record: list[int] | None = None,
+             node_env: Mapping[int, Mapping[str, str]] | None = None) -> dict[str, Any]:
     """Start a local federation, run the app, stop everything (also on error / Ctrl-C); returns the summary
     with the PIDs that were started (``pids``) so callers can check none is left (``record``, if given,
     receives them too, also when the run fails)."""
-    fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs)
+    fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs, node_env=node_env)
     previous = signal.getsignal(signal.SIGTERM)
 
     def _terminate(signum: int, frame: Any) -> None:

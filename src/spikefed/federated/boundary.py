@@ -37,15 +37,19 @@ __all__ = ["UPLINK_MODES", "check_metadata", "parse_delta", "parse_upload"]
 UPLINK_MODES = ("dense", "dense-received", "compressed")
 
 
-def check_metadata(up: Upload, expected: set[int] | frozenset[int]) -> None:
-    """Plain fields of an upload (no tensors): ``InvalidUpdate`` naming the client unless they are sane."""
+def check_metadata(up: Upload, expected: set[int] | frozenset[int],
+                   answered: set[int] | frozenset[int] = frozenset()) -> None:
+    """Plain fields of an upload (no tensors): ``InvalidUpdate`` naming the client unless they are sane.
+    ``expected``: the clients asked this round that have not answered yet; ``answered``: those that have."""
     cid = up.client_id
     if isinstance(cid, bool) or not isinstance(cid, numbers.Integral):
         raise InvalidUpdate(-1, f"client id must be an integer, got {cid!r}")
     if up.error is not None:
         raise InvalidUpdate(int(cid), str(up.error))
+    if cid in answered:
+        raise InvalidUpdate(int(cid), "client answered twice in this round (its first accepted answer counts)")
     if cid not in expected:
-        raise InvalidUpdate(int(cid), "client was not asked to train in this round, or answered twice")
+        raise InvalidUpdate(int(cid), "client was not asked to train in this round")
     n = up.num_samples
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise InvalidUpdate(cid, f"num_samples must be an integer >= 1, got {n!r}")
@@ -97,7 +101,8 @@ def parse_delta(cid: int, payload: bytes, reference: ParamDict, compressed: bool
 
 
 def parse_upload(up: Upload, mode: str, global_params: ParamDict, received: ParamDict,
-                 manifolds: Mapping[str, Manifold], expected: set[int] | frozenset[int]) -> ClientUpdate:
+                 manifolds: Mapping[str, Manifold], expected: set[int] | frozenset[int],
+                 answered: set[int] | frozenset[int] = frozenset()) -> ClientUpdate:
     """One upload -> the client's parameters as the server reconstructs them, or :class:`InvalidUpdate`.
 
     ``mode`` (:data:`UPLINK_MODES`): ``dense`` deltas are against the global model, the others against the
@@ -105,16 +110,15 @@ def parse_upload(up: Upload, mode: str, global_params: ParamDict, received: Para
     """
     if mode not in UPLINK_MODES:
         raise ValueError(f"unknown uplink mode {mode!r}; valid: {', '.join(UPLINK_MODES)}")
-    check_metadata(up, expected)
+    check_metadata(up, expected, answered)
     cid = int(up.client_id)
     delta = parse_delta(cid, bytes(up.payload), global_params, mode == "compressed")
     control = None
     if up.control_payload is not None:
         control = parse_delta(cid, bytes(up.control_payload), global_params, False, "control_delta")
-    if mode == "dense":
-        params = {n: global_params[n] + delta[n] for n in global_params}
-    else:
-        params = {n: global_params[n] + delta[n].to(global_params[n].dtype) for n in global_params}
+    # in the global dtype: a float16 or float64 delta is converted first (a no-op for the usual float32)
+    params = {n: global_params[n] + delta[n].to(global_params[n].dtype) for n in global_params}
+    if mode != "dense":
         for n, p in params.items():
             m = manifolds.get(n)
             if m is not None and m.kind != "euclidean":

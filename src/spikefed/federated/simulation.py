@@ -199,11 +199,14 @@ class Simulation:
         Every failure is one rejection with its reason; nothing rejected is used."""
         spec, st = self.spec, self.state
         mode, expected, parsed = uplink_mode(spec), set(ctx.plan.trained), []
+        answered: set[int] = set()
         for up in ctx.uploads:
             ctx.bytes_up += _length(up.payload) + _length(up.control_payload)
             try:
-                parsed.append(parse_upload(up, mode, st.global_params, ctx.received, self.manifolds, expected))
+                parsed.append(parse_upload(up, mode, st.global_params, ctx.received, self.manifolds, expected,
+                                           answered))
                 expected.discard(up.client_id)
+                answered.add(up.client_id)
             except InvalidUpdate as e:
                 ctx.reject(e.client_id, e.reason)
         relative = spec.norm_bound if spec.privacy is None else None  # DP clips; secure sums hide norms
