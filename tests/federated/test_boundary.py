@@ -91,7 +91,7 @@ class Federation:
         """Round 1 from the initial state with the victim's upload replaced (``None``: left out)."""
         self.sim.state = copy.deepcopy(self.initial)
         self.sim.spec.strategy.load_state_dict(self.initial.strategy_state)
-        self.sim.load_stage_states()
+        self.sim.load_stage_states(self.initial.server_state)
         uploads = [victim_upload if c == VICTIM else self.honest[c] for c in SAMPLED]
 
         def remote(rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:

@@ -405,3 +405,33 @@ def test_load_checkpoint_refuses_a_non_finite_weight_and_wrong_kinds(tmp_path: P
 def _saved(sim: Simulation, path: Path) -> dict[str, Any]:
     sim.save_checkpoint(path)
     return read_checkpoint(path)
+
+
+def test_stage_state_that_does_not_fit_the_run_is_refused_and_nothing_changes(tmp_path) -> None:
+    """A checkpoint whose stage state is damaged in content (a forged file with a valid hash) is one error line on
+    load, before any round runs; every stage keeps its state."""
+    settings = _small("compression.uplink=topk", "compression.downlink=topk", "compression.fraction=0.1")
+    sim = Simulation(build_spec(settings))
+    sim.run_round()
+    sim.run_round()
+    sim.save_checkpoint(tmp_path / "good.pt")
+    name = next(iter(sim.state.global_params))
+    cases = {
+        "reference of another shape": (lambda d: d["server_state"]["channel"]["downlink"]["reference"].__setitem__(
+            name, torch.ones(1)), "downlink reference"),
+        "history of strings": (lambda d: d["server_state"]["channel"]["downlink"].__setitem__("history", ["x"]),
+                               "history"),
+        "synced round negative": (lambda d: d["server_state"]["channel"]["downlink"]["synced"].__setitem__(0, -1),
+                                  "synced round"),
+        "a stage this run lacks": (lambda d: d["server_state"].__setitem__("privacy", {"clip": 1.0, "rounds": 1}),
+                                   "stages this run does not have"),
+    }
+    for case, (mutate, needle) in cases.items():
+        data = read_checkpoint(tmp_path / "good.pt")
+        mutate(data)
+        write_checkpoint(tmp_path / "bad.pt", data)
+        fresh = Simulation(build_spec(settings))
+        with pytest.raises(ValueError) as e:
+            fresh.load_checkpoint(tmp_path / "bad.pt")
+        assert needle in str(e.value) and "\n" not in str(e.value), (case, str(e.value))
+        assert fresh.state.round == 0 and fresh.stage("channel").state_dict() == {}, case

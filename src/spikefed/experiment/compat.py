@@ -96,6 +96,27 @@ REFUSALS: tuple[Refusal, ...] = (
                       "event data".format(_fleet_dt(s)[0], _fleet_dt(s)[1].profile,  # type: ignore[index]
                                           _fleet_dt(s)[1].to_profile().dt, s.data.name,  # type: ignore[index]
                                           s.data.bins)),
+    Refusal("fleet-neuron", "run", ("devices.fleet", "model.neuron"),
+            lambda s: bool(s.devices.fleet) and s.model.neuron not in ("lif", "if"),
+            lambda s: f"devices.fleet: device simulation supports LIF and IF neurons (model.neuron must be lif or "
+                      f"if, got {s.model.neuron}): the chips' mismatch and calibration model a LIF/IF core"),
+    Refusal("fleet-scaffold", "run", ("devices.fleet", "federation.strategy"),
+            lambda s: bool(s.devices.fleet) and s.federation.strategy == "scaffold",
+            lambda s: "devices.fleet: SCAFFOLD control variates are not supported on device fleets (they would "
+                      "live in device coordinates, the aggregate in the latent space); choose another "
+                      "federation.strategy"),
+    Refusal("fleet-tbptt", "run", ("devices.fleet", "local.tbptt"),
+            lambda s: bool(s.devices.fleet) and s.local.tbptt is not None,
+            lambda s: "devices.fleet: device simulation runs full BPTT (the device forward is the batched "
+                      "engine's); unset local.tbptt"),
+    Refusal("fleet-eprop", "run", ("devices.fleet", "local.method"),
+            lambda s: bool(s.devices.fleet) and s.local.method != "bptt",
+            lambda s: f"devices.fleet: devices train with BPTT on the batched engine; local.method={s.local.method} "
+                      "is not supported on a fleet"),
+    Refusal("fleet-engine", "run", ("devices.fleet", "federation.engine"),
+            lambda s: bool(s.devices.fleet) and s.federation.engine != "cohort",
+            lambda s: "devices.fleet: devices train on the batched cohort engine; set federation.engine=cohort "
+                      f"(got {s.federation.engine})"),
     Refusal("flower-scaffold", "flower", ("federation.strategy",),
             lambda s: s.federation.strategy == "scaffold",
             lambda s: "federation.strategy=scaffold is not supported on Flower (its per-client control variates "

@@ -122,17 +122,9 @@ def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int)
     from ..hardware.devices import assign_fleet, supports_devices
     from ..hardware.fleet import Fleet
 
-    reason = supports_devices(model)
+    reason = supports_devices(model)  # the config's refusals are in experiment.compat; this guards the model
     if reason is not None:
         raise ConfigError(f"devices.fleet: {reason} (model.neuron must be lif or if)")
-    if settings.federation.strategy == "scaffold":
-        raise ConfigError("devices.fleet: SCAFFOLD control variates are not supported on device fleets; "
-                          "choose another federation.strategy")
-    if settings.local.tbptt is not None:
-        raise ConfigError("devices.fleet: device simulation runs full BPTT; unset local.tbptt")
-    if settings.federation.engine != "cohort":
-        raise ConfigError(f"devices.fleet: devices train on the batched cohort engine; set federation.engine=cohort "
-                          f"(got {settings.federation.engine})")
     rng = numpy_rng(settings.seed, Purpose.FLEET)
     profiles = assign_fleet(num_clients, [(e.to_profile(), e.fraction) for e in d.fleet], rng)
     return Fleet(model, profiles, d.aggregation,

@@ -410,6 +410,10 @@ class PrivacyEngine:
     def initial_state(self) -> dict[str, Any]:
         return {"clip": float(self.spec.clip), "rounds": 0}
 
+    def checked_state(self, state: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The server state (``{"clip", "rounds"}``) checked, or ``ValueError`` naming what is wrong."""
+        return self._state(state)
+
     def _state(self, state: Mapping[str, Any] | None) -> dict[str, Any]:
         if not state:
             return self.initial_state()

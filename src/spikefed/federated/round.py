@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
+import torch
+
 from ..manifold import Manifold
 from .faults import FaultPlan
 from .types import ClientUpdate, FitInstructions, ParamDict, Upload
@@ -97,6 +99,23 @@ class Stage:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+
+
+def check_params(what: str, value: Any, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """``ValueError`` unless ``value`` is a ``name -> float tensor`` dict with exactly the model's names and shapes
+    (for stage state read back from a checkpoint)."""
+    if not isinstance(value, dict) or list(value) != list(shapes):
+        raise ValueError(f"{what} does not hold the model's parameters")
+    for name, t in value.items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != tuple(shapes[name]):
+            raise ValueError(f"{what}[{name!r}] is not a float tensor of shape {tuple(shapes[name])}")
+
+
+def check_int(what: str, value: Any, low: int = 0) -> int:
+    """``value`` as an int ``>= low``, or ``ValueError`` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
+    return value
 
 
 #: ``(round, received params, clients to train, fit instructions, step budgets | None) -> uploads``

@@ -244,10 +244,20 @@ class Simulation:
         st.metrics.append(row)
         return row
 
-    def load_stage_states(self) -> None:
-        """Hand each stage its part of ``state.server_state`` (after a checkpoint was loaded)."""
-        for s in self.stages:
-            s.load_state_dict(self.state.server_state.get(s.key, {}))
+    def load_stage_states(self, server_state: dict[str, Any], path: Path | str = "checkpoint") -> None:
+        """Hand each stage its part of ``server_state`` (read from a checkpoint): all of them or none (a stage
+        that refuses its state leaves every stage as it was, and raises ``ValueError`` naming the file)."""
+        unknown = sorted(set(server_state) - {s.key for s in self.stages})
+        if unknown:
+            raise ValueError(f"checkpoint {path} holds state of stages this run does not have: {unknown}")
+        previous = {s.key: s.state_dict() for s in self.stages}
+        try:
+            for s in self.stages:
+                s.load_state_dict(server_state.get(s.key, {}))
+        except (ValueError, TypeError, KeyError) as e:
+            for s in self.stages:
+                s.load_state_dict(previous[s.key])
+            raise ValueError(f"checkpoint {path} is corrupt: {e}") from None
 
     def eval_keys(self) -> tuple[str, ...]:
         """The metrics-row keys of an evaluation (null in rounds without one)."""
@@ -326,11 +336,11 @@ class Simulation:
                         not isinstance(t, torch.Tensor) or t.shape != reference[n].shape for n, t in kept.items())):
                     raise ValueError(f"checkpoint {path} is corrupt: client_state[{cid}][{key!r}] does not fit the "
                                      "model's parameters")
+        self.load_stage_states(data["server_state"], path)
         self.spec.strategy.load_state_dict(data["strategy_state"])
         self.state = SimulationState(data["round"], gp, data["strategy_state"], data["metrics"],
                                      data["bytes_up"], data["bytes_down"], data["seconds"],
                                      data["client_state"], data["server_state"])
-        self.load_stage_states()
 
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...seeding import SERVER_STREAM, Purpose, torch_generator
 from ..compression import client_uplink, downlink_broadcast
-from ..round import RoundContext, Stage
+from ..round import RoundContext, Stage, check_int, check_params
 from ..serialization import decode_params, encode_params
 from ..types import ClientUpdate, ParamDict, Upload
 
@@ -33,6 +33,7 @@ class ChannelStage(Stage):
         self.downlink = comp.downlink_compressor() if comp is not None else None
         self.mode = uplink_mode(sim.spec)
         self.reference: dict[str, Any] = {}  # compressed downlink: reference model, history, last syncs
+        self.shapes = {n: tuple(p.shape) for n, p in sim.spec.model.named_parameters()}
 
     def configure(self, ctx: RoundContext) -> None:
         """The broadcast of the round: ``ctx.received`` (what the clients start from) and its bytes."""
@@ -59,7 +60,23 @@ class ChannelStage(Stage):
         return {"downlink": self.reference} if self.reference else {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.reference = dict(state.get("downlink", {}))
+        """The compressed downlink's state, checked: ``{"reference": params, "synced": {client: round},
+        "history": [(round, payload bytes), ...]}`` (or nothing before the first round)."""
+        down = state.get("downlink", {})
+        if down:
+            if not isinstance(down, dict) or set(down) != {"reference", "synced", "history"}:
+                raise ValueError("channel state: downlink must hold reference, synced and history")
+            check_params("channel state: downlink reference", down["reference"], self.shapes)
+            synced, history = down["synced"], down["history"]
+            if not isinstance(synced, dict) or not all(check_int("channel state: a synced client", c) >= 0
+                                                       and check_int("channel state: a synced round", r) >= 0
+                                                       for c, r in synced.items()):
+                raise ValueError("channel state: downlink synced must map client ids to rounds")
+            if not isinstance(history, list) or not all(
+                    isinstance(h, tuple) and len(h) == 2 and check_int("channel state: a history round", h[0]) >= 0
+                    and isinstance(h[1], bytes) for h in history):
+                raise ValueError("channel state: downlink history must be a list of (round, bytes)")
+        self.reference = dict(down)
 
 
 def uplink_mode(spec: FederationSpec) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..continual import ContinualStream, build_tasks
 from ..cohort import ClientData
-from ..round import RoundContext, Stage
+from ..round import RoundContext, Stage, check_int, check_params
 from ..types import load_params_
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,6 +32,7 @@ class ContinualStage(Stage):
             spec.continual, sim.clients, spec.data.x_test, spec.data.y_test, spec.data.num_classes, spec.seed,
             ClientData))
         self.state: dict[str, Any] = {"anchors": {}, "fisher": {}}
+        self.shapes = {n: tuple(p.shape) for n, p in spec.model.named_parameters()}
         self.idle = 0
 
     def begin(self, ctx: RoundContext) -> None:
@@ -65,4 +66,14 @@ class ContinualStage(Stage):
         return self.state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.state = {"anchors": dict(state.get("anchors", {})), "fisher": dict(state.get("fisher", {}))}
+        """Anchors and Fisher weights by task, checked against the model (``ValueError`` naming what is wrong)."""
+        out: dict[str, Any] = {}
+        for key in ("anchors", "fisher"):
+            by_task = state.get(key, {})
+            if not isinstance(by_task, dict):
+                raise ValueError(f"continual state: {key} must map tasks to parameters")
+            for task, params in by_task.items():
+                check_int(f"continual state: a task of {key}", task)
+                check_params(f"continual state: {key}[{task}]", params, self.shapes)
+            out[key] = dict(by_task)
+        self.state = out

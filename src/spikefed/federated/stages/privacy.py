@@ -55,4 +55,4 @@ class PrivacyStage(Stage):
         return dict(self.state) if self.state is not None else {}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.state = dict(state) if state else None
+        self.state = self.engine.checked_state(state) if state else None  # clip > 0 finite, rounds >= 0
