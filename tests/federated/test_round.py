@@ -30,6 +30,19 @@ def test_only_the_features_the_spec_turns_on_are_stages_in_round_order() -> None
     assert [s.key for s in sim.stages] == ["continual", "channel", "privacy", "strategy"]
 
 
+def test_attackers_keep_their_flipped_labels_in_every_continual_task() -> None:
+    """The robustness stage is built before the continual one: the task data comes from the poisoned clients."""
+    drift = ["continual.stream=domain_drift", "continual.tasks=2", "federation.rounds=2"]
+    plain = Simulation(build_spec(_small(*drift)))
+    sim = Simulation(build_spec(_small(*drift, "robustness.attack=label_flip",
+                                       "robustness.attack_fraction=0.34")))
+    assert len(sim.malicious) == 2
+    for task, (clean, poisoned) in enumerate(zip(plain.stream.data.clients, sim.stream.data.clients)):
+        for k, (a, b) in enumerate(zip(clean, poisoned)):
+            assert torch.equal(a.x, b.x), (task, k)
+            assert torch.equal(b.y, 9 - a.y if k in sim.malicious else a.y), (task, k)
+
+
 class Recorder(Stage):
     """A user's stage: records the hooks in the order they run, and adds a metric."""
 

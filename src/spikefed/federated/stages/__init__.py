@@ -3,9 +3,9 @@
 | stage (key) | module | what it does in the round |
 |---|---|---|
 | ``faults`` | :mod:`.faults` | who drops out or is late, step budgets; FedNova rescaling; dropped/late counts |
+| ``robustness`` | :mod:`.robustness` | malicious clients' attacks; the robust defence in place of the mean |
 | ``continual`` | :mod:`.continual` | each client's task data, stability terms, anchors/Fisher, task accuracy |
 | ``devices`` | :mod:`.devices` | a simulated chip per client (training through it); deployed accuracy |
-| ``robustness`` | :mod:`.robustness` | malicious clients' attacks; the robust defence in place of the mean |
 | ``channel`` | :mod:`.channel` | broadcast (dense or compressed downlink), uplink compression + error feedback |
 | ``privacy`` | :mod:`.privacy` | DP-FedAvg clipping + noise and/or secure aggregation (claims the aggregate) |
 | ``strategy`` | :mod:`.strategy` | SCAFFOLD control variates; the strategy's aggregate + server optimizer |
@@ -38,12 +38,12 @@ def build_stages(sim: Simulation) -> list[Stage]:
     stages: list[Stage] = []
     if spec.faults is not None:
         stages.append(FaultStage(sim))
+    if spec.robustness is not None:  # before continual: the task data is built from the (label-flipped) clients
+        stages.append(RobustnessStage(sim))
     if spec.continual is not None:
         stages.append(ContinualStage(sim))
     if spec.fleet is not None:
         stages.append(DevicesStage(sim))
-    if spec.robustness is not None:
-        stages.append(RobustnessStage(sim))
     stages.append(ChannelStage(sim))
     if spec.privacy is not None:
         stages.append(PrivacyStage(sim))
