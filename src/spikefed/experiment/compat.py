@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["REFUSALS", "Refusal", "check", "describe", "refusals"]
+from ..events.datasets import EVENT_DATASETS
 
-EVENT_DATASETS = ("event_digits", "event_mnist5k")
+__all__ = ["REFUSALS", "Refusal", "check", "describe", "engine_for", "refusals"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,22 @@ def _event(s: Any) -> bool:
     return s.data.name in EVENT_DATASETS
 
 
-def _fleet_dt(s: Any) -> tuple[int, Any] | None:
+def _fleet_dt(s: Any) -> tuple[int, Any, float] | None:
+    """The first fleet entry whose device time step is not 1: ``(index, entry, dt)``."""
     for i, e in enumerate(s.devices.fleet):
-        if e.to_profile().dt != 1.0:
-            return i, e
+        dt = e.to_profile().dt
+        if dt != 1.0:
+            return i, e, dt
     return None
+
+
+def _fleet_dt_reason(s: Any) -> str:
+    found = _fleet_dt(s)
+    assert found is not None
+    i, e, dt = found
+    return (f"devices: fleet[{i}] (profile {e.profile}) has dt={dt:g}, but data.name={s.data.name} is event data "
+            f"binned at the nominal step (data.bins={s.data.bins}); device time steps other than 1 are not "
+            "supported with event data")
 
 
 def _differs(s: Any, section: str) -> bool:
@@ -91,11 +102,7 @@ REFUSALS: tuple[Refusal, ...] = (
                       f"event data (data.name={s.data.name}); use iid, dirichlet, shards or quantity"),
     Refusal("fleet-dt-events", "run", ("devices.fleet", "data.name"),
             lambda s: _event(s) and _fleet_dt(s) is not None,
-            lambda s: "devices: fleet[{0}] (profile {1}) has dt={2:g}, but data.name={3} is event data binned at "
-                      "the nominal step (data.bins={4}); device time steps other than 1 are not supported with "
-                      "event data".format(_fleet_dt(s)[0], _fleet_dt(s)[1].profile,  # type: ignore[index]
-                                          _fleet_dt(s)[1].to_profile().dt, s.data.name,  # type: ignore[index]
-                                          s.data.bins)),
+            _fleet_dt_reason),
     Refusal("fleet-neuron", "run", ("devices.fleet", "model.neuron"),
             lambda s: bool(s.devices.fleet) and s.model.neuron not in ("lif", "if"),
             lambda s: f"devices.fleet: device simulation supports LIF and IF neurons (model.neuron must be lif or "

@@ -68,14 +68,15 @@ class ChannelStage(Stage):
                 raise ValueError("channel state: downlink must hold reference, synced and history")
             check_params("channel state: downlink reference", down["reference"], self.shapes)
             synced, history = down["synced"], down["history"]
-            if not isinstance(synced, dict) or not all(check_int("channel state: a synced client", c) >= 0
-                                                       and check_int("channel state: a synced round", r) >= 0
-                                                       for c, r in synced.items()):
-                raise ValueError("channel state: downlink synced must map client ids to rounds")
-            if not isinstance(history, list) or not all(
-                    isinstance(h, tuple) and len(h) == 2 and check_int("channel state: a history round", h[0]) >= 0
-                    and isinstance(h[1], bytes) for h in history):
-                raise ValueError("channel state: downlink history must be a list of (round, bytes)")
+            if not isinstance(synced, dict) or not isinstance(history, list):
+                raise ValueError("channel state: downlink synced must be a dict and history a list")
+            for client, rnd in synced.items():
+                check_int("channel state: a synced client", client)
+                check_int("channel state: a synced round", rnd)
+            for entry in history:
+                if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], bytes)):
+                    raise ValueError("channel state: downlink history must be a list of (round, bytes)")
+                check_int("channel state: a history round", entry[0])
         self.reference = dict(down)
 
 
