@@ -62,3 +62,66 @@ def write_shd_file(path: Path, times: Sequence[np.ndarray], units: Sequence[np.n
         if speakers is not None:
             f.create_dataset("extra/speaker", data=np.asarray(speakers, dtype=np.uint8))
         f.create_dataset("extra/keys", data=np.asarray([f"word{i}".encode() for i in range(20)]))
+
+
+# -- whole data sets in the official layouts, from synthetic event digits (20x20 sensor, 0.3 s recordings) ------
+def _digit_streams(n: int, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    from spikefed.events.datasets import event_digits
+
+    batch, labels = event_digits(seed)
+    return [batch[i] for i in range(n)], labels[:n]
+
+
+def write_nmnist_set(root: Path, n_train: int, n_test: int) -> None:
+    """Digits at offset (7, 7) of the 34x34 sensor: Train/<digit>/<i>.bin, Test/<digit>/<i>.bin."""
+    streams, labels = _digit_streams(n_train + n_test)
+    for i, (ev, label) in enumerate(zip(streams, labels)):
+        split = "Train" if i < n_train else "Test"
+        y, x = np.divmod(ev["addr"].astype(int), 20)
+        write_nmnist_file(root / split / str(int(label)) / f"{i:05d}.bin", (x + 7).tolist(), (y + 7).tolist(),
+                          ev["p"].astype(int).tolist(), ev["t"].astype(int).tolist())
+
+
+def write_gesture_set(root: Path, n_train: int, n_test: int, users_train: int = 4, users_test: int = 2) -> None:
+    """Digits (class = digit + 1) at offset (54, 54) of the 128x128 sensor, one gesture every 0.4 s, in
+    recordings userNN_<lighting>.aedat; the first ``users_train`` users are the training split."""
+    streams, labels = _digit_streams(n_train + n_test)
+    root.mkdir(parents=True, exist_ok=True)
+    lights = ["fluorescent", "led", "natural"]
+    split_of: dict[str, list[str]] = {"train": [], "test": []}
+    plan: dict[str, list[int]] = {}
+    for i in range(n_train + n_test):
+        train = i < n_train
+        users = users_train if train else users_test
+        user = (i % users) + (1 if train else users_train + 1)
+        name = f"user{user:02d}_{lights[(i // users) % 2 + (0 if train else 1)]}"
+        if name not in plan:
+            plan[name] = []
+            split_of["train" if train else "test"].append(name + ".aedat")
+        plan[name].append(i)
+    for name, items in plan.items():
+        data = aedat_header()
+        rows = []
+        for k, i in enumerate(items):
+            start = 1_000 + k * 400_000
+            ev = streams[i]
+            y, x = np.divmod(ev["addr"].astype(int), 20)
+            events = list(zip((x + 54).tolist(), (y + 54).tolist(), ev["p"].astype(int).tolist(),
+                              (ev["t"].astype(int) + start).tolist(), [1] * ev.size))
+            data += aedat_packet(events)
+            rows.append((int(labels[i]) + 1, start, start + 300_001))
+        (root / f"{name}.aedat").write_bytes(data)
+        write_gesture_csv(root / f"{name}_labels.csv", rows)
+    for split, names in split_of.items():
+        (root / f"trials_to_{split}.txt").write_text("".join(n + "\n" for n in names))
+
+
+def write_shd_set(root: Path, n_train: int, n_test: int, speakers: int = 5) -> None:
+    """ON events of the digits as channels ``addr`` (0..399) of 700, times in seconds; speaker ``i mod 5``."""
+    streams, labels = _digit_streams(n_train + n_test)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, lo, hi in (("train", 0, n_train), ("test", n_train, n_train + n_test)):
+        on = [streams[i][streams[i]["p"] == 1] for i in range(lo, hi)]
+        write_shd_file(root / f"shd_{split}.h5", [e["t"] * 1e-6 for e in on],
+                       [e["addr"].astype(np.uint16) for e in on], labels[lo:hi].tolist(),
+                       [i % speakers for i in range(lo, hi)])
