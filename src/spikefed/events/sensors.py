@@ -69,8 +69,8 @@ class SensorSkew:
 #: The two sensors of the seeds' example.
 SENSOR_PRESETS: dict[str, SensorSkew] = {
     "living_room": SensorSkew("living_room", contrast=1.0, refractory_us=0, noise_rate=0.2),
-    "street_corner": SensorSkew("street_corner", contrast=1.6, refractory_us=2000, noise_rate=8.0, hot_pixels=6,
-                                hot_rate=400.0, pool=1),
+    "street_corner": SensorSkew("street_corner", contrast=1.5, refractory_us=1000, noise_rate=2.0, hot_pixels=4,
+                                hot_rate=200.0, pool=1),
 }
 
 

@@ -94,7 +94,7 @@ def crop_batch(batch: EventBatch, crop: tuple[int, ...] | None) -> EventBatch:
 def bin_batch(batch: EventBatch, spec: FrameSpec) -> np.ndarray:
     """One batch -> float32 frames ``[B, T, F]``."""
     cropped = crop_batch(batch, spec.crop)
-    frames = batch_to_frames(cropped, spec.bins, mode=spec.mode, downsample=spec.downsample)
+    frames = batch_to_frames(cropped, spec.bins, mode=spec.mode, downsample=spec.downsample, block=64)
     return frames.reshape(len(batch), spec.bins, -1)
 
 
