@@ -322,3 +322,25 @@ def test_group_partition_whole_groups() -> None:
     assert [sorted(set(groups[p].tolist())) for p in two] == [[5, 9], [1, 2]]
     with pytest.raises(ValueError, match="exceeds the 4 groups"):
         group_partition(groups, 5)
+
+
+# -- the run's data path -------------------------------------------------------------------------------------------
+def test_run_data_official_split_limit_and_missing_root(tmp_path: Path) -> None:
+    from spikefed.experiment.config import ConfigError, DataSettings
+    from spikefed.experiment.eventdata import load_event_data
+
+    samples = _nmnist_tree(tmp_path)
+    ev = load_event_data(DataSettings(name="nmnist", root=str(tmp_path), bins=2, downsample=1, frame_mode="count",
+                                      window_ms=10_000), seed=0)
+    assert ev.split.y_train.tolist() == [3, 3, 7] and ev.split.y_test.tolist() == [0]  # the official split
+    assert ev.split.x_train.shape == (3, 2, 2 * 34 * 34)
+    # sample 0: (0,0,ON,t=5) bin 0; (33,1,OFF,70000) bin 0; (5,33,ON,8388607) bin 1 (window 10 s, 2 bins)
+    x0 = ev.split.x_train[0].reshape(2, 2, 34, 34)
+    assert x0[0, 0, 0, 0] == 1 and x0[0, 1, 1, 33] == 1 and x0[1, 0, 33, 5] == 1 and float(x0.sum()) == 3
+    limited = load_event_data(DataSettings(name="nmnist", root=str(tmp_path), limit=2), seed=0)
+    assert limited.split.y_train.tolist() == [3, 7]  # evenly spaced: the first and the last file
+    assert len(samples["Train"]) == 3
+    with pytest.raises(ConfigError, match=r"data\.root: N-MNIST: no Train"):
+        load_event_data(DataSettings(name="nmnist", root=str(tmp_path / "none")), seed=0)
+    with pytest.raises(ConfigError, match="data.crop"):
+        load_event_data(DataSettings(name="nmnist", root=str(tmp_path), crop=[30, 30, 10, 10]), seed=0)

@@ -23,7 +23,8 @@ from .aer import EventBatch
 from .frames import FRAME_MODES, batch_to_frames
 from .synth import Saccades, SensorModel, saccade_events
 
-__all__ = ["EVENT_DATASETS", "RECORDED_DATASETS", "NATURAL_GROUPS", "digits_images", "mnist5k_images", "event_digits", "event_mnist5k", "split_events",
+__all__ = ["EVENT_DATASETS", "RECORDED_DATASETS", "NATURAL_GROUPS",
+           "digits_images", "mnist5k_images", "event_digits", "event_mnist5k", "split_events",
            "load_event_digits_split", "load_event_mnist5k_split"]
 
 #: Dataset names of the config (``data.name``) that are event data.

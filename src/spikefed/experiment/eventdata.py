@@ -29,7 +29,7 @@ from ..data.digits import DatasetSplit
 from ..data.natural import group_partition
 from ..events.datasets import NATURAL_GROUPS, RECORDED_DATASETS, event_digits, event_mnist5k
 from ..events.sensors import (SENSOR_PRESETS, SensorSkew, apply_sensor_batch, event_statistics,
-                              hot_pixel_addresses, statistics_divergence)
+                              hot_pixel_addresses, sensor_shift, statistics_divergence)
 from ..events.sources import EventSource, batch_source, open_source
 from ..events.stream import FrameSpec, bin_batch, cached_frames, load_frames
 from ..events.synth import SensorModel
@@ -152,6 +152,8 @@ def apply_sensor_skew(events: EventData, parts: list[np.ndarray], sensors: list[
             x[torch.from_numpy(block)] = torch.from_numpy(bin_batch(skewed, events.spec))
     out = statistics_divergence(seen, parts)
     out["recorded_mean_event_hellinger"] = statistics_divergence(raw, parts)["mean_event_hellinger"]
+    # how far each client's sensor moved its own samples' statistics from the recording (same samples)
+    out["sensor_shift_hellinger"] = [sensor_shift(raw[np.asarray(p)], seen[np.asarray(p)]) for p in parts]
     out["sensors"] = [s.name for s in sensors]
     return out
 
