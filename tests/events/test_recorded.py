@@ -344,3 +344,36 @@ def test_run_data_official_split_limit_and_missing_root(tmp_path: Path) -> None:
         load_event_data(DataSettings(name="nmnist", root=str(tmp_path / "none")), seed=0)
     with pytest.raises(ConfigError, match="data.crop"):
         load_event_data(DataSettings(name="nmnist", root=str(tmp_path), crop=[30, 30, 10, 10]), seed=0)
+
+
+def test_tonic_objects_become_a_split_the_trainer_takes(tmp_path: Path) -> None:
+    tonic = pytest.importorskip("tonic")
+    from spikefed.events.stream import source_split
+
+    class NMNIST(tonic.datasets.NMNIST):
+        def _check_exists(self) -> bool:
+            return True
+
+    samples = _nmnist_tree(tmp_path / "NMNIST")
+    (tmp_path / "NMNIST" / "Train").rename(tmp_path / "NMNIST" / NMNIST.train_folder)
+    (tmp_path / "NMNIST" / "Test").rename(tmp_path / "NMNIST" / NMNIST.test_folder)
+    train = tonic_source(NMNIST(str(tmp_path), train=True), num_classes=10, window_us=10_000_000)
+    test = tonic_source(NMNIST(str(tmp_path), train=False), num_classes=10, window_us=10_000_000)
+    split = source_split(train, test, FrameSpec(bins=2, mode="count"))
+    assert split.sequence and split.x_train.shape == (3, 2, 2 * 34 * 34) and split.num_classes == 10
+    total = sum(len(ev) for _, ev in samples["Train"])
+    assert float(split.x_train.sum()) == total  # every event lands in a bin of the 10 s window
+
+
+def test_synthetic_sets_through_the_source_path_equal_the_old_split() -> None:
+    """The synthetic sets are one more source: same samples, same frames as split_events (the old dense path)."""
+    import torch
+
+    from spikefed.events.datasets import load_event_digits_split
+    from spikefed.experiment.config import DataSettings
+    from spikefed.experiment.eventdata import load_event_data
+
+    old = load_event_digits_split(num_bins=3, seed=2, downsample=2)
+    new = load_event_data(DataSettings(name="event_digits", bins=3, downsample=2), 2).split
+    for part in ("x_train", "y_train", "x_test", "y_test"):
+        assert torch.equal(getattr(old, part), getattr(new, part)), part

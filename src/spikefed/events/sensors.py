@@ -22,8 +22,8 @@ with a higher contrast threshold (glare), strong background activity and a few h
 addresses, log mean events per active address); :func:`statistics_divergence` fits a Gaussian to each client's
 summaries and reports the Hellinger distance of every client to the pooled population (and the largest pairwise
 one), a divergence of the event statistics that needs no model (a ridge ``eps = 1e-4`` on the covariances keeps a
-statistic without spread, e.g. an ON fraction of exactly 0.5 in every synthetic recording, from deciding alone); :func:`sensor_shift` compares the same samples
-as recorded and as one sensor sees them.
+statistic without spread, e.g. an ON fraction of exactly 0.5 in every synthetic recording, from deciding alone);
+:func:`sensor_shift` compares the same samples as recorded and as one sensor sees them.
 """
 
 from __future__ import annotations

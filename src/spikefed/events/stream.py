@@ -28,11 +28,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..data.digits import DatasetSplit
 from .aer import EventBatch
 from .frames import FRAME_MODES, batch_to_frames, downsampled_shape
 from .sources import EventSource
 
-__all__ = ["FrameSpec", "crop_batch", "frame_shape", "bin_batch", "iter_frames", "load_frames", "cached_frames"]
+__all__ = ["FrameSpec", "crop_batch", "frame_shape", "bin_batch", "iter_frames", "load_frames", "cached_frames",
+           "source_split"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +157,18 @@ def cached_frames(source: EventSource, spec: FrameSpec, cache_dir: str | os.Path
                          f"{[len(source), t, f]}; delete it")
     return arr
 
+
+
+def source_split(train: EventSource, test: EventSource, spec: FrameSpec, *, name: str | None = None) -> DatasetSplit:
+    """Two sources (e.g. :func:`~spikefed.events.sources.tonic_source` of a tonic ``train=True`` / ``False``
+    pair) binned into the :class:`DatasetSplit` the trainers take (``sequence=True``, ``x [N, T, F]``)."""
+    import torch
+
+    if (train.shape, train.polarity) != (test.shape, test.polarity):
+        raise ValueError(f"train and test sources differ: {train.shape}/{train.polarity} vs "
+                         f"{test.shape}/{test.polarity}")
+    x_train, x_test = load_frames(train, spec), load_frames(test, spec)
+    return DatasetSplit(x_train=torch.from_numpy(x_train), y_train=torch.from_numpy(train.labels.copy()),
+                        x_test=torch.from_numpy(x_test), y_test=torch.from_numpy(test.labels.copy()),
+                        num_classes=max(train.num_classes, test.num_classes),
+                        feature_shape=(spec.bins, int(x_train.shape[2])), name=name or train.name, sequence=True)
