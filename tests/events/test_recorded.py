@@ -377,3 +377,19 @@ def test_synthetic_sets_through_the_source_path_equal_the_old_split() -> None:
     new = load_event_data(DataSettings(name="event_digits", bins=3, downsample=2), 2).split
     for part in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(old, part), getattr(new, part)), part
+
+
+def test_event_domain_drift_adds_background_spikes_only_where_silent() -> None:
+    import torch
+
+    from spikefed.federated.continual import domain_transform
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand((200, 5, 40), generator=g) < 0.3).float()
+    out = domain_transform(x, 2, 0.0, 0.05, torch.Generator().manual_seed(1))
+    assert torch.equal(out[x == 1], x[x == 1])  # recorded spikes stay
+    turned = float(out[x == 0].mean())  # silent cells that fire now: p = min(1, 2 * 0.05) = 0.1
+    assert abs(turned - 0.1) < 0.01  # binomial sd over ~28,000 cells ~0.0018
+    assert torch.equal(domain_transform(x, 0, 0.0, 0.05, None), x)
+    with pytest.raises(ValueError, match="rotation=0"):
+        domain_transform(x, 1, 30.0, 0.0, None)

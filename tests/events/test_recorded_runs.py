@@ -57,3 +57,15 @@ def test_shd_files_run_by_speaker(tmp_path: Path) -> None:
                    "data.crop=[0,400]", "partition.method=speaker", "partition.num_clients=5")
     assert summary["clients"] == 5 and summary["heterogeneity"]["sizes"] == [50] * 5
     assert summary["final_accuracy"] > 0.3  # chance 1/20 (10 used)
+
+
+@pytest.mark.slow
+def test_event_domain_drift_run(tmp_path: Path) -> None:
+    write_nmnist_set(tmp_path / "nmnist", 200, 60)
+    summary = _run(tmp_path / "run", "data.name=nmnist", f"data.root={tmp_path / 'nmnist'}", "partition.method=iid",
+                   "partition.num_clients=3", "federation.rounds=2", "continual.stream=domain_drift",
+                   "continual.tasks=2", "continual.rotation=0", "continual.noise=0.05", "continual.regularizer=l2",
+                   "continual.lam=1")
+    c = summary["continual"]
+    assert c["tasks"] == 2 and len(c["drift"]) == 1 and c["drift"][0] > 0
+    assert len(c["accuracy_matrix"]) == 2

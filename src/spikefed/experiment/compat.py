@@ -85,10 +85,12 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.privacy.secure_aggregation and s.compression.uplink != "none",
             lambda s: "privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
                       f"compressed; set compression.uplink=none (got {s.compression.uplink})"),
-    Refusal("continual-event-drift", "run", ("continual.stream", "data.name"),
-            lambda s: _continual(s) and s.continual.stream != "class_incremental" and _event(s),
-            lambda s: f"continual.stream={s.continual.stream} rotates static images; data.name={s.data.name} is "
-                      "event data (use class_incremental)"),
+    Refusal("continual-event-drift", "run", ("continual.stream", "continual.rotation", "data.name"),
+            lambda s: _continual(s) and s.continual.stream != "class_incremental" and _event(s)
+            and s.continual.rotation != 0,
+            lambda s: f"continual.stream={s.continual.stream} on event data (data.name={s.data.name}) drifts the "
+                      "sensor (background spikes with probability task * continual.noise per frame cell); binned "
+                      "frames have no image plane to rotate: set continual.rotation=0 and continual.noise > 0"),
     Refusal("continual-fleet", "run", ("continual.stream", "devices.fleet"),
             lambda s: _continual(s) and bool(s.devices.fleet),
             lambda s: "continual learning is not supported with devices.fleet (anchors are latent values)"),

@@ -407,12 +407,14 @@ class ContinualSettings(_Section):
 
     stream: Literal["none", "class_incremental", "domain_drift", "async_drift"] = Field(
         "none", description="none: stationary data; class_incremental: class groups one task after another; "
-        "domain_drift: images rotated / noised more with every task; async_drift: domain drift, clients lagging")
+        "domain_drift: images rotated / noised more with every task (event data: sensor background spikes, "
+        "rotation=0); async_drift: domain drift, clients lagging")
     tasks: int = Field(2, ge=1, description="number of tasks in the stream")
     rounds_per_task: int | None = Field(
         None, ge=1, description="rounds of each task (None: federation.rounds / tasks, which must divide)")
     rotation: float = Field(30.0, ge=0, le=360, description="domain/async drift: degrees of rotation added per task")
-    noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task")
+    noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task (event data: "
+                         "probability of a background spike per frame cell added per task)")
     max_lag: int = Field(2, ge=1, description="async drift: client lags drawn uniformly from 0..max_lag rounds")
     regularizer: Literal["none", "l2", "ewc"] = Field(
         "none", description="client stability term: l2 = lam/2 ||theta - theta*||^2 (seed 000), ewc = Fisher-"
