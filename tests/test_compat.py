@@ -24,7 +24,7 @@ TRIGGERS: dict[str, list[str]] = {
     "continual-fleet": ["continual.stream=class_incremental", FLEET],
     "ewc-private": ["continual.stream=domain_drift", "continual.regularizer=ewc", "continual.lam=1",
                     "privacy.dp=true"],
-    "feature-skew-events": ["data.name=event_digits", "partition.method=feature"],
+    "natural-partition-data": ["data.name=event_digits", "partition.method=subject"],
     "fleet-dt-events": ["data.name=event_digits", "devices.fleet=[{profile: analog20, dt: 0.5}]"],
     "fleet-neuron": [FLEET, "model.neuron=alif"],
     "fleet-scaffold": [FLEET, "federation.strategy=scaffold"],

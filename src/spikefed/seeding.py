@@ -81,6 +81,8 @@ class Purpose(enum.IntEnum):
     # robustness (spikefed.federated.robust)
     ROOT = 6001  # FLTrust: the server's root set (once per run)
     ROOT_TRAIN = 6002  # FLTrust: the server's training on it in a round
+    # event data, recorded (spikefed.experiment.eventdata)
+    EVENT_SENSOR = 5002  # a client's sensor skew on recorded events (hot pixels, noise, thinning)
 
     @property
     def layout(self) -> _Layout:
@@ -100,6 +102,7 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.CONTINUAL_FISHER: _Layout(True, False),
     Purpose.CONTINUAL_EVAL: _Layout(False, True),
     Purpose.ROOT_TRAIN: _Layout(False, False),
+    Purpose.EVENT_SENSOR: _Layout(True, False),
 }
 
 

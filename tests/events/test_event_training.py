@@ -121,7 +121,8 @@ def test_config_sets_the_events_encoder() -> None:
     (["data.name=event_digits", "local.num_steps=5"], "local.num_steps must equal it"),
     (["local.encoder=events"], "local.encoder=events needs event data"),
     (["data.name=event_digits", "data.bins=0"], "data.bins"),
-    (["data.name=event_digits", "partition.method=feature"], "does not apply to event data"),
+    (["data.name=nmnist"], "set data.root=DIR"),
+    (["data.name=shd", "partition.method=subject", "data.root=x"], "does not record"),
 ])
 def test_config_errors(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle) as info:

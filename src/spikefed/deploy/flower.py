@@ -13,8 +13,9 @@ What travels (and nothing else; see :func:`train_content` and :func:`client_trai
 - node -> server: the uplink payload (one ``uint8`` array: the serialized, possibly compressed, delta; its
   length is the simulator's ``bytes_up``) and a :class:`~flwr.app.MetricRecord` (samples, steps, loss, accuracy).
 
-Each SuperNode reads ``partition-id``, ``num-partitions`` and optionally ``device-profile`` from its node config
-and builds its partition locally from ``(seed, partition id, number of partitions)`` with the simulator's
+Each SuperNode reads ``partition-id``, ``num-partitions`` and optionally ``device-profile``, ``data-root`` (its own
+copy of a recorded data set, read with the same loaders) and ``data-partition`` from its node config and builds
+its partition locally from ``(seed, partition id, number of partitions)`` with the simulator's
 partitioner; its training data never leaves it. Per-client generators are the simulator's
 (``(seed, CLIENT, round, client)``), so a deployment with the same config and seed produces the same
 global model as ``spikefed run`` (exactly with ``federation.engine=sequential``; see docs/deployment.md).
@@ -31,7 +32,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -122,6 +123,13 @@ class NodeSettings:
     partition_id: int
     num_partitions: int
     device_profile: str | None = None
+    data_root: str | None = None  # this node's own copy of the recorded data set (overrides data.root)
+    data_partition: str = "assigned"  # assigned: its part of the run's partition; all: every training sample
+
+
+#: ``data-partition`` values: the node trains on its part of the run's partition of the files in its data root
+#: (``assigned``), or on every training sample there (``all``: the root holds only this node's recordings)
+DATA_PARTITIONS = ("assigned", "all")
 
 
 def node_settings(node_config: Mapping[str, Any]) -> NodeSettings:
@@ -141,7 +149,17 @@ def node_settings(node_config: Mapping[str, Any]) -> NodeSettings:
     profile = node_config.get("device-profile")
     if profile is not None and not isinstance(profile, str):
         raise DeploymentError(f"node config 'device-profile' must be a string, got {profile!r}")
-    return NodeSettings(values["partition-id"], values["num-partitions"], profile or None)
+    root = node_config.get("data-root")
+    if root is not None and (not isinstance(root, str) or not Path(root).is_dir()):
+        raise DeploymentError(f"node config 'data-root' must name an existing folder on this node, got {root!r}")
+    part = node_config.get("data-partition", "assigned")
+    if part not in DATA_PARTITIONS:
+        raise DeploymentError(f"node config 'data-partition' must be one of {', '.join(DATA_PARTITIONS)}, "
+                              f"got {part!r}")
+    if part == "all" and root is None:
+        raise DeploymentError("node config data-partition=all needs data-root (the folder of this node's own "
+                              "recordings)")
+    return NodeSettings(values["partition-id"], values["num-partitions"], profile or None, root or None, part)
 
 
 def check_node(node: NodeSettings, settings: RunSettings, spec: FederationSpec) -> None:
@@ -201,9 +219,26 @@ def client_setup(run_config: Mapping[str, Any], node_config: Mapping[str, Any]
 
     node = node_settings(node_config)
     settings = settings_from_run_config(run_config)
-    spec = build_spec(settings)
+    spec = build_spec(node_data_settings(settings, node))
+    if node.data_partition == "all":  # every training sample in this node's root is its own
+        mine = np.arange(int(spec.data.y_train.shape[0]), dtype=np.int64)
+        spec = replace(spec, parts=[mine if k == node.partition_id else p for k, p in enumerate(spec.parts)])
     check_node(node, settings, spec)
     return settings, spec, node
+
+
+def node_data_settings(settings: RunSettings, node: NodeSettings) -> RunSettings:
+    """The run's settings as this node loads its data: its own ``data-root``; with ``data-partition=all`` an
+    iid split of its files (the node keeps all of them, see :func:`client_setup`)."""
+    if node.data_root is None:
+        return settings
+    if settings.data.root is None:
+        raise DeploymentError(f"node config data-root={node.data_root!r}, but data.name={settings.data.name} "
+                              "reads no files")
+    update: dict[str, Any] = {"data": settings.data.model_copy(update={"root": node.data_root})}
+    if node.data_partition == "all":
+        update["partition"] = settings.partition.model_copy(update={"method": "iid", "min_size": 1})
+    return settings.model_copy(update=update)
 
 
 def client_query(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) -> Any:

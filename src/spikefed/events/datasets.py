@@ -23,11 +23,17 @@ from .aer import EventBatch
 from .frames import FRAME_MODES, batch_to_frames
 from .synth import Saccades, SensorModel, saccade_events
 
-__all__ = ["EVENT_DATASETS", "digits_images", "mnist5k_images", "event_digits", "event_mnist5k", "split_events",
+__all__ = ["EVENT_DATASETS", "RECORDED_DATASETS", "NATURAL_GROUPS",
+           "digits_images", "mnist5k_images", "event_digits", "event_mnist5k", "split_events",
            "load_event_digits_split", "load_event_mnist5k_split"]
 
 #: Dataset names of the config (``data.name``) that are event data.
-EVENT_DATASETS: tuple[str, ...] = ("event_digits", "event_mnist5k")
+EVENT_DATASETS: tuple[str, ...] = ("event_digits", "event_mnist5k", "nmnist", "dvs_gesture", "shd", "ssc")
+#: Of those, the data sets read from their official files (``data.root``).
+RECORDED_DATASETS: tuple[str, ...] = ("nmnist", "dvs_gesture", "shd", "ssc")
+#: Natural groups of each recorded data set (``partition.method``).
+NATURAL_GROUPS: dict[str, tuple[str, ...]] = {"nmnist": (), "dvs_gesture": ("subject", "session"),
+                                              "shd": ("speaker",), "ssc": ("speaker",)}
 
 
 

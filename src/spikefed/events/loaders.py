@@ -31,7 +31,7 @@ from ..io import write_atomic
 from .aer import EVENT_DTYPE, EventBatch, EventFormatError, as_events
 
 __all__ = ["NMNIST_SHAPE", "NMNIST_MAX_T", "SHD_UNITS", "decode_nmnist", "encode_nmnist", "read_nmnist",
-           "write_nmnist", "load_nmnist_dir", "read_shd"]
+           "write_nmnist", "load_nmnist_dir", "read_shd", "shd_datasets", "shd_sample_events"]
 
 #: N-MNIST sensor size ``(H, W)``.
 NMNIST_SHAPE: tuple[int, int] = (34, 34)
@@ -147,6 +147,55 @@ def load_nmnist_dir(root: str | os.PathLike[str], *, duration: int | None = None
 # --------------------------------------------------------------------------------------------------
 
 
+def shd_sample_events(times: Any, units: Any, *, index: int, num_units: int = SHD_UNITS, time_unit: float = 1e-6,
+                      source: str | None = None) -> np.ndarray:
+    """One SHD/SSC sample (spike times in seconds, channel ids) -> events sorted by time, ticks of ``time_unit``.
+
+    ``EventFormatError`` naming sample ``index`` if the arrays differ in length, a time is negative or not
+    finite, or a unit is outside ``[0, num_units)``."""
+    t_sec = np.asarray(times, dtype=np.float64)
+    u = np.asarray(units)
+    if t_sec.shape != u.shape or t_sec.ndim != 1:
+        raise EventFormatError(None, f"sample {index}: 'spikes/times' has {t_sec.size} entries, 'spikes/units' "
+                               f"{u.size}", source)
+    if t_sec.size and not (np.isfinite(t_sec).all() and t_sec.min() >= 0):
+        raise EventFormatError(None, f"sample {index}: 'spikes/times' must be finite and >= 0", source)
+    if u.size and (not np.issubdtype(u.dtype, np.integer) or u.min() < 0 or u.max() >= num_units):
+        bad = u.max() if u.max() >= num_units else u.min()
+        raise EventFormatError(None, f"sample {index}: 'spikes/units' value {bad} outside [0, {num_units})",
+                               source)
+    ticks = np.rint(t_sec / time_unit).astype(np.int64)
+    order = np.argsort(ticks, kind="stable")
+    ev = np.empty(ticks.size, dtype=EVENT_DTYPE)
+    ev["t"] = ticks[order]
+    ev["addr"] = u[order]
+    ev["p"] = 1
+    return ev
+
+
+def shd_datasets(f: Any, source: str) -> tuple[Any, Any, Any]:
+    """The ``spikes/times``, ``spikes/units`` and ``labels`` datasets of an open SHD/SSC file, checked for
+    presence and matching lengths (``EventFormatError`` naming the dataset)."""
+    import h5py
+
+    for name in ("spikes/times", "spikes/units", "labels"):
+        if name not in f:
+            raise EventFormatError(None, f"missing HDF5 dataset {name!r}", source)
+        if not isinstance(f[name], h5py.Dataset):
+            raise EventFormatError(None, f"{name!r} is not an HDF5 dataset", source)
+    times_ds, units_ds, labels_ds = f["spikes/times"], f["spikes/units"], f["labels"]
+    if len(times_ds.shape) != 1:
+        raise EventFormatError(None, f"dataset 'spikes/times' must be 1-D (one array per sample), got shape "
+                               f"{times_ds.shape}", source)
+    n = times_ds.shape[0]
+    if units_ds.shape != times_ds.shape:
+        raise EventFormatError(None, f"dataset 'spikes/units' has shape {units_ds.shape}, 'spikes/times' has "
+                               f"{times_ds.shape}", source)
+    if labels_ds.shape != (n,):
+        raise EventFormatError(None, f"dataset 'labels' has shape {labels_ds.shape}, expected ({n},)", source)
+    return times_ds, units_ds, labels_ds
+
+
 def read_shd(path: str | os.PathLike[str], *, time_unit: float = 1e-6, num_units: int = SHD_UNITS,
              duration: int | None = None, limit: int | None = None) -> tuple[EventBatch, np.ndarray]:
     """Read an SHD HDF5 file: ``(batch over (num_units,) without polarity, labels [N])``.
@@ -167,43 +216,16 @@ def read_shd(path: str | os.PathLike[str], *, time_unit: float = 1e-6, num_units
     except OSError as e:
         raise EventFormatError(None, f"not a readable HDF5 file ({e})", src) from None
     with handle as f:
-        for name in ("spikes/times", "spikes/units", "labels"):
-            if name not in f:
-                raise EventFormatError(None, f"missing HDF5 dataset {name!r}", src)
-            if not isinstance(f[name], h5py.Dataset):
-                raise EventFormatError(None, f"{name!r} is not an HDF5 dataset", src)
-        times_ds, units_ds, labels_ds = f["spikes/times"], f["spikes/units"], f["labels"]
-        n = times_ds.shape[0] if times_ds.shape else 0
-        if units_ds.shape != times_ds.shape:
-            raise EventFormatError(None, f"dataset 'spikes/units' has shape {units_ds.shape}, 'spikes/times' has "
-                                   f"{times_ds.shape}", src)
-        if labels_ds.shape != (n,):
-            raise EventFormatError(None, f"dataset 'labels' has shape {labels_ds.shape}, expected ({n},)", src)
+        times_ds, units_ds, labels_ds = shd_datasets(f, src)
+        n = times_ds.shape[0]
         count = n if limit is None else min(n, int(limit))
         times = times_ds[:count]
         units = units_ds[:count]
         labels = np.asarray(labels_ds[:count])
     if labels.size and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0):
         raise EventFormatError(None, "dataset 'labels' must hold non-negative integers", src)
-    streams: list[np.ndarray] = []
-    for i in range(count):
-        t_sec = np.asarray(times[i], dtype=np.float64)
-        u = np.asarray(units[i])
-        if t_sec.shape != u.shape or t_sec.ndim != 1:
-            raise EventFormatError(None, f"sample {i}: 'spikes/times' has {t_sec.size} entries, 'spikes/units' "
-                                   f"{u.size}", src)
-        if t_sec.size and not (np.isfinite(t_sec).all() and t_sec.min() >= 0):
-            raise EventFormatError(None, f"sample {i}: 'spikes/times' must be finite and >= 0", src)
-        if u.size and (u.min() < 0 or u.max() >= num_units):
-            bad = int(u.max()) if u.max() >= num_units else int(u.min())
-            raise EventFormatError(None, f"sample {i}: 'spikes/units' value {bad} outside [0, {num_units})", src)
-        ticks = np.rint(t_sec / time_unit).astype(np.int64)
-        order = np.argsort(ticks, kind="stable")
-        ev = np.empty(ticks.size, dtype=EVENT_DTYPE)
-        ev["t"] = ticks[order]
-        ev["addr"] = u[order]
-        ev["p"] = 1
-        streams.append(ev)
+    streams = [shd_sample_events(times[i], units[i], index=i, num_units=num_units, time_unit=time_unit,
+                                 source=src) for i in range(count)]
     t_max = max((int(s["t"][-1]) for s in streams if s.size), default=0)
     window = t_max + 1 if duration is None else int(duration)
     batch = EventBatch.from_list(streams, (int(num_units),), polarity=False, time_unit=time_unit, duration=window)

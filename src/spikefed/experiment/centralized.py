@@ -15,16 +15,14 @@ from .config import ConfigError, DataSettings, TrainSettings
 
 
 def load_dataset(data: DataSettings, seed: int) -> DatasetSplit:
-    """The configured dataset and split. Event data (``event_digits``, ``event_mnist5k``) comes binned into
-    ``data.bins`` frames, ``x [N, bins, F]`` with ``sequence=True`` (``data.scale`` does not apply to it)."""
+    """The configured dataset and split. Event data (``event_digits``, ``event_mnist5k``, and the recorded
+    ``nmnist``, ``dvs_gesture``, ``shd``, ``ssc``) comes binned into ``data.bins`` frames, ``x [N, bins, F]``
+    with ``sequence=True`` (``data.scale`` does not apply to it; see experiment.eventdata)."""
     if data.name == "digits":
         return load_digits_split(test_size=data.test_size, seed=seed, scale=data.scale)
-    from ..events.datasets import load_event_digits_split, load_event_mnist5k_split
+    from .eventdata import load_event_data
 
-    loader = load_event_digits_split if data.name == "event_digits" else load_event_mnist5k_split
-    kwargs: dict[str, Any] = {} if data.downsample is None else {"downsample": data.downsample}
-    return loader(test_size=data.test_size, seed=seed, num_bins=data.bins, mode=data.frame_mode,
-                  noise_rate=data.noise_rate, **kwargs)
+    return load_event_data(data, seed).split
 
 
 def load_data(settings: TrainSettings) -> DatasetSplit:

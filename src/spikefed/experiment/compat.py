@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..events.datasets import EVENT_DATASETS
+from ..events.datasets import EVENT_DATASETS, NATURAL_GROUPS
 
 __all__ = ["REFUSALS", "Refusal", "check", "describe", "engine_for", "refusals"]
 
@@ -85,10 +85,12 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.privacy.secure_aggregation and s.compression.uplink != "none",
             lambda s: "privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
                       f"compressed; set compression.uplink=none (got {s.compression.uplink})"),
-    Refusal("continual-event-drift", "run", ("continual.stream", "data.name"),
-            lambda s: _continual(s) and s.continual.stream != "class_incremental" and _event(s),
-            lambda s: f"continual.stream={s.continual.stream} rotates static images; data.name={s.data.name} is "
-                      "event data (use class_incremental)"),
+    Refusal("continual-event-drift", "run", ("continual.stream", "continual.rotation", "data.name"),
+            lambda s: _continual(s) and s.continual.stream != "class_incremental" and _event(s)
+            and s.continual.rotation != 0,
+            lambda s: f"continual.stream={s.continual.stream} on event data (data.name={s.data.name}) drifts the "
+                      "sensor (background spikes with probability task * continual.noise per frame cell); binned "
+                      "frames have no image plane to rotate: set continual.rotation=0 and continual.noise > 0"),
     Refusal("continual-fleet", "run", ("continual.stream", "devices.fleet"),
             lambda s: _continual(s) and bool(s.devices.fleet),
             lambda s: "continual learning is not supported with devices.fleet (anchors are latent values)"),
@@ -96,10 +98,12 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: _continual(s) and s.continual.regularizer == "ewc" and _private(s),
             lambda s: "continual.regularizer=ewc uploads per-client Fisher diagonals outside the private "
                       "pipeline; use regularizer=l2 with privacy"),
-    Refusal("feature-skew-events", "run", ("partition.method", "data.name"),
-            lambda s: _event(s) and s.partition.method == "feature",
-            lambda s: "partition: method=feature (noise, gain and shift of continuous features) does not apply to "
-                      f"event data (data.name={s.data.name}); use iid, dirichlet, shards or quantity"),
+    Refusal("natural-partition-data", "run", ("partition.method", "data.name"),
+            lambda s: s.partition.method in ("subject", "speaker", "session")
+            and s.partition.method not in NATURAL_GROUPS.get(s.data.name, ()),
+            lambda s: f"partition.method={s.partition.method} gives clients whole {s.partition.method} groups, "
+                      f"which data.name={s.data.name} does not record (groups by data set: "
+                      + "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in NATURAL_GROUPS.items()) + ")"),
     Refusal("fleet-dt-events", "run", ("devices.fleet", "data.name"),
             lambda s: _event(s) and _fleet_dt(s) is not None,
             _fleet_dt_reason),

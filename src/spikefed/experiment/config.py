@@ -15,7 +15,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from ..events.datasets import EVENT_DATASETS
+from ..events.datasets import EVENT_DATASETS, RECORDED_DATASETS
 from ..federated.compression import COMPRESSORS, CompressionSpec
 from ..snn.kernels import RESET_MODES
 from ..snn.surrogate import SURROGATES
@@ -44,9 +44,10 @@ class _Section(BaseModel):
 class DataSettings(_Section):
     """Dataset and split."""
 
-    name: Literal["digits", "event_digits", "event_mnist5k"] = Field(
+    name: Literal["digits", "event_digits", "event_mnist5k", "nmnist", "dvs_gesture", "shd", "ssc"] = Field(
         "digits", description="digits: static 8x8 images; event_digits, event_mnist5k: synthetic N-MNIST-style "
-        "event recordings (docs/events.md)")
+        "event recordings; nmnist, dvs_gesture, shd, ssc: the official files under data.root, official "
+        "train/test split (docs/events.md)")
     test_size: float = Field(0.2, gt=0, lt=1, description="fraction held out for testing (stratified)")
     scale: Literal["standard", "unit"] = Field(
         "standard", description="standard: per-pixel z-score on the train set; unit: pixels in [0, 1] (rate/latency)")
@@ -56,6 +57,30 @@ class DataSettings(_Section):
     downsample: int | None = Field(
         None, ge=1, description="event data: spatial pooling factor (None: 1 for event_digits, 2 for event_mnist5k)")
     noise_rate: float = Field(0.0, ge=0, description="event data: background events per pixel per second")
+    root: str | None = Field(
+        None, description="nmnist, dvs_gesture, shd, ssc: the folder holding the official files (docs/events.md)")
+    window_ms: float | None = Field(
+        None, gt=0, description="recorded event data: window of a sample in ms, binned into data.bins (None: "
+        "320 nmnist, 1500 dvs_gesture, 1000 shd/ssc)")
+    crop: list[int] | None = Field(
+        None, description="recorded event data: [top, left, height, width] of the sensor kept (1-D channel "
+        "arrays: [first, count]), before downsampling")
+    limit: int | None = Field(
+        None, ge=1, description="recorded event data: at most this many samples per split, evenly spaced over "
+        "the files (None: all)")
+    cache_dir: str | None = Field(
+        None, description="recorded event data: keep the binned frames as a compact uint8 file here, keyed by "
+        "the files and every binning key (None: bin on every run)")
+
+    @model_validator(mode="after")
+    def _recorded(self) -> "DataSettings":
+        if self.name in RECORDED_DATASETS and not self.root:
+            raise ValueError(f"data.name={self.name} reads the official files: set data.root=DIR (the folder "
+                             "holding them; docs/events.md)")
+        if self.crop is not None and (len(self.crop) not in (2, 4) or min(self.crop) < 0):
+            raise ValueError(f"data.crop must be [top, left, height, width] (or [first, count] for a 1-D channel "
+                             f"array) of non-negative ints, got {self.crop}")
+        return self
 
 
 def _match_event_data(local: "LocalTrainSettings", data: DataSettings | None, section: str) -> "LocalTrainSettings":
@@ -176,10 +201,25 @@ class TrainSettings(_Section):
         return _match_event_data(v, info.data.get("data"), "train")
 
 
+class SensorSettings(_Section):
+    """One client sensor of an event-data feature skew (:class:`spikefed.events.sensors.SensorSkew`)."""
+
+    name: str = Field("sensor", description="a label for reports")
+    contrast: float = Field(1.0, gt=0, description="contrast threshold relative to the recording's (>1: fewer "
+                            "events, each kept with probability 1/contrast)")
+    refractory_us: int = Field(0, ge=0, description="drop an event within this many us of the last at its address")
+    noise_rate: float = Field(0.0, ge=0, description="background events per address per second")
+    hot_pixels: int = Field(0, ge=0, description="addresses that fire on their own")
+    hot_rate: float = Field(0.0, ge=0, description="events per second of each hot pixel")
+    pool: int = Field(1, ge=1, description="resolution reduction factor (coordinates // pool * pool)")
+
+
 class PartitionSettings(_Section):
     """How the training set is split among clients."""
 
-    method: Literal["iid", "dirichlet", "shards", "quantity", "feature"] = "dirichlet"
+    method: Literal["iid", "dirichlet", "shards", "quantity", "feature", "subject", "speaker", "session"] = Field(
+        "dirichlet", description="iid, dirichlet, shards, quantity, feature (event data: per-client sensors); "
+        "subject, speaker, session: natural partitions of recorded event data (whole groups per client)")
     num_clients: int = Field(20, ge=1, description="clients in the federation")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller: more label skew)")
     min_size: int = Field(10, ge=1, description="minimum samples per client (dirichlet, quantity)")
@@ -189,6 +229,9 @@ class PartitionSettings(_Section):
     shift_std: float = Field(0.1, ge=0, description="feature skew: std of the per-client shift")
     scale_low: float = Field(0.8, gt=0, description="feature skew: lower bound of the per-client gain")
     scale_high: float = Field(1.2, gt=0, description="feature skew: upper bound of the per-client gain")
+    sensors: list["SensorSettings"] = Field(
+        default_factory=list, description="event data with method=feature: the clients' sensors, client k gets "
+        "sensors[k mod len] (empty: the presets living_room and street_corner)")
 
 
 class FederationSettings(_Section):
@@ -364,12 +407,14 @@ class ContinualSettings(_Section):
 
     stream: Literal["none", "class_incremental", "domain_drift", "async_drift"] = Field(
         "none", description="none: stationary data; class_incremental: class groups one task after another; "
-        "domain_drift: images rotated / noised more with every task; async_drift: domain drift, clients lagging")
+        "domain_drift: images rotated / noised more with every task (event data: sensor background spikes, "
+        "rotation=0); async_drift: domain drift, clients lagging")
     tasks: int = Field(2, ge=1, description="number of tasks in the stream")
     rounds_per_task: int | None = Field(
         None, ge=1, description="rounds of each task (None: federation.rounds / tasks, which must divide)")
     rotation: float = Field(30.0, ge=0, le=360, description="domain/async drift: degrees of rotation added per task")
-    noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task")
+    noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task (event data: "
+                         "probability of a background spike per frame cell added per task)")
     max_lag: int = Field(2, ge=1, description="async drift: client lags drawn uniformly from 0..max_lag rounds")
     regularizer: Literal["none", "l2", "ewc"] = Field(
         "none", description="client stability term: l2 = lam/2 ||theta - theta*||^2 (seed 000), ewc = Fisher-"

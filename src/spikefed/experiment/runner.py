@@ -91,10 +91,40 @@ def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
     return kw
 
 
+#: partition methods that give clients whole natural groups of recorded event data
+NATURAL_PARTITIONS = ("subject", "speaker", "session")
+
+
+def prepare_data(settings: RunSettings) -> tuple[DatasetSplit, list[np.ndarray], list[Any] | None, dict[str, Any]]:
+    """Data, client index sets, feature transforms and a heterogeneity report of event statistics (event data:
+    natural partitions, per-client sensors with ``partition.method=feature``; see experiment.eventdata)."""
+    if settings.data.name not in EVENT_DATASETS:
+        data = load_data(settings)
+        parts, transforms = make_partition(settings, data)
+        return data, parts, transforms, {}
+    from .eventdata import (apply_sensor_skew, client_sensors, event_statistics_report, load_event_data,
+                            natural_parts)
+
+    ev = load_event_data(settings.data, settings.seed)
+    p = settings.partition
+    if p.method in NATURAL_PARTITIONS:
+        parts = natural_parts(p.method, ev.train, p.num_clients)
+        return ev.split, parts, None, {"events": event_statistics_report(ev, parts)}
+    parts, _ = make_partition(settings, ev.split)  # method=feature: an iid split; the skew is the sensors'
+    if p.method == "feature":
+        report = apply_sensor_skew(ev, parts, client_sensors(p.sensors, len(parts)), settings.seed)
+        return ev.split, parts, None, {"events": report}
+    return ev.split, parts, None, {}
+
+
 def build_spec(settings: RunSettings) -> FederationSpec:
     """Config -> data, partition, model, strategy (every random choice seeded by ``settings.seed``)."""
-    data = load_data(settings)
-    parts, transforms = make_partition(settings, data)
+    return build_spec_and_report(settings)[0]
+
+
+def build_spec_and_report(settings: RunSettings) -> tuple[FederationSpec, dict[str, Any]]:
+    """:func:`build_spec` and the event-statistics report of :func:`prepare_data`."""
+    data, parts, transforms, report = prepare_data(settings)
     gen = torch_generator(settings.seed, Purpose.INIT)
     model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
                                       train=settings.local), data.step_features, data.num_classes, gen)
@@ -111,7 +141,7 @@ def build_spec(settings: RunSettings) -> FederationSpec:
                           client_transforms=transforms, faults=fault_spec(settings),
                           robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
                           fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec(),
-                          continual=settings.continual.to_spec(f.rounds))
+                          continual=settings.continual.to_spec(f.rounds)), report
 
 
 def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int) -> Any:
@@ -161,6 +191,11 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     if settings.data.name not in EVENT_DATASETS:  # static-data runs keep the fingerprint they had before
         for key in ("bins", "frame_mode", "downsample", "noise_rate"):
             d["data"].pop(key)
+    for key in ("root", "window_ms", "crop", "limit", "cache_dir"):  # keys added later: left out while unset
+        if d["data"][key] is None:
+            d["data"].pop(key)
+    if not settings.partition.sensors:
+        d["partition"].pop("sensors")
     # sections added after the first release: left out while at their defaults, so runs that do not use them
     # keep the fingerprint (and their checkpoints stay resumable)
     defaults = RunSettings()
@@ -196,7 +231,7 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         "energy_per_inference_j": last_eval.get("energy_j"),
         "rejected_updates": sum(r.get("rejected", 0) for r in rows),
         "heterogeneity": {k: het[k] for k in ("mean_jsd", "max_jsd", "mean_hellinger", "max_hellinger",
-                                               "jsd", "hellinger", "sizes") if k in het},
+                                               "jsd", "hellinger", "sizes", "events") if k in het},
         "label_distribution": label_distribution(sim.spec.data.y_train.numpy(), sim.spec.parts,
                                                  sim.spec.data.num_classes).tolist(),
         "seed": settings.seed,
@@ -242,8 +277,9 @@ class Run:
             if not self.checkpoint.is_file():
                 raise ConfigError(f"--resume {self.dir}: no checkpoint.pt there")
             read_checkpoint(self.checkpoint)  # fail fast: the file verified (hash, schema, finite) before any work
-        self.spec = build_spec(settings)
+        self.spec, report = build_spec_and_report(settings)
         self.sim = Simulation(self.spec)
+        self.sim.heterogeneity.update(report)  # event data: divergence of the clients' event statistics
         self.started = time.perf_counter()
         self.fingerprint = fingerprint(settings)
         if resume:  # nothing in the directory is written before the checkpoint has loaded and matched

@@ -157,7 +157,20 @@ def rotate_images(x: torch.Tensor, degrees: float) -> torch.Tensor:
 
 def domain_transform(x: torch.Tensor, task: int, rotation: float, noise: float,
                      generator: torch.Generator | None) -> torch.Tensor:
-    """Task ``task``'s view of inputs ``x``: rotated by ``task * rotation`` degrees, plus ``N(0, (task * noise)^2)``."""
+    """Task ``task``'s view of inputs ``x``: rotated by ``task * rotation`` degrees, plus ``N(0, (task * noise)^2)``.
+
+    Event frames ``[N, T, F]`` (a sequence of binned frames; no image plane to rotate, ``rotation`` must be 0)
+    drift as an ageing sensor: every frame cell that holds no event fires a background spike with probability
+    ``p = min(1, task * noise)`` (``out = max(x, Bernoulli(p))``).
+    """
+    if x.dim() == 3:
+        if rotation:
+            raise ValueError("event frames [N, T, F] cannot be rotated: set rotation=0 (noise drives their drift)")
+        p = min(1.0, task * noise)
+        if p <= 0:
+            return x.clone()
+        spikes = (torch.rand(x.shape, generator=generator) < p).to(x.dtype)
+        return torch.maximum(x, spikes)
     out = rotate_images(x, task * rotation) if rotation else x.clone()
     if noise and task:
         out = out + (task * noise) * torch.randn(out.shape, generator=generator, dtype=out.dtype)
