@@ -137,9 +137,9 @@ def run(
     except KeyboardInterrupt as e:
         code = exit_code(e)
         how = "terminated (SIGTERM)" if code != 130 else "interrupted"
-        err.print(f"\n{how} after round {job.sim.state.round}; checkpoint saved in {out_dir}.\n"
-                  f"resume with: spikefed run --resume {out_dir}\n"
-                  f"report so far: spikefed report {out_dir}", highlight=False)
+        print(f"\n{how} after round {job.sim.state.round}; checkpoint saved in {out_dir}.\n"  # never wrapped
+              f"resume with: spikefed run --resume {out_dir}\n"
+              f"report so far: spikefed report {out_dir}", file=sys.stderr)
         raise typer.Exit(code)
     if json_out:
         print(json.dumps(summary))
