@@ -177,7 +177,8 @@ def test_outcomes_stack_to_the_counts_and_epsilon_follows_the_rows() -> None:
 def test_devices_figure_has_ideal_mean_and_every_profile() -> None:
     fig = rf.devices(_rows())
     names = [t["name"] for t in fig.spec["data"]]
-    assert names == ["ideal hardware", "deployed, mean over all devices", "deployed on digital4", "deployed on analog20"]
+    assert names == ["ideal hardware", "deployed, mean over all devices", "deployed on digital4",
+                     "deployed on analog20"]
     assert fig.spec["data"][2]["y"] == [pytest.approx(0.6), pytest.approx(0.8)]
     final = rf.client_accuracy_final(_rows(), _summary())
     by_name = {t["name"]: t for t in final.spec["data"]}
@@ -355,3 +356,14 @@ def test_compare_mean_and_sample_std(tmp_path: Path) -> None:
     assert f"{statistics.mean(finals):.4f} ± {statistics.stdev(finals):.4f}" in page and page.count("<img") == 1
     with pytest.raises(FileNotFoundError, match="absent"):
         compare_runs([dirs[0], tmp_path / "absent"])
+
+
+def test_without_plotly_the_report_falls_back_to_static_images(tmp_path: Path, monkeypatch) -> None:
+    import spikefed.experiment.report.html as page_module
+
+    monkeypatch.setattr(page_module, "plotly_js", lambda: None)  # as if plotly were not installed
+    run = _make_run(tmp_path)
+    page = write_report(run, measure=False).read_text()
+    assert "<script" not in page and len(IMG_RE.findall(page)) == 15 and "static images" in page
+    with pytest.raises(ImportError, match=r"spikefed\[report\]"):
+        write_report(run, interactive=True, measure=False)

@@ -89,7 +89,8 @@ function draw(planned) {
   var x = function (v) { return L + (W - L - 10) * v / n; }, y = function (v) { return H - B - (H - B - 10) * v; };
   var s = '<line x1="' + L + '" y1="' + y(0) + '" x2="' + (W - 10) + '" y2="' + y(0) + '" stroke="#888"/>' +
           '<line x1="' + L + '" y1="' + y(0) + '" x2="' + L + '" y2="' + y(1) + '" stroke="#888"/>' +
-          '<text x="5" y="' + y(1) + '" font-size="11">1.0</text><text x="5" y="' + y(0) + '" font-size="11">0.0</text>' +
+          '<text x="5" y="' + y(1) + '" font-size="11">1.0</text>' +
+          '<text x="5" y="' + y(0) + '" font-size="11">0.0</text>' +
           '<text x="' + (W / 2) + '" y="' + (H - 5) + '" font-size="12">round (of ' + n + ')</text>' +
           '<text x="5" y="' + (H / 2) + '" font-size="12">accuracy</text>';
   if (pts.length) s += '<polyline id="acc-line" fill="none" stroke="#1f77b4" stroke-width="2" points="' +
@@ -104,7 +105,9 @@ function poll() {
       COLUMNS.forEach(function (k) { if (k in r && cols.indexOf(k) < 0) { cols.push(k); header(); } });
       rows.push(r);
       var tr = document.createElement("tr"); tr.setAttribute("data-round", r.round);
-      cols.forEach(function (k) { var td = document.createElement("td"); td.textContent = fmt(k, r[k]); tr.appendChild(td); });
+      cols.forEach(function (k) {
+        var td = document.createElement("td"); td.textContent = fmt(k, r[k]); tr.appendChild(td);
+      });
       body.appendChild(tr);
     });
     seen = d.total;

@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ..digest import MIB
 from .data import RunData, load_run, num
@@ -127,7 +127,7 @@ def render_compare(cmp: Comparison, interactive: bool | None = None) -> str:
     """Self-contained comparison page (plotly.js inline when installed, else a PNG)."""
     import base64
 
-    from .html import CSS, _json_script, plotly_js, table
+    from .html import CSS, json_script, plotly_js, table
     from .static import render_png
 
     esc = html.escape
@@ -149,8 +149,8 @@ def render_compare(cmp: Comparison, interactive: bool | None = None) -> str:
     if fig is not None:
         if js:
             parts.append(f'<figure><div id="fig-{fig.id}"></div><figcaption>{esc(fig.caption)}</figcaption></figure>'
-                         f'<script>Plotly.newPlot("fig-{fig.id}",{_json_script(fig.spec["data"])},'
-                         f'{_json_script(fig.spec["layout"])},{{responsive:true,displaylogo:false}});</script>')
+                         f'<script>Plotly.newPlot("fig-{fig.id}",{json_script(fig.spec["data"])},'
+                         f'{json_script(fig.spec["layout"])},{{responsive:true,displaylogo:false}});</script>')
         else:
             data = base64.b64encode(render_png(fig.spec)).decode("ascii")
             parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="accuracy per round">'

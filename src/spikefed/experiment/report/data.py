@@ -125,6 +125,7 @@ def summary_from_rows(rows: Sequence[Mapping[str, Any]], partition: Mapping[str,
         "synops_per_inference": last.get("synops"),
         "energy_per_inference_j": last.get("energy_j"),
         "rejected_updates": sum(int(num(r.get("rejected")) or 0) for r in rows),
+        "sampled_clients": sum(int(num(r.get("clients")) or 0) for r in rows),
     }
     for key in ("dropped", "late"):
         if any(key in r for r in rows):
@@ -133,7 +134,10 @@ def summary_from_rows(rows: Sequence[Mapping[str, Any]], partition: Mapping[str,
         out["malicious_sampled"] = sum(int(num(r.get("malicious")) or 0) for r in rows)
     eps = [r.get("dp_epsilon") for r in rows if "dp_epsilon" in r]
     if eps:
-        out["privacy"] = {"dp": True, "epsilon": eps[-1], "rounds_composed": len(eps)}
+        priv = (config or {}).get("privacy")
+        delta = priv.get("delta") if isinstance(priv, Mapping) else None
+        out["privacy"] = {"dp": True, "epsilon": eps[-1], "rounds_composed": len(eps),
+                          **({"delta": delta} if delta is not None else {})}
     if "accuracy_ideal" in last:
         out["devices"] = {"final_accuracy_ideal": last.get("accuracy_ideal"),
                           "final_accuracy_by_device": last.get("accuracy_by_device")}

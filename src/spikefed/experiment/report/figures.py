@@ -88,7 +88,8 @@ def client_accuracy_distribution(rows: Rows) -> Figure | None:
     stats = {"max": [max(v) for _, v in data], "median": [percentile(v, 50) for _, v in data],
              "mean": [sum(v) / len(v) for _, v in data], "10th percentile": [percentile(v, 10) for _, v in data],
              "min (worst client)": [min(v) for _, v in data]}
-    dashes = {"max": "dot", "median": "solid", "mean": "dash", "10th percentile": "dashdot", "min (worst client)": "dot"}
+    dashes = {"max": "dot", "median": "solid", "mean": "dash", "10th percentile": "dashdot",
+              "min (worst client)": "dot"}
     traces = [line(xs, ys, name, line={"dash": dashes[name]}) for name, ys in stats.items()]
     return Figure("client_accuracy", f"Accuracy of the global model on each client's data mix, summarised over "
                   f"the {len(data[-1][1])} clients per evaluated round (each client's label shares applied to the "
@@ -252,7 +253,8 @@ def accuracy_vs_bytes(rows: Rows) -> Figure | None:
     pos = [x for x in xs if x > 0]
     log_x = bool(pos) and max(pos) / min(pos) >= LOG_X_RATIO
     return Figure("accuracy_vs_bytes", "Accuracy against the cumulative uplink: the length of every serialized "
-                  "client upload, summed over the rounds (MiB = 2^20 bytes)." + (" Logarithmic x axis." if log_x else ""),
+                  "client upload, summed over the rounds (MiB = 2^20 bytes)."
+                  + (" Logarithmic x axis." if log_x else ""),
                   figure("Accuracy vs communication", [line(xs, ys, "accuracy")], "cumulative uplink (MiB)",
                          "accuracy (fraction)", y_range=[0, 1.02], x_log=log_x))
 

@@ -205,7 +205,7 @@ def finite(obj: Any) -> Any:
     return obj
 
 
-def _json_script(obj: Any) -> str:
+def json_script(obj: Any) -> str:
     """JSON safe inside a ``<script>`` element (no ``</``, no ``<!--``)."""
     return json.dumps(finite(obj), allow_nan=False).replace("</", "<\\/").replace("<!--", "<\\!--")
 
@@ -261,7 +261,7 @@ def render_html(run: RunData, title: str | None = None, interactive: bool | None
     parts.append(f"<pre>{esc(yaml.safe_dump(dict(run.config), sort_keys=False))}</pre>" if run.config
                  else '<p class="muted">No config.yaml.</p>')
     if js is not None:
-        parts.append(f'<script id="figure-specs" type="application/json">{_json_script(specs)}</script>')
+        parts.append(f'<script id="figure-specs" type="application/json">{json_script(specs)}</script>')
         parts.append("<script>(function(){var s=JSON.parse(document.getElementById('figure-specs').textContent);"
                      "for(var k in s){Plotly.newPlot('fig-'+k,s[k].data,s[k].layout,"
                      "{responsive:true,displaylogo:false});}})();</script>")
