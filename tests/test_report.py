@@ -367,3 +367,14 @@ def test_without_plotly_the_report_falls_back_to_static_images(tmp_path: Path, m
     assert "<script" not in page and len(IMG_RE.findall(page)) == 15 and "static images" in page
     with pytest.raises(ImportError, match=r"spikefed\[report\]"):
         write_report(run, interactive=True, measure=False)
+
+
+def test_a_checkpoint_that_does_not_fit_the_config_still_renders_with_the_reason(tmp_path: Path) -> None:
+    from spikefed.federated.checkpoint import write_checkpoint
+
+    run = _make_run(tmp_path, config={"seed": 0, "model": {"hidden": [8]}, "local": {"num_steps": 3}, **ENERGY})
+    write_checkpoint(run / "checkpoint.pt", {"version": 2, "round": 4, "metrics": _rows(),
+                                             "global_params": {"w": torch.zeros(2)}})
+    page = write_report(run, interactive=False).read_text()
+    assert "Model activity not measured" in page and "checkpoint.pt" in page and "parameter names differ" in page
+    assert 'id="fig-accuracy"' in page

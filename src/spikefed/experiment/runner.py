@@ -336,8 +336,11 @@ def write_run_report(run: Run) -> Path:
     from .report.activity import activity_on_test
 
     spec = run.sim.spec
-    activity = activity_on_test(spec.model, spec.data.x_test, spec.local, spec.seed, spec.energy,
-                                run.sim.state.global_params)
+    try:
+        activity = activity_on_test(spec.model, spec.data.x_test, spec.local, spec.seed, spec.energy,
+                                    run.sim.state.global_params)
+    except (ValueError, TypeError) as e:  # a model the counters cannot measure: the report says so
+        activity = {"error": f"{type(spec.model).__name__}: {e}"}
     return write_report(run.dir, activity=activity)
 
 

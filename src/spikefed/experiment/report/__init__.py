@@ -35,7 +35,10 @@ def write_report(run_dir: str | os.PathLike[str], title: str | None = None, inte
     if activity is None and measure:
         from .activity import activity_from_run
 
-        activity = activity_from_run(run_dir, run.config)
+        try:
+            activity = activity_from_run(run_dir, run.config)
+        except (ValueError, OSError) as e:  # the rest of the report still renders; the page says why
+            activity = {"error": str(e)}
     run.activity = activity
     out = Path(run_dir) / REPORT_FILE
     write_atomic(out, render_html(run, title, interactive))

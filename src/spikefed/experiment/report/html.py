@@ -119,6 +119,9 @@ def _client_table(run: RunData) -> str:
 def sections(run: RunData) -> list[Section]:
     """The report's sections for ``run``, each with the figures it has data for."""
     rows, summary, act = run.metrics, run.summary, run.activity
+    why = f"Model activity not measured: {act['error']}" if act and "error" in act else \
+        "Model activity not measured (no checkpoint or config)."
+    act = act if act and "error" not in act else None
     energy = (act or {}) if act else (run.config.get("energy") if isinstance(run.config.get("energy"), Mapping)
                                       else {})
     out = [
@@ -146,7 +149,7 @@ def sections(run: RunData) -> list[Section]:
         Section("model", "The trained model", "What the trained spiking network does: its spikes on one sample, "
                 "the firing rate of every neuron (dead and saturated neurons), and which classes it confuses.",
                 [f for f in (mf.raster(act), mf.firing_histogram(act), mf.confusion(rows)) if f],
-                [] if act else ['<p class="muted">Model activity not measured (no checkpoint or config).</p>']),
+                [] if act else [f'<p class="muted">{html.escape(why)}</p>']),
         Section("continual", "Continual learning", "How much the federation forgets old tasks while learning new "
                 "ones.", mf.continual(rows, summary), _continual_html(summary)),
     ]
@@ -233,8 +236,8 @@ def render_html(run: RunData, title: str | None = None, interactive: bool | None
         parts.append(f'<p class="muted">Run directory: <code>{esc(str(run.run_dir))}</code> · '
                      f'{"interactive (plotly)" if js else "static images"}</p>')
     if not run.complete:
-        parts.append('<p class="warn">This run did not finish (no summary.json): the summary below is derived from '
-                     "metrics.jsonl and the model from the last checkpoint.</p>")
+        parts.append('<p class="warn">This run did not finish (no summary.json: stopped, or still running): the '
+                     "summary below is derived from metrics.jsonl and the model from the last checkpoint.</p>")
     parts.append('<nav><a href="#overview">Overview</a>' + "".join(
         f'<a href="#{s.id}">{esc(s.title)}</a>' for s in shown) + '<a href="#rounds">Per-round metrics</a>'
         '<a href="#config">Configuration</a></nav>')
