@@ -57,8 +57,8 @@ def seconds(rows: Rows) -> Figure | None:
     if not xs:
         return None
     total = sum(ys)
-    return Figure("seconds", f"Wall-clock seconds of each round in this process (training, aggregation, "
-                  f"evaluation and checkpoint-free bookkeeping); {total:.1f} s over {len(ys)} rounds.",
+    return Figure("seconds", f"Wall-clock seconds of each round (local training, aggregation, evaluation; "
+                  f"the checkpoint write is not included); {total:.1f} s over {len(ys)} rounds.",
                   figure("Seconds per round", [bar(xs, ys, "seconds")], "round", "seconds", y_from_zero=True,
                          integer_x=True))
 
