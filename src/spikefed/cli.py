@@ -208,8 +208,8 @@ def compare_cmd(
     labels = {k: (label, spec) for k, label, spec in METRICS}
     table = Table(title=f"spikefed compare: {len(cmp.runs)} runs", caption="std: sample standard deviation (n - 1)")
     table.add_column("metric")
-    for name in cmp.names:
-        table.add_column(name, justify="right")
+    for name, run in zip(cmp.names, cmp.runs):
+        table.add_column(name if run.complete else f"{name} (interrupted)", justify="right")
     table.add_column("mean ± std", justify="right")
     table.add_column("min .. max", justify="right")
     for k in cmp.keys:
@@ -219,7 +219,7 @@ def compare_cmd(
         table.add_row(label, *(f(v.get(k)) for v in cmp.values),
                       f(st["mean"]) + (f" ± {f(st['std'])}" if st["std"] is not None else ""),
                       f"{f(st['min'])} .. {f(st['max'])}")
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
     Console().print(f"comparison: {out}", highlight=False)
 
 
