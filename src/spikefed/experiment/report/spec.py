@@ -66,8 +66,9 @@ def figure(title: str, traces: Sequence[Mapping[str, Any]], x_title: str, y_titl
         yaxis["range"] = list(y_range)
     elif y_from_zero:
         yaxis["rangemode"] = "tozero"
-    layout: dict[str, Any] = {"title": {"text": title}, "xaxis": xaxis, "yaxis": yaxis, "height": height,
-                              "margin": {"l": 70, "r": 30, "t": 50, "b": 60}, "legend": {"orientation": "h"}}
+    layout: dict[str, Any] = {"title": {"text": title}, "xaxis": xaxis, "yaxis": yaxis, "height": height + 40,
+                              "margin": {"l": 70, "r": 30, "t": 50, "b": 60},
+                              "legend": {"orientation": "h", "y": -0.25, "yanchor": "top"}}
     if barmode:
         layout["barmode"] = barmode
     return {"data": [dict(t) for t in traces], "layout": layout}
