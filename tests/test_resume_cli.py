@@ -28,7 +28,7 @@ local: {num_steps: 4, epochs: 1}
 federation: {rounds: 40, fraction: 0.5}
 faults: {dropout: 0.2, deadline: 4.0, straggler_sigma: 0.5, jitter_sigma: 0.2, late_policy: fednova}
 """
-WALL_CLOCK = {"seconds", "wall_seconds", "train_seconds"}
+WALL_CLOCK = {"seconds", "wall_seconds", "train_seconds", "elapsed_seconds", "session", "sessions"}
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -124,6 +124,49 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(reference: tuple[Path, P
     r = _cli("run", "--resume", str(out), "--json")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["rounds"] == 40
+    _assert_same_run(ref, out)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_prints_resume_and_exits_143_then_wall_time_spans_sessions(
+        reference: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGTERM (a time limit, SLURM, Kubernetes) stops the run like Ctrl-C: the checkpoint holds every finished
+    round, stderr names the resume command, the exit code is 128 + 15. The interrupted run renders a report
+    (no summary.json). After the resume, the summary's wall time covers both sessions."""
+    config, ref = reference
+    out = tmp_path / "terminated"
+    first_start = time.monotonic()
+    proc = _start(config, out)
+    _wait_until(lambda: len(_rows(out)) >= 12, proc, "12 rounds in metrics.jsonl", timeout=120)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    first = time.monotonic() - first_start
+    assert proc.returncode == 143, stderr[-2000:]
+    ckpt = _checkpoint(out / "checkpoint.pt")
+    assert f"terminated (SIGTERM) after round {ckpt['round']}" in stderr
+    assert f"spikefed run --resume {out}" in stderr
+    assert 12 <= ckpt["round"] < 40 and not (out / "summary.json").exists()
+    assert [r["round"] for r in _rows(out)] == list(range(1, ckpt["round"] + 1))
+    assert all(r["session"] == 1 for r in ckpt["metrics"])
+
+    r = _cli("report", str(out), "--static")  # the interrupted run: rows from metrics.jsonl, model from checkpoint
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = (out / "report.html").read_text()
+    assert "did not finish" in page and f"interrupted after round {ckpt['round']} of 40" in page
+    assert 'id="fig-raster"' in page and 'id="fig-participation"' in page
+
+    second_start = time.monotonic()
+    r = _cli("run", "--resume", str(out), "--json")
+    second = time.monotonic() - second_start
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    rows = _rows(out)
+    assert summary["sessions"] == 2 and {row["session"] for row in rows} == {1, 2}
+    # wall time spans both sessions: at least every round's own time (a physical lower bound), at least the
+    # first session's elapsed time at its last checkpoint, and at most the two processes' lifetimes
+    assert summary["wall_seconds"] >= sum(row["seconds"] for row in rows)
+    assert summary["wall_seconds"] >= ckpt["metrics"][-1]["elapsed_seconds"]
+    assert summary["wall_seconds"] <= first + second
     _assert_same_run(ref, out)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -129,3 +130,55 @@ def test_partial_local_overrides_keep_federated_defaults() -> None:
     default = RunSettings()
     assert s.local.batch_size == 16
     assert (s.local.epochs, s.local.lr, s.local.cosine_schedule) == (default.local.epochs, default.local.lr, False)
+
+
+FLEET_DP = ["--set", "devices.fleet=[{profile: digital4, fraction: 0.5}, {profile: analog20, fraction: 0.5}]",
+            "--set", "privacy.dp=true", "--set", "faults.dropout=0.2", "--set", "faults.deadline=8",
+            "--set", "faults.straggler_sigma=0.5", "--set", "robustness.attack=boost",
+            "--set", "robustness.attack_fraction=0.2", "--set", "federation.rounds=3"]
+
+
+@pytest.mark.slow
+def test_fleet_dp_run_summary_rows_report_and_compare(tmp_path: Path) -> None:
+    """The end-of-run table says epsilon, dropped/late, attackers, deployed vs ideal, MiB; the rows carry what the
+    report plots; `spikefed compare` of two seeds gives their mean and sample std."""
+    out = tmp_path / "fleet"
+    r = _cli("run", "--out", str(out), *SMALL, *FLEET_DP)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for needle in ("final accuracy, deployed (mean over devices)", "final accuracy, ideal hardware",
+                   f"{summary['privacy']['epsilon']:.3f} at delta", "dropped", "late", "attackers sampled",
+                   f"{summary['total_bytes_up'] / 2 ** 20:.2f} MiB ({summary['total_bytes_up']:,} B)",
+                   "MiB = 2^20 bytes"):
+        assert needle in r.stdout, needle
+    assert " MB" not in r.stdout and " KB" not in r.stderr
+    assert summary["dropped_clients"] == sum(row["dropped"] for row in rows)
+    assert summary["late_clients"] == sum(row["late"] for row in rows)
+    assert summary["malicious_sampled"] == sum(row["malicious"] for row in rows) > 0
+    assert summary["sampled_clients"] == sum(len(row["participation"]["sampled"]) for row in rows)
+    assert summary["devices"]["client_profiles"].count("digital4") == 3
+    for row in rows:
+        p = row["participation"]
+        rejected = [x["client"] for x in row.get("rejections", [])]
+        fates = p["accepted"] + p["dropped"] + rejected
+        assert len(set(fates)) == len(fates) and set(fates) | set(p["late"]) <= set(p["sampled"])
+        assert len(p["dropped"]) == row["dropped"] and len(p["malicious"]) == row["malicious"]
+        assert len(row["client_accuracy"]) == 6 and len(row["accuracy_by_client_device"]) == 6
+        # deployed accuracy = mean over the clients' devices
+        assert row["accuracy"] == pytest.approx(sum(row["accuracy_by_client_device"]) / 6)
+        assert sum(map(sum, row["confusion"])) == 360  # every test sample once
+        assert row["dp_epsilon"] > 0
+    page = (out / "report.html").read_text()
+    for fid in ("devices", "epsilon", "participation", "outcomes", "client_accuracy", "raster", "firing_histogram",
+                "energy_layers", "confusion"):
+        assert f'id="fig-{fid}"' in page, fid
+    second = tmp_path / "fleet-seed1"
+    assert _cli("run", "--out", str(second), *SMALL, *FLEET_DP, "--set", "seed=1").returncode == 0
+    r = _cli("compare", str(out), str(second), "--out", str(tmp_path / "cmp.html"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    finals = [json.loads((d / "summary.json").read_text())["final_accuracy"] for d in (out, second)]
+    assert got["stats"]["final_accuracy"]["mean"] == pytest.approx(statistics.mean(finals))
+    assert got["stats"]["final_accuracy"]["std"] == pytest.approx(statistics.stdev(finals))
+    assert (tmp_path / "cmp.html").is_file()

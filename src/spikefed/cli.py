@@ -80,11 +80,12 @@ def train(
 
 
 def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
+    """Binary units, named as such: 1 KiB = 1024 B, 1 MiB = 1024 KiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GB"
+    return f"{n:.1f} GiB"
 
 
 @app.command()
@@ -97,6 +98,7 @@ def run(
 ) -> None:
     """Simulate a federated experiment (default: 20 clients on digits, Dirichlet 0.5, FedAvg, 30 rounds)."""
     from .experiment.runner import Run, default_run_dir
+    from .experiment.signals import exit_code, terminate_as_interrupt
     from .runtime import configure_allocator
 
     if resume is not None:
@@ -119,7 +121,7 @@ def run(
     columns = (TextColumn("[bold]round[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     try:
-        with Progress(*columns, console=err, transient=False) as bar:
+        with terminate_as_interrupt(), Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task("rounds", total=f.rounds, completed=job.sim.state.round, info="")
             while not job.done:
                 try:
@@ -131,37 +133,121 @@ def run(
                     f"loss {row['loss']:.3f}  " if row.get("loss") is not None else "") + (
                     f"up {_fmt_bytes(row['bytes_up'])}")
                 bar.update(task, advance=1, info=info)
-    except KeyboardInterrupt:
-        err.print(f"\ninterrupted after round {job.sim.state.round}; checkpoint saved in {out_dir}.\n"
-                  f"resume with: spikefed run --resume {out_dir}", highlight=False)
-        raise typer.Exit(130)
-    summary = job.finish()
+            summary = job.finish()
+    except KeyboardInterrupt as e:
+        code = exit_code(e)
+        how = "terminated (SIGTERM)" if code != 130 else "interrupted"
+        print(f"\n{how} after round {job.sim.state.round}; checkpoint saved in {out_dir}.\n"  # never wrapped
+              f"resume with: spikefed run --resume {out_dir}\n"
+              f"report so far: spikefed report {out_dir}", file=sys.stderr)
+        raise typer.Exit(code)
     if json_out:
         print(json.dumps(summary))
         return
-    table = Table(title=f"spikefed run: {out_dir}")
+    _print_summary(summary, f"spikefed run: {out_dir}")
+    Console().print(f"report: {out_dir / 'report.html'}", highlight=False)
+
+
+def _print_summary(summary: dict, title: str) -> None:
+    """The end-of-run table (:func:`spikefed.experiment.digest.digest`: every value with its unit)."""
+    from .experiment.digest import digest
+
+    table = Table(title=title, caption="MiB = 2^20 bytes")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    def fmt(v: object, spec: str) -> str:
-        return format(v, spec) if isinstance(v, (int, float)) else "-"
-    het = summary.get("heterogeneity", {})
-    table.add_row("final accuracy", fmt(summary["final_accuracy"], ".4f"))
-    table.add_row("best accuracy", fmt(summary["best_accuracy"], ".4f"))
-    table.add_row("rounds", str(summary["rounds"]))
-    table.add_row("uplink / downlink", f"{_fmt_bytes(summary['total_bytes_up'])} / "
-                                       f"{_fmt_bytes(summary['total_bytes_down'])}")
-    table.add_row("energy per inference", fmt((summary.get("energy_per_inference_j") or 0) * 1e9, ".1f") + " nJ")
-    table.add_row("synaptic ops per inference", fmt(summary.get("synops_per_inference"), ",.0f"))
-    table.add_row("label skew: mean JSD", fmt(het.get("mean_jsd"), ".3f"))
-    table.add_row("feature skew: mean Hellinger", fmt(het.get("mean_hellinger"), ".3f"))
-    table.add_row("rejected updates", str(summary.get("rejected_updates", 0)))
-    if "continual" in summary:  # continual FL: the accuracy-matrix metrics
-        c = summary["continual"]
-        table.add_row("continual: ACC / BWT / forgetting", " / ".join(
-            fmt(c.get(k), ".4f") for k in ("average_accuracy", "backward_transfer", "average_forgetting")))
-    table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
-    Console().print(table)
-    Console().print(f"report: {out_dir / 'report.html'}", highlight=False)
+    for label, value in digest(summary):
+        table.add_row(label, value)
+    Console(width=max(Console().width, 110)).print(table)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="run directory (finished, or interrupted: no summary.json needed)"),
+    static: bool = typer.Option(False, "--static", help="PNG figures (matplotlib) instead of interactive plotly"),
+    no_model: bool = typer.Option(False, "--no-model", help="skip measuring the model of checkpoint.pt "
+                                                            "(spike raster, firing rates, energy per layer)"),
+) -> None:
+    """Render RUN_DIR/report.html from its metrics.jsonl, summary.json (or, for an interrupted run, the rows)
+    and checkpoint.pt; print the summary."""
+    from .experiment.report import load_run, write_report
+
+    try:
+        path = write_report(run_dir, interactive=False if static else None, measure=not no_model)
+        run = load_run(run_dir)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+        return
+    except ImportError as e:
+        _fail(f"{e}; or use --static")
+        return
+    _print_summary(run.summary, f"spikefed report: {run_dir}" + ("" if run.complete else " (interrupted run)"))
+    Console().print(f"report: {path}", highlight=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="run directories (e.g. the same config over several seeds)"),
+    out: Path = typer.Option(Path("compare.html"), "--out", help="the comparison page to write"),
+    static: bool = typer.Option(False, "--static", help="PNG figure instead of interactive plotly"),
+    json_out: bool = typer.Option(False, "--json", help="print the per-run numbers and their statistics as JSON"),
+) -> None:
+    """Several runs side by side: key numbers per run, their mean ± sample std and range; writes an HTML page."""
+    from .experiment.report.compare import METRICS, compare_runs, render_compare
+    from .io import write_atomic
+
+    try:
+        cmp = compare_runs(run_dirs)
+        write_atomic(out, render_compare(cmp, interactive=False if static else None))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+        return
+    if json_out:
+        print(json.dumps({"runs": dict(zip(cmp.names, cmp.values)), "stats": {k: cmp.stats(k) for k in cmp.keys},
+                          "html": str(out)}))
+        return
+    labels = {k: (label, spec) for k, label, spec in METRICS}
+    table = Table(title=f"spikefed compare: {len(cmp.runs)} runs", caption="std: sample standard deviation (n - 1)")
+    table.add_column("metric")
+    for name, run in zip(cmp.names, cmp.runs):
+        table.add_column(name if run.complete else f"{name} (interrupted)", justify="right")
+    table.add_column("mean ± std", justify="right")
+    table.add_column("min .. max", justify="right")
+    for k in cmp.keys:
+        label, spec = labels[k]
+        st = cmp.stats(k)
+        f = lambda v: format(v, spec) if v is not None else "-"  # noqa: E731
+        table.add_row(label, *(f(v.get(k)) for v in cmp.values),
+                      f(st["mean"]) + (f" ± {f(st['std'])}" if st["std"] is not None else ""),
+                      f"{f(st['min'])} .. {f(st['max'])}")
+    Console(width=max(Console().width, 120)).print(table)
+    Console().print(f"comparison: {out}", highlight=False)
+
+
+@app.command("watch")
+def watch_cmd(
+    run_dir: Path = typer.Argument(..., help="the run directory of a running (or finished) `spikefed run --out`"),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="TCP port on 127.0.0.1 (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (default: this machine only)"),
+) -> None:
+    """Live view in the browser: a local page that follows RUN_DIR/metrics.jsonl while the run goes."""
+    import time
+
+    from .experiment.live import start
+    from .experiment.signals import exit_code, terminate_as_interrupt
+
+    try:
+        server, _ = start(run_dir, host, port)
+    except (FileNotFoundError, OSError) as e:
+        _fail(str(e))
+        return
+    err.print(f"[bold]spikefed watch[/]: open {server.url} (Ctrl-C to stop)", highlight=False)
+    try:
+        with terminate_as_interrupt():
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt as e:
+        server.shutdown()
+        raise typer.Exit(0 if exit_code(e) == 130 else exit_code(e))
 
 
 def _staged(schema: type, config: Optional[Path], set_: list[str], json_out: bool, runner_name: str) -> dict:

@@ -375,12 +375,15 @@ def test_huge_lambda_keeps_the_global_model_at_the_previous_task_model() -> None
     assert worst[0.0] > 10 * lr
 
 
-def test_report_plot_of_the_accuracy_matrix() -> None:
-    from spikefed.experiment.report import plot_continual
+def test_report_figures_of_the_accuracy_matrix() -> None:
+    from spikefed.experiment.report.figures_model import continual
+    from spikefed.experiment.report.static import render_png
 
     rows = [{"round": 1, "task_end": 0, "task_accuracy": [0.8, 0.1]}, {"round": 2, "task_end": 1,
                                                                        "task_accuracy": [0.5, 0.9]}]
-    png = plot_continual(rows, {"continual": {"accuracy_matrix": [[0.8, 0.1], [0.5, 0.9]],
-                                              "forgetting_per_task": [0.3]}})
-    assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert plot_continual([{"round": 1, "accuracy": 0.5}], {}) is None
+    figs = continual(rows, {"continual": {"accuracy_matrix": [[0.8, 0.1], [0.5, 0.9]],
+                                          "forgetting_per_task": [0.3]}})
+    assert [f.id for f in figs] == ["continual_matrix", "continual_tasks", "forgetting"]
+    assert figs[0].spec["data"][0]["z"] == [[0.8, 0.1], [0.5, 0.9]] and figs[2].spec["data"][0]["y"] == [0.3]
+    assert all(render_png(f.spec)[:8] == b"\x89PNG\r\n\x1a\n" for f in figs)
+    assert continual([{"round": 1, "accuracy": 0.5}], {}) == []

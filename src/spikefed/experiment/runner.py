@@ -230,6 +230,7 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         "synops_per_inference": last_eval.get("synops"),
         "energy_per_inference_j": last_eval.get("energy_j"),
         "rejected_updates": sum(r.get("rejected", 0) for r in rows),
+        **client_fates(rows),
         "heterogeneity": {k: het[k] for k in ("mean_jsd", "max_jsd", "mean_hellinger", "max_hellinger",
                                                "jsd", "hellinger", "sizes", "events") if k in het},
         "label_distribution": label_distribution(sim.spec.data.y_train.numpy(), sim.spec.parts,
@@ -241,6 +242,29 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         **_privacy_summary(sim),
         **_continual_summary(sim),
     })
+
+
+def client_fates(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over the rounds for ``summary.json``: sampled clients, and (when the run has faults / an attack)
+    dropped and late clients and attackers among the sampled."""
+    out: dict[str, Any] = {"sampled_clients": sum(int(r.get("clients") or 0) for r in rows)}
+    for key, name in (("dropped", "dropped_clients"), ("late", "late_clients"), ("malicious", "malicious_sampled")):
+        if any(key in r for r in rows):
+            out[name] = sum(int(r.get(key) or 0) for r in rows)
+    return out
+
+
+def elapsed_before(rows: list[dict[str, Any]]) -> tuple[float, int]:
+    """(wall seconds spent by earlier sessions of this run up to their last checkpointed round, sessions so far),
+    from the checkpoint's rows (``elapsed_seconds``, ``session``; rows of older runs: summed round seconds)."""
+    if not rows:
+        return 0.0, 0
+    last = rows[-1]
+    elapsed = last.get("elapsed_seconds")
+    if not isinstance(elapsed, (int, float)):
+        elapsed = sum(float(r.get("seconds") or 0.0) for r in rows)
+    session = last.get("session")
+    return float(elapsed), int(session) if isinstance(session, int) else 1
 
 
 def _privacy_summary(sim: Simulation) -> dict[str, Any]:
@@ -281,6 +305,7 @@ class Run:
         self.sim = Simulation(self.spec)
         self.sim.heterogeneity.update(report)  # event data: divergence of the clients' event statistics
         self.started = time.perf_counter()
+        self.elapsed_before, self.session = 0.0, 1
         self.fingerprint = fingerprint(settings)
         if resume:  # nothing in the directory is written before the checkpoint has loaded and matched
             self.sim.load_checkpoint(self.checkpoint, self.fingerprint)
@@ -301,6 +326,14 @@ class Run:
         if not resume:  # the round-0 checkpoint: a run killed during its first round can be resumed too
             self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         self._rewrite_metrics()  # on resume: exactly the checkpoint's rows (drops rows of an unfinished round)
+        if resume:
+            before, sessions = elapsed_before(self.sim.state.metrics)
+            self.elapsed_before, self.session = before, sessions + 1
+
+    @property
+    def elapsed(self) -> float:
+        """Wall seconds of the whole run: earlier sessions (up to their last checkpoint) plus this one."""
+        return self.elapsed_before + time.perf_counter() - self.started
 
     @property
     def done(self) -> bool:
@@ -318,21 +351,33 @@ class Run:
         the checkpoint's rows, so no row is missing or duplicated after a resume.
         """
         row = self.sim.run_round()
+        row["elapsed_seconds"], row["session"] = self.elapsed, self.session  # stored in the checkpoint too
         self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(json_safe(row)) + "\n")
         return row
 
     def finish(self) -> dict[str, Any]:
-        summary = summarize(self.sim, self.settings, time.perf_counter() - self.started)
+        summary = summarize(self.sim, self.settings, self.elapsed)
+        summary["sessions"] = self.session
         write_json_atomic(self.dir / "summary.json", summary, indent=2)
-        try:
-            from .report import write_report
-
-            write_report(self.dir)
-        except ImportError:  # pragma: no cover - report module optional during development
-            pass
+        write_run_report(self)
         return summary
+
+
+def write_run_report(run: Run) -> Path:
+    """``report.html`` of the run, with the activity (raster, firing rates, energy per layer) of its final global
+    model measured in place (no reload)."""
+    from .report import write_report
+    from .report.activity import activity_on_test
+
+    spec = run.sim.spec
+    try:
+        activity = activity_on_test(spec.model, spec.data.x_test, spec.local, spec.seed, spec.energy,
+                                    run.sim.state.global_params)
+    except (ValueError, TypeError) as e:  # a model the counters cannot measure: the report says so
+        activity = {"error": f"{type(spec.model).__name__}: {e}"}
+    return write_report(run.dir, activity=activity)
 
 
 def default_run_dir(root: str | Path = "runs") -> Path:

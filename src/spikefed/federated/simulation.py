@@ -27,6 +27,7 @@ import torch
 
 from ..data.digits import DatasetSplit
 from ..data.heterogeneity import REPORT_SETTINGS, client_heterogeneity
+from ..data.partition import label_distribution
 from ..hardware.energy import EnergyModel
 from ..hardware.metrics import measure
 from ..io import write_atomic
@@ -59,7 +60,7 @@ CHECKPOINT_VERSION = 2
 CHECKPOINT_PAUSE_ENV = "SPIKEFED_TEST_CHECKPOINT_PAUSE"
 #: metrics-row keys of :meth:`Simulation.evaluate` (a device fleet adds FLEET_EVAL_KEYS)
 EVAL_KEYS = ("accuracy", "loss", "firing_rate", "spikes", "synops", "acs", "macs", "dense_ops",
-             "activation_sparsity", "energy_j")
+             "activation_sparsity", "energy_j", "confusion", "client_accuracy")
 #: default of ``norm_bound``: an update whose norm exceeds this many times the round's median is rejected
 DEFAULT_NORM_BOUND = 10.0
 
@@ -135,6 +136,7 @@ class Simulation:
             features[torch.as_tensor(np.asarray(idx), dtype=torch.int64)] = c.x
         self.heterogeneity = client_heterogeneity(
             features.numpy(), spec.data.y_train.numpy(), spec.parts, spec.data.num_classes, **REPORT_SETTINGS)
+        self.label_counts = label_distribution(spec.data.y_train.numpy(), spec.parts, spec.data.num_classes)
 
     def stage(self, key: str) -> Stage | None:
         """The stage named ``key`` (``faults``, ``continual``, ``devices``, ``robustness``, ``channel``,
@@ -238,6 +240,7 @@ class Simulation:
         st.server_state = {s.key: s.state_dict() for s in self.stages if s.state_dict()}
         st.bytes_up += ctx.bytes_up
         st.bytes_down += ctx.bytes_down
+        row["participation"] = participation(ctx, self.malicious)
         row["seconds"] = time.perf_counter() - ctx.start
         st.seconds += row["seconds"]
         st.round = ctx.rnd
@@ -272,7 +275,10 @@ class Simulation:
         load_params_(model, self.state.global_params)
         res = evaluate(model, spec.data.x_test, spec.data.y_test, spec.local,
                        torch_generator(spec.seed, Purpose.EVAL, rnd))
-        out: dict[str, Any] = {"accuracy": res.accuracy, "loss": res.loss, "firing_rate": res.firing_rate}
+        confusion = padded_confusion(res.confusion, spec.data.num_classes)
+        out: dict[str, Any] = {"accuracy": res.accuracy, "loss": res.loss, "firing_rate": res.firing_rate,
+                               "confusion": confusion.tolist(),
+                               "client_accuracy": client_accuracy(confusion, self.label_counts).tolist()}
         # NeuroBench-style counts of the global model on the test set (any model: see hardware.metrics)
         x = encode_inputs(spec.data.x_test, spec.local, torch_generator(spec.seed, Purpose.EVAL, rnd))
         m = measure(model, x, spec.energy)
@@ -342,6 +348,38 @@ class Simulation:
                                      data["bytes_up"], data["bytes_down"], data["seconds"],
                                      data["client_state"], data["server_state"])
 
+
+
+def participation(ctx: RoundContext, malicious: frozenset[int]) -> dict[str, list[int]]:
+    """Who took part in the round, by client id: sampled, accepted into the aggregate, dropped, late, malicious
+    (among the sampled); rejected clients are in the row's ``rejections``."""
+    return {"sampled": list(ctx.sampled), "accepted": sorted(int(u.client_id) for u in ctx.accepted),
+            "dropped": sorted(ctx.plan.dropped), "late": sorted(ctx.plan.late),
+            "malicious": sorted(c for c in ctx.sampled if c in malicious)}
+
+
+def padded_confusion(confusion: list[list[int]], num_classes: int) -> np.ndarray:
+    """The test confusion matrix as ``[C, C]`` counts (``C = max(num_classes, its own size)``)."""
+    m = np.asarray(confusion, dtype=np.int64).reshape(len(confusion), -1) if confusion else np.zeros((0, 0), int)
+    c = max(num_classes, m.shape[0])
+    out = np.zeros((c, c), dtype=np.int64)
+    out[:m.shape[0], :m.shape[1]] = m
+    return out
+
+
+def client_accuracy(confusion: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
+    """Accuracy of the global model on each client's label mix: ``sum_c p_k(c) acc(c)``.
+
+    ``acc(c)`` is the test recall of class ``c`` (from ``confusion``), ``p_k`` client ``k``'s training label
+    distribution (``label_counts[k] / sum``) renormalised over the classes the test set holds. This is the expected
+    accuracy on a held-out set drawn like client ``k``'s data (label skew); it costs no extra forward pass. A client
+    whose classes are all absent from the test set gets NaN (null in the metrics row).
+    """
+    support = confusion.sum(axis=1).astype(np.float64)
+    recall = np.divide(np.diag(confusion), support, out=np.zeros_like(support), where=support > 0)
+    counts = np.asarray(label_counts, dtype=np.float64)[:, :len(support)] * (support > 0)
+    total = counts.sum(axis=1)
+    return np.divide(counts @ recall, total, out=np.full(len(total), np.nan), where=total > 0)
 
 
 # -- the client's half of a round, shared by the simulation and the Flower deployment ------------------------------

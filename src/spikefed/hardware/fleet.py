@@ -15,7 +15,7 @@ running the program its client would write (``to_device_k(global)`` or the raw g
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ AGGREGATION_MODES = ("calibrated", "naive")
 class FleetEval:
     accuracy: float
     by_profile: dict[str, float]
+    by_device: list[float] = field(default_factory=list)  # device k = client k's device, in client order
 
 
 class Fleet:
@@ -108,7 +109,8 @@ class Fleet:
         by: dict[str, list[float]] = {}
         for k, acc in enumerate(correct):
             by.setdefault(self.profiles[k].name, []).append(acc)
-        return FleetEval(sum(correct) / len(correct), {n: sum(v) / len(v) for n, v in by.items()})
+        return FleetEval(sum(correct) / len(correct), {n: sum(v) / len(v) for n, v in by.items()}, correct)
 
     def describe(self) -> dict[str, Any]:
-        return {"aggregation": self.mode, "composition": self.composition()}
+        return {"aggregation": self.mode, "composition": self.composition(),
+                "client_profiles": [p.name for p in self.profiles]}

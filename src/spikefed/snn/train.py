@@ -139,6 +139,8 @@ class EvalResult:
     spikes_per_neuron: list[float]
     firing_rate: list[float]
     samples: int
+    #: ``confusion[i][j]``: test samples of class ``i`` predicted as ``j`` (classes ``0..max(label, prediction)``)
+    confusion: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -356,11 +358,14 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
     total_loss, correct, n_total = 0.0, 0, 0
     layer_spikes: list[float] = []
     layer_neurons: list[int] = []
+    pairs: list[torch.Tensor] = []
     steps = cfg.num_steps
     for xb, yb in iterate_batches(x, y, batch_size, shuffle=False):
         out = model(encode_inputs(xb, cfg, generator))
         total_loss += float(task_loss(out.output, yb, cfg)) * yb.shape[0]
-        correct += int((predict(out.output, cfg) == yb).sum())
+        pred = predict(out.output, cfg)
+        correct += int((pred == yb).sum())
+        pairs.append(torch.stack([yb.long(), pred.long()]))
         n_total += yb.shape[0]
         if not layer_spikes:
             layer_spikes = [0.0] * len(out.hidden)
@@ -375,7 +380,15 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
         spikes_per_neuron=per_neuron,
         firing_rate=[p / steps for p in per_neuron],
         samples=n_total,
+        confusion=confusion_matrix(torch.cat(pairs, dim=1)) if pairs else [],
     )
+
+
+def confusion_matrix(pairs: torch.Tensor) -> list[list[int]]:
+    """``[2, N]`` (true label, prediction) pairs -> counts ``m[i][j]`` of label ``i`` predicted as ``j``."""
+    k = int(pairs.max()) + 1 if pairs.numel() else 0
+    flat = torch.bincount(pairs[0] * k + pairs[1], minlength=k * k) if k else torch.zeros(0, dtype=torch.long)
+    return flat.reshape(k, k).tolist()
 
 
 def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: TrainConfig,

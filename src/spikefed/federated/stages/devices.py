@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..simulation import Simulation
 
 #: metrics-row keys this stage adds (null in rounds without evaluation)
-FLEET_EVAL_KEYS = ("accuracy_ideal", "accuracy_by_device")
+FLEET_EVAL_KEYS = ("accuracy_ideal", "accuracy_by_device", "accuracy_by_client_device")
 
 
 class DevicesStage(Stage):
@@ -51,4 +51,4 @@ class DevicesStage(Stage):
         gen = torch_generator(spec.seed, Purpose.EVAL, ctx.rnd)
         fe = self.fleet.evaluate(ctx.sim.state.global_params, spec.data.x_test, spec.data.y_test, spec.local, gen)
         ctx.row.update({"accuracy_ideal": ctx.row["accuracy"], "accuracy": fe.accuracy,
-                        "accuracy_by_device": fe.by_profile})
+                        "accuracy_by_device": fe.by_profile, "accuracy_by_client_device": fe.by_device})
