@@ -92,6 +92,21 @@ class LoopbackGrid:
             out.append(r)
         return out
 
+    # the Grid's push / pull interface (what the ServerApp's rounds use): messages are answered on push
+    def push_messages(self, messages: Any) -> list[str]:
+        ids = []
+        for m in messages:
+            self.pushed = getattr(self, "pushed", 0) + 1
+            m.metadata.__dict__["_message_id"] = f"msg-{self.pushed}"  # Flower's Grid sets an id when pushing
+            ids.append(m.metadata.message_id)
+        self.inbox = {**getattr(self, "inbox", {}),
+                      **{r.metadata.reply_to_message_id: r for r in self.send_and_receive(messages)}}
+        return ids
+
+    def pull_messages(self, message_ids: Any) -> list[Message]:
+        inbox = getattr(self, "inbox", {})
+        return [inbox.pop(i) for i in list(message_ids) if i in inbox]
+
 
 class _Ctx:
     def __init__(self, run_config: dict[str, Any]) -> None:
@@ -264,9 +279,11 @@ def test_mismatched_node_config_and_missing_nodes_fail_with_a_clear_error(task_i
     grid, ctx = _loopback(_settings(2, 1), [{"num-partitions": 2}, {"partition-id": 1, "num-partitions": 2}])
     with pytest.raises(DeploymentError, match="lacks 'partition-id'"):
         server_main(grid, ctx)
-    grid, ctx = _loopback(_settings(2, 1), _nodes(2)[:1], **{"node-timeout": 0.5})
+    # too few nodes for federation.min_clients: a clear error after node-timeout
+    grid, ctx = _loopback(_settings(2, 1, federation={"min_clients": 2}), _nodes(2)[:1], **{"node-timeout": 0.5})
     start = time.monotonic()
-    with pytest.raises(DeploymentError, match=r"only 1 of the 2 SuperNodes .* missing partition-id \[1\]"):
+    with pytest.raises(DeploymentError, match=r"only 1 of the 2 SuperNodes .* fewer than federation.min_clients=2; "
+                                              r"missing partition-id \[1\]"):
         server_main(grid, ctx)
     assert time.monotonic() - start < 60  # bounded (the wait is node-timeout = 0.5 s)
     grid, ctx = _loopback(_settings(2, 1), [{"partition-id": 0, "num-partitions": 2}] * 2)

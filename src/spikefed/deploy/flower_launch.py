@@ -36,6 +36,19 @@ class LaunchError(RuntimeError):
     """A local deployment that failed: a process that did not start, an unreachable SuperLink, a failed run."""
 
 
+class ServerGone(LaunchError):
+    """The ServerApp or the SuperLink died before the run ended (the run can be resumed from its checkpoint).
+    ``run_id``: Flower's id of the run that lost its ServerApp; ``leftover``: ServerApp processes still alive."""
+
+    def __init__(self, message: str, run_id: str | None = None, leftover: set[int] | None = None) -> None:
+        super().__init__(message)
+        self.run_id, self.leftover = run_id, set(leftover or ())
+
+
+#: how often the demo restarts a dead ServerApp / SuperLink and resumes before it gives up
+MAX_SERVER_RESTARTS = 3
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free now (bound and released; the OS does not hand it out again soon)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -140,6 +153,7 @@ class LocalFederation:
     start_timeout: float = 60.0
     procs: list[Proc] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
+    reported: set[int] = field(default_factory=set)  # PIDs of processes whose exit was reported
 
     def __post_init__(self) -> None:
         self.work = Path(self.work).resolve()
@@ -169,35 +183,75 @@ class LocalFederation:
         """Start the SuperLink, wait until it listens, then start the SuperNodes (all bounded)."""
         self.work.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
-        link = ["flower-superlink", "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
-                "--port", str(self.port)]
-        node_sec: list[str] = ["--insecure"]
         if self.tls:
             from .flower_certs import make_certs
 
             self.certs = make_certs(self.work / "certs")
+        self.start_superlink()
+        self._write_connection()
+        if self.auth:
+            self._register_nodes()
+        for i in range(len(self._node_configs())):
+            self.start_node(i)
+
+    def _node_configs(self) -> list[str]:
+        return self.node_configs or [f"partition-id={i} num-partitions={self.num_nodes}"
+                                     for i in range(self.num_nodes)]
+
+    def start_superlink(self) -> Proc:
+        """Start the SuperLink on this federation's port and wait until it listens."""
+        link = ["flower-superlink", "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
+                "--port", str(self.port)]
+        if self.tls:
             link += ["--ssl-ca-certfile", str(self.certs.ca_cert), "--ssl-certfile", str(self.certs.server_cert),
                      "--ssl-keyfile", str(self.certs.server_key)]
-            node_sec = ["--root-certificates", str(self.certs.ca_cert)]
         else:
             link.append("--insecure")
         if self.auth:
             link.append("--enable-supernode-auth")
         sl = self._spawn("superlink", link)
         wait_for_port("127.0.0.1", self.port, self.start_timeout, alive=lambda: sl.popen.poll() is None)
-        self._write_connection()
+        return sl
+
+    def start_node(self, i: int) -> Proc:
+        """Start SuperNode ``i`` (again: a restarted node registers anew and serves the same partition)."""
+        node_sec = ["--root-certificates", str(self.certs.ca_cert)] if self.tls else ["--insecure"]
+        argv = ["flower-supernode", *node_sec, "--superlink", self.address, "--port", str(free_port()),
+                "--max-retries", "30", "--max-wait-time", str(int(self.start_timeout))]
+        cfg = self._node_configs()[i]
+        if cfg:
+            argv += ["--node-config", cfg]
+        if self.auth:
+            argv += ["--auth-supernode-private-key", str(self.work / "keys" / f"node{i}")]
+        return self._spawn(f"supernode{i}", argv, (self.node_env or {}).get(i))
+
+    def current(self, name: str) -> Proc | None:
+        """The latest process started under ``name`` (``superlink``, ``supernode1``)."""
+        return next((p for p in reversed(self.procs) if p.name == name), None)
+
+    def alive(self, name: str) -> bool:
+        proc = self.current(name)
+        return proc is not None and proc.popen.poll() is None
+
+    def restart_superlink(self) -> None:
+        """A SuperLink that died: start a new one on the same port; the SuperNodes that were alive are restarted
+        too (they exit when their SuperLink is gone: Flower's SuperNode does not re-register), so they connect
+        to the new one. A SuperNode that was already dead stays dead."""
+        alive = [i for i in range(len(self._node_configs())) if self.alive(f"supernode{i}")]
+        for i in alive:
+            proc = self.current(f"supernode{i}")
+            assert proc is not None
+            self._remember_descendants()
+            _kill_tree(proc.popen.pid)
+            proc.popen.wait(timeout=STOP_GRACE_S)
+        old = self.current("superlink")
+        if old is not None and old.popen.poll() is None:
+            _kill_tree(old.popen.pid)
+        self.start_superlink()
         if self.auth:
             self._register_nodes()
-        configs = self.node_configs or [f"partition-id={i} num-partitions={self.num_nodes}"
-                                        for i in range(self.num_nodes)]
-        for i, cfg in enumerate(configs):
-            argv = ["flower-supernode", *node_sec, "--superlink", self.address, "--port", str(free_port()),
-                    "--max-retries", "30", "--max-wait-time", str(int(self.start_timeout))]
-            if cfg:
-                argv += ["--node-config", cfg]
-            if self.auth:
-                argv += ["--auth-supernode-private-key", str(self.work / "keys" / f"node{i}")]
-            self._spawn(f"supernode{i}", argv, (self.node_env or {}).get(i))
+        for i in alive:
+            self.start_node(i)
 
     def _write_connection(self) -> None:
         lines = ["[superlink]", 'default = "spikefed-local"', "", "[superlink.spikefed-local]",
@@ -259,6 +313,7 @@ class LocalFederation:
         lines: list[str] = []
         assert p.stdout is not None
         pending: queue.Queue[str] = queue.Queue()
+        apps: set[int] = set()  # the ServerApp process(es) of this run, once seen
         threading.Thread(target=lambda: [pending.put(ln) for ln in p.stdout], daemon=True).start()  # type: ignore
         while True:
             self._remember_descendants()
@@ -271,18 +326,34 @@ class LocalFederation:
                 if on_line is not None:
                     on_line(line)
             if (out_dir / "summary.json").exists() or (out_dir / "error.txt").exists():
+                self._await_serverapp(apps)  # the report is written after summary.json: let it finish
                 time.sleep(0.5)  # the ServerApp wrote its result: give the log stream a moment, then stop it
                 _kill_tree(p.pid)
-                break
-            if p.poll() is not None:
                 break
             if time.monotonic() > deadline:
                 _kill_tree(p.pid)
                 raise LaunchError(f"the run did not finish within {timeout:g} s (logs: {self.work})")
             for proc in self.procs:
-                if proc.popen.poll() is not None:
-                    raise LaunchError(f"{proc.name} exited with code {proc.popen.returncode}: "
-                                      f"{_last_line(proc.log)} (log: {proc.log})")
+                if proc.popen.poll() is None or proc.popen.pid in self.reported:
+                    continue
+                self.reported.add(proc.popen.pid)
+                if proc.name == "superlink":
+                    _kill_tree(p.pid)
+                    raise ServerGone(f"the SuperLink exited with code {proc.popen.returncode}: "
+                                     f"{_last_line(proc.log)}", run_id, apps)
+                if on_line is not None:  # a node that dies is reported; the federation goes on without it
+                    on_line(f"spikefed demo: {proc.name} exited with code {proc.popen.returncode}; the "
+                            f"federation goes on with the other nodes (log: {proc.log})")
+            link = self.current("superlink")
+            if link is not None:
+                now = {d for d in descendants(link.popen.pid) if "flwr-serverapp" in _cmdline(d)}
+                if apps and not now and not (out_dir / "summary.json").exists() \
+                        and not (out_dir / "error.txt").exists():
+                    _kill_tree(p.pid)
+                    raise ServerGone("the ServerApp exited without a result", run_id)
+                apps = now
+            if p.poll() is not None and not apps:  # the stream ended and no ServerApp runs (or was ever seen)
+                break
             time.sleep(0.2)
         p.wait(timeout=STOP_GRACE_S)
         while not pending.empty() and on_line is not None:
@@ -301,6 +372,11 @@ class LocalFederation:
         detail = status.get("status-details") or re.sub(r"\x1b\[[0-9;]*m", "", tail).strip()
         raise LaunchError(f"the run ended without a result (run {run_id}, {status.get('status', 'unknown')}): "
                           f"{detail}")
+
+    def _await_serverapp(self, apps: set[int], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(pid_alive(a) for a in apps):
+            time.sleep(0.2)
 
     def run_status(self, run_id: str) -> dict[str, Any]:
         """``flwr ls --run-id`` of a run (status, status-details), ``{}`` if it cannot be read."""
@@ -325,8 +401,11 @@ class LocalFederation:
         carries ``FLWR_HOME=<work>/flwr-home`` (a private directory) in its environment, and any live process
         with it is stopped by PID too (bounded: a few passes)."""
         self._remember_descendants()
-        for proc in self.procs:
+        live = [proc for proc in self.procs if proc.popen.poll() is None]  # a reaped PID may be reused
+        for proc in live:
             _kill_tree(proc.popen.pid, self.seen)
+        if not live and self.seen:
+            _kill_tree(sorted(self.seen)[0], self.seen)
         for proc in self.procs:
             try:
                 proc.popen.wait(timeout=STOP_GRACE_S)
@@ -411,6 +490,13 @@ def submit(work: Path, superlink: str, run_config: Mapping[str, Any], out_dir: P
         fed.stop()
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _last_line(path: Path) -> str:
     try:
         lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -422,10 +508,17 @@ def _last_line(path: Path) -> str:
 def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout: float, tls: bool = False,
              auth: bool = False, on_line: Callable[[str], None] | None = None,
              node_configs: list[str] | None = None, record: list[int] | None = None,
-             node_env: Mapping[int, Mapping[str, str]] | None = None) -> dict[str, Any]:
+             node_env: Mapping[int, Mapping[str, str]] | None = None,
+             federation: list[LocalFederation] | None = None) -> dict[str, Any]:
     """Start a local federation, run the app, stop everything (also on error / Ctrl-C); returns the summary
     with the PIDs that were started (``pids``) so callers can check none is left (``record``, if given,
-    receives them too, also when the run fails)."""
+    receives them too, also when the run fails).
+
+    Faults: a SuperNode that dies is reported and the run goes on with the others (the ServerApp records it as
+    dropped). A ServerApp or SuperLink that dies is restarted (at most :data:`MAX_SERVER_RESTARTS` times; a dead
+    SuperLink with the SuperNodes that were alive) and the run resumes from its last checkpoint
+    (``resume = true``). ``run_config["resume"]`` set: continue the run in ``work/out`` from the start.
+    ``federation`` (tests): receives the :class:`LocalFederation` once started, to kill or restart its nodes."""
     fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs, node_env=node_env)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -433,13 +526,37 @@ def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    deadline = time.monotonic() + timeout
+    restarts: list[str] = []
     try:
         fed.start()
-        summary = fed.run_app(run_config, timeout, on_line)
+        if federation is not None:
+            federation.append(fed)
+        cfg = dict(run_config)
+        while True:
+            try:
+                summary = fed.run_app(cfg, max(1.0, deadline - time.monotonic()), on_line)
+                break
+            except ServerGone as e:
+                if len(restarts) >= MAX_SERVER_RESTARTS:
+                    raise LaunchError(f"{e}; gave up after {len(restarts)} restarts") from None
+                restarts.append(str(e))
+                checkpoint = fed.work / "out" / "checkpoint.pt"
+                if on_line is not None:
+                    on_line(f"spikefed demo: {e}; restarting it and resuming from "
+                            f"{checkpoint if checkpoint.exists() else 'the start'}")
+                for pid in e.leftover:
+                    _kill_tree(pid)
+                if not fed.alive("superlink"):
+                    fed.restart_superlink()
+                elif e.run_id is not None:  # the orphaned run would stay 'running' until Flower times it out
+                    fed.flwr(["stop", e.run_id, "spikefed-local"], timeout=60.0)
+                cfg = {**run_config, "resume": checkpoint.exists()}
     finally:
         pids = fed.stop()
         signal.signal(signal.SIGTERM, previous)
         if record is not None:
             record.extend(pids)
     summary["pids"] = pids
+    summary["server_restarts"] = restarts
     return summary
