@@ -34,8 +34,8 @@ from spikefed.experiment.config import ConfigError, RunSettings  # noqa: E402
 from spikefed.experiment.runner import build_spec  # noqa: E402
 from spikefed.deploy.flower import (RUN_CONFIG_DEFAULTS, DeploymentError, node_settings,  # noqa: E402
                                        server_main, settings_from_run_config)
-from spikefed.deploy.flower_launch import (LaunchError, _kill_tree, app_pyproject, descendants,  # noqa: E402
-                                              pid_alive, run_demo)
+from spikefed.deploy.processes import descendants, kill_tree, pid_alive  # noqa: E402
+from spikefed.deploy.flower_launch import LaunchError, app_pyproject, run_demo  # noqa: E402
 from spikefed.deploy.flower_secagg import secagg_tolerance  # noqa: E402
 from spikefed.federated.serialization import decode_params  # noqa: E402
 from spikefed.federated.simulation import Simulation  # noqa: E402
@@ -341,7 +341,7 @@ def test_kill_tree_stops_a_process_and_its_children():
         time.sleep(0.05)
     kids = descendants(p.pid)
     assert len(kids) == 2
-    _kill_tree(p.pid)
+    kill_tree(p.pid)
     p.wait(timeout=10)
     assert not any(pid_alive(k) for k in kids)
 
@@ -492,7 +492,7 @@ def test_real_demo_interrupted_with_ctrl_c_stops_every_process(tmp_path):
 @pytest.mark.slow
 def test_real_demo_killed_with_sigkill_leaves_nothing(tmp_path):
     """SIGKILL cannot be handled: the SuperLink, SuperNodes and flwr die with the demo (parent-death signal)."""
-    from spikefed.deploy.flower_launch import processes_with_env
+    from spikefed.deploy.processes import processes_with_env
 
     work = tmp_path / "kill"
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),

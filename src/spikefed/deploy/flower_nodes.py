@@ -212,17 +212,18 @@ class FlowerTrainer:
         deadline = started + self.timeout
         while waiting:
             for r in self.grid.pull_messages(list(waiting)):
-                c = waiting.get(str(r.metadata.reply_to_message_id))
-                if c is None or str(r.metadata.group_id) != str(rnd):
+                got = waiting.get(str(r.metadata.reply_to_message_id))
+                if got is None or str(r.metadata.group_id) != str(rnd):
                     outcome.stale += 1  # not an answer to this round's messages: never used
                     continue
+                cid = got
                 if r.has_error() and _error_code(r) in (NODE_UNAVAILABLE, REPLY_UNAVAILABLE, MESSAGE_UNAVAILABLE):
-                    outcome.dropped.append(c)  # Flower says the node is gone
-                elif not r.has_error() and int(r.metadata.src_node_id) != targets[c]:
+                    outcome.dropped.append(cid)  # Flower says the node is gone
+                elif not r.has_error() and int(r.metadata.src_node_id) != targets[cid]:
                     outcome.stale += 1
                     continue
                 else:
-                    replies[c] = r
+                    replies[cid] = r
                 waiting.pop(str(r.metadata.reply_to_message_id))
             if not waiting or time.monotonic() >= deadline:
                 break
