@@ -30,7 +30,7 @@ from spikefed.federated.types import FitInstructions  # noqa: E402
 
 
 def _settings(rounds: int, **federation: Any) -> dict[str, Any]:
-    return {"partition": {"num_clients": 3}, "local": {"epochs": 1},
+    return {"partition": {"num_clients": 3}, "local": {"epochs": 1, "local_steps": 3},  # short: fast tests
             "federation": {"fraction": 1.0, "engine": "sequential", "rounds": rounds, **federation}}
 
 
@@ -261,3 +261,30 @@ def test_bad_node_configs_after_the_start_are_ignored_and_a_duplicate_at_the_sta
     grid.nodes[7009] = ({"partition-id": 1, "num-partitions": 5}, RecordDict())  # a misconfigured newcomer
     roster.refresh(5.0)
     assert roster.nodes == {0: 7000, 1: 7001, 2: 7002} and "num-partitions=5" in roster.refused[7009]
+
+
+def test_resume_options_fail_clearly(tmp_path):
+    from typer.testing import CliRunner
+
+    from spikefed.cli import app
+    from spikefed.deploy.flower import run_option
+    from spikefed.experiment.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'resume' must be true or false"):
+        run_option({"resume": "yes"}, "resume")
+    res = CliRunner().invoke(app, ["flower", "demo", "--resume"])
+    assert res.exit_code == 2 and "--resume needs --workdir" in res.output
+    res = CliRunner().invoke(app, ["flower", "demo", "--resume", "--workdir", str(tmp_path)])
+    assert res.exit_code == 2 and "checkpoint.pt" in res.output
+
+
+def test_simulated_faults_are_summed_under_the_same_names(tmp_path):
+    from spikefed.experiment.runner import run_experiment
+
+    settings = RunSettings.model_validate({**_settings(3), "faults": {"dropout": 0.4}})
+    summary = run_experiment(settings, tmp_path)
+    rows = _rows(tmp_path)
+    assert summary["dropped"] == sum(r["dropped"] for r in rows) > 0
+    assert (summary["late"], summary["partial"]) == (0, 0) and "skipped_rounds" not in summary
+    plain = run_experiment(RunSettings.model_validate(_settings(1)), tmp_path / "plain")
+    assert "dropped" not in plain  # a run without fault records keeps its summary as it was
