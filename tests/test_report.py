@@ -59,7 +59,7 @@ def _summary() -> dict[str, Any]:
             "total_bytes_down": 8000, "wall_seconds": 75.0, "train_seconds": 2.5, "sessions": 2,
             "heterogeneity": {"mean_jsd": 0.2468, "mean_hellinger": 0.3579, "jsd": [0.1, 0.2, 0.3, 0.4],
                               "sizes": [35, 35, 35, 43]},
-            "label_distribution": LABELS, "rejected_updates": 1, "dropped_clients": 3, "late_clients": 0,
+            "label_distribution": LABELS, "rejected_updates": 1, "dropped": 3, "late": 0,
             "malicious_sampled": 4, "sampled_clients": 12,
             "privacy": {"dp": True, "epsilon": 2.0, "delta": 1e-5, "rounds_composed": 4, "accountant": "rdp"},
             "devices": {"final_accuracy_ideal": 1.0, "final_accuracy_by_device": {"digital4": 0.8, "analog20": 0.95},
@@ -91,7 +91,7 @@ def test_interrupted_run_summary_is_derived_from_the_rows(tmp_path: Path) -> Non
     assert not data.complete and s["status"] == "interrupted" and s["rounds_planned"] == 9 and s["rounds"] == 5
     assert s["final_accuracy"] == pytest.approx(0.5 + 0.1 * 5) and s["best_accuracy"] == pytest.approx(1.0)
     assert s["total_bytes_up"] == sum(1000 * 10 ** r for r in range(1, 6))
-    assert s["rejected_updates"] == 1 and s["dropped_clients"] == 4 and s["malicious_sampled"] == 5
+    assert s["rejected_updates"] == 1 and s["dropped"] == 4 and s["malicious_sampled"] == 5
     assert s["privacy"]["epsilon"] == 2.5 and s["wall_seconds"] == pytest.approx(1.5)
     assert s["label_distribution"] == LABELS and s["heterogeneity"]["mean_jsd"] == 0.25
     assert summary_from_rows([])["final_accuracy"] is None

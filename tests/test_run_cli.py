@@ -153,8 +153,8 @@ def test_fleet_dp_run_summary_rows_report_and_compare(tmp_path: Path) -> None:
                    "MiB = 2^20 bytes"):
         assert needle in r.stdout, needle
     assert " MB" not in r.stdout and " KB" not in r.stderr
-    assert summary["dropped_clients"] == sum(row["dropped"] for row in rows)
-    assert summary["late_clients"] == sum(row["late"] for row in rows)
+    assert summary["dropped"] == sum(row["dropped"] for row in rows)
+    assert summary["late"] == sum(row["late"] for row in rows)
     assert summary["malicious_sampled"] == sum(row["malicious"] for row in rows) > 0
     assert summary["sampled_clients"] == sum(len(row["participation"]["sampled"]) for row in rows)
     assert summary["devices"]["client_profiles"].count("digital4") == 3

@@ -468,16 +468,27 @@ def flower_demo(
     auth: bool = typer.Option(False, "--auth", help="SuperNode authentication (keys registered with the SuperLink)"),
     secure: str = typer.Option("none", "--secure", help="secure aggregation: none | secaggplus (Flower SecAgg+)"),
     timeout: float = typer.Option(900.0, "--timeout", min=1.0, help="seconds before the whole run is abandoned"),
+    round_timeout: float = typer.Option(600.0, "--round-timeout", min=1.0,
+                                        help="a round's deadline: seconds it waits for the nodes' replies"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="keep logs, certificates and results here "
                                                                   "(default: a temporary directory)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --workdir from its checkpoint "
+                                                        "(fresh SuperLink and SuperNodes)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON summary to stdout"),
 ) -> None:
     """Start a SuperLink and N SuperNodes on 127.0.0.1 as real processes, run spikefed on them with
-    ``flwr run``, stream progress, stop every process (also on error or Ctrl-C) and print a summary."""
+    ``flwr run``, stream progress, stop every process (also on error or Ctrl-C) and print a summary.
+    A SuperNode that dies is reported and the run goes on without it; a ServerApp or SuperLink that dies is
+    restarted and the run resumes from its last checkpoint."""
     import tempfile
     import time
 
     try:
+        if resume:
+            if workdir is None or not (workdir / "out" / "checkpoint.pt").is_file():
+                raise ConfigError("--resume needs --workdir DIR of an earlier demo (DIR/out/checkpoint.pt)")
+            if config is None and (workdir / "out" / "config.yaml").is_file():
+                config = workdir / "out" / "config.yaml"  # the run's own config; --set may still extend rounds
         settings = _flower_settings(config, set_, nodes, rounds)
         from .deploy.flower import SECURE_MODES
         if secure not in SECURE_MODES:
@@ -490,7 +501,8 @@ def flower_demo(
         _fail(f"Flower is not installed ({e}); pip install 'flwr>=1.40,<1.42'")
         return
     work = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="spikefed-flower-"))
-    run_config = {"settings": settings.model_dump_json(), "secure": secure}
+    run_config = {"settings": settings.model_dump_json(), "secure": secure, "round-timeout": round_timeout,
+                  "resume": resume}
     err.print(f"[bold]spikefed flower demo[/]: SuperLink + {nodes} SuperNodes on 127.0.0.1"
               f"{' (TLS)' if tls else ''}{' (auth)' if auth else ''}, {rounds} rounds; logs in {work}",
               highlight=False)
@@ -510,7 +522,9 @@ def flower_demo(
         raise typer.Exit(130)
     out = {"final_accuracy": summary.get("final_accuracy"), "rounds": summary.get("rounds"), "nodes": nodes,
            "seconds": time.perf_counter() - started, "secure": secure, "tls": tls, "auth": auth,
-           "total_bytes_up": summary.get("total_bytes_up"), "workdir": str(work), "pids": summary["pids"]}
+           "total_bytes_up": summary.get("total_bytes_up"), "workdir": str(work), "pids": summary["pids"],
+           **{k: summary.get(k, 0) for k in ("dropped", "late")}, "rejected_updates": summary.get("rejected_updates"),
+           "server_restarts": len(summary.get("server_restarts", []))}
     if json_out:
         print(json.dumps(out))
         return
@@ -519,6 +533,9 @@ def flower_demo(
     table.add_column("value", justify="right")
     table.add_row("final accuracy", f"{out['final_accuracy']:.4f}" if out["final_accuracy"] is not None else "-")
     table.add_row("rounds / nodes", f"{out['rounds']} / {nodes}")
+    table.add_row("dropped / late client-rounds", f"{out['dropped']} / {out['late']}")
+    if out["server_restarts"]:
+        table.add_row("server restarts (resumed)", str(out["server_restarts"]))
     table.add_row("security", ", ".join(k for k, v in (("TLS", tls), ("auth", auth), (secure, secure != "none"))
                                         if v) or "insecure (localhost)")
     table.add_row("wall time", f"{out['seconds']:.1f} s")
@@ -538,11 +555,20 @@ def flower_run(
     timeout: float = typer.Option(3600.0, "--timeout", min=1.0, help="seconds before the run is abandoned"),
     out: Path = typer.Option(Path("flower-run"), "--out", help="where the ServerApp writes metrics and summary "
                                                                "(a path on the SuperLink machine)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory (its "
+                                          "checkpoint.pt, on the SuperLink machine) after the ServerApp or "
+                                          "SuperLink died; implies --out DIR"),
+    round_timeout: Optional[float] = typer.Option(None, "--round-timeout", min=1.0,
+                                                  help="a round's deadline in seconds (default 600)"),
     json_out: bool = typer.Option(False, "--json", help="print the run summary as JSON"),
 ) -> None:
     """Submit spikefed to a running SuperLink (its SuperNodes already started) and wait for the result."""
     import tempfile
 
+    if resume is not None:
+        out = resume
+        if config is None and (resume / "config.yaml").is_file():
+            config = resume / "config.yaml"  # the run's own config (when DIR is readable here)
     try:
         settings = build_settings(RunSettings, config, set_)
         from .deploy.flower import check_deployable
@@ -556,7 +582,8 @@ def flower_run(
         return
     try:
         summary = submit(Path(tempfile.mkdtemp(prefix="spikefed-flwr-")), superlink,
-                         {"settings": settings.model_dump_json(), "secure": secure}, out.resolve(),
+                         {"settings": settings.model_dump_json(), "secure": secure, "resume": resume is not None,
+                          **({"round-timeout": round_timeout} if round_timeout is not None else {})}, out.resolve(),
                          root_certificates, connect_timeout, timeout,
                          on_line=lambda line: err.print(line, highlight=False) if line.startswith("spikefed") else None)
     except LaunchError as e:

@@ -34,8 +34,8 @@ from spikefed.experiment.config import ConfigError, RunSettings  # noqa: E402
 from spikefed.experiment.runner import build_spec  # noqa: E402
 from spikefed.deploy.flower import (RUN_CONFIG_DEFAULTS, DeploymentError, node_settings,  # noqa: E402
                                        server_main, settings_from_run_config)
-from spikefed.deploy.flower_launch import (LaunchError, _kill_tree, app_pyproject, descendants,  # noqa: E402
-                                              pid_alive, run_demo)
+from spikefed.deploy.processes import descendants, kill_tree, pid_alive  # noqa: E402
+from spikefed.deploy.flower_launch import LaunchError, app_pyproject, run_demo  # noqa: E402
 from spikefed.deploy.flower_secagg import secagg_tolerance  # noqa: E402
 from spikefed.federated.serialization import decode_params  # noqa: E402
 from spikefed.federated.simulation import Simulation  # noqa: E402
@@ -91,6 +91,21 @@ class LoopbackGrid:
             self.replies.append(r)
             out.append(r)
         return out
+
+    # the Grid's push / pull interface (what the ServerApp's rounds use): messages are answered on push
+    def push_messages(self, messages: Any) -> list[str]:
+        ids = []
+        for m in messages:
+            self.pushed = getattr(self, "pushed", 0) + 1
+            m.metadata.__dict__["_message_id"] = f"msg-{self.pushed}"  # Flower's Grid sets an id when pushing
+            ids.append(m.metadata.message_id)
+        self.inbox = {**getattr(self, "inbox", {}),
+                      **{r.metadata.reply_to_message_id: r for r in self.send_and_receive(messages)}}
+        return ids
+
+    def pull_messages(self, message_ids: Any) -> list[Message]:
+        inbox = getattr(self, "inbox", {})
+        return [inbox.pop(i) for i in list(message_ids) if i in inbox]
 
 
 class _Ctx:
@@ -264,9 +279,11 @@ def test_mismatched_node_config_and_missing_nodes_fail_with_a_clear_error(task_i
     grid, ctx = _loopback(_settings(2, 1), [{"num-partitions": 2}, {"partition-id": 1, "num-partitions": 2}])
     with pytest.raises(DeploymentError, match="lacks 'partition-id'"):
         server_main(grid, ctx)
-    grid, ctx = _loopback(_settings(2, 1), _nodes(2)[:1], **{"node-timeout": 0.5})
+    # too few nodes for federation.min_clients: a clear error after node-timeout
+    grid, ctx = _loopback(_settings(2, 1, federation={"min_clients": 2}), _nodes(2)[:1], **{"node-timeout": 0.5})
     start = time.monotonic()
-    with pytest.raises(DeploymentError, match=r"only 1 of the 2 SuperNodes .* missing partition-id \[1\]"):
+    with pytest.raises(DeploymentError, match=r"only 1 of the 2 SuperNodes .* fewer than federation.min_clients=2; "
+                                              r"missing partition-id \[1\]"):
         server_main(grid, ctx)
     assert time.monotonic() - start < 60  # bounded (the wait is node-timeout = 0.5 s)
     grid, ctx = _loopback(_settings(2, 1), [{"partition-id": 0, "num-partitions": 2}] * 2)
@@ -324,7 +341,7 @@ def test_kill_tree_stops_a_process_and_its_children():
         time.sleep(0.05)
     kids = descendants(p.pid)
     assert len(kids) == 2
-    _kill_tree(p.pid)
+    kill_tree(p.pid)
     p.wait(timeout=10)
     assert not any(pid_alive(k) for k in kids)
 
@@ -475,7 +492,7 @@ def test_real_demo_interrupted_with_ctrl_c_stops_every_process(tmp_path):
 @pytest.mark.slow
 def test_real_demo_killed_with_sigkill_leaves_nothing(tmp_path):
     """SIGKILL cannot be handled: the SuperLink, SuperNodes and flwr die with the demo (parent-death signal)."""
-    from spikefed.deploy.flower_launch import processes_with_env
+    from spikefed.deploy.processes import processes_with_env
 
     work = tmp_path / "kill"
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),

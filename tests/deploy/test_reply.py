@@ -10,7 +10,8 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from spikefed.deploy.flower import METRICS_KEY, UPDATE_KEY, FlowerTrainer, upload_from_reply
+from spikefed.deploy.flower import METRICS_KEY, UPDATE_KEY, upload_from_reply
+from spikefed.deploy.flower_nodes import FlowerTrainer
 from spikefed.federated.aggregation import InvalidUpdate
 from spikefed.federated.boundary import check_metadata
 from spikefed.federated.serialization import encode_params
@@ -60,10 +61,23 @@ def test_counts_that_are_not_whole_are_refused_by_the_boundary(samples: float, w
 class _Grid:
     """Replies as a SuperLink hands them over: one node answers, one reports a ClientApp exception."""
 
-    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
-        ok = SimpleNamespace(metadata=SimpleNamespace(src_node_id=10), has_error=lambda: False, content=_reply())
-        failed = SimpleNamespace(metadata=SimpleNamespace(src_node_id=11), has_error=lambda: True,
-                                 error=SimpleNamespace(reason="<class 'RuntimeError'>:<'disk full'>"))
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def get_node_ids(self):  # noqa: ANN201
+        return [10, 11]
+
+    def push_messages(self, messages):  # noqa: ANN001, ANN201
+        self.ids = ["m0", "m1"]
+        return self.ids
+
+    def pull_messages(self, message_ids):  # noqa: ANN001, ANN201
+        meta = {"group_id": "1"}
+        ok = SimpleNamespace(metadata=SimpleNamespace(src_node_id=10, reply_to_message_id="m0", **meta),
+                             has_error=lambda: False, content=_reply())
+        failed = SimpleNamespace(metadata=SimpleNamespace(src_node_id=11, reply_to_message_id="m1", **meta),
+                                 has_error=lambda: True,
+                                 error=SimpleNamespace(code=2, reason="<class 'RuntimeError'>:<'disk full'>"))
         return [ok, failed]
 
 

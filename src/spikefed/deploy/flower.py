@@ -41,7 +41,7 @@ import torch
 from pydantic import ValidationError
 
 from ..experiment.config import ConfigError, RunSettings, apply_overrides, format_validation_error
-from ..io import json_safe, write_atomic, write_json_atomic
+from ..io import write_atomic
 from ..federated.simulation import (FederationSpec, Simulation, Upload, build_client, client_generator, client_upload,
                          train_local)
 from ..federated.types import FitInstructions, ParamDict, params_of
@@ -55,7 +55,8 @@ RUN_CONFIG_DEFAULTS: dict[str, Any] = {
     "out-dir": "",  # where the ServerApp writes metrics.jsonl, summary.json and global.pt (empty: nowhere)
     "secure": "none",  # none | secaggplus
     "node-timeout": 120.0,  # seconds the ServerApp waits for the SuperNodes to connect
-    "round-timeout": 600.0,  # seconds the ServerApp waits for the replies of one round
+    "round-timeout": 600.0,  # the round's deadline: seconds the ServerApp waits for the replies of one round
+    "resume": False,  # continue the run in out-dir from its checkpoint.pt (after the ServerApp or SuperLink died)
     "secagg-clipping-range": 8.0,  # SecAgg+: deltas are clipped to [-r, r] before quantization
     "secagg-quantization-range": 4194304,  # SecAgg+: quantization levels (2**22)
 }
@@ -101,6 +102,8 @@ def run_option(run_config: Mapping[str, Any], key: str) -> Any:
     if isinstance(default, (int, float)) and not isinstance(default, bool):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ConfigError(f"run config {key!r} must be a positive number, got {value!r}")
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise ConfigError(f"run config {key!r} must be true or false, got {value!r}")
     if key == "secure" and value not in SECURE_MODES:
         raise ConfigError(f"run config 'secure' must be one of {', '.join(SECURE_MODES)}, got {value!r}")
     return value
@@ -309,74 +312,13 @@ def _whole(value: Any) -> Any:
 
 
 # -- server side -------------------------------------------------------------------------------------------------
-def _error_text(msg: Any) -> str:
+def error_text(msg: Any) -> str:
+    """The reason of an error reply (Flower formats a ClientApp exception as ``<class 'X'>:<'message'>``: the
+    message is kept)."""
     reason = str(msg.error.reason)
-    # Flower formats a ClientApp exception as "<class 'X'>:<'message'>": keep the message
     if ":<" in reason and reason.endswith(">"):
         reason = reason.split(":<", 1)[1][:-1].strip("'\"")
     return reason
-
-
-def discover_nodes(grid: Any, num_clients: int, timeout: float) -> dict[int, int]:
-    """Wait (at most ``timeout`` s) for ``num_clients`` SuperNodes, ask each for its node config and map
-    partition id -> node id. ``DeploymentError`` for too few nodes, a failing node, duplicate or missing ids."""
-    from flwr.app import ConfigRecord, Message, RecordDict
-
-    deadline = time.monotonic() + timeout
-    mapping: dict[int, int] = {}
-    asked: set[int] = set()
-    while len(mapping) < num_clients:
-        new = sorted(set(grid.get_node_ids()) - asked)
-        if new:  # ask every newly connected node at once: a bad node config fails the run early
-            asked.update(new)
-            msgs = [Message(RecordDict({NODE_KEY: ConfigRecord({"ask": "node-config"})}), dst_node_id=nid,
-                            message_type=MSG_QUERY) for nid in new]
-            replies = list(grid.send_and_receive(msgs, timeout=max(1.0, deadline - time.monotonic()) + 60.0))
-            if len(replies) < len(new):
-                raise DeploymentError(f"{len(new) - len(replies)} SuperNode(s) did not answer the node-config query")
-            for r in replies:
-                nid = r.metadata.src_node_id
-                if r.has_error():
-                    raise DeploymentError(f"SuperNode {nid}: {_error_text(r)}")
-                pid = int(r.content[NODE_KEY]["partition-id"])
-                if pid in mapping:
-                    raise DeploymentError(f"SuperNodes {mapping[pid]} and {nid} both declare partition-id={pid}")
-                mapping[pid] = nid
-            continue
-        if time.monotonic() > deadline:
-            missing = sorted(set(range(num_clients)) - set(mapping))
-            raise DeploymentError(f"only {len(mapping)} of the {num_clients} SuperNodes (partition.num_clients) "
-                                  f"connected within node-timeout={timeout:g} s; missing partition-id {missing}")
-        time.sleep(0.5)
-    return mapping
-
-
-class FlowerTrainer:
-    """The ``remote`` of :meth:`Simulation.run_round`: one TRAIN message per client, bounded wait for replies,
-    replies in the order of ``trained`` (the simulator's order, so the aggregate is bit-identical)."""
-
-    def __init__(self, grid: Any, nodes: Mapping[int, int], timeout: float) -> None:
-        self.grid, self.nodes, self.timeout = grid, dict(nodes), timeout
-
-    def __call__(self, rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:
-        from flwr.app import Message
-
-        msgs = [Message(train_content(rnd, c, received, fit), dst_node_id=self.nodes[c], message_type=MSG_TRAIN,
-                        group_id=str(rnd)) for c in trained]
-        replies = list(self.grid.send_and_receive(msgs, timeout=self.timeout))
-        by_node = {r.metadata.src_node_id: r for r in replies}
-        uploads = []
-        for c in trained:
-            r = by_node.get(self.nodes[c])
-            if r is None:
-                raise DeploymentError(f"round {rnd}: client {c} (SuperNode {self.nodes[c]}) did not reply within "
-                                      f"round-timeout={self.timeout:g} s")
-            if r.has_error():  # one failing node is one rejection; the round goes on
-                uploads.append(Upload(c, 0, b"", error=f"client failed on SuperNode {self.nodes[c]}: "
-                                                       f"{_error_text(r)}"))
-                continue
-            uploads.append(upload_from_reply(c, r.content))
-        return uploads
 
 
 def no_uploads(rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:
@@ -392,8 +334,15 @@ def progress_line(row: Mapping[str, Any], rounds: int) -> str:
 
 
 def server_main(grid: Any, context: Any) -> dict[str, Any]:
-    """The ServerApp: the simulator's rounds with the clients on the SuperNodes; writes ``out-dir`` files."""
-    from ..experiment.runner import build_spec, summarize
+    """The ServerApp: the simulator's rounds with the clients on the SuperNodes.
+
+    With ``out-dir`` it is a run directory as ``spikefed run`` writes it (:class:`~spikefed.experiment.runner.Run`):
+    ``config.yaml``, the verified ``checkpoint.pt`` after every round, ``metrics.jsonl``, ``summary.json``,
+    ``report.html``, plus ``global.pt``; with ``resume = true`` the run continues from that checkpoint (after the
+    ServerApp or the SuperLink died). Rounds go on when nodes die, hang or come back
+    (:mod:`spikefed.deploy.flower_nodes`)."""
+    from ..experiment.runner import Run, build_spec, summarize
+    from .flower_nodes import FlowerTrainer, NodeFaultStage, NodeRoster
 
     run_config = context.run_config
     started = time.perf_counter()
@@ -402,35 +351,40 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
     try:
         settings = settings_from_run_config(run_config)
         secure = run_option(run_config, "secure")
+        resume = run_option(run_config, "resume")
         if secure == "secaggplus" and settings.privacy.dp:
             raise ConfigError("privacy.dp with secure=secaggplus: central DP needs the plain updates (clip + "
                               "noise on the server); use one of them")
-        spec = build_spec(settings)
-        sim = Simulation(spec)
-        nodes = discover_nodes(grid, sim.num_clients, float(run_option(run_config, "node-timeout")))
-        print(f"spikefed: {len(nodes)} SuperNodes, {settings.federation.strategy}, {spec.rounds} rounds"
-              + (", SecAgg+" if secure == "secaggplus" else ""), flush=True)
-        trainer = FlowerTrainer(grid, nodes, float(run_option(run_config, "round-timeout")))
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "metrics.jsonl").write_text("")
+        if resume and out_dir is None:
+            raise ConfigError("run config 'resume' needs 'out-dir': the run directory that holds checkpoint.pt")
+        job = Run(settings, out_dir, resume=bool(resume)) if out_dir is not None else None
+        sim = job.sim if job is not None else Simulation(build_spec(settings))
+        spec = sim.spec
+        node_timeout = float(run_option(run_config, "node-timeout"))
+        round_timeout = float(run_option(run_config, "round-timeout"))
+        roster = NodeRoster(grid, sim.num_clients)
+        roster.discover(node_timeout, max(spec.min_clients, 2 if secure == "secaggplus" else 1))
+        print(f"spikefed: {len(roster.nodes)} SuperNodes, {settings.federation.strategy}, {spec.rounds} rounds"
+              + (", SecAgg+" if secure == "secaggplus" else "")
+              + (f"; resumed after round {sim.state.round}" if resume else ""), flush=True)
+        trainer: Any = FlowerTrainer(grid, roster, round_timeout)
         if secure == "secaggplus":  # SecAgg+ is the round's aggregate stage; it sends the TRAIN messages itself
             from .flower_secagg import SecAggPlusStage
 
-            sim.stages.insert(len(sim.stages) - 1, SecAggPlusStage(grid, context, nodes))
+            sim.stages.insert(len(sim.stages) - 1, SecAggPlusStage(grid, context, roster.nodes))
             trainer = no_uploads
+        else:
+            sim.stages.insert(0, NodeFaultStage(roster, trainer, spec.min_clients, min(round_timeout, node_timeout),
+                                                _node_state_note(settings)))
         while sim.state.round < spec.rounds:
-            row = sim.run_round(remote=trainer)
+            row = job.step(trainer) if job is not None else sim.run_round(remote=trainer)
             print(progress_line(row, spec.rounds), flush=True)
-            if out_dir is not None:
-                with open(out_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(json_safe(row)) + "\n")
-        summary = summarize(sim, settings, time.perf_counter() - started)
-        summary["nodes"] = len(nodes)
-        summary["secure"] = secure
-        if out_dir is not None:
-            torch.save(sim.state.global_params, out_dir / "global.pt")
-            write_json_atomic(out_dir / "summary.json", summary, indent=2)
+        extra = {"nodes": len(roster.nodes), "secure": secure}
+        if job is not None:  # global.pt first: summary.json tells a waiting launcher that the run is complete
+            torch.save(sim.state.global_params, job.dir / "global.pt")
+            summary = job.finish(extra)
+        else:
+            summary = {**summarize(sim, settings, time.perf_counter() - started), **extra}
         print(f"spikefed: done, final accuracy {summary['final_accuracy']}", flush=True)
         return summary
     except Exception as e:
@@ -440,6 +394,14 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
         raise
 
 
-__all__ = ["DeploymentError", "FlowerTrainer", "NodeSettings", "RUN_CONFIG_DEFAULTS", "check_deployable",
-           "check_node", "client_query", "client_train", "discover_nodes", "node_settings", "server_main",
+def _node_state_note(settings: RunSettings) -> str | None:
+    """What a node that joins on a new SuperNode (a restart, or any node after a resumed ServerApp) starts without:
+    Flower keeps ``context.state`` per run in the SuperNode's memory."""
+    if settings.compression.uplink != "none" and settings.compression.error_feedback:
+        return "their error-feedback residuals restart from zero (node state lives in the SuperNode's memory)"
+    return None
+
+
+__all__ = ["DeploymentError", "NodeSettings", "RUN_CONFIG_DEFAULTS", "check_deployable",
+           "check_node", "client_query", "client_train", "error_text", "node_settings", "server_main",
            "settings_from_run_config"]

@@ -24,16 +24,30 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .flower import RUN_CONFIG_DEFAULTS
+from .processes import (STOP_GRACE_S, cmdline, descendants, die_with_parent, kill_tree, pid_alive,
+                        processes_with_env)
 
 #: the app definition written for ``flwr run`` (the same as ``[tool.flwr.app]`` in the repository's pyproject.toml)
 APP_PUBLISHER = "spikefed"
 APP_COMPONENTS = {"serverapp": "spikefed.deploy.flower_app:server_app",
                   "clientapp": "spikefed.deploy.flower_app:client_app"}
-STOP_GRACE_S = 5.0
 
 
 class LaunchError(RuntimeError):
     """A local deployment that failed: a process that did not start, an unreachable SuperLink, a failed run."""
+
+
+class ServerGone(LaunchError):
+    """The ServerApp or the SuperLink died before the run ended (the run can be resumed from its checkpoint).
+    ``run_id``: Flower's id of the run that lost its ServerApp; ``leftover``: ServerApp processes still alive."""
+
+    def __init__(self, message: str, run_id: str | None = None, leftover: set[int] | None = None) -> None:
+        super().__init__(message)
+        self.run_id, self.leftover = run_id, set(leftover or ())
+
+
+#: how often the demo restarts a dead ServerApp / SuperLink and resumes before it gives up
+MAX_SERVER_RESTARTS = 3
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,56 +69,6 @@ def wait_for_port(host: str, port: int, timeout: float, alive: Callable[[], bool
         except OSError:
             time.sleep(0.2)
     raise LaunchError(f"SuperLink {host}:{port} unreachable within {timeout:g} s")
-
-
-def _children() -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        out.setdefault(ppid, []).append(int(entry))
-    return out
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (through ``/proc``), children first."""
-    tree, out, todo = _children(), [], [pid]
-    while todo:
-        for c in tree.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def processes_with_env(key: str, value: str) -> list[int]:
-    """Live processes (of this user) whose environment holds ``key=value`` exactly."""
-    needle = f"{key}={value}".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if needle in env and pid_alive(int(entry)):
-            out.append(int(entry))
-    return out
 
 
 def app_pyproject() -> str:
@@ -140,6 +104,7 @@ class LocalFederation:
     start_timeout: float = 60.0
     procs: list[Proc] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
+    reported: set[int] = field(default_factory=set)  # PIDs of processes whose exit was reported
 
     def __post_init__(self) -> None:
         self.work = Path(self.work).resolve()
@@ -159,7 +124,7 @@ class LocalFederation:
         with open(log, "wb") as out:
             p = subprocess.Popen([exe, *argv[1:]], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  env={**self.env, **(extra_env or {})}, cwd=self.work, start_new_session=True,
-                                 preexec_fn=_die_with_parent)
+                                 preexec_fn=die_with_parent)
         proc = Proc(name, p, log)
         self.procs.append(proc)
         self.seen.add(p.pid)
@@ -169,35 +134,76 @@ class LocalFederation:
         """Start the SuperLink, wait until it listens, then start the SuperNodes (all bounded)."""
         self.work.mkdir(parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
-        link = ["flower-superlink", "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
-                "--port", str(self.port)]
-        node_sec: list[str] = ["--insecure"]
         if self.tls:
             from .flower_certs import make_certs
 
             self.certs = make_certs(self.work / "certs")
+        self.start_superlink()
+        self._write_connection()
+        if self.auth:
+            self._register_nodes()
+        for i in range(len(self._node_configs())):
+            self.start_node(i)
+
+    def _node_configs(self) -> list[str]:
+        return self.node_configs or [f"partition-id={i} num-partitions={self.num_nodes}"
+                                     for i in range(self.num_nodes)]
+
+    def start_superlink(self) -> Proc:
+        """Start the SuperLink on this federation's port and wait until it listens."""
+        link = ["flower-superlink", "--disable-runtime-dependency-installation", "--host", "127.0.0.1",
+                "--port", str(self.port)]
+        if self.tls:
             link += ["--ssl-ca-certfile", str(self.certs.ca_cert), "--ssl-certfile", str(self.certs.server_cert),
                      "--ssl-keyfile", str(self.certs.server_key)]
-            node_sec = ["--root-certificates", str(self.certs.ca_cert)]
         else:
             link.append("--insecure")
         if self.auth:
             link.append("--enable-supernode-auth")
         sl = self._spawn("superlink", link)
         wait_for_port("127.0.0.1", self.port, self.start_timeout, alive=lambda: sl.popen.poll() is None)
-        self._write_connection()
+        return sl
+
+    def start_node(self, i: int) -> Proc:
+        """Start SuperNode ``i`` (again: a restarted node registers anew and serves the same partition)."""
+        node_sec = ["--root-certificates", str(self.certs.ca_cert)] if self.tls else ["--insecure"]
+        argv = ["flower-supernode", *node_sec, "--superlink", self.address, "--port", str(free_port()),
+                "--max-retries", "30", "--max-wait-time", str(int(self.start_timeout))]
+        cfg = self._node_configs()[i]
+        if cfg:
+            argv += ["--node-config", cfg]
+        if self.auth:
+            argv += ["--auth-supernode-private-key", str(self.work / "keys" / f"node{i}")]
+        return self._spawn(f"supernode{i}", argv, (self.node_env or {}).get(i))
+
+    def current(self, name: str) -> Proc | None:
+        """The latest process started under ``name`` (``superlink``, ``supernode1``)."""
+        return next((p for p in reversed(self.procs) if p.name == name), None)
+
+    def alive(self, name: str) -> bool:
+        proc = self.current(name)
+        return proc is not None and proc.popen.poll() is None
+
+    def restart_superlink(self) -> None:
+        """A SuperLink that died: start a new one on the same port; the SuperNodes that were alive are restarted
+        too (they exit when their SuperLink is gone: Flower's SuperNode does not re-register), so they connect
+        to the new one. A SuperNode that was already dead stays dead."""
+        alive = [i for i in range(len(self._node_configs())) if self.alive(f"supernode{i}")]
+        for i in alive:
+            proc = self.current(f"supernode{i}")
+            assert proc is not None
+            self._remember_descendants()
+            self.reported.add(proc.popen.pid)  # stopped on purpose: not a node failure to report
+            kill_tree(proc.popen.pid)
+            proc.popen.wait(timeout=STOP_GRACE_S)
+        old = self.current("superlink")
+        if old is not None and old.popen.poll() is None:
+            kill_tree(old.popen.pid)
+        self.start_superlink()
         if self.auth:
             self._register_nodes()
-        configs = self.node_configs or [f"partition-id={i} num-partitions={self.num_nodes}"
-                                        for i in range(self.num_nodes)]
-        for i, cfg in enumerate(configs):
-            argv = ["flower-supernode", *node_sec, "--superlink", self.address, "--port", str(free_port()),
-                    "--max-retries", "30", "--max-wait-time", str(int(self.start_timeout))]
-            if cfg:
-                argv += ["--node-config", cfg]
-            if self.auth:
-                argv += ["--auth-supernode-private-key", str(self.work / "keys" / f"node{i}")]
-            self._spawn(f"supernode{i}", argv, (self.node_env or {}).get(i))
+        for i in alive:
+            self.start_node(i)
 
     def _write_connection(self) -> None:
         lines = ["[superlink]", 'default = "spikefed-local"', "", "[superlink.spikefed-local]",
@@ -221,12 +227,12 @@ class LocalFederation:
         if exe is None:
             raise LaunchError("flwr not found; install Flower: pip install 'flwr>=1.40,<1.42'")
         p = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=self.env, cwd=self.work, start_new_session=True, preexec_fn=_die_with_parent)
+                             env=self.env, cwd=self.work, start_new_session=True, preexec_fn=die_with_parent)
         self.seen.add(p.pid)
         try:
             out, _ = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_tree(p.pid)
+            kill_tree(p.pid)
             p.communicate()
             raise LaunchError(f"flwr {' '.join(args[:2])} did not finish within {timeout:g} s") from None
         if check and p.returncode != 0:
@@ -245,6 +251,8 @@ class LocalFederation:
         (app_dir / "README.md").write_text("spikefed Flower app (generated by spikefed flower demo)\n")
         out_dir = out_dir if out_dir is not None else self.work / "out"
         cfg = {**run_config, "out-dir": str(out_dir)}
+        for stale in ("summary.json", "error.txt"):  # of an earlier run in this directory (a resume follows)
+            (out_dir / stale).unlink(missing_ok=True)
         (self.work / "run-config.toml").write_text(tomli_w.dumps(cfg))
         exe = shutil.which("flwr", path=self.env["PATH"])
         if exe is None:
@@ -252,13 +260,14 @@ class LocalFederation:
         p = subprocess.Popen([exe, "run", str(app_dir), "spikefed-local", "--stream", "--run-config",
                               str(self.work / "run-config.toml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, env=self.env, cwd=self.work, start_new_session=True, bufsize=1,
-                             preexec_fn=_die_with_parent)
+                             preexec_fn=die_with_parent)
         self.seen.add(p.pid)
         deadline = time.monotonic() + timeout
         run_id = None
         lines: list[str] = []
         assert p.stdout is not None
         pending: queue.Queue[str] = queue.Queue()
+        apps: set[int] = set()  # the ServerApp process(es) of this run, once seen
         threading.Thread(target=lambda: [pending.put(ln) for ln in p.stdout], daemon=True).start()  # type: ignore
         while True:
             self._remember_descendants()
@@ -271,18 +280,34 @@ class LocalFederation:
                 if on_line is not None:
                     on_line(line)
             if (out_dir / "summary.json").exists() or (out_dir / "error.txt").exists():
+                self._await_serverapp(apps)  # the report is written after summary.json: let it finish
                 time.sleep(0.5)  # the ServerApp wrote its result: give the log stream a moment, then stop it
-                _kill_tree(p.pid)
-                break
-            if p.poll() is not None:
+                kill_tree(p.pid)
                 break
             if time.monotonic() > deadline:
-                _kill_tree(p.pid)
+                kill_tree(p.pid)
                 raise LaunchError(f"the run did not finish within {timeout:g} s (logs: {self.work})")
             for proc in self.procs:
-                if proc.popen.poll() is not None:
-                    raise LaunchError(f"{proc.name} exited with code {proc.popen.returncode}: "
-                                      f"{_last_line(proc.log)} (log: {proc.log})")
+                if proc.popen.poll() is None or proc.popen.pid in self.reported:
+                    continue
+                self.reported.add(proc.popen.pid)
+                if proc.name == "superlink":
+                    kill_tree(p.pid)
+                    raise ServerGone(f"the SuperLink exited with code {proc.popen.returncode} (log: {proc.log})",
+                                     run_id, apps)
+                if on_line is not None:  # a node that dies is reported; the federation goes on without it
+                    on_line(f"spikefed demo: {proc.name} exited with code {proc.popen.returncode}; the "
+                            f"federation goes on with the other nodes (log: {proc.log})")
+            link = self.current("superlink")
+            if link is not None:
+                now = {d for d in descendants(link.popen.pid) if "flwr-serverapp" in cmdline(d)}
+                if apps and not now and not (out_dir / "summary.json").exists() \
+                        and not (out_dir / "error.txt").exists():
+                    kill_tree(p.pid)
+                    raise ServerGone("the ServerApp exited without a result", run_id)
+                apps = now
+            if p.poll() is not None and not apps:  # the stream ended and no ServerApp runs (or was ever seen)
+                break
             time.sleep(0.2)
         p.wait(timeout=STOP_GRACE_S)
         while not pending.empty() and on_line is not None:
@@ -301,6 +326,11 @@ class LocalFederation:
         detail = status.get("status-details") or re.sub(r"\x1b\[[0-9;]*m", "", tail).strip()
         raise LaunchError(f"the run ended without a result (run {run_id}, {status.get('status', 'unknown')}): "
                           f"{detail}")
+
+    def _await_serverapp(self, apps: set[int], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(pid_alive(a) for a in apps):
+            time.sleep(0.2)
 
     def run_status(self, run_id: str) -> dict[str, Any]:
         """``flwr ls --run-id`` of a run (status, status-details), ``{}`` if it cannot be read."""
@@ -325,8 +355,11 @@ class LocalFederation:
         carries ``FLWR_HOME=<work>/flwr-home`` (a private directory) in its environment, and any live process
         with it is stopped by PID too (bounded: a few passes)."""
         self._remember_descendants()
-        for proc in self.procs:
-            _kill_tree(proc.popen.pid, self.seen)
+        live = [proc for proc in self.procs if proc.popen.poll() is None]  # a reaped PID may be reused
+        for proc in live:
+            kill_tree(proc.popen.pid, self.seen)
+        if not live and self.seen:
+            kill_tree(sorted(self.seen)[0], self.seen)
         for proc in self.procs:
             try:
                 proc.popen.wait(timeout=STOP_GRACE_S)
@@ -338,7 +371,7 @@ class LocalFederation:
                 break
             self.seen.update(stray)
             for pid in stray:
-                _kill_tree(pid)
+                kill_tree(pid)
         return sorted(self.seen)
 
     def __enter__(self) -> "LocalFederation":
@@ -346,37 +379,6 @@ class LocalFederation:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGKILL when the launching process dies, even by SIGKILL, so a killed
-    demo does not leave its SuperLink / SuperNodes / ``flwr`` running (Flower's SuperExec watches its parent and
-    exits with it). SIGKILL because the SuperLink's graceful shutdown waits for its open connections; the
-    normal path (:meth:`LocalFederation.stop`) still sends SIGTERM first."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _kill_tree(pid: int, also: set[int] | None = None) -> None:
-    """SIGTERM ``pid``, its descendants and ``also``; after :data:`STOP_GRACE_S` SIGKILL whatever lives."""
-    targets = [pid, *descendants(pid)]
-    if also:
-        targets += [p for p in also if p not in targets]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for t in targets:
-            if pid_alive(t):
-                try:
-                    os.kill(t, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        deadline = time.monotonic() + (STOP_GRACE_S if sig == signal.SIGTERM else 2.0)
-        while time.monotonic() < deadline and any(pid_alive(t) for t in targets):
-            time.sleep(0.1)
-        targets += [d for t in list(targets) for d in descendants(t) if d not in targets]
 
 
 def _final_accuracy(lines: list[str]) -> float | None:
@@ -422,10 +424,17 @@ def _last_line(path: Path) -> str:
 def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout: float, tls: bool = False,
              auth: bool = False, on_line: Callable[[str], None] | None = None,
              node_configs: list[str] | None = None, record: list[int] | None = None,
-             node_env: Mapping[int, Mapping[str, str]] | None = None) -> dict[str, Any]:
+             node_env: Mapping[int, Mapping[str, str]] | None = None,
+             federation: list[LocalFederation] | None = None) -> dict[str, Any]:
     """Start a local federation, run the app, stop everything (also on error / Ctrl-C); returns the summary
     with the PIDs that were started (``pids``) so callers can check none is left (``record``, if given,
-    receives them too, also when the run fails)."""
+    receives them too, also when the run fails).
+
+    Faults: a SuperNode that dies is reported and the run goes on with the others (the ServerApp records it as
+    dropped). A ServerApp or SuperLink that dies is restarted (at most :data:`MAX_SERVER_RESTARTS` times; a dead
+    SuperLink with the SuperNodes that were alive) and the run resumes from its last checkpoint
+    (``resume = true``). ``run_config["resume"]`` set: continue the run in ``work/out`` from the start.
+    ``federation`` (tests): receives the :class:`LocalFederation` once started, to kill or restart its nodes."""
     fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs, node_env=node_env)
     previous = signal.getsignal(signal.SIGTERM)
 
@@ -433,13 +442,37 @@ def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    deadline = time.monotonic() + timeout
+    restarts: list[str] = []
     try:
         fed.start()
-        summary = fed.run_app(run_config, timeout, on_line)
+        if federation is not None:
+            federation.append(fed)
+        cfg = dict(run_config)
+        while True:
+            try:
+                summary = fed.run_app(cfg, max(1.0, deadline - time.monotonic()), on_line)
+                break
+            except ServerGone as e:
+                if len(restarts) >= MAX_SERVER_RESTARTS:
+                    raise LaunchError(f"{e}; gave up after {len(restarts)} restarts") from None
+                restarts.append(str(e))
+                checkpoint = fed.work / "out" / "checkpoint.pt"
+                if on_line is not None:
+                    on_line(f"spikefed demo: {e}; restarting it and resuming from "
+                            f"{checkpoint if checkpoint.exists() else 'the start'}")
+                for pid in e.leftover:
+                    kill_tree(pid)
+                if not fed.alive("superlink"):
+                    fed.restart_superlink()
+                elif e.run_id is not None:  # the orphaned run would stay 'running' until Flower times it out
+                    fed.flwr(["stop", e.run_id, "spikefed-local"], timeout=60.0)
+                cfg = {**run_config, "resume": checkpoint.exists()}
     finally:
         pids = fed.stop()
         signal.signal(signal.SIGTERM, previous)
         if record is not None:
             record.extend(pids)
     summary["pids"] = pids
+    summary["server_restarts"] = restarts
     return summary

@@ -79,10 +79,10 @@ def digest(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("privacy: epsilon", epsilon_text(privacy)))
     if privacy is not None and privacy.get("secure_aggregation"):
         rows.append(("secure aggregation", f"on (threshold {privacy.get('secagg_threshold', '?')} survivors)"))
-    fates = [(k, summary.get(k)) for k in ("sampled_clients", "dropped_clients", "late_clients",
+    fates = [(k, summary.get(k)) for k in ("sampled_clients", "dropped", "late",
                                            "malicious_sampled", "rejected_updates") if summary.get(k) is not None]
     if fates:
-        names = {"sampled_clients": "sampled", "dropped_clients": "dropped", "late_clients": "late",
+        names = {"sampled_clients": "sampled", "dropped": "dropped", "late": "late",
                  "malicious_sampled": "attackers sampled", "rejected_updates": "rejected"}
         rows.append(("client updates over all rounds", ", ".join(f"{names[k]} {v}" for k, v in fates)))
     rows.append(("uplink (client -> server)", mib(summary.get("total_bytes_up"))))

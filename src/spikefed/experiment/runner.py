@@ -24,7 +24,7 @@ import torch
 from ..data.digits import DatasetSplit
 from ..events.datasets import EVENT_DATASETS
 from ..data.partition import feature_transforms, label_distribution, partition as split_clients
-from ..federated.simulation import FederationSpec, Simulation
+from ..federated.simulation import FederationSpec, RemoteTrainer, Simulation
 from ..federated.checkpoint import read_checkpoint
 from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
@@ -241,16 +241,16 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
            if sim.spec.fleet is not None else {}),
         **_privacy_summary(sim),
         **_continual_summary(sim),
+        **_faults_summary(rows),
     })
 
 
 def client_fates(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals over the rounds for ``summary.json``: sampled clients, and (when the run has faults / an attack)
-    dropped and late clients and attackers among the sampled."""
+    """Totals over the rounds for ``summary.json``: sampled clients, and (when the run has an attack) attackers
+    among the sampled. Dropped and late clients: :func:`_faults_summary`."""
     out: dict[str, Any] = {"sampled_clients": sum(int(r.get("clients") or 0) for r in rows)}
-    for key, name in (("dropped", "dropped_clients"), ("late", "late_clients"), ("malicious", "malicious_sampled")):
-        if any(key in r for r in rows):
-            out[name] = sum(int(r.get(key) or 0) for r in rows)
+    if any("malicious" in r for r in rows):
+        out["malicious_sampled"] = sum(int(r.get("malicious") or 0) for r in rows)
     return out
 
 
@@ -265,6 +265,20 @@ def elapsed_before(rows: list[dict[str, Any]]) -> tuple[float, int]:
         elapsed = sum(float(r.get("seconds") or 0.0) for r in rows)
     session = last.get("session")
     return float(elapsed), int(session) if isinstance(session, int) else 1
+
+
+def _faults_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Client-rounds lost to faults, summed over the rows that record them (a run with ``faults`` or a Flower
+    deployment): ``dropped``, ``late``, ``partial`` as in the rows, and ``skipped_rounds`` when a deployment
+    skipped any; ``{}`` for a run without fault records."""
+    recorded = [r for r in rows if "dropped" in r]
+    if not recorded:
+        return {}
+    out: dict[str, Any] = {k: sum(int(r.get(k) or 0) for r in recorded) for k in ("dropped", "late", "partial")}
+    skipped = sum(1 for r in rows if r.get("skipped"))
+    if skipped:
+        out["skipped_rounds"] = skipped
+    return out
 
 
 def _privacy_summary(sim: Simulation) -> dict[str, Any]:
@@ -343,23 +357,24 @@ class Run:
         text = "".join(json.dumps(json_safe(r)) + "\n" for r in self.sim.state.metrics)
         write_atomic(self.dir / "metrics.jsonl", text)
 
-    def step(self) -> dict[str, Any]:
-        """One round; writes the checkpoint (atomically), then appends the round's metrics row.
+    def step(self, remote: RemoteTrainer | None = None) -> dict[str, Any]:
+        """One round (``remote``: the clients train elsewhere, as in a Flower deployment); writes the checkpoint
+        (atomically), then appends the round's metrics row.
 
         Checkpoint first: every row in ``metrics.jsonl`` is also in ``checkpoint.pt``. A process killed between
         the two leaves the row missing (never a row the checkpoint lacks); ``--resume`` rewrites the file from
         the checkpoint's rows, so no row is missing or duplicated after a resume.
         """
-        row = self.sim.run_round()
+        row = self.sim.run_round(remote)
         row["elapsed_seconds"], row["session"] = self.elapsed, self.session  # stored in the checkpoint too
         self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(json_safe(row)) + "\n")
         return row
 
-    def finish(self) -> dict[str, Any]:
-        summary = summarize(self.sim, self.settings, self.elapsed)
-        summary["sessions"] = self.session
+    def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``summary.json`` (with ``extra`` entries on top) and the report; returns the summary."""
+        summary = {**summarize(self.sim, self.settings, self.elapsed), "sessions": self.session, **(extra or {})}
         write_json_atomic(self.dir / "summary.json", summary, indent=2)
         write_run_report(self)
         return summary

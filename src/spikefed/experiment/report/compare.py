@@ -26,8 +26,8 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("final_accuracy_ideal", "final accuracy, ideal hardware", ".4f"),
     ("epsilon", "DP epsilon", ".3f"),
     ("rejected_updates", "rejected updates", ".0f"),
-    ("dropped_clients", "dropped clients", ".0f"),
-    ("late_clients", "late clients", ".0f"),
+    ("dropped", "dropped clients", ".0f"),
+    ("late", "late clients", ".0f"),
     ("uplink_mib", "uplink (MiB)", ".2f"),
     ("energy_nj", "energy per inference (nJ)", ".1f"),
     ("wall_seconds", "wall time (s)", ".1f"),
@@ -62,8 +62,8 @@ def run_values(run: RunData) -> dict[str, float | None]:
     energy = num(s.get("energy_per_inference_j"))
     return {"final_accuracy": num(s.get("final_accuracy")), "best_accuracy": num(s.get("best_accuracy")),
             "final_accuracy_ideal": num(dev.get("final_accuracy_ideal")), "epsilon": num(priv.get("epsilon")),
-            "rejected_updates": num(s.get("rejected_updates")), "dropped_clients": num(s.get("dropped_clients")),
-            "late_clients": num(s.get("late_clients")), "uplink_mib": up / MIB if up is not None else None,
+            "rejected_updates": num(s.get("rejected_updates")), "dropped": num(s.get("dropped")),
+            "late": num(s.get("late")), "uplink_mib": up / MIB if up is not None else None,
             "energy_nj": energy * 1e9 if energy is not None else None, "wall_seconds": num(s.get("wall_seconds")),
             "rounds": num(s.get("rounds"))}
 

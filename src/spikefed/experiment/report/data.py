@@ -129,7 +129,7 @@ def summary_from_rows(rows: Sequence[Mapping[str, Any]], partition: Mapping[str,
     }
     for key in ("dropped", "late"):
         if any(key in r for r in rows):
-            out[f"{key}_clients"] = sum(int(num(r.get(key)) or 0) for r in rows)
+            out[key] = sum(int(num(r.get(key)) or 0) for r in rows)
     if any("malicious" in r for r in rows):
         out["malicious_sampled"] = sum(int(num(r.get("malicious")) or 0) for r in rows)
     eps = [r.get("dp_epsilon") for r in rows if "dp_epsilon" in r]
