@@ -187,13 +187,16 @@ def _principal_projection(centred: np.ndarray, k: int, power_iterations: int = 8
     return (q @ u[:, :k]) * s[:k]
 
 
-def _blocked_projection(rows: np.ndarray, k: int, power_iterations: int = 8,
-                        block_bytes: int = 32 << 20) -> np.ndarray:
+#: float64 bytes per block of rows of :func:`_blocked_projection`
+PROJECTION_BLOCK_BYTES = 32 << 20
+
+
+def _blocked_projection(rows: np.ndarray, k: int, power_iterations: int = 8) -> np.ndarray:
     """:func:`_principal_projection` (randomized branch) of integer rows ``[N, D]`` (a compact frame store),
     centred and made float64 one block of rows at a time: memory ``O(block + (N + D) k)`` instead of the
     ``16 N D`` bytes of a float64 copy and its centred copy. Same algorithm, same seed."""
     n, d = rows.shape
-    step = max(1, block_bytes // (8 * d))
+    step = max(1, PROJECTION_BLOCK_BYTES // (8 * d))
     spans = [slice(s, min(s + step, n)) for s in range(0, n, step)]
     mu = sum(rows[sp].sum(axis=0, dtype=np.float64) for sp in spans) / n
 
