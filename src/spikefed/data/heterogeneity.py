@@ -193,24 +193,25 @@ PROJECTION_BLOCK_BYTES = 32 << 20
 
 def _blocked_projection(rows: np.ndarray, k: int, power_iterations: int = 8) -> np.ndarray:
     """:func:`_principal_projection` (randomized branch) of integer rows ``[N, D]`` (a compact frame store),
-    centred and made float64 one block of rows at a time: memory ``O(block + (N + D) k)`` instead of the
-    ``16 N D`` bytes of a float64 copy and its centred copy. Same algorithm, same seed."""
+    made float64 one block of rows at a time (the centring applied to the products): memory
+    ``O(block + (N + D) k)`` instead of the ``16 N D`` bytes of a float64 copy and its centred copy. Same
+    algorithm, same seed."""
     n, d = rows.shape
     step = max(1, PROJECTION_BLOCK_BYTES // (8 * d))
     spans = [slice(s, min(s + step, n)) for s in range(0, n, step)]
     mu = sum(rows[sp].sum(axis=0, dtype=np.float64) for sp in spans) / n
 
-    def times(m: np.ndarray) -> np.ndarray:  # centred @ m
+    def times(m: np.ndarray) -> np.ndarray:  # centred @ m = X m - 1 (mu m)
         out = np.empty((n, m.shape[1]))
         for sp in spans:
-            out[sp] = (rows[sp].astype(np.float64) - mu) @ m
-        return out
+            out[sp] = rows[sp].astype(np.float64) @ m
+        return out - mu @ m
 
-    def t_times(q: np.ndarray) -> np.ndarray:  # centred.T @ q
+    def t_times(q: np.ndarray) -> np.ndarray:  # centred.T @ q = X^T q - mu (1^T q)
         acc = np.zeros((d, q.shape[1]))
         for sp in spans:
-            acc += (rows[sp].astype(np.float64) - mu).T @ q[sp]
-        return acc
+            acc += rows[sp].astype(np.float64).T @ q[sp]
+        return acc - np.outer(mu, q.sum(axis=0))
 
     k = min(k, n, d)
     width = min(k + 10, n, d)
