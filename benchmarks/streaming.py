@@ -11,7 +11,7 @@ after its imports, before any data):
 - ``streamed``: :func:`spikefed.events.stream.iter_frames`, batches of ``--batch`` files read and binned into
   ``[B, T, F]`` float32 frames (as a training loop consumes them), nothing kept;
 - ``streamed_dense``: :func:`~spikefed.events.stream.load_frames`, the same batches written into one
-  preallocated ``[N, T, F]`` float32 array (what ``spikefed run`` hands the in-process trainer);
+  preallocated ``[N, T, F]`` float32 array (the float reference of the run-store rows);
 - ``dense``: the old path, :func:`~spikefed.events.loaders.load_nmnist_dir` (every event in memory, 13 bytes
   each) then :func:`~spikefed.events.frames.batch_to_frames` of all samples at once.
 

@@ -13,7 +13,8 @@ compact batch into the model's float dtype (exact: every such integer is a float
 floating data (the dense digits, which stay float) through unchanged when its dtype already matches. A store of
 any other dtype (int64, int8, bool, complex, ...) is refused with a :class:`TypeError` naming it.
 
-Memory: ``N * T * F`` bytes for a uint8 store instead of ``4 * N * T * F`` for float32.
+Memory: ``N * T * F`` bytes for a uint8 store instead of ``4 * N * T * F`` for float32 (measured in
+``benchmarks/streaming.py``, rows ``run_float`` / ``run_compact``).
 """
 
 from __future__ import annotations
