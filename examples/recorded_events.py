@@ -16,12 +16,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from spikefed.data.compact import as_float_batch
 from spikefed.events.datasets import event_digits
 from spikefed.events.loaders import write_nmnist
 from spikefed.events.sources import nmnist_source
 from spikefed.events.stream import FrameSpec, iter_frames
 from spikefed.experiment.config import RunSettings, build_settings
+from spikefed.experiment.eventdata import load_event_data
 from spikefed.experiment.runner import run_experiment
 
 
@@ -58,6 +61,12 @@ def main() -> None:
               "model.hidden=[64]", "local.epochs=2", "federation.rounds=3", "federation.fraction=1.0"]
     if args.limit:
         common.append(f"data.limit={args.limit}")
+
+    # the run holds the frames as a compact uint8 store (N T F bytes) and makes one batch at a time float
+    store = load_event_data(build_settings(RunSettings, None, common).data, seed=0).split.x_train
+    batch = as_float_batch(store[:32], torch.float32)
+    print(f"frame store {store.dtype} {list(store.shape)}: {store.nbytes / 2**20:.1f} MB "
+          f"(as float32: {4 * store.nbytes / 2**20:.1f} MB); a batch for the model: {batch.dtype}")
     for method in ("iid", "feature"):
         settings = build_settings(RunSettings, None, [*common, f"partition.method={method}"])
         summary = run_experiment(settings, Path(tmp.name) / f"run-{method}")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from spikefed.data.compact import as_float_batch, to_compact
 from spikefed.data.digits import SCALES, DatasetSplit, iterate_batches, load_digits_split
 
-__all__ = ["SCALES", "DatasetSplit", "iterate_batches", "load_digits_split"]
+__all__ = ["SCALES", "DatasetSplit", "as_float_batch", "iterate_batches", "load_digits_split", "to_compact"]
 
 from spikefed.data.heterogeneity import (
     TABLE_COLUMNS,

@@ -18,6 +18,8 @@ import torch
 
 from spikefed.manifold import check_open_interval
 
+from .compact import COMPACT_DTYPES
+
 #: Valid ``scale`` choices of :func:`load_digits_split`.
 SCALES: tuple[str, ...] = ("unit", "standard")
 
@@ -26,14 +28,16 @@ DIGITS_MAX_PIXEL = 16.0
 
 #: Floor on the per-pixel standard deviation in ``scale="standard"``.
 STD_FLOOR = 1e-6
+COMPACT_STORE = frozenset(dt for dt, _ in COMPACT_DTYPES)
 
 
 @dataclass(frozen=True, eq=False)
 class DatasetSplit:
     """A labelled train/test split.
 
-    ``x_*`` are float32 tensors ``[N, *feature_shape]``; ``y_*`` are int64 tensors ``[N]`` with labels in
-    ``[0, num_classes)``. Checked on construction (``ValueError`` on any mismatch).
+    ``x_*`` are float32 tensors ``[N, *feature_shape]`` (sequence data may instead be a compact integer store,
+    :mod:`spikefed.data.compact`: batches go through ``as_float_batch``); ``y_*`` are int64 tensors ``[N]`` with
+    labels in ``[0, num_classes)``. Checked on construction (``ValueError`` on any mismatch).
 
     ``sequence=True`` marks pre-binned sequences (event data, :mod:`spikefed.events`): ``x`` is
     ``[N, T, *step_shape]`` with ``feature_shape = (T, *step_shape)``, fed to the network one time bin per step
@@ -70,8 +74,10 @@ class DatasetSplit:
         for part in ("train", "test"):
             x = getattr(self, f"x_{part}")
             y = getattr(self, f"y_{part}")
-            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
-                raise ValueError(f"x_{part} must be a float32 torch.Tensor, got {_describe(x)}")
+            compact = self.sequence and isinstance(x, torch.Tensor) and x.dtype in COMPACT_STORE
+            if not isinstance(x, torch.Tensor) or (x.dtype != torch.float32 and not compact):
+                kinds = "float32 (sequence data: or uint8 / int16 / int32 counts)" if self.sequence else "float32"
+                raise ValueError(f"x_{part} must be a {kinds} torch.Tensor, got {_describe(x)}")
             if not isinstance(y, torch.Tensor) or y.dtype != torch.int64:
                 raise ValueError(f"y_{part} must be an int64 torch.Tensor, got {_describe(y)}")
             if tuple(x.shape[1:]) != shape or x.dim() != len(shape) + 1:

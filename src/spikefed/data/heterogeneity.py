@@ -187,6 +187,43 @@ def _principal_projection(centred: np.ndarray, k: int, power_iterations: int = 8
     return (q @ u[:, :k]) * s[:k]
 
 
+#: float64 bytes per block of rows of :func:`_blocked_projection`
+PROJECTION_BLOCK_BYTES = 32 << 20
+
+
+def _blocked_projection(rows: np.ndarray, k: int, power_iterations: int = 8) -> np.ndarray:
+    """:func:`_principal_projection` (randomized branch) of integer rows ``[N, D]`` (a compact frame store),
+    made float64 one block of rows at a time (the centring applied to the products): memory
+    ``O(block + (N + D) k)`` instead of the ``16 N D`` bytes of a float64 copy and its centred copy. Same
+    algorithm, same seed."""
+    n, d = rows.shape
+    step = max(1, PROJECTION_BLOCK_BYTES // (8 * d))
+    spans = [slice(s, min(s + step, n)) for s in range(0, n, step)]
+    mu = sum(rows[sp].sum(axis=0, dtype=np.float64) for sp in spans) / n
+
+    def times(m: np.ndarray) -> np.ndarray:  # centred @ m = X m - 1 (mu m)
+        out = np.empty((n, m.shape[1]))
+        for sp in spans:
+            out[sp] = rows[sp].astype(np.float64) @ m
+        return out - mu @ m
+
+    def t_times(q: np.ndarray) -> np.ndarray:  # centred.T @ q = X^T q - mu (1^T q)
+        acc = np.zeros((d, q.shape[1]))
+        for sp in spans:
+            acc += rows[sp].astype(np.float64).T @ q[sp]
+        return acc - np.outer(mu, q.sum(axis=0))
+
+    k = min(k, n, d)
+    width = min(k + 10, n, d)
+    y = times(np.random.default_rng(0).standard_normal((d, width)))
+    for _ in range(power_iterations):
+        q, _ = np.linalg.qr(y)
+        y = times(t_times(q))
+    q, _ = np.linalg.qr(y)
+    u, s, _ = np.linalg.svd(t_times(q).T, full_matrices=False)
+    return (q @ u[:, :k]) * s[:k]
+
+
 def fit_gaussian(x: np.ndarray, diag: bool) -> tuple[np.ndarray, np.ndarray]:
     """Sample mean and unbiased covariance (``ddof = 1``) of rows ``x [n, D]``; zero covariance when ``n = 1``."""
     mu = x.mean(axis=0)
@@ -247,7 +284,14 @@ def client_heterogeneity(
         raise ValueError(f"unknown covariance {covariance!r}; valid choices: {', '.join(map(repr, COVARIANCES))}")
     y = as_labels(labels)
     c = check_int("num_classes", num_classes, 1)
-    feats = _array("x", x)
+    raw = x.numpy() if isinstance(x, torch.Tensor) and not x.requires_grad else x
+    if (pca_dims is not None and isinstance(raw, np.ndarray) and raw.dtype.kind in "ui" and raw.ndim >= 1
+            and raw.shape[0] == y.size and min(y.size, raw[:1].size) > EXACT_PCA_MAX):
+        # a compact (integer) frame store: projected block by block, never made float64 whole
+        feats = _blocked_projection(raw.reshape(y.size, -1), check_int("pca_dims", pca_dims, 1))
+        pca_dims = None
+    else:
+        feats = _array("x", x)
     if feats.ndim < 1 or feats.shape[0] != y.size:
         raise ValueError(
             f"expected x of shape [N, ...] with N = len(labels) = {y.size}, got {list(feats.shape)}"

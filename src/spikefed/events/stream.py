@@ -11,9 +11,10 @@ A sample's frame is ``x [T, F]``: the window ``[0, duration)`` cut into ``T = bi
 
 Memory: :func:`iter_frames` holds one batch: its events (13 bytes each) plus ``B * T * F`` float32 frames;
 nothing else grows with the data set. :func:`load_frames` fills one preallocated ``[N, T, F]`` float32 array
-block by block (the dense tensor the in-process trainer takes: ``4 * N * T * F`` bytes), never holding all
-events. :func:`cached_frames` keeps a compact ``uint8`` copy on disk (``N * T * F`` bytes), keyed by the data and
-every binning parameter, so a second run skips reading and binning.
+block by block (``4 * N * T * F`` bytes), never holding all events; :func:`load_compact` fills the compact
+integer store a run holds (:mod:`spikefed.data.compact`: uint8, ``N * T * F`` bytes, widened only for counts
+above 255). :func:`cached_frames` keeps that compact store on disk, keyed by the data and every binning
+parameter, so a second run skips reading and binning.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..data.compact import COMPACT_DTYPES, compact_dtype
 from ..data.digits import DatasetSplit
 from .aer import EventBatch
 from .frames import FRAME_MODES, batch_to_frames, downsampled_shape
 from .sources import EventSource
 
-__all__ = ["FrameSpec", "crop_batch", "frame_shape", "bin_batch", "iter_frames", "load_frames", "cached_frames",
-           "source_split"]
+__all__ = ["FrameSpec", "crop_batch", "frame_shape", "bin_batch", "iter_frames", "load_frames", "load_compact",
+           "cached_frames", "source_split"]
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,25 @@ def load_frames(source: EventSource, spec: FrameSpec, *, block: int = 256,
     if x.shape != (n, t, f):
         raise ValueError(f"out has shape {list(x.shape)}, expected {[n, t, f]}")
     for s, (frames, _) in zip(range(0, n, block), iter_frames(source, spec, block)):
-        if x.dtype == np.uint8:
-            np.minimum(frames, 255, out=frames)
+        if x.dtype.kind in "ui" and frames.size and frames.max() > np.iinfo(x.dtype).max:
+            raise ValueError(f"a frame count of {int(frames.max())} does not fit out's {x.dtype} (samples from {s}); "
+                             "use load_compact, which widens")
+        x[s:s + frames.shape[0]] = frames
+    return x
+
+
+def load_compact(source: EventSource, spec: FrameSpec, *, block: int = 256) -> np.ndarray:
+    """Every sample's frames ``[N, T, F]`` as a compact integer store (:mod:`spikefed.data.compact`): ``uint8``
+    (binary frames always fit), widened to ``int16`` / ``int32`` as soon as a block holds a larger count; never
+    clipped. ``N * T * F`` bytes for uint8, filled ``block`` samples at a time."""
+    t, f = frame_shape(source.shape, source.polarity, spec)
+    n = len(source)
+    x = np.zeros((n, t, f), dtype=np.uint8)
+    for s, (frames, _) in zip(range(0, n, block), iter_frames(source, spec, block)):
+        top = int(frames.max()) if frames.size else 0
+        need = np.dtype(str(compact_dtype(top)).removeprefix("torch."))
+        if need.itemsize > x.dtype.itemsize:
+            x = x.astype(need)
         x[s:s + frames.shape[0]] = frames
     return x
 
@@ -130,33 +149,30 @@ def load_frames(source: EventSource, spec: FrameSpec, *, block: int = 256,
 def cache_key(source: EventSource, spec: FrameSpec) -> str:
     """sha256 over the data's identity (``source.key``, window, size) and the binning parameters."""
     blob = json.dumps({"source": source.key, "duration": source.duration, "n": len(source),
-                       "spec": asdict(spec), "version": 1}, sort_keys=True)
+                       "spec": asdict(spec), "version": 2}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def cached_frames(source: EventSource, spec: FrameSpec, cache_dir: str | os.PathLike[str]) -> np.ndarray:
-    """Frames as a read-only ``uint8`` memory map ``[N, T, F]`` from ``cache_dir/<key>.npy`` (counts clipped at
-    255), written once by :func:`load_frames` when absent. Sources without a ``key`` (in memory) are not
-    cached: their frames are returned directly (as uint8)."""
+    """Frames as a read-only compact memory map ``[N, T, F]`` (:func:`load_compact`'s dtype: uint8, or wider
+    when counts exceed 255; never clipped) from ``cache_dir/<key>.npy``, written once when absent. Sources
+    without a ``key`` (in memory) are not cached: their compact frames are returned directly."""
     t, f = frame_shape(source.shape, source.polarity, spec)
     if not source.key:
-        return load_frames(source, spec, out=np.empty((len(source), t, f), dtype=np.uint8))
+        return load_compact(source, spec)
     folder = Path(cache_dir)
     path = folder / f"{source.name}-{cache_key(source, spec)}.npy"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".partial.npy")
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(source), t, f))
-        load_frames(source, spec, out=arr)
-        arr.flush()
-        del arr
+        np.save(tmp, load_compact(source, spec), allow_pickle=False)
         os.replace(tmp, path)
     arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    if arr.dtype != np.uint8 or arr.shape != (len(source), t, f):
-        raise ValueError(f"frame cache {path} holds {arr.dtype} {list(arr.shape)}, expected uint8 "
-                         f"{[len(source), t, f]}; delete it")
+    allowed = {str(dt).removeprefix("torch.") for dt, _ in COMPACT_DTYPES}
+    if arr.dtype.name not in allowed or arr.shape != (len(source), t, f):
+        raise ValueError(f"frame cache {path} holds {arr.dtype} {list(arr.shape)}, expected one of "
+                         f"{sorted(allowed)} {[len(source), t, f]}; delete it")
     return arr
-
 
 
 def source_split(train: EventSource, test: EventSource, spec: FrameSpec, *, name: str | None = None) -> DatasetSplit:

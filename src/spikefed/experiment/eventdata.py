@@ -1,8 +1,10 @@
 """Event data of a run: config -> sources (recorded files or the synthetic sets) -> frames, partition, sensor skew.
 
 Every event data set goes through one path: an :class:`~spikefed.events.sources.EventSource` per split, binned
-block by block (:mod:`spikefed.events.stream`) into the ``x [N, bins, F]`` float32 tensors of a
-:class:`~spikefed.data.digits.DatasetSplit`; the events themselves are never all in memory.
+block by block (:mod:`spikefed.events.stream`) into the ``x [N, bins, F]`` tensors of a
+:class:`~spikefed.data.digits.DatasetSplit`, held as a compact uint8 store (:mod:`spikefed.data.compact`: widened
+for counts above 255, never clipped) and made float one batch at a time where a model takes it; the events
+themselves are never all in memory.
 
 - Recorded sets (``nmnist``, ``dvs_gesture``, ``shd``, ``ssc``): the official train/test split under
   ``data.root`` (``data.test_size`` does not apply); ``data.limit`` keeps that many samples per split, evenly
@@ -19,6 +21,7 @@ statistics is measured. ``subject``/``speaker``/``session`` give every client wh
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +34,8 @@ from ..events.datasets import NATURAL_GROUPS, RECORDED_DATASETS, event_digits, e
 from ..events.sensors import (SENSOR_PRESETS, SensorSkew, apply_sensor_batch, event_statistics,
                               hot_pixel_addresses, sensor_shift, statistics_divergence)
 from ..events.sources import EventSource, batch_source, open_source
-from ..events.stream import FrameSpec, bin_batch, cached_frames, load_frames
+from ..data.compact import write_rows
+from ..events.stream import FrameSpec, bin_batch, cached_frames, load_compact, load_frames
 from ..events.synth import SensorModel
 from ..seeding import Purpose, numpy_rng
 from .config import ConfigError, DataSettings
@@ -88,18 +92,30 @@ def event_sources(data: DataSettings, seed: int) -> tuple[EventSource, EventSour
     return source.subset(idx_train), source.subset(idx_test)
 
 
-def _frames(source: EventSource, spec: FrameSpec, data: DataSettings) -> torch.Tensor:
+#: how a run holds its frames: ``compact`` (uint8 counts, :mod:`spikefed.data.compact`; the default) or
+#: ``float`` (float32, ``4 N T F`` bytes: the reference the compact store is tested against)
+FRAME_STORES = ("compact", "float")
+
+
+def _frames(source: EventSource, spec: FrameSpec, data: DataSettings, store: str) -> torch.Tensor:
+    if store == "float":
+        if data.cache_dir is not None and source.key:
+            return torch.from_numpy(np.asarray(cached_frames(source, spec, data.cache_dir), dtype=np.float32))
+        return torch.from_numpy(load_frames(source, spec, block=BLOCK))
     if data.cache_dir is not None and source.key:
-        return torch.from_numpy(np.asarray(cached_frames(source, spec, data.cache_dir), dtype=np.float32))
-    return torch.from_numpy(load_frames(source, spec, block=BLOCK))
+        return torch.from_numpy(np.array(cached_frames(source, spec, data.cache_dir)))  # writable, in memory
+    return torch.from_numpy(load_compact(source, spec, block=BLOCK))
 
 
-def load_event_data(data: DataSettings, seed: int) -> EventData:
-    """The configured event data binned into a :class:`DatasetSplit` (``sequence=True``)."""
+def load_event_data(data: DataSettings, seed: int, *, store: str = "compact") -> EventData:
+    """The configured event data binned into a :class:`DatasetSplit` (``sequence=True``); ``store`` is one of
+    :data:`FRAME_STORES`."""
+    if store not in FRAME_STORES:
+        raise ValueError(f"unknown frame store {store!r}; valid: {', '.join(FRAME_STORES)}")
     train, test = event_sources(data, seed)
     spec = frame_spec(data)
     try:
-        x_train, x_test = _frames(train, spec, data), _frames(test, spec, data)
+        x_train, x_test = _frames(train, spec, data, store), _frames(test, spec, data, store)
     except ValueError as e:
         if "crop" in str(e):
             raise ConfigError(f"data.crop: {e}") from None
@@ -149,7 +165,9 @@ def apply_sensor_skew(events: EventData, parts: list[np.ndarray], sensors: list[
                 hot = hot_pixel_addresses(sensor, int(np.prod(batch.shape)), rng)
             skewed = apply_sensor_batch(batch, sensor, rng, hot=hot)
             seen[block] = event_statistics(skewed)
-            x[torch.from_numpy(block)] = torch.from_numpy(bin_batch(skewed, events.spec))
+            x = write_rows(x, block, bin_batch(skewed, events.spec))  # widens a compact store, never clips
+    if x is not events.split.x_train:
+        events.split = dataclasses.replace(events.split, x_train=x)
     out = statistics_divergence(seen, parts)
     out["recorded_mean_event_hellinger"] = statistics_divergence(raw, parts)["mean_event_hellinger"]
     # how far each client's sensor moved its own samples' statistics from the recording (same samples)

@@ -95,9 +95,11 @@ def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
 NATURAL_PARTITIONS = ("subject", "speaker", "session")
 
 
-def prepare_data(settings: RunSettings) -> tuple[DatasetSplit, list[np.ndarray], list[Any] | None, dict[str, Any]]:
+def prepare_data(settings: RunSettings, *, frame_store: str = "compact"
+                 ) -> tuple[DatasetSplit, list[np.ndarray], list[Any] | None, dict[str, Any]]:
     """Data, client index sets, feature transforms and a heterogeneity report of event statistics (event data:
-    natural partitions, per-client sensors with ``partition.method=feature``; see experiment.eventdata)."""
+    natural partitions, per-client sensors with ``partition.method=feature``; see experiment.eventdata; frames
+    held as ``frame_store``, eventdata.FRAME_STORES)."""
     if settings.data.name not in EVENT_DATASETS:
         data = load_data(settings)
         parts, transforms = make_partition(settings, data)
@@ -105,7 +107,7 @@ def prepare_data(settings: RunSettings) -> tuple[DatasetSplit, list[np.ndarray],
     from .eventdata import (apply_sensor_skew, client_sensors, event_statistics_report, load_event_data,
                             natural_parts)
 
-    ev = load_event_data(settings.data, settings.seed)
+    ev = load_event_data(settings.data, settings.seed, store=frame_store)
     p = settings.partition
     if p.method in NATURAL_PARTITIONS:
         parts = natural_parts(p.method, ev.train, p.num_clients)
@@ -122,9 +124,10 @@ def build_spec(settings: RunSettings) -> FederationSpec:
     return build_spec_and_report(settings)[0]
 
 
-def build_spec_and_report(settings: RunSettings) -> tuple[FederationSpec, dict[str, Any]]:
+def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
+                          ) -> tuple[FederationSpec, dict[str, Any]]:
     """:func:`build_spec` and the event-statistics report of :func:`prepare_data`."""
-    data, parts, transforms, report = prepare_data(settings)
+    data, parts, transforms, report = prepare_data(settings, frame_store=frame_store)
     gen = torch_generator(settings.seed, Purpose.INIT)
     model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
                                       train=settings.local), data.step_features, data.num_classes, gen)

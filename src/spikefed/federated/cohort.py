@@ -30,12 +30,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..data.compact import as_float_batch
 from ..manifold import manifold_of
 from ..snn.encoding import encode
 from ..snn.models import SpikingMLP
 from ..snn.neurons import IF, LIF
 from ..snn.stacked import cohort_forward, per_sample_loss, predict_cohort
-from ..snn.train import TrainConfig, make_optimizer, predict, task_loss
+from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
@@ -195,16 +196,17 @@ class StackedOptimizer:
 
 
 def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tensor]], step: int,
-                  active: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]``, y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``."""
+                  active: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]`` (the model's float ``dtype``: compact
+    stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``."""
     batches = [schedules[k][step] for k in active]
     bmax = max(len(b) for b in batches)
     feat = clients[active[0]].x.shape[1:]
-    x = torch.zeros((len(active), bmax, *feat), dtype=clients[active[0]].x.dtype)
+    x = torch.zeros((len(active), bmax, *feat), dtype=dtype)
     y = torch.zeros((len(active), bmax), dtype=torch.int64)
     mask = torch.zeros((len(active), bmax), dtype=torch.bool)
     for row, (k, b) in enumerate(zip(active, batches)):
-        x[row, :len(b)] = clients[k].x[b]
+        x[row, :len(b)] = as_float_batch(clients[k].x[b], dtype)
         y[row, :len(b)] = clients[k].y[b]
         mask[row, :len(b)] = True
     return x, y, mask
@@ -265,6 +267,7 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
     if len(budgets) != k:
         raise ValueError(f"step_budgets has {len(budgets)} entries for {k} clients")
     schedules = [client_schedule(c.num_samples, cfg, g, b) for c, g, b in zip(clients, generators, budgets)]
+    dtype = input_dtype(model)
     n_steps = torch.tensor([len(s) for s in schedules], dtype=torch.int64)
     opt = StackedOptimizer(stacked, cfg, k)
     anchor = {n: global_params[n].detach() for n in names}
@@ -287,7 +290,7 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
     for j in range(int(n_steps.max()) if k else 0):
         active_mask = n_steps > j
         active = active_mask.nonzero().flatten().tolist()
-        xb, yb, mask = _gather_batch(clients, schedules, j, active)
+        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype)
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
         leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
         if devices is not None:
@@ -422,7 +425,7 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
         schedule = client_schedule(c.num_samples, cfg, gen, step_budgets[i] if step_budgets is not None else None)
         loss_sum, correct, seen = 0.0, 0, 0
         for batch in schedule:
-            xb, yb = c.x[batch], c.y[batch]
+            xb, yb = as_float_batch(c.x[batch], input_dtype(local)), c.y[batch]
             opt.zero_grad(set_to_none=True)
             loss, out = backward_batch(local, encode_inputs(xb, cfg, gen), yb, cfg, extra)
             if correction is not None:

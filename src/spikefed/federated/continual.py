@@ -313,7 +313,8 @@ def fisher_diagonal(model: torch.nn.Module, params: ParamDict, x: torch.Tensor, 
     """Empirical diagonal Fisher ``F_i = 1/n sum_b (d loss(x_b, y_b) / d theta_i)^2`` of ``params``, one sample at
     a time (any model; the first ``max_samples`` samples), with the training loss of ``cfg`` (``TrainConfig``)."""
     from ..manifold import copy_module
-    from ..snn.train import encode_inputs, task_loss
+    from ..data.compact import as_float_batch
+    from ..snn.train import encode_inputs, input_dtype, task_loss
     from .types import load_params_
 
     local = copy_module(model)
@@ -322,7 +323,7 @@ def fisher_diagonal(model: torch.nn.Module, params: ParamDict, x: torch.Tensor, 
     n = int(y.shape[0]) if max_samples is None else min(int(y.shape[0]), int(max_samples))
     total = {k: torch.zeros_like(p) for k, p in named.items()}
     for b in range(n):
-        out = local(encode_inputs(x[b:b + 1], cfg, generator))
+        out = local(encode_inputs(as_float_batch(x[b:b + 1], input_dtype(local)), cfg, generator))
         grads = torch.autograd.grad(task_loss(out.output, y[b:b + 1], cfg), list(named.values()), allow_unused=True)
         for k, g in zip(named, grads):
             if g is not None:

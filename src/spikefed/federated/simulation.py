@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.compact import as_float_batch
 from ..data.digits import DatasetSplit
 from ..data.heterogeneity import REPORT_SETTINGS, client_heterogeneity
 from ..data.partition import label_distribution
@@ -34,7 +35,7 @@ from ..io import write_atomic
 from ..manifold import manifold_of
 from ..seeding import Purpose, numpy_rng, torch_generator
 from ..snn.models import SpikingMLP
-from ..snn.train import TrainConfig, encode_inputs, evaluate
+from ..snn.train import TrainConfig, encode_inputs, evaluate, input_dtype
 from .aggregation import InvalidUpdate, validate_updates
 from .boundary import parse_upload
 from .checkpoint import encode_state, read_checkpoint
@@ -133,6 +134,8 @@ class Simulation:
         self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), [])
         features = spec.data.x_train.clone()  # as the clients see them (feature skew applied)
         for c, idx in zip(self.clients, spec.parts):
+            if c.x.dtype != features.dtype:  # a transform made a compact store's client float
+                features = as_float_batch(features, c.x.dtype)
             features[torch.as_tensor(np.asarray(idx), dtype=torch.int64)] = c.x
         self.heterogeneity = client_heterogeneity(
             features.numpy(), spec.data.y_train.numpy(), spec.parts, spec.data.num_classes, **REPORT_SETTINGS)
@@ -280,7 +283,9 @@ class Simulation:
                                "confusion": confusion.tolist(),
                                "client_accuracy": client_accuracy(confusion, self.label_counts).tolist()}
         # NeuroBench-style counts of the global model on the test set (any model: see hardware.metrics)
-        x = encode_inputs(spec.data.x_test, spec.local, torch_generator(spec.seed, Purpose.EVAL, rnd))
+        # the whole test set in one call: a compact store is made float here (4 N_test T F bytes while measuring)
+        x = encode_inputs(as_float_batch(spec.data.x_test, input_dtype(model)), spec.local,
+                          torch_generator(spec.seed, Purpose.EVAL, rnd))
         m = measure(model, x, spec.energy)
         per = m.per_inference()
         out.update({"spikes": per["spikes"], "synops": per["synops"], "acs": per["effective_acs"],
@@ -397,7 +402,7 @@ def build_client(spec: FederationSpec, cid: int) -> ClientData:
     if spec.client_transforms is not None:
         # purpose-tagged with an out-of-range "round" so it never equals a per-round stream
         gen = torch_generator(spec.seed, Purpose.FEATURE, client=cid)
-        x = spec.client_transforms[cid].apply(x, gen)
+        x = spec.client_transforms[cid].apply(as_float_batch(x, input_dtype(spec.model)), gen)
         if spec.local.encoder in ("rate", "latency"):
             x = x.clamp(0.0, 1.0)  # these encoders take intensities in [0, 1]
     return ClientData(cid, x, d.y_train[index])

@@ -22,7 +22,8 @@ import torch
 
 from ..snn.models import SpikingMLP
 from ..snn.stacked import cohort_forward, predict_cohort
-from ..snn.train import TrainConfig, encode_inputs
+from ..data.compact import as_float_batch
+from ..snn.train import TrainConfig, encode_inputs, input_dtype
 from .calibration import Calibration, calibrate
 from .devices import Device, DeviceProfile, full_program, supports_devices
 
@@ -93,6 +94,7 @@ class Fleet:
         groups: dict[int, list[int]] = {}
         for k in range(len(self.devices)):
             groups.setdefault(self.num_steps(k, cfg.num_steps), []).append(k)
+        x = as_float_batch(x, input_dtype(self.model))  # a compact test store: float for this evaluation
         for steps, members in groups.items():
             gcfg = replace(cfg, num_steps=steps)
             xs = encode_inputs(x, gcfg, generator)  # [T, B, F]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from ..data.compact import as_float_batch
 from ..data.digits import iterate_batches
 from ..manifold import project_parameters_
 from . import decoding, losses
@@ -152,6 +153,12 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.op
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def input_dtype(model: nn.Module) -> torch.dtype:
+    """The float dtype the model computes in (its first floating parameter; the default dtype if it has none):
+    batches gathered from a compact frame store are made this dtype (:func:`~spikefed.data.compact.as_float_batch`)."""
+    return next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.get_default_dtype())
 
 
 def encode_inputs(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -297,8 +304,9 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
     """One pass over ``(x, y)`` in seeded shuffled mini-batches. Returns mean loss and training accuracy."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
+    dtype = input_dtype(model)
     for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, generator=generator)):
-        xs = encode_inputs(xb, cfg, generator)
+        xs = encode_inputs(as_float_batch(xb, dtype), cfg, generator)
         optimizer.zero_grad(set_to_none=True)
         loss, out = backward_batch(model, xs, yb, cfg, extra_loss)
         if not math.isfinite(loss):
@@ -360,8 +368,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
     layer_neurons: list[int] = []
     pairs: list[torch.Tensor] = []
     steps = cfg.num_steps
+    dtype = input_dtype(model)
     for xb, yb in iterate_batches(x, y, batch_size, shuffle=False):
-        out = model(encode_inputs(xb, cfg, generator))
+        out = model(encode_inputs(as_float_batch(xb, dtype), cfg, generator))
         total_loss += float(task_loss(out.output, yb, cfg)) * yb.shape[0]
         pred = predict(out.output, cfg)
         correct += int((pred == yb).sum())
