@@ -276,6 +276,15 @@ def config_show(
             print(f"# on Flower this config is refused: {reason}")
 
 
+def _describe_key(field: Any) -> str:
+    """A key's description, followed by its valid values when it is a choice."""
+    from .experiment.config import choices_of
+
+    choices = choices_of(field)
+    text = field.description or ""
+    return f"{text} [one of: {', '.join(choices)}]" if choices else text
+
+
 def _commented_yaml(settings: Any, command: str = "run") -> str:
     """YAML of the settings with each field's description as a trailing comment."""
     lines = [f"# spikefed {command} configuration (all keys; override with --set section.key=value)"]
@@ -288,10 +297,10 @@ def _commented_yaml(settings: Any, command: str = "run") -> str:
             for key, v in value.items():
                 field = type(sub).model_fields[key]
                 text = yaml.safe_dump({key: v}, default_flow_style=True, width=1000).strip()[1:-1]
-                comment = f"  # {field.description}" if field.description else ""
-                lines.append(f"  {text}{comment}")
+                lines.append(f"  {text}  # {_describe_key(field)}")
         else:
-            lines.append(yaml.safe_dump({section: value}, default_flow_style=False).strip())
+            text = yaml.safe_dump({section: value}, default_flow_style=True, width=1000).strip()[1:-1]
+            lines.append(f"{text}  # {_describe_key(type(settings).model_fields[section])}")
     return "\n".join(lines)
 
 
