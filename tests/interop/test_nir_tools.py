@@ -95,3 +95,36 @@ def test_norse_ignores_r_so_an_unfolded_export_is_at_chance(trained) -> None:
     model, x, y, pred = trained
     other = _norse_predict(to_nir(model, dt=SNNTORCH_DT, fold_r=False), x, SNNTORCH_DT)
     assert (other == pred).float().mean().item() < 0.5
+
+
+@pytest.mark.slow
+def test_spikefed_export_of_a_run_directory(tmp_path) -> None:
+    """``spikefed export DIR --nir FILE`` on a (default: subtract-reset) run: nir.read loads the file, every
+    LIF/CubaLIF node has r == 1, and snnTorch / Norse compute what the file says (spikefed reading the fields
+    alone, i.e. reset to v_reset) on the digits test set."""
+    from typer.testing import CliRunner
+
+    import spikefed
+    from spikefed.cli import app
+    from spikefed.interop import from_nir
+
+    run_dir, path = tmp_path / "run", tmp_path / "out" / "model.nir"
+    result = CliRunner().invoke(app, ["run", "--out", str(run_dir), "--json", "--set", "federation.rounds=2",
+                                      "--set", "partition.num_clients=4", "--set", "local.epochs=1",
+                                      "--set", "model.hidden=[32]"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--nir", str(path)])
+    assert result.exit_code == 0, result.output
+    graph = nir.read(str(path))
+    lifs = [n for n, v in graph.nodes.items() if isinstance(v, (nir.LIF, nir.CubaLIF))]
+    assert lifs == ["lif_0", "lif_1"] and all(np.all(graph.nodes[n].r == 1) for n in lifs)
+    run = spikefed.load_run(run_dir)
+    x = encode_inputs(run.dataset().x_test, run.train_config, None)
+    with torch.no_grad():
+        fields = from_nir(graph, SNNTORCH_DT, use_metadata=False)(x).output.sum(0).argmax(1)
+        exact = from_nir(graph)(x).output  # with the metadata: spikefed's own (subtractive) model again
+        assert torch.equal(exact, run.model(x).output)
+    for other in (_snntorch_predict(graph, x), _norse_predict(graph, x, SNNTORCH_DT)):
+        assert (other == fields).float().mean().item() >= 0.99
+    bad = CliRunner().invoke(app, ["export", str(tmp_path / "nowhere"), "--nir", str(path)])
+    assert bad.exit_code == 2 and "not a spikefed run directory" in bad.output
