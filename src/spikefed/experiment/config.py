@@ -400,12 +400,15 @@ class PrivacySettings(_Section):
 
     dp: bool = Field(False, description="clip each client delta, add Gaussian noise to the sum, account epsilon")
     clip: float = Field(1.0, gt=0, description="L2 clip norm C of a client delta (initial value if adaptive)")
-    adaptive_clip: bool = Field(False, description="the clip norm follows the target_quantile of the clients' update norms")
+    adaptive_clip: bool = Field(False, description="the clip norm follows the target_quantile of the clients' "
+                                                   "update norms")
     target_quantile: float = Field(0.5, gt=0, lt=1, description="adaptive clip: fraction of unclipped updates")
-    clip_lr: float = Field(0.2, gt=0, description="adaptive clip: how fast the clip norm moves towards the target quantile")
+    clip_lr: float = Field(0.2, gt=0, description="adaptive clip: how fast the clip norm moves towards the target "
+                                                  "quantile")
     clip_count_stddev: float | None = Field(
         None, ge=0, description="adaptive clip: noise std of the unclipped count (None: cohort / 20)")
-    noise_multiplier: float = Field(1.0, ge=0, description="Gaussian noise std on the sum of clipped updates, in units of clip")
+    noise_multiplier: float = Field(1.0, ge=0, description="Gaussian noise std on the sum of clipped updates, in "
+                                                           "units of clip")
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
     accountant: Literal["rdp", "pld", "rdp_fixed_size"] = Field(
         "rdp", description="rdp/pld: Poisson sampling q = m/N; rdp_fixed_size: fixed cohort, replace-one")
@@ -439,8 +442,8 @@ class ContinualSettings(_Section):
     noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task")
     max_lag: int = Field(2, ge=1, description="async drift: client lags drawn uniformly from 0..max_lag rounds")
     regularizer: Literal["none", "l2", "ewc"] = Field(
-        "none", description="client stability term: l2 = lam/2 ||theta - theta*||^2 (pull towards the previous task's model), ewc = Fisher-"
-        "weighted; theta* is the global model at the end of the previous task")
+        "none", description="client stability term: l2 = lam/2 ||theta - theta*||^2 (pull towards the previous "
+        "task's model), ewc = Fisher-weighted; theta* is the global model at the end of the previous task")
     lam: float = Field(0.0, ge=0, description="lambda, the weight of the stability term")
     fisher_samples: int = Field(64, ge=1, description="ewc: samples per client for the Fisher diagonal")
 

@@ -28,7 +28,7 @@ def evaluate_clients(model: torch.nn.Module, clients: Sequence[ClientData], cfg:
     training mode is restored afterwards.
     """
     was_training = model.training
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         for c in clients:
             if c.num_samples == 0:

@@ -26,6 +26,6 @@ __all__ = [
     "ALIF", "ALIFState", "Delay", "DelayState", "EvalResult", "IF", "LIF", "LIFState", "LeakyIntegrator",
     "ModelOutput", "NEURONS", "NeuronOutput", "RecurrentALIF", "RecurrentLIF", "RecurrentRegressor", "RecurrentState",
     "SURROGATES", "SpikingConvNet", "SpikingMLP", "Surrogate", "Synaptic", "SynapticState", "TrainConfig",
-    "as_model_output", "delay_shift", "evaluate", "fit", "get_surrogate", "heaviside", "lif_fused", "lif_reference", "lif_step",
-    "lowpass", "lowpass_reference", "make_neuron", "spike", "train_epoch",
+    "as_model_output", "delay_shift", "evaluate", "fit", "get_surrogate", "heaviside", "lif_fused", "lif_reference",
+    "lif_step", "lowpass", "lowpass_reference", "make_neuron", "spike", "train_epoch",
 ]
