@@ -87,7 +87,7 @@ class DataSettings(_Section):
     frame_mode: Literal["binary", "count"] = Field(
         "binary", description="event data: a bin holds 1 where a pixel fired (binary) or its event count")
     downsample: int | None = Field(
-        None, ge=1, description="event data: spatial pooling factor (None: 1 for event_digits, 2 for event_mnist5k)")
+        None, ge=1, description="event data: spatial pooling factor (null: 1 for event_digits, 2 for event_mnist5k)")
     noise_rate: float = Field(0.0, ge=0, description="event data: background events per pixel per second")
 
 
@@ -133,7 +133,7 @@ class ModelSettings(_Section):
                                                  "choice)")
     surrogate: Annotated[str, AfterValidator(_one_of(SURROGATES))] = Field(
         "atan", description="smooth stand-in for the spike's derivative used in training")
-    slope: float | None = Field(None, gt=0, description="surrogate slope (None: the surrogate's default)")
+    slope: float | None = Field(None, gt=0, description="surrogate slope (null: the surrogate's default)")
     learn_beta: bool = Field(False, description="train each neuron's decay")
     learn_threshold: bool = Field(False, description="train each neuron's threshold")
 
@@ -167,8 +167,8 @@ class LocalTrainSettings(_Section):
         "adam", description="gradient optimizer (federated: a fresh one on each client every round)")
     momentum: float = Field(0.9, ge=0, lt=1, description="optimizer=sgd: momentum")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay of the optimizer")
-    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this (None: no clipping)")
-    tbptt: int | None = Field(None, ge=1, description="truncated BPTT window (None: full BPTT)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this (null: no clipping)")
+    tbptt: int | None = Field(None, ge=1, description="truncated BPTT window (null: full BPTT)")
     num_steps: int = Field(25, ge=1, description="time steps T per sample")
     encoder: Annotated[str, AfterValidator(_one_of(TRAIN_ENCODERS))] = Field(
         "direct", description="spike encoder (event data: 'events', set automatically)")
@@ -258,12 +258,13 @@ class FederationSettings(_Section):
     strategy_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments of a strategy added with spikefed.register_strategy "
         "(the built-ins take the keys below)")
-    server_lr: float | None = Field(None, gt=0, description="server learning rate (None: the strategy's default)")
+    server_lr: float | None = Field(None, gt=0, description="server learning rate (null: the strategy's default)")
     momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM server momentum")
     prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight mu")
     beta1: float = Field(0.9, ge=0, lt=1, description="FedAdam/FedYogi/FedAdagrad first-moment decay")
     beta2: float = Field(0.99, ge=0, lt=1, description="FedAdam/FedYogi second-moment decay")
-    tau: float = Field(1e-3, gt=0, description="adaptive server optimizers: adaptivity epsilon")
+    tau: float = Field(1e-3, gt=0, description="fedadam/fedyogi/fedadagrad: small constant in the denominator of the "
+                                        "adaptive step")
     engine: Literal["cohort", "sequential"] = Field(
         "cohort", description="cohort: sampled clients train as one batched computation; sequential: one by one")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every n rounds (and the last)")
@@ -286,7 +287,7 @@ class FaultSettings(_Section):
 
     dropout: float = Field(0.0, ge=0, le=1, description="probability that a sampled client returns nothing")
     deadline: float | None = Field(
-        None, gt=0, description="round deadline in nominal local-step times (None: no deadline)")
+        None, gt=0, description="round deadline in nominal local-step times (null: no deadline)")
     straggler_sigma: float = Field(0.0, ge=0, description="sigma of the per-client log-normal speed factor")
     jitter_sigma: float = Field(0.0, ge=0, description="sigma of the per-round log-normal step-time jitter")
     late_policy: Literal["drop", "fednova"] = Field(
@@ -306,10 +307,10 @@ class RobustnessSettings(_Section):
         "none", description="robust aggregator replacing the weighted mean (none: the strategy's mean)")
     trim_fraction: float = Field(0.2, ge=0, lt=0.5, description="trimmed_mean: fraction cut from each end")
     krum_f: int | None = Field(None, ge=0, description="krum/multikrum: assumed attackers per round, at most "
-                               "(clients per round) - 3 (None: the largest allowed, floor((clients - 3) / 2))")
-    multikrum_m: int | None = Field(None, ge=1, description="multikrum: updates averaged (None: clients per round "
+                               "(clients per round) - 3 (null: the largest allowed, floor((clients - 3) / 2))")
+    multikrum_m: int | None = Field(None, ge=1, description="multikrum: updates averaged (null: clients per round "
                                     "- krum_f)")
-    clip_norm: float | None = Field(None, gt=0, description="norm_clip: bound on ||delta|| (None: the round's "
+    clip_norm: float | None = Field(None, gt=0, description="norm_clip: bound on ||delta|| (null: the round's "
                                                              "median norm)")
     root_size: int = Field(100, ge=1, description="fltrust: training samples in the server's clean root set")
 
@@ -322,7 +323,7 @@ class CompressionSettings(_Section):
     downlink: Annotated[str, AfterValidator(_one_of(COMPRESSORS))] = Field(
         "none", description="global-model broadcast (same names; none: dense)")
     fraction: float = Field(0.01, gt=0, le=1, description="topk/randomk: fraction of coordinates kept (uplink)")
-    downlink_fraction: float | None = Field(None, gt=0, le=1, description="downlink fraction (None: fraction)")
+    downlink_fraction: float | None = Field(None, gt=0, le=1, description="downlink fraction (null: fraction)")
     scope: Literal["global", "tensor"] = Field(
         "global", description="topk/randomk: k over the whole update, or k per tensor")
     values: Literal["fp32", "fp16"] = Field("fp32", description="topk/randomk: format of the kept values")
@@ -345,10 +346,10 @@ class FleetEntry(_Section):
         description="device preset (spikefed devices lists their fields)")
     fraction: float = Field(1.0, gt=0, le=1, description="share of the clients with this device")
     threshold_cv: float | None = Field(None, description="spread (std / mean) of the neurons' thresholds "
-                                       "(None: the preset's)")
+                                       "(null: the preset's)")
     leak_cv: float | None = Field(None, description="spread (std / mean) of the membrane time constants")
     gain_cv: float | None = Field(None, description="spread (std / mean) of the synaptic gains")
-    weight_bits: int | None = Field(None, description="bits per stored weight, 1..32 (None: the preset's; "
+    weight_bits: int | None = Field(None, description="bits per stored weight, 1..32 (null: the preset's; "
                                     "presets without quantization store float32)")
     rounding: Literal["nearest", "stochastic"] | None = Field(
         None, description="weight quantization: round to the nearest level, or stochastically")
@@ -381,8 +382,8 @@ class DeviceSettings(_Section):
 
     fleet: list[FleetEntry] = Field(default_factory=list, description="device kinds and their shares")
     aggregation: Literal["calibrated", "naive"] = Field(
-        "calibrated", description="calibrated: clients map latent <-> device via probe calibration; naive: raw "
-                                  "device parameters are averaged")
+        "calibrated", description="calibrated: each device measures its own behaviour with test stimuli and "
+        "translates the shared model to and from it; naive: the devices' raw parameters are averaged")
     probe_repeats: int = Field(16, ge=1, description="noisy read-outs averaged per calibration probe")
 
     @field_validator("fleet")
@@ -395,8 +396,9 @@ class DeviceSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    """Client-level differential privacy (DP-FedAvg) and secure aggregation (both off by default; see
-    docs/privacy.md and :mod:`spikefed.federated.privacy`)."""
+    """Client-level differential privacy and secure aggregation (both off by default; docs/privacy.md).
+
+    DP-FedAvg and masked sums: :mod:`spikefed.federated.privacy`."""
 
     dp: bool = Field(False, description="clip each client delta, add Gaussian noise to the sum, account epsilon")
     clip: float = Field(1.0, gt=0, description="L2 clip norm C of a client delta (initial value if adaptive)")
@@ -406,17 +408,21 @@ class PrivacySettings(_Section):
     clip_lr: float = Field(0.2, gt=0, description="adaptive clip: how fast the clip norm moves towards the target "
                                                   "quantile")
     clip_count_stddev: float | None = Field(
-        None, ge=0, description="adaptive clip: noise std of the unclipped count (None: cohort / 20)")
+        None, ge=0, description="adaptive clip: noise std of the unclipped count (null: clients per round / 20)")
     noise_multiplier: float = Field(1.0, ge=0, description="Gaussian noise std on the sum of clipped updates, in "
                                                            "units of clip")
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
     accountant: Literal["rdp", "pld", "rdp_fixed_size"] = Field(
-        "rdp", description="rdp/pld: Poisson sampling q = m/N; rdp_fixed_size: fixed cohort, replace-one")
+        "rdp", description="how epsilon is computed: rdp (Renyi DP) or pld (privacy loss distribution), both for "
+        "randomly sampled clients; rdp_fixed_size: for a fixed number of clients per round")
     secure_aggregation: bool = Field(False, description="masked uplink: the server only learns the sum")
     secagg_threshold: float = Field(
-        0.5, ge=0, lt=1, description="t = floor(f * cohort) + 1 survivors needed (cohort - t may drop out)")
-    secagg_scale_bits: int = Field(16, ge=0, le=52, description="fixed-point scale 2^s of the masked integers")
-    secagg_bits: int = Field(32, ge=8, le=62, description="masked integers live mod 2^bits")
+        0.5, ge=0, lt=1, description="secure aggregation: floor(threshold x clients of the round) + 1 of them "
+        "must deliver for the sum to be recovered (the rest may drop out)")
+    secagg_scale_bits: int = Field(16, ge=0, le=52, description="secure aggregation: updates are rounded to "
+                                   "multiples of 2^-bits before masking")
+    secagg_bits: int = Field(32, ge=8, le=62, description="secure aggregation: masked values are integers modulo "
+                                                          "2^bits")
 
     def to_spec(self) -> Any:
         """A :class:`~spikefed.federated.privacy.PrivacySpec`, or ``None`` when both DP and secure aggregation
@@ -437,7 +443,7 @@ class ContinualSettings(_Section):
         "domain_drift: images rotated / noised more with every task; async_drift: domain drift, clients lagging")
     tasks: int = Field(2, ge=1, description="number of tasks in the stream")
     rounds_per_task: int | None = Field(
-        None, ge=1, description="rounds of each task (None: federation.rounds / tasks, which must divide)")
+        None, ge=1, description="rounds of each task (null: federation.rounds / tasks, which must divide)")
     rotation: float = Field(30.0, ge=0, le=360, description="domain/async drift: degrees of rotation added per task")
     noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task")
     max_lag: int = Field(2, ge=1, description="async drift: client lags drawn uniformly from 0..max_lag rounds")
@@ -631,8 +637,8 @@ class RegressionTrainSettings(_Section):
     epochs: int = Field(40, ge=1, description="passes over the training windows")
     batch_size: int = Field(8, ge=1, description="windows per gradient step")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate (cosine schedule)")
-    tbptt: int | None = Field(50, ge=1, description="truncated BPTT window (None: full BPTT)")
-    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
+    tbptt: int | None = Field(50, ge=1, description="truncated BPTT window (null: full BPTT)")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (null: off)")
     warmup: int = Field(20, ge=0, description="first steps of each window left out of loss and metrics")
     target: Literal["value", "change"] = Field(
         "value", description="value: learn the future sample; change: learn the standardised change from the "
