@@ -19,8 +19,9 @@ from spikefed.experiment import config as cfg
 
 SCHEMAS = {"run": cfg.RunSettings, "train": cfg.TrainSettings, "convert": cfg.ConvertSettings,
            "regress": cfg.RegressSettings}
-#: ``str`` keys that are free text rather than a name from a list (none so far)
-FREE_TEXT: set[str] = set()
+#: ``str`` keys that are free text rather than a name from a list (paths, labels); keys of sections that only
+#: some branches have are harmless here
+FREE_TEXT: set[str] = {"DataSettings.root", "DataSettings.cache_dir", "SensorSettings.name"}
 
 
 def _sections() -> list[type[BaseModel]]:
