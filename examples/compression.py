@@ -3,6 +3,8 @@
 Run:  .venv/bin/python examples/compression.py
 """
 
+import os
+
 import torch
 
 from spikefed.experiment.config import RunSettings, build_settings
@@ -10,6 +12,8 @@ from spikefed.experiment.runner import build_spec
 from spikefed.federated.compression import decode_update, encode_message, error_feedback_step, make_compressor
 from spikefed.federated.serialization import encode_params
 from spikefed.federated.simulation import Simulation
+
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI runs a quick version of the same code
 
 # 1. one update of the shape of the default spiking MLP (64-256-10), through each compressor
 g = torch.Generator().manual_seed(0)
@@ -42,7 +46,7 @@ settings = build_settings(RunSettings, None, [
     "local.optimizer=sgd", "local.lr=0.002", "local.momentum=0.0", "local.epochs=5",
     "compression.uplink=topk", "compression.fraction=0.01", "compression.error_feedback=true",
     "compression.downlink=topk", "compression.downlink_fraction=0.1",
-])
+] + (["federation.rounds=2", "local.epochs=1"] if SMALL else []))
 sim = Simulation(build_spec(settings))
 for _ in range(settings.federation.rounds):
     row = sim.run_round()

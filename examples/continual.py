@@ -7,16 +7,21 @@ the accuracy matrix R[i, j] and the forgetting of both.
 Run:  .venv/bin/python examples/continual.py
 """
 
+import os
+
 from spikefed.experiment.config import RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.continual import accuracy_matrix, continual_metrics
 from spikefed.federated.simulation import Simulation
 
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI runs a quick version of the same code
+
 for lam in (0.0, 10.0):
     settings = build_settings(RunSettings, None, [
         "partition.method=iid", "partition.num_clients=8", "model.hidden=[64]", "local.num_steps=8",
         "local.epochs=2", "federation.rounds=9", "continual.stream=domain_drift", "continual.tasks=3",
-        "continual.rotation=45", "continual.regularizer=l2", f"continual.lam={lam}"])
+        "continual.rotation=45", "continual.regularizer=l2", f"continual.lam={lam}"]
+        + (["federation.rounds=3", "local.epochs=1"] if SMALL else []))
     sim = Simulation(build_spec(settings))
     for _ in range(settings.federation.rounds):
         row = sim.run_round()

@@ -11,6 +11,7 @@ Run:  .venv/bin/python examples/device_fleet.py [--rounds 8]
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
@@ -19,12 +20,14 @@ from spikefed.experiment.runner import build_spec
 from spikefed.federated.simulation import Simulation
 from spikefed.hardware.calibration import calibrate
 
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI runs a quick version of the same code
+
 FLEET = "[{profile: analog20_8bit, fraction: 0.5}, {profile: analog20_4bit, fraction: 0.5}]"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=2 if SMALL else 8)
     args = ap.parse_args()
     for mode in ("naive", "calibrated"):
         settings = build_settings(RunSettings, None, [f"devices.fleet={FLEET}", f"devices.aggregation={mode}",

@@ -3,6 +3,8 @@
 Run:  .venv/bin/python examples/eprop.py      (about 30 s)
 """
 
+import os
+
 import torch
 
 from spikefed.data import load_digits_split
@@ -12,6 +14,8 @@ from spikefed.federated.simulation import Simulation
 from spikefed.snn import SpikingMLP, TrainConfig, evaluate, fit
 from spikefed.snn.losses import ce_membrane_loss
 from spikefed.snn.online import eprop_backward
+
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI runs a quick version of the same code
 
 data = load_digits_split(seed=0)
 
@@ -27,7 +31,7 @@ for neuron in ("lif", "rlif"):
     print(f"{neuron}: relative gap e-prop vs BPTT (input weights) = {gap:.2e}")
 
 # 2. centralized: a recurrent ALIF network (LSNN) trained with e-prop (spikes feed the threshold's eligibility)
-cfg = TrainConfig(epochs=5, lr=5e-3, num_steps=25, loss="ce_membrane", membrane_reduction="time_mean",
+cfg = TrainConfig(epochs=1 if SMALL else 5, lr=5e-3, num_steps=25, loss="ce_membrane", membrane_reduction="time_mean",
                   method="eprop")
 gen = torch.Generator().manual_seed(0)
 model = SpikingMLP([64, 64, 10], neuron="ralif", readout="membrane", detach_reset=False, generator=gen)
@@ -36,7 +40,7 @@ print(f"recurrent ALIF, e-prop, 5 epochs: test accuracy {evaluate(model, data.x_
 
 # 3. federated: every client trains locally with e-prop (sequential engine, chosen automatically)
 settings = build_settings(RunSettings, None, [
-    "partition.num_clients=8", "federation.rounds=5", "model.hidden=[64]", "model.readout=membrane",
+    "partition.num_clients=8", f"federation.rounds={2 if SMALL else 5}", "model.hidden=[64]", "model.readout=membrane",
     "local.method=eprop", "local.loss=ce_membrane", "local.membrane_reduction=time_mean", "local.epochs=1",
 ])
 sim = Simulation(build_spec(settings))

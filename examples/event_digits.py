@@ -5,6 +5,7 @@ Run:  .venv/bin/python examples/event_digits.py            (about a minute on a 
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from spikefed.events.frames import batch_to_frames, bin_counts
 from spikefed.experiment.config import RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.simulation import Simulation
+
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI runs a quick version of the same code
 
 # 1. synthesis: 1797 digits, three saccades each, DVS pixel model (seeded)
 start = time.perf_counter()
@@ -39,7 +42,7 @@ print(f"binned: {tuple(frames.shape[1:])} frames, {frames.mean():.1%} of cells a
 # 3. federated training on the binned frames (local.encoder = events and local.num_steps = data.bins are implied)
 settings = build_settings(RunSettings, None, [
     "data.name=event_digits", "data.bins=10", "partition.num_clients=10", "model.hidden=[128]",
-    "federation.rounds=8", "federation.fraction=0.5"])
+    f"federation.rounds={2 if SMALL else 8}", "federation.fraction=0.5"])
 sim = Simulation(build_spec(settings))
 for _ in range(settings.federation.rounds):
     row = sim.run_round()

@@ -4,8 +4,11 @@
 #  2. The same by hand, as on separate machines (TLS with a local CA): start the processes, submit, stop by PID.
 set -euo pipefail
 export OMP_NUM_THREADS=1
+# CI (SPIKEFED_EXAMPLE_SMALL=1): one round, one local epoch; the same processes and steps
+rounds=3; epochs=2; hand_rounds=2
+if [ "${SPIKEFED_EXAMPLE_SMALL:-0}" = 1 ]; then rounds=1; epochs=1; hand_rounds=1; fi
 
-spikefed flower demo --nodes 3 --rounds 3 --set local.epochs=2 --json
+spikefed flower demo --nodes 3 --rounds "$rounds" --set "local.epochs=$epochs" --json
 
 work=$(mktemp -d)
 export FLWR_HOME="$work/flwr-home"
@@ -26,6 +29,6 @@ for k in 0 1 2; do
     pids+=($!)
 done
 spikefed flower run --superlink "127.0.0.1:$port" --root-certificates "$work/certs/ca.crt" \
-    --set partition.num_clients=3 --set federation.fraction=1.0 --set federation.rounds=2 \
+    --set partition.num_clients=3 --set federation.fraction=1.0 --set "federation.rounds=$hand_rounds" \
     --set local.epochs=1 --out "$work/out" --json
 echo "results: $work/out"

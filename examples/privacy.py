@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 
 from spikefed.experiment.config import RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.simulation import Simulation
 
-FAST = ["partition.num_clients=10", "model.hidden=[64]", "local.num_steps=10", "federation.rounds=5"]
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI runs a quick version of the same code
+
+FAST = ["partition.num_clients=10", "model.hidden=[64]", "local.num_steps=10",
+        f"federation.rounds={2 if SMALL else 5}"] + (["local.epochs=1"] if SMALL else [])
 DP = ["privacy.dp=true", "privacy.clip=1.0"]
 
 

@@ -10,12 +10,17 @@ rejects those updates (and logs client, round and reason) before any aggregation
 Run:  .venv/bin/python examples/robustness.py
 """
 
+import os
+
 from spikefed.experiment.config import RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.simulation import Simulation
 
-BASE = ["partition.num_clients=10", "federation.fraction=1.0", "federation.rounds=4", "model.hidden=[64]",
-        "local.num_steps=10", "local.epochs=2", "robustness.attack_fraction=0.2"]
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI runs a quick version of the same code
+
+BASE = ["partition.num_clients=10", "federation.fraction=1.0", f"federation.rounds={2 if SMALL else 4}",
+        "model.hidden=[64]", "local.num_steps=10", f"local.epochs={1 if SMALL else 2}",
+        "robustness.attack_fraction=0.2"]
 
 for attack, defense in [("none", "none"), ("boost", "none"), ("boost", "median"), ("sign_flip", "none"),
                         ("sign_flip", "fltrust"), ("nan", "none")]:

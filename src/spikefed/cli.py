@@ -329,6 +329,43 @@ def regress(
                     f"wall time {result['seconds']:.1f} s", highlight=False)
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="run directory (finished or interrupted)"),
+    nir_file: Path = typer.Option(..., "--nir", help="write the trained model as a NIR graph (HDF5) to this file"),
+    dt: float = typer.Option(1e-4, "--dt", min=0.0, help="length of one time step in NIR time units (1e-4: what "
+                             "snnTorch's reader assumes; give Norse the same dt)"),
+    fold_r: bool = typer.Option(True, "--fold-r/--no-fold-r", help="fold each neuron's R into the weights "
+                                "before it, so every neuron node has r = 1 (what snnTorch and Norse read)"),
+) -> None:
+    """Export the trained global model of a run to NIR (docs/nir.md), for snnTorch, Norse, Lava, chips."""
+    try:
+        from .experiment.api import load_run
+        from .interop.nir import NIRConversionError, UnsupportedLayerError, to_nir
+        from .interop.nir.common import nir_package
+
+        nir = nir_package()
+        run = load_run(run_dir)
+        graph = to_nir(run.model, dt=dt, reset="metadata", fold_r=fold_r)
+        nir_file.parent.mkdir(parents=True, exist_ok=True)
+        nir.write(str(nir_file), graph)
+        back = nir.read(str(nir_file))  # the file as any reader sees it
+    except ImportError as e:
+        _fail(f"NIR export needs the nir package ({e}); pip install 'spikefed[nir]'")
+        return
+    except (ConfigError, ValueError, NIRConversionError, UnsupportedLayerError) as e:
+        _fail(str(e))
+        return
+    neurons = {n: type(v).__name__ for n, v in back.nodes.items() if hasattr(v, "r")}
+    unit = all(bool((getattr(back.nodes[n], "r") == 1).all()) for n in neurons)
+    print(f"wrote {nir_file} ({nir_file.stat().st_size / 1024:.1f} KiB): round {run.round} of {run_dir}, "
+          f"{len(back.nodes)} nodes, dt = {dt:g}")
+    print("neurons: " + ", ".join(f"{n} ({k})" for n, k in neurons.items()) + f"; r == 1 on all: {unit}")
+    if run.settings.model.reset == "subtract":
+        print("note: the model resets by subtraction (model.reset=subtract); NIR neurons reset to v_reset, which "
+              "other tools simulate. spikefed restores the subtraction from the metadata (docs/nir.md).")
+
+
 config_app = typer.Typer(help="Inspect configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -362,6 +399,15 @@ def config_show(
             print(f"# on Flower this config is refused: {reason}")
 
 
+def _describe_key(field: Any) -> str:
+    """A key's description, followed by its valid values when it is a choice."""
+    from .experiment.config import choices_of
+
+    choices = choices_of(field)
+    text = field.description or ""
+    return f"{text} [one of: {', '.join(choices)}]" if choices else text
+
+
 def _commented_yaml(settings: Any, command: str = "run") -> str:
     """YAML of the settings with each field's description as a trailing comment."""
     lines = [f"# spikefed {command} configuration (all keys; override with --set section.key=value)"]
@@ -374,10 +420,10 @@ def _commented_yaml(settings: Any, command: str = "run") -> str:
             for key, v in value.items():
                 field = type(sub).model_fields[key]
                 text = yaml.safe_dump({key: v}, default_flow_style=True, width=1000).strip()[1:-1]
-                comment = f"  # {field.description}" if field.description else ""
-                lines.append(f"  {text}{comment}")
+                lines.append(f"  {text}  # {_describe_key(field)}")
         else:
-            lines.append(yaml.safe_dump({section: value}, default_flow_style=False).strip())
+            text = yaml.safe_dump({section: value}, default_flow_style=True, width=1000).strip()[1:-1]
+            lines.append(f"{text}  # {_describe_key(type(settings).model_fields[section])}")
     return "\n".join(lines)
 
 

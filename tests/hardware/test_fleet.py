@@ -107,7 +107,7 @@ def test_full_program_expands_fixed_neuron_values() -> None:
 @pytest.mark.parametrize("override,needle", [
     ("devices.fleet=[{profile: analog20, gain_cv: -1}]", "gain_cv"),
     ("devices.fleet=[{profile: analog20, weight_bits: 0}]", "weight_bits"),
-    ("devices.fleet=[{profile: warp9}]", "unknown device profile 'warp9'"),
+    ("devices.fleet=[{profile: warp9}]", r"devices.fleet.0.profile: valid: ideal, .*\(got 'warp9'\)"),
     ("devices.fleet=[{profile: ideal, fraction: 0.3}]", "sum to 1"),
 ])
 def test_bad_device_config_is_one_clear_error(override: str, needle: str) -> None:

@@ -190,7 +190,7 @@ def test_fields_follow_the_euler_mapping() -> None:
     dt = 0.5
     model = SpikingMLP([4, 6, 3], neuron="synaptic", readout="membrane", reset="zero", alpha=0.6, beta=0.85,
                        threshold=0.9, generator=_gen())
-    graph = to_nir(model, dt=dt)
+    graph = to_nir(model, dt=dt, fold_r=False)  # the unfolded mapping (fold_r: tests/interop/test_nir_tools.py)
     cuba, li = graph.nodes["synaptic_0"], graph.nodes["li_0"]
     beta, alpha = float(torch.tensor(0.85)), float(torch.tensor(0.6))  # the float32 values, in float64
     np.testing.assert_allclose(cuba.tau_mem, dt / (1 - beta), rtol=1e-15)
@@ -202,7 +202,7 @@ def test_fields_follow_the_euler_mapping() -> None:
     np.testing.assert_allclose(li.tau, dt / (1 - beta), rtol=1e-15)
     assert graph.metadata["spikefed"]["dt"] == dt
     # an IF neuron: dv/dt = R I with R = 1/dt
-    if_graph = to_nir(SpikingMLP([4, 3], neuron="if", reset="zero"), dt=dt)
+    if_graph = to_nir(SpikingMLP([4, 3], neuron="if", reset="zero"), dt=dt, fold_r=False)
     np.testing.assert_allclose(if_graph.nodes["if_0"].r, 1 / dt)
 
 
@@ -215,7 +215,7 @@ def test_float64_fields_alone_reproduce_float32_decays_exactly(dt: float) -> Non
         n.beta = torch.rand(20, generator=_gen(5)) * 0.5 + 0.49
         n.alpha = torch.rand(20, generator=_gen(6)) * 0.9 + 0.05
         n.threshold = torch.rand(20, generator=_gen(7)) + 0.3
-    graph = to_nir(model, dt=dt, metadata=False)
+    graph = to_nir(model, dt=dt, metadata=False, fold_r=False)  # folded weights are rounded: not exact
     assert all(not node.metadata for node in graph.nodes.values())
     back = from_nir(graph, dt=dt)
     assert torch.equal(back.neurons[0].beta, model.neurons[0].beta)
@@ -411,7 +411,7 @@ def test_what_other_tools_see_for_a_subtract_reset_export() -> None:
     """reset='metadata': standard fields say reset-to-zero; importing without metadata gives exactly that."""
     model = SpikingMLP([6, 12, 4], readout="membrane", beta=0.9, generator=_gen()).double()  # subtract
     x = _input(30, 3, 6, seed=4).double()
-    graph = to_nir(model, reset="metadata")
+    graph = to_nir(model, reset="metadata", fold_r=False)  # r = tau/dt: imported fields-only as a SpikingMLP
     plain = from_nir(graph, use_metadata=False, dtype=torch.float64)
     assert plain.neurons[0].reset == "zero"
     ref = _simulate_nir(graph, x.numpy(), 1.0)
@@ -515,7 +515,7 @@ def test_import_errors() -> None:
 
 def test_edited_fields_win_over_stale_metadata() -> None:
     model = SpikingMLP([4, 5, 3], reset="zero", beta=0.9, generator=_gen())
-    graph = to_nir(model)
+    graph = to_nir(model, fold_r=False)
     graph.nodes["lif_0"].tau = np.full(5, 4.0)  # another tool changed the time constant (and R = tau / dt)
     graph.nodes["lif_0"].r = np.full(5, 4.0)
     with pytest.warns(UserWarning, match="disagrees"):
@@ -541,3 +541,43 @@ def test_if_layer_alone_and_executor_state() -> None:
     second = back(x[5:], first.state)
     assert torch.equal(torch.cat([first.output, second.output]), out.output)
     assert torch.equal(out.output, layer.run(x).spikes)
+
+
+# -- fold_r: R moved into the weights (r = 1 on every neuron node) ------------------------------------------------
+
+
+@pytest.mark.parametrize("neuron", ["lif", "synaptic", "if"])  # the reference is feed-forward only
+def test_folded_graph_is_the_same_system_for_the_euler_reference(neuron: str) -> None:
+    """The reference simulator (fields only) sees the same spikes with R folded into the weights as without."""
+    decay = {} if neuron == "if" else {"beta": 0.8}
+    model = SpikingMLP([5, 9, 3], neuron=neuron, readout="membrane", reset="zero", threshold=0.7, **decay,
+                       generator=_gen()).double()
+    x = _input(25, 4, 5, seed=9).double().numpy()
+    folded, plain = to_nir(model, dt=0.5), to_nir(model, dt=0.5, fold_r=False)
+    for name, node in folded.nodes.items():
+        if hasattr(node, "r"):
+            assert np.all(node.r == 1.0), name
+    ref_folded, ref_plain = _simulate_nir(folded, x, 0.5), _simulate_nir(plain, x, 0.5)
+    spiking = f"{neuron}_0"
+    assert np.array_equal(ref_folded[spiking], ref_plain[spiking])
+    np.testing.assert_allclose(ref_folded["li_0"], ref_plain["li_0"], rtol=1e-9, atol=1e-9)
+
+
+def test_folded_weights_are_the_rows_scaled_by_r() -> None:
+    model = SpikingMLP([4, 6, 3], reset="zero", beta=0.75, generator=_gen())
+    folded, plain = to_nir(model, dt=0.1), to_nir(model, dt=0.1, fold_r=False)
+    r = plain.nodes["lif_0"].r  # tau / dt = 1 / (1 - beta) = 4
+    np.testing.assert_allclose(r, 4.0, rtol=1e-7)
+    np.testing.assert_allclose(folded.nodes["linear_0"].weight, model.linears[0].weight.detach().numpy() * 4.0,
+                               rtol=1e-6)
+    np.testing.assert_allclose(folded.nodes["linear_0"].bias, model.linears[0].bias.detach().numpy() * 4.0,
+                               rtol=1e-6)
+    _assert_identical(model, from_nir(folded), _input(20, 3, 4))  # exact again through the metadata
+
+
+def test_unfoldable_neuron_keeps_r_and_is_listed() -> None:
+    seq = GraphExecutor.sequential(nn.Linear(4, 5), Delay(5, 3, init=torch.tensor([0.0, 1.0, 2.0, 1.5, 0.25])),
+                                   LIF(5, reset="zero"), input_shape=(4,))
+    graph = to_nir(seq)
+    assert not np.all(graph.nodes["lif_0"].r == 1.0)  # fed by a Delay, not by weights
+    assert graph.metadata["spikefed"]["r_not_folded"] == "lif_0"

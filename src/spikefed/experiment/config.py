@@ -26,15 +26,48 @@ class ConfigError(ValueError):
     """A configuration problem, with a one-line message naming the key."""
 
 
-def _one_of(valid: tuple[str, ...]) -> Callable[[str], str]:
-    """A validator accepting only the names in ``valid`` (the error lists them)."""
+def _one_of(valid: tuple[str, ...] | Callable[[], tuple[str, ...]]) -> Callable[[str], str]:
+    """A validator accepting only the names in ``valid`` (a tuple, or a function giving the names at validation
+    time, for registries); the error lists them, and so does ``spikefed config show`` (:func:`choices_of`)."""
+
+    def names() -> tuple[str, ...]:
+        return valid() if callable(valid) else valid
 
     def check(v: str) -> str:
-        if v not in valid:
-            raise ValueError(f"valid: {', '.join(valid)}")
+        if v not in names():
+            raise ValueError(f"valid: {', '.join(names())}")
         return v
 
+    check.choices = names  # type: ignore[attr-defined]
     return check
+
+
+def choices_of(field: Any) -> tuple[str, ...] | None:
+    """The valid values of a config key with a fixed set of choices (a ``Literal`` or a :func:`_one_of`
+    validator), ``None`` for any other key; for ``spikefed config show`` and its test."""
+    from typing import get_args, get_origin
+
+    ann = field.annotation
+    for arg in (ann, *get_args(ann)):
+        if get_origin(arg) is Literal:
+            return tuple(str(a) for a in get_args(arg))
+    for meta in field.metadata:
+        names = getattr(getattr(meta, "func", None), "choices", None)
+        if names is not None:
+            return tuple(names())
+    return None
+
+
+def _device_presets() -> tuple[str, ...]:
+    from ..hardware.devices import PRESETS
+
+    return tuple(PRESETS)
+
+
+def _strategy_names() -> tuple[str, ...]:
+    from ..federated.strategies import strategy_names
+
+    return strategy_names()
 
 
 class _Section(BaseModel):
@@ -55,22 +88,22 @@ class DataSettings(_Section):
     frame_mode: Literal["binary", "count"] = Field(
         "binary", description="event data: a bin holds 1 where a pixel fired (binary) or its event count")
     downsample: int | None = Field(
-        None, ge=1, description="event data: spatial pooling factor (None: 1 for event_digits, 2 for event_mnist5k)")
+        None, ge=1, description="event data: spatial pooling factor (null: 1 for event_digits, 2 for event_mnist5k)")
     noise_rate: float = Field(0.0, ge=0, description="event data: background events per pixel per second")
     root: str | None = Field(
         None, description="nmnist, dvs_gesture, shd, ssc: the folder holding the official files (docs/events.md)")
     window_ms: float | None = Field(
-        None, gt=0, description="recorded event data: window of a sample in ms, binned into data.bins (None: "
+        None, gt=0, description="recorded event data: window of a sample in ms, binned into data.bins (null: "
         "320 nmnist, 1500 dvs_gesture, 1000 shd/ssc)")
     crop: list[int] | None = Field(
         None, description="recorded event data: [top, left, height, width] of the sensor kept (1-D channel "
         "arrays: [first, count]), before downsampling")
     limit: int | None = Field(
         None, ge=1, description="recorded event data: at most this many samples per split, evenly spaced over "
-        "the files (None: all)")
+        "the files (null: all)")
     cache_dir: str | None = Field(
         None, description="recorded event data: keep the binned frames as a compact uint8 file here, keyed by "
-        "the files and every binning key (None: bin on every run)")
+        "the files and every binning key (null: bin on every run)")
 
     @model_validator(mode="after")
     def _recorded(self) -> "DataSettings":
@@ -108,18 +141,26 @@ def _match_event_data(local: "LocalTrainSettings", data: DataSettings | None, se
 class ModelSettings(_Section):
     """Spiking network architecture and neuron options."""
 
-    kind: Literal["mlp"] = "mlp"
+    kind: Literal["mlp"] = Field("mlp", description="network type: mlp, fully connected spiking layers (your own "
+                                 "model: the Python API, docs/api.md)")
     hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths")
-    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif"] = "lif"
-    readout: Literal["spikes", "membrane"] = "spikes"
-    beta: float = Field(0.9, gt=0, lt=1, description="membrane decay exp(-dt/tau)")
-    threshold: float = Field(1.0, gt=0)
-    reset: Annotated[str, AfterValidator(_one_of(RESET_MODES))] = "subtract"
-    detach_reset: bool = True
-    surrogate: Annotated[str, AfterValidator(_one_of(SURROGATES))] = "atan"
-    slope: float | None = Field(None, gt=0, description="surrogate slope (None: the surrogate's default)")
-    learn_beta: bool = False
-    learn_threshold: bool = False
+    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif"] = Field(
+        "lif", description="spiking neuron: lif (leaky integrate-and-fire), if (no leak), synaptic (LIF fed by a "
+        "decaying input current), alif (LIF with an adaptive threshold), rlif / ralif (recurrent LIF / ALIF)")
+    readout: Literal["spikes", "membrane"] = Field(
+        "spikes", description="output layer: spikes (spiking neurons, classes by spike count) or membrane (a "
+        "non-spiking leaky integrator, classes by potential; for the membrane losses)")
+    beta: float = Field(0.9, gt=0, lt=1, description="membrane decay per time step, exp(-dt/tau)")
+    threshold: float = Field(1.0, gt=0, description="membrane potential at which a neuron spikes")
+    reset: Annotated[str, AfterValidator(_one_of(RESET_MODES))] = Field(
+        "subtract", description="after a spike: subtract the threshold, set the potential to zero, or none")
+    detach_reset: bool = Field(True, description="leave the reset out of the gradient (the usual, more stable "
+                                                 "choice)")
+    surrogate: Annotated[str, AfterValidator(_one_of(SURROGATES))] = Field(
+        "atan", description="smooth stand-in for the spike's derivative used in training")
+    slope: float | None = Field(None, gt=0, description="surrogate slope (null: the surrogate's default)")
+    learn_beta: bool = Field(False, description="train each neuron's decay")
+    learn_threshold: bool = Field(False, description="train each neuron's threshold")
 
     @field_validator("hidden")
     @classmethod
@@ -140,32 +181,42 @@ class ModelSettings(_Section):
 
 
 class LocalTrainSettings(_Section):
-    """Local (per-device) training: mirrors :class:`spikefed.snn.train.TrainConfig`."""
+    """Training on each client's own data (for spikefed train: the centralized training).
 
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    optimizer: Annotated[str, AfterValidator(_one_of(OPTIMIZERS))] = "adam"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(None, gt=0)
-    tbptt: int | None = Field(None, ge=1, description="truncated BPTT window (None: full BPTT)")
+    Mirrors :class:`spikefed.snn.train.TrainConfig`."""
+
+    epochs: int = Field(30, ge=1, description="passes over the (local) training data (federated: per round)")
+    batch_size: int = Field(32, ge=1, description="samples per gradient step")
+    lr: float = Field(2e-3, gt=0, description="learning rate of the optimizer")
+    optimizer: Annotated[str, AfterValidator(_one_of(OPTIMIZERS))] = Field(
+        "adam", description="gradient optimizer (federated: a fresh one on each client every round)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="optimizer=sgd: momentum")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay of the optimizer")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this (null: no clipping)")
+    tbptt: int | None = Field(None, ge=1, description="truncated BPTT window (null: full BPTT)")
     num_steps: int = Field(25, ge=1, description="time steps T per sample")
     encoder: Annotated[str, AfterValidator(_one_of(TRAIN_ENCODERS))] = Field(
         "direct", description="spike encoder (event data: 'events', set automatically)")
-    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
-    loss: Annotated[str, AfterValidator(_one_of(LOSSES))] = "mse_count"
-    correct_rate: float = Field(0.8, ge=0, le=1)
-    incorrect_rate: float = Field(0.2, ge=0, le=1)
-    membrane_reduction: Literal["time_mean", "max", "last"] = "max"
-    temporal_scale: float = Field(1.0, gt=0)
-    population: int = Field(1, ge=1)
-    reg_l1: float = Field(0.0, ge=0)
-    reg_l2: float = Field(0.0, ge=0)
-    reg_bounds: float = Field(0.0, ge=0)
-    rate_lower: float = Field(0.0, ge=0, le=1)
-    rate_upper: float = Field(1.0, ge=0, le=1)
-    cosine_schedule: bool = True
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict, description="options of the encoder, e.g. "
+                                           "{gain: 1.0} for rate (docs/snn.md)")
+    loss: Annotated[str, AfterValidator(_one_of(LOSSES))] = Field(
+        "mse_count", description="mse_count: spike counts towards target rates; ce_count: cross-entropy on spike "
+        "counts; ce_membrane: cross-entropy on output potentials; ce_temporal: the first class to spike wins")
+    correct_rate: float = Field(0.8, ge=0, le=1, description="mse_count: target firing rate of the correct class")
+    incorrect_rate: float = Field(0.2, ge=0, le=1, description="mse_count: target firing rate of the other "
+                                                               "classes")
+    membrane_reduction: Literal["time_mean", "max", "last"] = Field(
+        "max", description="ce_membrane: output potentials over time reduced by their mean, max or last value")
+    temporal_scale: float = Field(1.0, gt=0, description="ce_temporal: how sharply earlier first spikes win")
+    population: int = Field(1, ge=1, description="output neurons per class (their activity is averaged)")
+    reg_l1: float = Field(0.0, ge=0, description="weight of an L1 penalty on hidden spikes (sparser activity)")
+    reg_l2: float = Field(0.0, ge=0, description="weight of an L2 penalty on hidden spikes")
+    reg_bounds: float = Field(0.0, ge=0, description="weight of the penalty keeping each hidden neuron's rate "
+                                                     "within rate_lower..rate_upper")
+    rate_lower: float = Field(0.0, ge=0, le=1, description="reg_bounds: lowest firing rate (spikes per step)")
+    rate_upper: float = Field(1.0, ge=0, le=1, description="reg_bounds: highest firing rate (spikes per step)")
+    cosine_schedule: bool = Field(True, description="anneal the learning rate to zero over the epochs "
+                                                    "(centralized training only)")
     local_steps: int | None = Field(None, ge=1, description="federated: cap on local steps per round")
     method: Literal["bptt", "eprop"] = Field(
         "bptt", description="gradient: bptt (autograd through time) or eprop (online eligibility traces; needs "
@@ -190,7 +241,7 @@ class LocalTrainSettings(_Section):
 class TrainSettings(_Section):
     """``spikefed train``: centralized training of a spiking network."""
 
-    seed: int = Field(0, ge=0, lt=2**32)
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds every random choice of the run")
     data: DataSettings = Field(default_factory=DataSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: LocalTrainSettings = Field(default_factory=LocalTrainSettings, validate_default=True)
@@ -218,8 +269,11 @@ class PartitionSettings(_Section):
     """How the training set is split among clients."""
 
     method: Literal["iid", "dirichlet", "shards", "quantity", "feature", "subject", "speaker", "session"] = Field(
-        "dirichlet", description="iid, dirichlet, shards, quantity, feature (event data: per-client sensors); "
-        "subject, speaker, session: natural partitions of recorded event data (whole groups per client)")
+        "dirichlet", description="iid: uniform random; dirichlet: label skew, each client's class mix drawn from "
+        "Dirichlet(alpha); shards: each client gets a few label-sorted shards; quantity: power-law client sizes; "
+        "feature: iid labels, per-client noise, gain and shift of the inputs (event data: one sensor per client, "
+        "partition.sensors); subject, speaker, session: natural partitions of recorded event data (whole groups "
+        "per client)")
     num_clients: int = Field(20, ge=1, description="clients in the federation")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller: more label skew)")
     min_size: int = Field(10, ge=1, description="minimum samples per client (dirichlet, quantity)")
@@ -237,16 +291,23 @@ class PartitionSettings(_Section):
 class FederationSettings(_Section):
     """Rounds, client sampling, the strategy and the execution engine."""
 
-    rounds: int = Field(30, ge=1)
+    rounds: int = Field(30, ge=1, description="federated rounds (each: sample clients, train locally, aggregate)")
     fraction: float = Field(0.5, gt=0, le=1, description="fraction of clients sampled per round")
     min_clients: int = Field(1, ge=1, description="sample at least this many clients per round")
-    strategy: Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold"] = "fedavg"
-    server_lr: float | None = Field(None, gt=0, description="server learning rate (None: the strategy's default)")
+    strategy: Annotated[str, AfterValidator(_one_of(_strategy_names))] = Field(
+        "fedavg", description="server strategy: fedavg (weighted mean), fedprox (clients pulled towards the global "
+        "model), fedavgm (server momentum), fedadam / fedyogi / fedadagrad (adaptive server steps), scaffold "
+        "(drift-correcting control variates), or a name added with spikefed.register_strategy")
+    strategy_args: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of a strategy added with spikefed.register_strategy "
+        "(the built-ins take the keys below)")
+    server_lr: float | None = Field(None, gt=0, description="server learning rate (null: the strategy's default)")
     momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM server momentum")
     prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight mu")
     beta1: float = Field(0.9, ge=0, lt=1, description="FedAdam/FedYogi/FedAdagrad first-moment decay")
     beta2: float = Field(0.99, ge=0, lt=1, description="FedAdam/FedYogi second-moment decay")
-    tau: float = Field(1e-3, gt=0, description="adaptive server optimizers: adaptivity epsilon")
+    tau: float = Field(1e-3, gt=0, description="fedadam/fedyogi/fedadagrad: small constant in the denominator of the "
+                                        "adaptive step")
     engine: Literal["cohort", "sequential"] = Field(
         "cohort", description="cohort: sampled clients train as one batched computation; sequential: one by one")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every n rounds (and the last)")
@@ -269,7 +330,7 @@ class FaultSettings(_Section):
 
     dropout: float = Field(0.0, ge=0, le=1, description="probability that a sampled client returns nothing")
     deadline: float | None = Field(
-        None, gt=0, description="round deadline in nominal local-step times (None: no deadline)")
+        None, gt=0, description="round deadline in nominal local-step times (null: no deadline)")
     straggler_sigma: float = Field(0.0, ge=0, description="sigma of the per-client log-normal speed factor")
     jitter_sigma: float = Field(0.0, ge=0, description="sigma of the per-round log-normal step-time jitter")
     late_policy: Literal["drop", "fednova"] = Field(
@@ -289,9 +350,10 @@ class RobustnessSettings(_Section):
         "none", description="robust aggregator replacing the weighted mean (none: the strategy's mean)")
     trim_fraction: float = Field(0.2, ge=0, lt=0.5, description="trimmed_mean: fraction cut from each end")
     krum_f: int | None = Field(None, ge=0, description="krum/multikrum: assumed attackers per round, at most "
-                                                       "K - 3 (None: the largest allowed, floor((K - 3) / 2))")
-    multikrum_m: int | None = Field(None, ge=1, description="multikrum: updates averaged (None: K - f)")
-    clip_norm: float | None = Field(None, gt=0, description="norm_clip: bound on ||delta|| (None: the round's "
+                               "(clients per round) - 3 (null: the largest allowed, floor((clients - 3) / 2))")
+    multikrum_m: int | None = Field(None, ge=1, description="multikrum: updates averaged (null: clients per round "
+                                    "- krum_f)")
+    clip_norm: float | None = Field(None, gt=0, description="norm_clip: bound on ||delta|| (null: the round's "
                                                              "median norm)")
     root_size: int = Field(100, ge=1, description="fltrust: training samples in the server's clean root set")
 
@@ -304,7 +366,7 @@ class CompressionSettings(_Section):
     downlink: Annotated[str, AfterValidator(_one_of(COMPRESSORS))] = Field(
         "none", description="global-model broadcast (same names; none: dense)")
     fraction: float = Field(0.01, gt=0, le=1, description="topk/randomk: fraction of coordinates kept (uplink)")
-    downlink_fraction: float | None = Field(None, gt=0, le=1, description="downlink fraction (None: fraction)")
+    downlink_fraction: float | None = Field(None, gt=0, le=1, description="downlink fraction (null: fraction)")
     scope: Literal["global", "tensor"] = Field(
         "global", description="topk/randomk: k over the whole update, or k per tensor")
     values: Literal["fp32", "fp16"] = Field("fp32", description="topk/randomk: format of the kept values")
@@ -323,18 +385,24 @@ class FleetEntry(_Section):
     """One kind of device in the fleet: a preset (``spikefed devices`` lists them), its share of the clients,
     and optional overrides of the preset's fields."""
 
-    profile: str = Field(description="preset name (spikefed devices)")
+    profile: Annotated[str, AfterValidator(_one_of(_device_presets))] = Field(
+        description="device preset (spikefed devices lists their fields)")
     fraction: float = Field(1.0, gt=0, le=1, description="share of the clients with this device")
-    threshold_cv: float | None = None
-    leak_cv: float | None = None
-    gain_cv: float | None = None
-    weight_bits: int | None = None
-    rounding: str | None = None
-    drop_steps: float | None = None
-    jitter: int | None = None
-    dt: float | None = None
-    delay_buffer: int | None = None
-    readout_noise: float | None = None
+    threshold_cv: float | None = Field(None, description="spread (std / mean) of the neurons' thresholds "
+                                       "(null: the preset's)")
+    leak_cv: float | None = Field(None, description="spread (std / mean) of the membrane time constants")
+    gain_cv: float | None = Field(None, description="spread (std / mean) of the synaptic gains")
+    weight_bits: int | None = Field(None, description="bits per stored weight, 1..32 (null: the preset's; "
+                                    "presets without quantization store float32)")
+    rounding: Literal["nearest", "stochastic"] | None = Field(
+        None, description="weight quantization: round to the nearest level, or stochastically")
+    drop_steps: float | None = Field(None, description="probability that a time step of an input is lost")
+    jitter: int | None = Field(None, description="largest input timing jitter, in time steps")
+    dt: float | None = Field(None, description="the device's time step in nominal steps (it runs T / dt steps)")
+    delay_buffer: int | None = Field(None, description="slots of the synaptic-delay buffer (longer delays are "
+                                     "clamped)")
+    readout_noise: float | None = Field(None, description="noise of the membrane read-out used for calibration, "
+                                        "relative to the probe amplitude")
 
     @model_validator(mode="after")
     def _valid_profile(self) -> "FleetEntry":
@@ -357,8 +425,8 @@ class DeviceSettings(_Section):
 
     fleet: list[FleetEntry] = Field(default_factory=list, description="device kinds and their shares")
     aggregation: Literal["calibrated", "naive"] = Field(
-        "calibrated", description="calibrated: clients map latent <-> device via probe calibration; naive: raw "
-                                  "device parameters are averaged")
+        "calibrated", description="calibrated: each device measures its own behaviour with test stimuli and "
+        "translates the shared model to and from it; naive: the devices' raw parameters are averaged")
     probe_repeats: int = Field(16, ge=1, description="noisy read-outs averaged per calibration probe")
 
     @field_validator("fleet")
@@ -371,25 +439,33 @@ class DeviceSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    """Client-level differential privacy (DP-FedAvg) and secure aggregation (both off by default; see
-    docs/privacy.md and :mod:`spikefed.federated.privacy`)."""
+    """Client-level differential privacy and secure aggregation (both off by default; docs/privacy.md).
+
+    DP-FedAvg and masked sums: :mod:`spikefed.federated.privacy`."""
 
     dp: bool = Field(False, description="clip each client delta, add Gaussian noise to the sum, account epsilon")
     clip: float = Field(1.0, gt=0, description="L2 clip norm C of a client delta (initial value if adaptive)")
-    adaptive_clip: bool = Field(False, description="C tracks target_quantile of the update norms (Andrew et al.)")
+    adaptive_clip: bool = Field(False, description="the clip norm follows the target_quantile of the clients' "
+                                                   "update norms")
     target_quantile: float = Field(0.5, gt=0, lt=1, description="adaptive clip: fraction of unclipped updates")
-    clip_lr: float = Field(0.2, gt=0, description="adaptive clip: eta in C <- C exp(-eta (b - gamma))")
+    clip_lr: float = Field(0.2, gt=0, description="adaptive clip: how fast the clip norm moves towards the target "
+                                                  "quantile")
     clip_count_stddev: float | None = Field(
-        None, ge=0, description="adaptive clip: noise std of the unclipped count (None: cohort / 20)")
-    noise_multiplier: float = Field(1.0, ge=0, description="z: noise std z*C on the sum of clipped deltas")
+        None, ge=0, description="adaptive clip: noise std of the unclipped count (null: clients per round / 20)")
+    noise_multiplier: float = Field(1.0, ge=0, description="Gaussian noise std on the sum of clipped updates, in "
+                                                           "units of clip")
     delta: float = Field(1e-5, gt=0, lt=1, description="delta of the reported (epsilon, delta)")
     accountant: Literal["rdp", "pld", "rdp_fixed_size"] = Field(
-        "rdp", description="rdp/pld: Poisson sampling q = m/N; rdp_fixed_size: fixed cohort, replace-one")
+        "rdp", description="how epsilon is computed: rdp (Renyi DP) or pld (privacy loss distribution), both for "
+        "randomly sampled clients; rdp_fixed_size: for a fixed number of clients per round")
     secure_aggregation: bool = Field(False, description="masked uplink: the server only learns the sum")
     secagg_threshold: float = Field(
-        0.5, ge=0, lt=1, description="t = floor(f * cohort) + 1 survivors needed (cohort - t may drop out)")
-    secagg_scale_bits: int = Field(16, ge=0, le=52, description="fixed-point scale 2^s of the masked integers")
-    secagg_bits: int = Field(32, ge=8, le=62, description="masked integers live mod 2^bits")
+        0.5, ge=0, lt=1, description="secure aggregation: floor(threshold x clients of the round) + 1 of them "
+        "must deliver for the sum to be recovered (the rest may drop out)")
+    secagg_scale_bits: int = Field(16, ge=0, le=52, description="secure aggregation: updates are rounded to "
+                                   "multiples of 2^-bits before masking")
+    secagg_bits: int = Field(32, ge=8, le=62, description="secure aggregation: masked values are integers modulo "
+                                                          "2^bits")
 
     def to_spec(self) -> Any:
         """A :class:`~spikefed.federated.privacy.PrivacySpec`, or ``None`` when both DP and secure aggregation
@@ -411,14 +487,14 @@ class ContinualSettings(_Section):
         "rotation=0); async_drift: domain drift, clients lagging")
     tasks: int = Field(2, ge=1, description="number of tasks in the stream")
     rounds_per_task: int | None = Field(
-        None, ge=1, description="rounds of each task (None: federation.rounds / tasks, which must divide)")
+        None, ge=1, description="rounds of each task (null: federation.rounds / tasks, which must divide)")
     rotation: float = Field(30.0, ge=0, le=360, description="domain/async drift: degrees of rotation added per task")
     noise: float = Field(0.0, ge=0, description="domain/async drift: std of input noise added per task (event data: "
                          "probability of a background spike per frame cell added per task)")
     max_lag: int = Field(2, ge=1, description="async drift: client lags drawn uniformly from 0..max_lag rounds")
     regularizer: Literal["none", "l2", "ewc"] = Field(
-        "none", description="client stability term: l2 = lam/2 ||theta - theta*||^2 (seed 000), ewc = Fisher-"
-        "weighted; theta* is the global model at the end of the previous task")
+        "none", description="client stability term: l2 = lam/2 ||theta - theta*||^2 (pull towards the previous "
+        "task's model), ewc = Fisher-weighted; theta* is the global model at the end of the previous task")
     lam: float = Field(0.0, ge=0, description="lambda, the weight of the stability term")
     fisher_samples: int = Field(64, ge=1, description="ewc: samples per client for the Fisher diagonal")
 
@@ -601,13 +677,13 @@ class RegressionTrainSettings(_Section):
     hidden: int = Field(64, ge=1, description="recurrent spiking neurons")
     neuron: Literal["rlif", "alif", "lif"] = Field("rlif", description="hidden neuron (rlif: recurrent LIF)")
     beta: float = Field(0.9, gt=0, lt=1, description="membrane decay")
-    threshold: float = Field(1.0, gt=0)
+    threshold: float = Field(1.0, gt=0, description="membrane potential at which a neuron spikes")
     readout_beta: float = Field(0.8, gt=0, lt=1, description="low-pass read-out decay")
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(40, ge=1, description="passes over the training windows")
+    batch_size: int = Field(8, ge=1, description="windows per gradient step")
     lr: float = Field(3e-3, gt=0, description="Adam learning rate (cosine schedule)")
-    tbptt: int | None = Field(50, ge=1, description="truncated BPTT window (None: full BPTT)")
-    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (None: off)")
+    tbptt: int | None = Field(50, ge=1, description="truncated BPTT window (null: full BPTT)")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient-norm clip (null: off)")
     warmup: int = Field(20, ge=0, description="first steps of each window left out of loss and metrics")
     target: Literal["value", "change"] = Field(
         "value", description="value: learn the future sample; change: learn the standardised change from the "

@@ -88,6 +88,11 @@ def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
             kw["beta2"] = f.beta2
     elif f.strategy == "scaffold":
         kw["num_clients"] = settings.partition.num_clients
+    from ..federated.strategies import STRATEGIES
+
+    if f.strategy not in STRATEGIES:  # registered (spikefed.register_strategy): server_lr and strategy_args only
+        kw = {k: v for k, v in kw.items() if k == "server_lr"}
+    kw.update(f.strategy_args)
     return kw
 
 
@@ -119,19 +124,27 @@ def prepare_data(settings: RunSettings, *, frame_store: str = "compact"
     return ev.split, parts, None, {}
 
 
-def build_spec(settings: RunSettings) -> FederationSpec:
-    """Config -> data, partition, model, strategy (every random choice seeded by ``settings.seed``)."""
-    return build_spec_and_report(settings)[0]
+def build_spec(settings: RunSettings, *, data: DatasetSplit | None = None, model: torch.nn.Module | None = None,
+               strategy: Any = None) -> FederationSpec:
+    """Config -> data, partition, model, strategy (every random choice seeded by ``settings.seed``). ``data``,
+    ``model``, ``strategy`` (Python API, :mod:`spikefed.experiment.api`): your own, used instead of the config's."""
+    return build_spec_and_report(settings, data=data, model=model, strategy=strategy)[0]
 
 
-def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
+def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact", data: DatasetSplit | None = None,
+                          model: torch.nn.Module | None = None, strategy: Any = None
                           ) -> tuple[FederationSpec, dict[str, Any]]:
-    """:func:`build_spec` and the event-statistics report of :func:`prepare_data`."""
-    data, parts, transforms, report = prepare_data(settings, frame_store=frame_store)
+    """:func:`build_spec` and the event-statistics report of :func:`prepare_data` (``{}`` for your own ``data``)."""
+    if data is None:
+        data, parts, transforms, report = prepare_data(settings, frame_store=frame_store)
+    else:
+        (parts, transforms), report = make_partition(settings, data), {}
     gen = torch_generator(settings.seed, Purpose.INIT)
-    model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
-                                      train=settings.local), data.step_features, data.num_classes, gen)
-    strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
+    if model is None:
+        model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
+                                          train=settings.local), data.step_features, data.num_classes, gen)
+    if strategy is None:
+        strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
     f = settings.federation
     local = settings.local.to_train_config()
     engine, why = engine_for(f.engine, model, local)  # printed and recorded in summary.json
@@ -207,6 +220,8 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
             d.pop(section)
     if "robustness" in d and settings.robustness.defense != "fltrust":  # keys added later, used only by fltrust
         d["robustness"].pop("root_size")
+    if not settings.federation.strategy_args:  # added with the Python API's strategy registry
+        d["federation"].pop("strategy_args")
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
 
 
@@ -310,7 +325,10 @@ def _continual_summary(sim: Simulation) -> dict[str, Any]:
 class Run:
     """A run directory plus its simulation: create fresh or resume, step rounds, write files."""
 
-    def __init__(self, settings: RunSettings, out_dir: Path, resume: bool = False) -> None:
+    def __init__(self, settings: RunSettings, out_dir: Path, resume: bool = False,
+                 spec: FederationSpec | None = None, custom: dict[str, Any] | None = None) -> None:
+        """``spec``/``custom`` (Python API): a spec holding your own data, model or strategy, and a description of
+        them (written to ``custom.json`` and matched on resume, as the config is)."""
         self.settings = settings
         self.dir = Path(out_dir)
         self.checkpoint = self.dir / "checkpoint.pt"
@@ -318,12 +336,15 @@ class Run:
             if not self.checkpoint.is_file():
                 raise ConfigError(f"--resume {self.dir}: no checkpoint.pt there")
             read_checkpoint(self.checkpoint)  # fail fast: the file verified (hash, schema, finite) before any work
-        self.spec, report = build_spec_and_report(settings)
+        if spec is None:
+            self.spec, report = build_spec_and_report(settings)
+        else:
+            self.spec, report = spec, {}
         self.sim = Simulation(self.spec)
         self.sim.heterogeneity.update(report)  # event data: divergence of the clients' event statistics
         self.started = time.perf_counter()
         self.elapsed_before, self.session = 0.0, 1
-        self.fingerprint = fingerprint(settings)
+        self.fingerprint = fingerprint(settings) if not custom else {**fingerprint(settings), "custom": custom}
         if resume:  # nothing in the directory is written before the checkpoint has loaded and matched
             self.sim.load_checkpoint(self.checkpoint, self.fingerprint)
             if self.sim.state.round > settings.federation.rounds:
@@ -335,6 +356,8 @@ class Run:
                                   "or choose another --out")
             self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / "config.yaml", dump_yaml(settings))
+        if custom:
+            write_json_atomic(self.dir / "custom.json", custom, indent=2)
         het = self.sim.heterogeneity
         write_json_atomic(self.dir / "partition.json", {
             "sizes": [len(p) for p in self.spec.parts], "heterogeneity": het,

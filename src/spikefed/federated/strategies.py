@@ -88,6 +88,8 @@ __all__ = [
     "adaptive_step",
     "make_strategy",
     "momentum_step",
+    "register_strategy",
+    "strategy_names",
     "sgd_step",
 ]
 
@@ -182,8 +184,12 @@ def _unit_beta(name: str, value: Any) -> float:
 class Strategy:
     """Base strategy: FedAvg-style aggregation to a target, then a server optimizer step in chart space.
 
-    Subclasses set ``name``, the per-parameter state ``slots`` they keep, :meth:`config` (hyperparameters),
-    and :meth:`_chart_step` (the server optimizer); see the module docstring for the formulas.
+    Your own strategy (docs/api.md) subclasses this and overrides a few public hooks, each optional except
+    :meth:`server_step`: ``name`` and the per-parameter state ``slots`` it keeps, :meth:`config`
+    (hyperparameters, checked on resume), :meth:`configure_fit` (instructions to the clients),
+    :meth:`client_weights` (aggregation weights), :meth:`aggregate` (the target from the clients' parameters)
+    and :meth:`server_step` (the server optimizer per tensor). Register it with :func:`register_strategy` to use
+    it by name in a config. See the module docstring for the formulas of the built-ins.
     """
 
     name: ClassVar[str] = "strategy"
@@ -219,6 +225,14 @@ class Strategy:
     def client_weights(self, updates: Sequence[ClientUpdate]) -> torch.Tensor:
         """Aggregation weights ``p_k = n_k / sum_j n_j`` (float64, one per update)."""
         return normalized_weights([u.num_samples for u in updates])
+
+    def aggregate(self, global_params: ParamDict, client_params: Sequence[ParamDict], weights: torch.Tensor,
+                  manifolds: Mapping[str, Manifold]) -> ParamDict:
+        """Hook: the round's target from the clients' parameters and their weights (``client_weights``); default
+        the manifold-aware weighted mean :func:`~spikefed.federated.aggregation.aggregate_params`. A robust
+        defence (``robustness.defense``) replaces this hook for the round. Must return a value on each
+        parameter's manifold for every name of ``global_params``."""
+        return aggregate_params(client_params, weights, manifolds)
 
     def aggregate_fit(
         self,
@@ -293,7 +307,7 @@ class Strategy:
         params, weights = [u.params for u in updates], self.client_weights(updates)
         aggregator = aggregator if aggregator is not None else self.aggregator
         if aggregator is None:
-            return aggregate_params(params, weights, manifolds)
+            return self.aggregate(global_params, params, weights, manifolds)
         return aggregator(global_params, params, weights, manifolds)
 
     def _check_round(
@@ -320,8 +334,9 @@ class Strategy:
             if not validated:
                 validate_update(u, global_params, manifolds=manifolds)
 
-    def _buffer(self, slot: str, name: str, like: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """Current state buffer ``slot[name]`` (as ``like``'s dtype/device), or ``fill`` if none yet."""
+    def buffer(self, slot: str, name: str, like: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """Current state buffer ``slot[name]`` (as ``like``'s dtype/device), or ``fill`` if none yet (for
+        :meth:`server_step`: the state it wrote into ``out[slot][name]`` the round before)."""
         buf = self._buffers[slot]
         if not buf:
             return torch.full_like(like, fill)
@@ -341,8 +356,11 @@ class Strategy:
                 raise ValueError(f"{self.name} state buffer {slot!r} does not match the model: no state for "
                                  f"{missing}, state for unknown parameters {extra}")
 
-    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
-        """Server optimizer on one tensor in chart coordinates; writes new state into ``out[slot][name]``."""
+    def server_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        """Hook: the server optimizer on one parameter ``name`` in chart coordinates: ``x`` the current value,
+        ``g = x - target`` the pseudo-gradient; returns the new value. State it keeps across rounds goes into
+        ``out[slot][name]`` (``slot`` one of :attr:`slots`) and is read back next round with :meth:`buffer`.
+        Pure helpers: :func:`sgd_step`, :func:`momentum_step`, :func:`adaptive_step`."""
         raise NotImplementedError
 
     def _apply_chart_steps(
@@ -355,7 +373,7 @@ class Strategy:
             m = manifolds.get(name, EUCLIDEAN)
             w = w.detach()
             g = chart_difference(w, target[name], m)
-            y = self._chart_step(name, to_chart(w, m), g, new_buffers)
+            y = self.server_step(name, to_chart(w, m), g, new_buffers)
             out[name] = m.project_(from_chart(y, m))
         return out, new_buffers
 
@@ -436,7 +454,7 @@ class FedAvg(Strategy):
     def config(self) -> dict[str, float | int | bool]:
         return {"server_lr": self.server_lr}
 
-    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+    def server_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
         return sgd_step(x, g, self.server_lr)
 
     def _server_update(
@@ -482,8 +500,8 @@ class FedAvgM(Strategy):
     def config(self) -> dict[str, float | int | bool]:
         return {"server_lr": self.server_lr, "momentum": self.momentum}
 
-    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
-        x_new, v = momentum_step(x, g, self._buffer("momentum", name, x), self.server_lr, self.momentum)
+    def server_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        x_new, v = momentum_step(x, g, self.buffer("momentum", name, x), self.server_lr, self.momentum)
         out["momentum"][name] = v
         return x_new
 
@@ -510,9 +528,9 @@ class _FedOpt(Strategy):
         return {"server_lr": self.server_lr, "beta1": self.beta1, "beta2": self.beta2, "tau": self.tau,
                 "initial_accumulator": self.initial_accumulator}
 
-    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
-        m = self._buffer("m", name, x)
-        v = self._buffer("v", name, x, self.initial_accumulator)
+    def server_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+        m = self.buffer("m", name, x)
+        v = self.buffer("v", name, x, self.initial_accumulator)
         x_new, out["m"][name], out["v"][name] = adaptive_step(
             x, g, m, v, rule=self.rule, lr=self.server_lr, beta1=self.beta1, beta2=self.beta2, tau=self.tau
         )
@@ -601,7 +619,7 @@ class Scaffold(Strategy):
     def server_control(self, global_params: ParamDict) -> ParamDict:
         """A copy of the server control variate ``c`` (zeros before the first aggregation)."""
         self._check_buffer_names(global_params)
-        return {n: self._buffer("control", n, w.detach()).clone() for n, w in global_params.items()}
+        return {n: self.buffer("control", n, w.detach()).clone() for n, w in global_params.items()}
 
     def configure_fit(self, rnd: int, global_params: ParamDict) -> FitInstructions:
         return FitInstructions(round=rnd, server_control=self.server_control(global_params))
@@ -624,7 +642,7 @@ class Scaffold(Strategy):
             if u.control_delta is None:
                 raise InvalidUpdate(u.client_id, "SCAFFOLD needs control_delta (c_k^+ - c_k), got None")
 
-    def _chart_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
+    def server_step(self, name: str, x: torch.Tensor, g: torch.Tensor, out: dict[str, ParamDict]) -> torch.Tensor:
         return sgd_step(x, g, self.server_lr)
 
     def _server_update(
@@ -643,7 +661,7 @@ class Scaffold(Strategy):
         frac = len(updates) / self.num_clients
         control: ParamDict = {}
         for name, w in global_params.items():
-            c = self._buffer("control", name, w.detach())
+            c = self.buffer("control", name, w.detach())
             deltas = torch.stack(
                 [_control_delta(u)[name].detach().to(device=c.device, dtype=c.dtype) for u in updates]
             )
@@ -656,6 +674,8 @@ def _control_delta(update: ClientUpdate) -> ParamDict:
     return update.control_delta
 
 
+#: name -> strategy factory (a class or function taking keyword arguments): the built-ins and those added with
+#: :func:`register_strategy`; a name here is usable as ``federation.strategy`` in a config.
 _REGISTRY: dict[str, Callable[..., Strategy]] = {
     "fedavg": FedAvg,
     "fedprox": FedProx,
@@ -667,22 +687,57 @@ _REGISTRY: dict[str, Callable[..., Strategy]] = {
 }
 
 
+def register_strategy(name: str, factory: Callable[..., Strategy] | None = None, *, replace: bool = False) -> Any:
+    """Make a strategy usable by name (``federation.strategy: NAME`` in a config, ``make_strategy(NAME)``).
+
+    ``factory`` is a :class:`Strategy` subclass (or a function returning one) called with keyword arguments:
+    ``federation.strategy_args`` of the config, plus ``server_lr`` when the config sets it. Used as a decorator
+    when ``factory`` is left out. Names are lower-case letters, digits and ``_``; registering a taken name
+    raises ``ValueError`` unless ``replace=True`` (the built-in names cannot be replaced).
+    """
+    def add(f: Callable[..., Strategy]) -> Callable[..., Strategy]:
+        if not isinstance(name, str) or not name or not all(c.islower() or c.isdigit() or c == "_" for c in name):
+            raise ValueError(f"strategy name must be lower-case letters, digits and '_', got {name!r}")
+        if not callable(f):
+            raise TypeError(f"strategy {name!r}: factory must be a Strategy subclass or a function, got {f!r}")
+        if name in STRATEGIES:
+            raise ValueError(f"{name!r} is a built-in strategy; choose another name")
+        if name in _REGISTRY and not replace:
+            raise ValueError(f"strategy {name!r} is registered already (pass replace=True to replace it)")
+        _REGISTRY[name] = f
+        return f
+
+    return add if factory is None else add(factory)
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Every name :func:`make_strategy` accepts: the built-ins (:data:`STRATEGIES`), then the registered ones."""
+    return STRATEGIES + tuple(sorted(set(_REGISTRY) - set(STRATEGIES)))
+
+
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
-    """Build a strategy by name (case-insensitive; one of :data:`STRATEGIES`) with its keyword arguments.
+    """Build a strategy by name (case-insensitive; one of :func:`strategy_names`) with its keyword arguments.
 
     Raises ``ValueError`` listing the valid names for an unknown name, and the valid arguments for unknown
-    or missing required ones.
+    or missing required ones; ``TypeError`` when a registered factory does not return a :class:`Strategy`.
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in _REGISTRY:
-        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}")
+        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(strategy_names())} "
+                         "(add your own with spikefed.register_strategy)")
     cls = _REGISTRY[key]
-    params = [p for p in inspect.signature(cls).parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    params = [p for p in inspect.signature(cls).parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     valid = [p.name for p in params]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values())
     unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
+    if unknown and not takes_any:
         raise ValueError(f"unknown argument(s) {unknown} for strategy {key!r}; valid arguments: {valid}")
     missing = [p.name for p in params if p.default is p.empty and p.name not in kwargs]
     if missing:
         raise ValueError(f"strategy {key!r} needs argument(s) {missing}; valid arguments: {valid}")
-    return cls(**kwargs)
+    strategy = cls(**kwargs)
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy {key!r}: its factory returned {type(strategy).__name__}, not a "
+                        "spikefed Strategy")
+    return strategy

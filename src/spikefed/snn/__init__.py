@@ -2,7 +2,7 @@
 
 from .delay import Delay, DelayState, delay_shift
 from .kernels import lif_fused, lif_reference, lif_step, lowpass, lowpass_reference
-from .models import ModelOutput, RecurrentRegressor, SpikingConvNet, SpikingMLP
+from .models import ModelOutput, RecurrentRegressor, as_model_output, SpikingConvNet, SpikingMLP
 from .neurons import (
     ALIF,
     IF,
@@ -26,6 +26,6 @@ __all__ = [
     "ALIF", "ALIFState", "Delay", "DelayState", "EvalResult", "IF", "LIF", "LIFState", "LeakyIntegrator",
     "ModelOutput", "NEURONS", "NeuronOutput", "RecurrentALIF", "RecurrentLIF", "RecurrentRegressor", "RecurrentState",
     "SURROGATES", "SpikingConvNet", "SpikingMLP", "Surrogate", "Synaptic", "SynapticState", "TrainConfig",
-    "delay_shift", "evaluate", "fit", "get_surrogate", "heaviside", "lif_fused", "lif_reference", "lif_step",
-    "lowpass", "lowpass_reference", "make_neuron", "spike", "train_epoch",
+    "as_model_output", "delay_shift", "evaluate", "fit", "get_surrogate", "heaviside", "lif_fused", "lif_reference",
+    "lif_step", "lowpass", "lowpass_reference", "make_neuron", "spike", "train_epoch",
 ]

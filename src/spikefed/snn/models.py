@@ -35,6 +35,30 @@ class ModelOutput(NamedTuple):
     state: list[Any]
 
 
+def as_model_output(out: Any, model: Any = None) -> ModelOutput:
+    """What a model returned, as a :class:`ModelOutput`: the boundary between spikefed's training loops and any
+    model (spikefed's own return a ``ModelOutput``; your own may return a plain time-major tensor).
+
+    Accepted: a ``ModelOutput``; a tensor ``[T, B, C]`` (per-step output spikes, or membrane potentials for the
+    membrane losses), taken as ``output`` and ``membrane`` with no hidden layers (the activity regularisers and
+    the per-layer firing rates then see none). Anything else raises ``TypeError`` naming the model and what it
+    returned.
+    """
+    if isinstance(out, ModelOutput):
+        return out
+    name = type(model).__name__ if model is not None else "the model"
+    if isinstance(out, torch.Tensor):
+        if out.dim() == 3:
+            return ModelOutput(out, out, [], [])
+        raise TypeError(f"{name} returned a tensor of shape {list(out.shape)}; spikefed needs the output of every "
+                        "time step, time-major [T, B, classes] (e.g. torch.stack(per_step_outputs)), or a "
+                        "spikefed.snn.ModelOutput")
+    what = type(out).__name__ + (f" of {len(out)} items" if isinstance(out, (tuple, list)) else "")
+    raise TypeError(f"{name} returned a {what}; spikefed needs a time-major tensor [T, B, classes] (spikes, or "
+                    "membrane potentials for the membrane losses) or a spikefed.snn.ModelOutput (for a model "
+                    "returning (spikes, membrane), return the spikes)")
+
+
 def _fold(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     t, b = x.shape[:2]
     return x.reshape(t * b, *x.shape[2:]), (t, b)

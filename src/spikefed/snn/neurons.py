@@ -182,13 +182,13 @@ class LIF(_ParamsMixin):
             self._make("amplitude", 1.0, shape, True, EUCLIDEAN)
 
     # -- parameters as used in the dynamics (clamped into their domain) ---------------------------------------
-    def _beta_value(self) -> torch.Tensor:
+    def beta_value(self) -> torch.Tensor:
         beta = self.beta
         if isinstance(beta, nn.Parameter):
             beta = beta.clamp(EPS, 1.0 - EPS)
         return beta
 
-    def _threshold_value(self) -> torch.Tensor:
+    def threshold_value(self) -> torch.Tensor:
         thr = self.threshold
         if isinstance(thr, nn.Parameter):
             thr = thr.clamp(min=EPS)
@@ -212,7 +212,7 @@ class LIF(_ParamsMixin):
         check_sequence(x, self.features)
         if state is not None and tuple(state.v.shape) != tuple(x.shape[1:]):
             raise ValueError(f"state.v has shape {tuple(state.v.shape)}, expected {tuple(x.shape[1:])} = [B, features]")
-        beta, thr = self._beta_value(), self._threshold_value()
+        beta, thr = self.beta_value(), self.threshold_value()
         if self.refractory:
             return self._run_refractory(x, state, beta, thr)
         u0 = None if state is None else state.v
@@ -232,7 +232,7 @@ class LIF(_ParamsMixin):
             out = self.run(x.unsqueeze(0), state)
             return out.spikes[0], out.state  # type: ignore[return-value]
         u = torch.zeros_like(x) if state is None else state.v
-        s, u = lif_step(x, u, self._beta_value(), self._threshold_value(), self.reset_value, self.reset,
+        s, u = lif_step(x, u, self.beta_value(), self.threshold_value(), self.reset_value, self.reset,
                         self.detach_reset, self.surrogate)
         return self._out(s), LIFState(u)
 
@@ -287,7 +287,7 @@ class Synaptic(LIF):
         check_open_interval("alpha (synaptic decay)", alpha, 0.0, 1.0)
         self._make("alpha", alpha, self.features if learn_alpha else (), learn_alpha, UNIT_INTERVAL)
 
-    def _alpha_value(self) -> torch.Tensor:
+    def alpha_value(self) -> torch.Tensor:
         a = self.alpha
         return a.clamp(EPS, 1.0 - EPS) if isinstance(a, nn.Parameter) else a
 
@@ -299,7 +299,7 @@ class Synaptic(LIF):
     def run(self, x: torch.Tensor, state: SynapticState | None = None) -> NeuronOutput:  # type: ignore[override]
         check_sequence(x, self.features)
         i0 = None if state is None else state.i
-        current = (lowpass if self.fused else lowpass_reference)(x, self._alpha_value(), i0)
+        current = (lowpass if self.fused else lowpass_reference)(x, self.alpha_value(), i0)
         out = super().run(current, None if state is None else LIFState(state.v))
         return NeuronOutput(out.spikes, out.membrane, SynapticState(current[-1], out.membrane[-1]))
 
@@ -309,7 +309,7 @@ class Synaptic(LIF):
 
     def step(self, x: torch.Tensor, state: SynapticState | None = None):  # type: ignore[override]
         check_step(x, self.features)
-        i = x if state is None else self._alpha_value() * state.i + x
+        i = x if state is None else self.alpha_value() * state.i + x
         s, lif_state = super().step(i, None if state is None else LIFState(state.v))
         return s, SynapticState(i, lif_state.v)
 
@@ -352,7 +352,7 @@ class ALIF(LIF):
 
     def run(self, x: torch.Tensor, state: ALIFState | None = None) -> NeuronOutput:  # type: ignore[override]
         check_sequence(x, self.features)
-        beta, thr = self._beta_value(), self._threshold_value()
+        beta, thr = self.beta_value(), self.threshold_value()
         rho = self.rho.clamp(EPS, 1 - EPS) if isinstance(self.rho, nn.Parameter) else self.rho
         if state is None:
             v = a = last = torch.zeros_like(x[0])
@@ -402,7 +402,7 @@ class RecurrentLIF(LIF):
 
     def run(self, x: torch.Tensor, state: RecurrentState | None = None) -> NeuronOutput:  # type: ignore[override]
         check_sequence(x, self.features)
-        beta, thr = self._beta_value(), self._threshold_value()
+        beta, thr = self.beta_value(), self.threshold_value()
         if state is None:
             v = last = torch.zeros_like(x[0])
         else:

@@ -33,7 +33,7 @@ from ..data.digits import iterate_batches
 from ..manifold import project_parameters_
 from . import decoding, losses
 from .encoding import ENCODERS, SEQUENCE_ENCODERS, encode
-from .models import ModelOutput
+from .models import ModelOutput, as_model_output
 from .online import EPROP_REDUCTIONS, FEEDBACKS, eprop_backward
 
 METHODS = ("bptt", "eprop")
@@ -246,7 +246,7 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     if cfg.method == "eprop":
         return _eprop_batch(model, x, y, cfg, extra_loss)
     if cfg.tbptt is None or cfg.tbptt >= steps:
-        out = model(x)
+        out = as_model_output(model(x), model)
         loss = loss_fn(out.output, out.hidden, y)
         if extra_loss is not None:
             loss = loss + extra_loss()
@@ -259,7 +259,7 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     with torch.no_grad():
         for t0 in range(0, steps, k):
             starts.append(state)
-            o = model(x[t0:t0 + k], state)
+            o = _window(model, x[t0:t0 + k], state)
             state = o.state
             outputs.append(o.output)
             hiddens.append(o.hidden)
@@ -269,7 +269,7 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     grads = torch.autograd.grad(loss, [full_out, *full_hidden], allow_unused=True)
     # pass 2: re-run each window from its detached start state and back-propagate its slice
     for w, t0 in enumerate(range(0, steps, k)):
-        o = model(x[t0:t0 + k], _detach_state(starts[w]))
+        o = _window(model, x[t0:t0 + k], _detach_state(starts[w]))
         tensors, slices = [o.output], [grads[0][t0:t0 + k]]
         for i, h in enumerate(o.hidden):
             if grads[1 + i] is not None:
@@ -282,6 +282,20 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
         loss = loss + extra.detach()
     return float(loss.detach()), ModelOutput(full_out.detach(), full_out.detach(), [h.detach() for h in full_hidden],
                                              [])
+
+
+def _window(model: nn.Module, x: torch.Tensor, state: Any) -> ModelOutput:
+    """One truncated-BPTT window: ``model(x, state)`` must continue from ``state`` and return a ``ModelOutput``
+    with its final ``state`` (spikefed's models do; a model returning plain tensors cannot be truncated)."""
+    why = (f"local.tbptt (truncated BPTT) needs a model called as model(x, state) that returns a "
+           f"spikefed.snn.ModelOutput with its final state; {type(model).__name__} ")
+    try:
+        out = model(x, state)
+    except TypeError as e:
+        raise TypeError(f"{why}failed when called so ({e}); leave local.tbptt unset for it") from None
+    if not isinstance(out, ModelOutput):
+        raise TypeError(f"{why}returned a {type(out).__name__}; leave local.tbptt unset for it")
+    return out
 
 
 def _eprop_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
@@ -370,7 +384,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfi
     steps = cfg.num_steps
     dtype = input_dtype(model)
     for xb, yb in iterate_batches(x, y, batch_size, shuffle=False):
-        out = model(encode_inputs(as_float_batch(xb, dtype), cfg, generator))
+        out = as_model_output(model(encode_inputs(as_float_batch(xb, dtype), cfg, generator)), model)
         total_loss += float(task_loss(out.output, yb, cfg)) * yb.shape[0]
         pred = predict(out.output, cfg)
         correct += int((pred == yb).sum())

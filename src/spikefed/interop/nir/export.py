@@ -29,6 +29,7 @@ from .common import (
 )
 from .executor import GraphExecutor, apply_stateless, is_stateful, rule_for, run_stateful
 from .export_base import ExportContext, Refusal, converter_for
+from .fold import fold_r as fold_graph
 from .runtime import Flatten, layer_label, unwrap
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -174,7 +175,8 @@ def trace_shapes(graph: GraphExecutor, input_shape: tuple[int, ...], dtype: torc
 
 def to_nir(model: nn.Module | Sequence[nn.Module], dt: float | None = None, *,
            input_shape: Sequence[int] | None = None, reset: Literal["error", "metadata"] = "error",
-           refractory: Literal["error", "metadata"] = "error", metadata: bool = True) -> "nir_types.NIRGraph":
+           refractory: Literal["error", "metadata"] = "error", metadata: bool = True,
+           fold_r: bool = True) -> "nir_types.NIRGraph":
     """Export a spikefed model to a ``nir.NIRGraph``.
 
     Args:
@@ -191,6 +193,9 @@ def to_nir(model: nn.Module | Sequence[nn.Module], dt: float | None = None, *,
         refractory: ``"error"`` (default) or ``"metadata"`` for layers with a refractory period (NIR has none).
         metadata: write spikefed metadata (exact discrete values, training options). ``False`` writes pure NIR
             fields only (then ``reset="metadata"`` is refused, as nothing would record the reset).
+        fold_r: move each neuron's input resistance ``R`` into the weights in front of it, so that every neuron
+            node has ``r = 1`` (default; what snnTorch and Norse read correctly, see :mod:`.fold`). ``False``
+            writes ``R = tau / dt`` on the neuron nodes and the weights as they are.
 
     Returns:
         The graph (type-checked by nir). Node names follow the layers (``linear_0``, ``lif_0``, ``li_0``, ...);
@@ -237,7 +242,8 @@ def to_nir(model: nn.Module | Sequence[nn.Module], dt: float | None = None, *,
         ctx.edges.append((blocks[a][1], blocks[b][0]))
     gmeta = ctx.meta(format_version=FORMAT_VERSION, dt=float(dt), dtype=str(dtype).replace("torch.", ""),
                      **graph_meta)
-    return nir.NIRGraph(nodes=ctx.nodes, edges=ctx.edges, metadata=gmeta, type_check=True)
+    out = nir.NIRGraph(nodes=ctx.nodes, edges=ctx.edges, metadata=gmeta, type_check=True)
+    return fold_graph(out, keep_original=metadata) if fold_r else out
 
 
 def save_nir(model: nn.Module | "nir_types.NIRGraph", path: str | Path, dt: float | None = None,

@@ -156,13 +156,13 @@ def neuron_entries(kind: str, layer: LIF) -> dict[str, Any]:
         slope=None if sur.slope is None else float(sur.slope),
         features=np.asarray(layer.features, np.int64),
         learn_threshold=learn["threshold"], learn_reset=learn["reset_value"],
-        threshold=exact(layer._threshold_value()), reset_value=exact(layer.reset_value),
+        threshold=exact(layer.threshold_value()), reset_value=exact(layer.reset_value),
     )
     if kind != "IF":
-        entries.update(learn_beta=learn["beta"], beta=exact(layer._beta_value()))
+        entries.update(learn_beta=learn["beta"], beta=exact(layer.beta_value()))
     if kind == "Synaptic":
         assert isinstance(layer, Synaptic)
-        entries.update(learn_alpha=isinstance(layer.alpha, nn.Parameter), alpha=exact(layer._alpha_value()))
+        entries.update(learn_alpha=isinstance(layer.alpha, nn.Parameter), alpha=exact(layer.alpha_value()))
     return entries
 
 
@@ -181,7 +181,7 @@ def cuba_node(ctx: ExportContext, cell: CellExport, layer: LIF, thr: np.ndarray,
     """``CubaLIF`` (``CubaLI`` without reset)."""
     assert isinstance(layer, Synaptic)
     nir, dt, shape = nir_package(), ctx.dt, cell.shape
-    alpha, beta = f64(layer._alpha_value(), shape), f64(layer._beta_value(), shape)
+    alpha, beta = f64(layer.alpha_value(), shape), f64(layer.beta_value(), shape)
     tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
     common = dict(tau_syn=tau_syn, tau_mem=tau_mem, r=cell.g * tau_mem / dt, v_leak=np.zeros(shape),
                   w_in=tau_syn / dt)
@@ -194,7 +194,7 @@ def lif_node(ctx: ExportContext, cell: CellExport, layer: LIF, thr: np.ndarray, 
              meta: dict[str, Any]) -> Any:
     """``LIF`` (``LI`` without reset)."""
     nir = nir_package()
-    f = leaky_fields(f64(layer._beta_value(), cell.shape), cell.g, cell.c, ctx.dt)
+    f = leaky_fields(f64(layer.beta_value(), cell.shape), cell.g, cell.c, ctx.dt)
     if layer.reset == "none":
         return nir.LI(**f, metadata=meta)
     return nir.LIF(**f, v_threshold=thr, v_reset=v_r, metadata=meta)
@@ -215,7 +215,7 @@ def export_neuron(ctx: ExportContext, cell: CellExport) -> tuple[str, str, bool]
     kind = lookup(NEURON_KINDS, layer) or "LIF"
     if kind in ("IF", "Synaptic"):
         no_bias(cell.label, cell.c, kind)
-    thr = f64(layer._threshold_value(), shape)
+    thr = f64(layer.threshold_value(), shape)
     v_r = f64(layer.reset_value, shape)
     meta = ctx.meta(**neuron_entries(kind, layer))
     ctx.add(name, NEURON_NODES[kind](ctx, cell, layer, thr, v_r, meta))

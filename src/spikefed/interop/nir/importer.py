@@ -19,6 +19,7 @@ from torch import nn
 from . import import_cells, import_layers  # noqa: F401  (register the built-in builders)
 from .common import UnsupportedLayerError, nir_package
 from .executor import GraphExecutor
+from .fold import unfold_r
 from .fusion import ImportGraph, fuse
 from .import_base import ImportContext, ImportNode, builder_for, node_meta
 from .import_cells import build_cell
@@ -69,6 +70,8 @@ def from_nir(graph: "nir_types.NIRGraph", dt: float | None = None, *, use_metada
     if not isinstance(graph, nir.NIRGraph):
         raise TypeError(f"expected a nir.NIRGraph, got {type(graph).__name__} (use load_nir for a file)")
     gmeta = node_meta(graph, use_metadata)
+    if use_metadata:  # weights and r exactly as before fold_r (a graph without that metadata is unchanged)
+        graph = unfold_r(graph)
     if dt is None:
         dt = float(gmeta.get("dt", 1.0))
     if not (math.isfinite(dt) and dt > 0):
