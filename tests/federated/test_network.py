@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spikefed.experiment.config import RunSettings, build_settings
-from spikefed.experiment.runner import build_spec
+from spikefed.experiment.runner import build_spec, summarize
 from spikefed.federated.network import Link, NetworkSpec, client_seconds, draw_link, round_timing, transfer_seconds
 from spikefed.federated.simulation import Simulation
 
@@ -74,6 +74,8 @@ def test_sim_seconds_of_identical_links_by_hand():
     taus = [sim.spec.local.epochs * math.ceil(c.num_samples / batch) for c in sim.clients]
     expected = max(0.025 + 8 * down / 8e6 + tau * 0.004 + 8 * up / 2e6 + 0.025 for tau in taus)
     assert row["sim_seconds"] == pytest.approx(expected, rel=1e-9)
+    settings = build_settings(RunSettings, None, ["federation.rounds=1", *SMALL])
+    assert summarize(sim, settings, 0.0)["sim_seconds"] == row["sim_seconds"]
 
 
 def test_rows_without_a_network_model_say_so():

@@ -30,10 +30,7 @@ each step and the ratio is a ``delta_t``-weighted mean of the input spikes: an e
 **Membership inference** (loss threshold; Yeom et al. 2018): members (the training samples of a client) tend
 to have a lower loss under the trained model than non-members. The score ``-loss(x_i)`` ranks samples; the
 attack's success over all thresholds is the ROC AUC (:func:`rank_auc`, the Mann-Whitney statistic with
-mid-ranks for ties: ``AUC = (R_members - n_m (n_m + 1) / 2) / (n_m n_n)``, 0.5 = no leakage). The calibrated
-variant (:func:`calibrated_scores`; Watson et al. 2022, the one-reference form of a likelihood-ratio test)
-scores ``loss_reference(x_i) - loss_target(x_i)`` with a reference model trained without the client, which
-removes the per-sample difficulty.
+mid-ranks for ties: ``AUC = (R_members - n_m (n_m + 1) / 2) / (n_m n_n)``, 0.5 = no leakage).
 
 Quality of a reconstruction: ``MSE = mean((X' - X)^2)`` and ``PSNR = 10 log10(range^2 / MSE)`` (range 1 for
 inputs in ``[0, 1]``).
@@ -56,7 +53,6 @@ from ..snn.train import TrainConfig, encode_inputs, task_loss
 __all__ = [
     "MATCHES",
     "InversionResult",
-    "calibrated_scores",
     "closed_form_input",
     "differentiable_twin",
     "infer_labels",
@@ -115,10 +111,10 @@ def differentiable_twin(model: nn.Module) -> nn.Module:
     twin = copy.deepcopy(model)
     for module in twin.modules():
         if hasattr(module, "fused"):
-            module.fused = False
+            setattr(module, "fused", False)  # noqa: B010 - plain attributes of the neuron, not submodules
         surrogate = getattr(module, "surrogate", None)
         if isinstance(surrogate, Surrogate):
-            module.surrogate = _twice_differentiable(surrogate)
+            setattr(module, "surrogate", _twice_differentiable(surrogate))  # noqa: B010
     return twin
 
 
@@ -297,10 +293,3 @@ def rank_auc(members: torch.Tensor, nonmembers: torch.Tensor) -> float:
         i = j + 1
     n_m, n_n = a.numel(), b.numel()
     return float((ranks[:n_m].sum() - n_m * (n_m + 1) / 2.0) / (n_m * n_n))
-
-
-def calibrated_scores(loss_target: torch.Tensor, loss_reference: torch.Tensor) -> torch.Tensor:
-    """Difficulty-calibrated membership score ``loss_reference - loss_target`` (higher: more likely a member)."""
-    if loss_target.shape != loss_reference.shape:
-        raise ValueError(f"shapes differ: {tuple(loss_target.shape)} vs {tuple(loss_reference.shape)}")
-    return loss_reference - loss_target
