@@ -38,6 +38,9 @@ TRIGGERS: dict[str, list[str]] = {
     "flower-secagg-sim": ["privacy.secure_aggregation=true"],
     "flower-continual": ["continual.stream=class_incremental"],
     "flower-downlink": ["compression.downlink=topk"],
+    "network-fednova": ["network.enabled=true", "faults.late_policy=fednova"],
+    "network-secagg": ["network.enabled=true", "privacy.secure_aggregation=true"],
+    "flower-network": ["network.enabled=true"],
 }
 
 

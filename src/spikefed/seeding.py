@@ -83,6 +83,9 @@ class Purpose(enum.IntEnum):
     ROOT_TRAIN = 6002  # FLTrust: the server's training on it in a round
     # event data, recorded (spikefed.experiment.eventdata)
     EVENT_SENSOR = 5002  # a client's sensor skew on recorded events (hot pixels, noise, thinning)
+    # leakage attacks and the network model (issue 18)
+    LEAKAGE = 7001  # leakage attacks: the attacker's dummy inputs, the benchmark's noise draws (index: trial)
+    NETWORK = 7002  # a client's uplink/downlink bandwidth and latency draws (round=None: once per run)
 
     @property
     def layout(self) -> _Layout:
@@ -103,6 +106,8 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.CONTINUAL_EVAL: _Layout(False, True),
     Purpose.ROOT_TRAIN: _Layout(False, False),
     Purpose.EVENT_SENSOR: _Layout(True, False),
+    Purpose.LEAKAGE: _Layout(False, True),
+    Purpose.NETWORK: _Layout(True, False),
 }
 
 

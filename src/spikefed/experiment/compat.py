@@ -128,6 +128,16 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: bool(s.devices.fleet) and s.federation.engine != "cohort",
             lambda s: "devices.fleet: devices train on the batched cohort engine; set federation.engine=cohort "
                       f"(got {s.federation.engine})"),
+    Refusal("network-fednova", "run", ("network.enabled", "faults.late_policy"),
+            lambda s: s.network.enabled and s.faults.late_policy != "drop",
+            lambda s: "network.enabled decides lateness after the upload is measured (its transfer time depends on "
+                      "the compressed size), but faults.late_policy=fednova plans partial work before training; "
+                      "set faults.late_policy=drop"),
+    Refusal("network-secagg", "run", ("network.enabled", "privacy.secure_aggregation"),
+            lambda s: s.network.enabled and s.privacy.secure_aggregation,
+            lambda s: "network.enabled times each client's measured upload, but privacy.secure_aggregation "
+                      "replaces uploads with masked vectors and key shares whose per-client bytes the round does "
+                      "not record; disable one of them"),
     Refusal("flower-scaffold", "flower", ("federation.strategy",),
             lambda s: s.federation.strategy == "scaffold",
             lambda s: "federation.strategy=scaffold is not supported on Flower (its per-client control variates "
@@ -136,6 +146,10 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: _differs(s, "faults"),
             lambda s: "faults: simulated dropouts/stragglers do not apply to a deployment (real nodes fail on "
                       "their own); remove the faults section"),
+    Refusal("flower-network", "flower", ("network.enabled",),
+            lambda s: s.network.enabled,
+            lambda s: "network.enabled simulates device links; a deployment runs over real ones (its rows time "
+                      "the real round); set network.enabled=false"),
     Refusal("flower-attack", "flower", ("robustness.attack",),
             lambda s: s.robustness.attack != "none",
             lambda s: "robustness.attack: simulated attackers do not apply to a deployment; set it to none "

@@ -337,6 +337,29 @@ class FaultSettings(_Section):
         "drop", description="late clients: drop their work, or keep the steps done by the deadline (FedNova)")
 
 
+class NetworkSettings(_Section):
+    """Device links: measured bytes become transfer seconds, added to compute time against faults.deadline
+    (off by default; see docs/federated.md, "Network model")."""
+
+    enabled: bool = Field(False, description="model each device's link (a run's rows then carry sim_seconds)")
+    uplink_mbps: float = Field(5.0, gt=0, description="median uplink bandwidth of a device, Mbit/s")
+    downlink_mbps: float = Field(20.0, gt=0, description="median downlink bandwidth of a device, Mbit/s")
+    latency_ms: float = Field(50.0, ge=0, description="median one-way latency of a transfer, ms")
+    spread: float = Field(0.0, ge=0, description="sigma of each device's log-normal factor on bandwidths and "
+                                                 "latency (0: every device has the medians)")
+    step_ms: float = Field(10.0, gt=0, description="duration of one local step on a nominal device, ms "
+                                                   "(faults.deadline is in these steps)")
+
+    def to_spec(self) -> Any:
+        """A :class:`~spikefed.federated.network.NetworkSpec`, or ``None`` when disabled."""
+        if not self.enabled:
+            return None
+        from ..federated.network import NetworkSpec
+
+        return NetworkSpec(uplink_mbps=self.uplink_mbps, downlink_mbps=self.downlink_mbps,
+                           latency_ms=self.latency_ms, spread=self.spread, step_ms=self.step_ms)
+
+
 class RobustnessSettings(_Section):
     """Simulated malicious clients and robust aggregation (both off by default; see docs/robustness.md)."""
 
@@ -572,6 +595,7 @@ class RunSettings(_Section):
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     continual: ContinualSettings = Field(default_factory=ContinualSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
 
     @field_validator("continual")
     @classmethod

@@ -157,7 +157,8 @@ def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
                           client_transforms=transforms, faults=fault_spec(settings),
                           robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
                           fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec(),
-                          continual=settings.continual.to_spec(f.rounds)), report
+                          continual=settings.continual.to_spec(f.rounds),
+                          network=settings.network.to_spec()), report
 
 
 def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int) -> Any:
@@ -215,7 +216,7 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     # sections added after the first release: left out while at their defaults, so runs that do not use them
     # keep the fingerprint (and their checkpoints stay resumable)
     defaults = RunSettings()
-    for section in ("faults", "devices", "robustness", "compression", "privacy", "continual"):
+    for section in ("faults", "devices", "robustness", "compression", "privacy", "continual", "network"):
         if getattr(settings, section) == getattr(defaults, section):
             d.pop(section)
     if "robustness" in d and settings.robustness.defense != "fltrust":  # keys added later, used only by fltrust
@@ -260,6 +261,7 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         **_privacy_summary(sim),
         **_continual_summary(sim),
         **_faults_summary(rows),
+        **_network_summary(rows),
     })
 
 
@@ -297,6 +299,12 @@ def _faults_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if skipped:
         out["skipped_rounds"] = skipped
     return out
+
+
+def _network_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``sim_seconds``: the simulated wall-clock time of all rounds (network model), ``None`` without one."""
+    secs = [r.get("sim_seconds") for r in rows]
+    return {"sim_seconds": sum(secs) if secs and all(isinstance(s, (int, float)) for s in secs) else None}
 
 
 def _privacy_summary(sim: Simulation) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class RoundContext:
     aggregated_by: str | None = None  # the key of the stage that made the round's aggregate
     bytes_up: int = 0
     bytes_down: int = 0
+    bytes_down_by_client: dict[int, int] = field(default_factory=dict)  # the broadcast each sampled client got
     evaluated: bool = False
     row: dict[str, Any] = field(default_factory=dict)
 

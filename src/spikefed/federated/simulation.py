@@ -43,6 +43,7 @@ from .cohort import ClientData, ClientDevice, train_clients, train_cohort
 from .compression import CompressionSpec
 from .continual import ContinualSpec
 from .faults import FaultSpec
+from .network import NetworkSpec
 from .privacy import PrivacySpec
 from .robust import RobustnessSpec
 from .round import RemoteTrainer, RoundContext, Stage
@@ -92,6 +93,7 @@ class FederationSpec:
     compression: CompressionSpec | None = None  # uplink/downlink update compression (None: dense payloads)
     privacy: PrivacySpec | None = None  # DP-FedAvg and/or secure aggregation (None: plain aggregation)
     continual: ContinualSpec | None = None  # task stream + stability regulariser (None: a stationary federation)
+    network: NetworkSpec | None = None  # device links: bytes -> seconds, against the deadline (None: no model)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -239,6 +241,7 @@ class Simulation:
         row["rejected"] = len(ctx.rejected)  # stages may withdraw clients while aggregating
         row.setdefault("bytes_up", ctx.bytes_up)  # a stage may say it cannot count them (None)
         row.setdefault("bytes_down", ctx.bytes_down)
+        row.setdefault("sim_seconds", None)  # simulated round wall-clock time (the network model sets it)
         st.strategy_state = self.spec.strategy.state_dict()
         st.server_state = {s.key: s.state_dict() for s in self.stages if s.state_dict()}
         st.bytes_up += ctx.bytes_up

@@ -36,7 +36,7 @@ def build_stages(sim: Simulation) -> list[Stage]:
     the strategy, which every round has."""
     spec = sim.spec
     stages: list[Stage] = []
-    if spec.faults is not None:
+    if spec.faults is not None or spec.network is not None:
         stages.append(FaultStage(sim))
     if spec.robustness is not None:  # before continual: the task data is built from the (label-flipped) clients
         stages.append(RobustnessStage(sim))

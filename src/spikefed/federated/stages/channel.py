@@ -41,12 +41,14 @@ class ChannelStage(Stage):
         if self.downlink is None:
             down = encode_params(sim.state.global_params)
             ctx.bytes_down += len(down) * len(ctx.sampled)
+            ctx.bytes_down_by_client = dict.fromkeys(ctx.sampled, len(down))
         else:
             gen = torch_generator(sim.spec.seed, Purpose.COMPRESS, ctx.rnd, SERVER_STREAM)
             reference, costs = downlink_broadcast(self.reference, sim.state.global_params, ctx.sampled, ctx.rnd,
                                                   self.downlink, gen)
             down = encode_params(reference)  # the simulation's hand-over of the reference (not counted)
             ctx.bytes_down += sum(costs)
+            ctx.bytes_down_by_client = {c: int(b) for c, b in zip(ctx.sampled, costs)}
         ctx.received = decode_params(down)
 
     def client(self, ctx: RoundContext) -> None:
