@@ -29,6 +29,7 @@ from ..federated.checkpoint import read_checkpoint
 from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
 from ..federated.robust import RobustnessSpec
+from ..federated.fairness import FAIRNESS_KEYS
 from ..federated.strategies import make_strategy
 from ..hardware.energy import EnergyModel
 from ..io import json_safe, write_atomic, write_json_atomic
@@ -242,7 +243,14 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         **_privacy_summary(sim),
         **_continual_summary(sim),
         **_faults_summary(rows),
+        **fairness_summary(last_eval),
     })
+
+
+def fairness_summary(last_eval: dict[str, Any]) -> dict[str, Any]:
+    """The fairness of the last evaluated global model across clients (``federated.fairness``): mean, worst 10 %
+    and Jain index of the per-client accuracy (null when no round was evaluated)."""
+    return {"fairness": {k: last_eval.get(k) for k in FAIRNESS_KEYS}}
 
 
 def client_fates(rows: list[dict[str, Any]]) -> dict[str, Any]:

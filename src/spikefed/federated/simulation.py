@@ -41,6 +41,7 @@ from .checkpoint import encode_state, read_checkpoint
 from .cohort import ClientData, ClientDevice, train_clients, train_cohort
 from .compression import CompressionSpec
 from .continual import ContinualSpec
+from .fairness import FAIRNESS_KEYS, fairness_metrics
 from .faults import FaultSpec
 from .privacy import PrivacySpec
 from .robust import RobustnessSpec
@@ -60,7 +61,7 @@ CHECKPOINT_VERSION = 2
 CHECKPOINT_PAUSE_ENV = "SPIKEFED_TEST_CHECKPOINT_PAUSE"
 #: metrics-row keys of :meth:`Simulation.evaluate` (a device fleet adds FLEET_EVAL_KEYS)
 EVAL_KEYS = ("accuracy", "loss", "firing_rate", "spikes", "synops", "acs", "macs", "dense_ops",
-             "activation_sparsity", "energy_j", "confusion", "client_accuracy")
+             "activation_sparsity", "energy_j", "confusion", "client_accuracy") + FAIRNESS_KEYS
 #: default of ``norm_bound``: an update whose norm exceeds this many times the round's median is rejected
 DEFAULT_NORM_BOUND = 10.0
 
@@ -279,6 +280,7 @@ class Simulation:
         out: dict[str, Any] = {"accuracy": res.accuracy, "loss": res.loss, "firing_rate": res.firing_rate,
                                "confusion": confusion.tolist(),
                                "client_accuracy": client_accuracy(confusion, self.label_counts).tolist()}
+        out.update(fairness_metrics(out["client_accuracy"]))  # mean / worst 10 % / Jain index over the clients
         # NeuroBench-style counts of the global model on the test set (any model: see hardware.metrics)
         x = encode_inputs(spec.data.x_test, spec.local, torch_generator(spec.seed, Purpose.EVAL, rnd))
         m = measure(model, x, spec.energy)
