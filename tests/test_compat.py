@@ -38,6 +38,11 @@ TRIGGERS: dict[str, list[str]] = {
     "flower-secagg-sim": ["privacy.secure_aggregation=true"],
     "flower-continual": ["continual.stream=class_incremental"],
     "flower-downlink": ["compression.downlink=topk"],
+    "private-qffl": ["privacy.dp=true", "federation.strategy=qffl"],
+    "qffl-defence": ["federation.strategy=qffl", "robustness.defense=median"],
+    "qffl-weights": ["federation.strategy=qffl", "federation.weights=uniform"],
+    "secagg-uniform-weights": ["privacy.secure_aggregation=true", "federation.weights=uniform"],
+    "flower-qffl": ["federation.strategy=qffl"],
 }
 
 

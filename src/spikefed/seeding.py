@@ -83,6 +83,8 @@ class Purpose(enum.IntEnum):
     ROOT_TRAIN = 6002  # FLTrust: the server's training on it in a round
     # event data, recorded (spikefed.experiment.eventdata)
     EVENT_SENSOR = 5002  # a client's sensor skew on recorded events (hot pixels, noise, thinning)
+    # fairness and client selection (issue 18)
+    CLIENT_LOSS = 7001  # a client's loss at the received model (q-FFL's F_k): its input encoding in a round
 
     @property
     def layout(self) -> _Layout:
@@ -103,6 +105,7 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.CONTINUAL_EVAL: _Layout(False, True),
     Purpose.ROOT_TRAIN: _Layout(False, False),
     Purpose.EVENT_SENSOR: _Layout(True, False),
+    Purpose.CLIENT_LOSS: _Layout(True, False),
 }
 
 

@@ -240,7 +240,8 @@ class FederationSettings(_Section):
     rounds: int = Field(30, ge=1)
     fraction: float = Field(0.5, gt=0, le=1, description="fraction of clients sampled per round")
     min_clients: int = Field(1, ge=1, description="sample at least this many clients per round")
-    strategy: Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold"] = "fedavg"
+    strategy: Literal["fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold", "qffl"] = Field(
+        "fedavg", description="server strategy (qffl: q-fair federated learning, Li et al. 2020; docs/fairness.md)")
     server_lr: float | None = Field(None, gt=0, description="server learning rate (None: the strategy's default)")
     momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM server momentum")
     prox_mu: float = Field(0.01, ge=0, description="FedProx proximal weight mu")
@@ -251,6 +252,14 @@ class FederationSettings(_Section):
         "cohort", description="cohort: sampled clients train as one batched computation; sequential: one by one")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every n rounds (and the last)")
     max_update_norm: float | None = Field(None, gt=0, description="reject client updates whose L2 delta exceeds it")
+    weights: Literal["samples", "uniform"] = Field(
+        "samples", description="aggregation weights: samples (p_k = n_k / sum n, FedAvg) or uniform (p_k = 1/K over "
+        "the round's K clients, the seed's plain mean); scaffold keeps its own unweighted mean")
+    qffl_q: float = Field(1.0, ge=0, description="qffl: fairness exponent q (0: the uniform mean; larger: the "
+                          "worst-off clients weigh more)")
+    qffl_lipschitz: float | None = Field(
+        None, gt=0, description="qffl: Lipschitz constant L of the q-FedAvg step (None: 1 / local.lr, as in the "
+        "paper)")
     norm_bound: float | None = Field(
         10.0, ge=1, description="reject a client update whose L2 delta exceeds norm_bound x the round's median "
         "delta norm (on by default; null disables; not applied with privacy: DP clips, secure sums hide norms)")

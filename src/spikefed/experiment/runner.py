@@ -74,6 +74,10 @@ def make_partition(settings: RunSettings, data: DatasetSplit) -> tuple[list[np.n
     return parts, transforms
 
 
+#: federation keys added after the first release (issue 18): out of the fingerprint while at their defaults
+LATER_FEDERATION_KEYS = ("weights", "qffl_q", "qffl_lipschitz")
+
+
 def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
     f = settings.federation
     kw: dict[str, Any] = {}
@@ -89,6 +93,8 @@ def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
             kw["beta2"] = f.beta2
     elif f.strategy == "scaffold":
         kw["num_clients"] = settings.partition.num_clients
+    elif f.strategy == "qffl":
+        kw.update(q=f.qffl_q, lipschitz=f.qffl_lipschitz if f.qffl_lipschitz is not None else 1.0 / settings.local.lr)
     return kw
 
 
@@ -130,6 +136,7 @@ def build_spec_and_report(settings: RunSettings) -> tuple[FederationSpec, dict[s
     model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
                                       train=settings.local), data.step_features, data.num_classes, gen)
     strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
+    strategy.set_weighting(settings.federation.weights)
     f = settings.federation
     local = settings.local.to_train_config()
     engine, why = engine_for(f.engine, model, local)  # printed and recorded in summary.json
@@ -203,6 +210,9 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     for section in ("faults", "devices", "robustness", "compression", "privacy", "continual"):
         if getattr(settings, section) == getattr(defaults, section):
             d.pop(section)
+    for key in LATER_FEDERATION_KEYS:  # federation keys added later: likewise, while at their defaults
+        if getattr(settings.federation, key) == getattr(defaults.federation, key):
+            d["federation"].pop(key)
     if "robustness" in d and settings.robustness.defense != "fltrust":  # keys added later, used only by fltrust
         d["robustness"].pop("root_size")
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}

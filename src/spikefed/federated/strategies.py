@@ -6,9 +6,9 @@ A strategy is driven by the simulation (or deployment) loop once per round ``t``
     updates = [client.fit(global_params, instructions) ...]        # ClientUpdate per participating client
     global_params = strategy.aggregate_fit(t, global_params, updates, manifolds)
 
-Default aggregation (all strategies but SCAFFOLD's weighting)::
+Default aggregation (all strategies but SCAFFOLD's weighting and q-FFL, :mod:`spikefed.federated.qffl`)::
 
-    p_k    = n_k / sum_j n_j                                        (sample-count weights)
+    p_k    = n_k / sum_j n_j                                        (sample-count weights; 1/K: weighting=uniform)
     target = aggregate_params([w_k], p, manifolds)                   (manifold-aware weighted mean)
     g      = chart_difference(x, target)                             (pseudo-gradient, per tensor, in the chart)
     phi(x) <- server_optimizer(phi(x), g);  x <- project(phi^-1(phi(x)))
@@ -77,6 +77,7 @@ from spikefed.manifold import EUCLIDEAN, Manifold
 __all__ = [
     "STRATEGIES",
     "STATE_FORMAT",
+    "WEIGHTINGS",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -91,7 +92,10 @@ __all__ = [
     "sgd_step",
 ]
 
-STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold")
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold",
+                                "qffl")
+#: how the mean weights the clients (:attr:`Strategy.weighting`)
+WEIGHTINGS: tuple[str, ...] = ("samples", "uniform")
 
 #: Version of the ``state_dict`` layout.
 STATE_FORMAT = 1
@@ -194,6 +198,11 @@ class Strategy:
     #: Not part of :meth:`config` / the state dict (it holds no state).
     aggregator: Callable[[ParamDict, Sequence[ParamDict], torch.Tensor, Mapping[str, Manifold]], ParamDict] | None = (
         None)
+    #: how the mean weights the clients: ``samples`` (``p_k = n_k / sum_j n_j``, FedAvg) or ``uniform``
+    #: (``p_k = 1/K`` over the round's K accepted clients, the seed's plain mean); set with
+    #: :meth:`set_weighting`. Like :attr:`aggregator` it is not part of the state dict (a run's config
+    #: fingerprint covers it). SCAFFOLD keeps its own rule unless ``sample_weighted``.
+    weighting: str = "samples"
 
     def __init__(self) -> None:
         self.rounds_aggregated: int = 0
@@ -216,8 +225,20 @@ class Strategy:
         """Instructions for the clients of round ``rnd`` (plain FedAvg: just the round number)."""
         return FitInstructions(round=rnd)
 
+    def set_weighting(self, weighting: str) -> Strategy:
+        """Choose the aggregation weights (one of :data:`WEIGHTINGS`); returns ``self``."""
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+        self.weighting = weighting
+        return self
+
     def client_weights(self, updates: Sequence[ClientUpdate]) -> torch.Tensor:
-        """Aggregation weights ``p_k = n_k / sum_j n_j`` (float64, one per update)."""
+        """Aggregation weights (float64, one per update): ``p_k = n_k / sum_j n_j``, or ``1/K`` with
+        :attr:`weighting` ``uniform``."""
+        if self.weighting == "uniform":
+            if not updates:
+                raise ValueError("client_weights needs at least one update")
+            return torch.full((len(updates),), 1.0 / len(updates), dtype=torch.float64)
         return normalized_weights([u.num_samples for u in updates])
 
     def aggregate_fit(
@@ -674,6 +695,10 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     or missing required ones.
     """
     key = name.lower() if isinstance(name, str) else name
+    if key == "qffl":  # its own module (it builds on Strategy)
+        from spikefed.federated.qffl import QFFL
+
+        _REGISTRY.setdefault("qffl", QFFL)
     if key not in _REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}")
     cls = _REGISTRY[key]
