@@ -29,8 +29,8 @@ from .strategy import StrategyStage
 if TYPE_CHECKING:  # pragma: no cover
     from ..simulation import Simulation
 
-__all__ = ["ChannelStage", "ContinualStage", "DevicesStage", "FairnessStage", "FaultStage", "PrivacyStage", "RobustnessStage",
-           "StrategyStage", "build_stages"]
+__all__ = ["ChannelStage", "ContinualStage", "DevicesStage", "FairnessStage", "FaultStage", "PrivacyStage",
+           "RobustnessStage", "StrategyStage", "build_stages"]
 
 
 def build_stages(sim: Simulation) -> list[Stage]:
