@@ -43,6 +43,9 @@ TRIGGERS: dict[str, list[str]] = {
     "qffl-weights": ["federation.strategy=qffl", "federation.weights=uniform"],
     "secagg-uniform-weights": ["privacy.secure_aggregation=true", "federation.weights=uniform"],
     "flower-qffl": ["federation.strategy=qffl"],
+    "private-selection": ["privacy.dp=true", "federation.selection=size"],
+    "qffl-size": ["federation.strategy=qffl", "federation.selection=size"],
+    "flower-selection": ["federation.selection=availability"],
 }
 
 

@@ -85,6 +85,8 @@ class Purpose(enum.IntEnum):
     EVENT_SENSOR = 5002  # a client's sensor skew on recorded events (hot pixels, noise, thinning)
     # fairness and client selection (issue 18)
     CLIENT_LOSS = 7001  # a client's loss at the received model (q-FFL's F_k): its input encoding in a round
+    SELECT = 7002  # client selection draws of a round (size: draws with replacement; power-of-choice: candidates)
+    AVAILABILITY = 7003  # a client's diurnal phase (round=None); whether it is online in a round
 
     @property
     def layout(self) -> _Layout:
@@ -106,6 +108,7 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.ROOT_TRAIN: _Layout(False, False),
     Purpose.EVENT_SENSOR: _Layout(True, False),
     Purpose.CLIENT_LOSS: _Layout(True, False),
+    Purpose.AVAILABILITY: _Layout(True, False),
 }
 
 

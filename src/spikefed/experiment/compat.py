@@ -99,6 +99,16 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: "privacy.secure_aggregation without DP sums n_k-weighted deltas and the sample count inside "
                       "the masked vector (a sample-weighted mean); federation.weights=uniform is not supported "
                       "there (with privacy.dp the mean is already uniform)"),
+    Refusal("private-selection", "run", ("privacy.dp", "privacy.secure_aggregation", "federation.selection"),
+            lambda s: _private(s) and s.federation.selection != "uniform",
+            lambda s: f"{_private_name(s)} needs federation.selection=uniform (got {s.federation.selection}): the "
+                      "DP accountant's privacy amplification assumes m of N clients sampled uniformly, and the "
+                      "secure sum cannot apply per-client selection corrections or hide which clients were chosen "
+                      "by their loss"),
+    Refusal("qffl-size", "run", ("federation.strategy", "federation.selection"),
+            lambda s: s.federation.strategy == "qffl" and s.federation.selection == "size",
+            lambda s: "federation.selection=size corrects the aggregation weights for its sampling, but "
+                      "federation.strategy=qffl weighs the clients by F_k^q only; choose another selection"),
     Refusal("secagg-compression", "run", ("privacy.secure_aggregation", "compression.uplink"),
             lambda s: s.privacy.secure_aggregation and s.compression.uplink != "none",
             lambda s: "privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
@@ -154,6 +164,10 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.federation.strategy == "qffl",
             lambda s: "federation.strategy=qffl is not supported on Flower yet (the nodes do not report their loss "
                       "at the received model, q-FFL's F_k); choose another strategy"),
+    Refusal("flower-selection", "flower", ("federation.selection",),
+            lambda s: s.federation.selection != "uniform",
+            lambda s: f"federation.selection={s.federation.selection} is not supported on Flower yet (the server "
+                      "would need the nodes' losses, sizes or availability before the round); set it to uniform"),
     Refusal("flower-faults", "flower", ("faults",),
             lambda s: _differs(s, "faults"),
             lambda s: "faults: simulated dropouts/stragglers do not apply to a deployment (real nodes fail on "

@@ -260,6 +260,15 @@ class FederationSettings(_Section):
     qffl_lipschitz: float | None = Field(
         None, gt=0, description="qffl: Lipschitz constant L of the q-FedAvg step (None: 1 / local.lr, as in the "
         "paper)")
+    selection: Literal["uniform", "power_of_choice", "size", "availability"] = Field(
+        "uniform", description="client selection: uniform; power_of_choice (d candidates, the m with the highest "
+        "loss at the global model train); size (draws with replacement proportional to data size, aggregation "
+        "corrected to stay unbiased); availability (diurnal per-client online traces); docs/fairness.md")
+    selection_candidates: float = Field(
+        1.0, gt=0, le=1, description="power_of_choice: candidates d = round(selection_candidates * N), at least m")
+    availability_period: float = Field(24.0, gt=0, description="availability: rounds per simulated day")
+    availability_low: float = Field(0.1, ge=0, le=1, description="availability: lowest online probability of a day")
+    availability_high: float = Field(0.9, ge=0, le=1, description="availability: highest online probability")
     norm_bound: float | None = Field(
         10.0, ge=1, description="reject a client update whose L2 delta exceeds norm_bound x the round's median "
         "delta norm (on by default; null disables; not applied with privacy: DP clips, secure sums hide norms)")

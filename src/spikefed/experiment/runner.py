@@ -30,6 +30,7 @@ from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
 from ..federated.robust import RobustnessSpec
 from ..federated.fairness import FAIRNESS_KEYS
+from ..federated.selection import SelectionSpec
 from ..federated.strategies import make_strategy
 from ..hardware.energy import EnergyModel
 from ..io import json_safe, write_atomic, write_json_atomic
@@ -75,7 +76,8 @@ def make_partition(settings: RunSettings, data: DatasetSplit) -> tuple[list[np.n
 
 
 #: federation keys added after the first release (issue 18): out of the fingerprint while at their defaults
-LATER_FEDERATION_KEYS = ("weights", "qffl_q", "qffl_lipschitz")
+LATER_FEDERATION_KEYS = ("weights", "qffl_q", "qffl_lipschitz", "selection", "selection_candidates",
+                         "availability_period", "availability_low", "availability_high")
 
 
 def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
@@ -149,7 +151,19 @@ def build_spec_and_report(settings: RunSettings) -> tuple[FederationSpec, dict[s
                           client_transforms=transforms, faults=fault_spec(settings),
                           robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
                           fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec(),
-                          continual=settings.continual.to_spec(f.rounds)), report
+                          continual=settings.continual.to_spec(f.rounds),
+                          selection=selection_spec(settings)), report
+
+
+def selection_spec(settings: RunSettings) -> SelectionSpec | None:
+    """The client selection of ``federation.selection`` (``None``: uniform)."""
+    f = settings.federation
+    if f.selection == "uniform":
+        return None
+    if f.availability_low > f.availability_high:
+        raise ConfigError("federation.availability_low must be <= federation.availability_high")
+    return SelectionSpec(f.selection, f.selection_candidates, f.availability_period, f.availability_low,
+                         f.availability_high)
 
 
 def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int) -> Any:

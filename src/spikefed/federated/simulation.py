@@ -46,9 +46,11 @@ from .faults import FaultSpec
 from .privacy import PrivacySpec
 from .robust import RobustnessSpec
 from .round import RemoteTrainer, RoundContext, Stage
+from .selection import SelectionSpec, select
 from .stages import build_stages
 from .stages.channel import client_upload, uplink_mode
 from .stages.devices import FLEET_EVAL_KEYS
+from .stages.fairness import client_losses
 from .strategies import Strategy
 from .types import ClientUpdate, ParamDict, Upload, load_params_, params_of
 
@@ -92,6 +94,7 @@ class FederationSpec:
     compression: CompressionSpec | None = None  # uplink/downlink update compression (None: dense payloads)
     privacy: PrivacySpec | None = None  # DP-FedAvg and/or secure aggregation (None: plain aggregation)
     continual: ContinualSpec | None = None  # task stream + stability regulariser (None: a stationary federation)
+    selection: SelectionSpec | None = None  # client selection (None: uniform)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -155,11 +158,25 @@ class Simulation:
         return getattr(self.stage("continual"), "stream", None)
 
     def sample_clients(self, rnd: int) -> list[int]:
-        """The clients of round ``rnd``: ``max(min_clients, round(fraction * N))`` without replacement."""
+        """The clients of round ``rnd``: ``max(min_clients, round(fraction * N))`` without replacement
+        (uniformly, or by ``spec.selection``: :meth:`select_clients`)."""
         m = max(self.spec.min_clients, int(round(self.spec.fraction * self.num_clients)))
         m = min(m, self.num_clients)
+        if self.spec.selection is not None and self.spec.selection.method != "uniform":
+            return self.select_clients(rnd, m)
         rng = numpy_rng(self.spec.seed, Purpose.SAMPLE, rnd)
         return sorted(rng.choice(self.num_clients, size=m, replace=False).tolist())
+
+    def select_clients(self, rnd: int, m: int) -> list[int]:
+        """Client selection (:mod:`spikefed.federated.selection`): the round's clients; the strategy gets the
+        method's aggregation factors for the round (``Strategy.weight_factors``, ``None`` when it needs none).
+        Power-of-choice candidates report their loss at the current global model."""
+        assert self.spec.selection is not None
+        sizes = [c.num_samples for c in self.clients]
+        sel = select(self.spec.selection, self.spec.seed, rnd, sizes, m,
+                     lambda cand: client_losses(self, self.state.global_params, cand, rnd))
+        self.spec.strategy.weight_factors = sel.factors
+        return sel.clients
 
     # -- one round ---------------------------------------------------------------------------------------------
     def run_round(self, remote: RemoteTrainer | None = None) -> dict[str, Any]:

@@ -87,6 +87,7 @@ __all__ = [
     "Scaffold",
     "Strategy",
     "adaptive_step",
+    "corrected_weights",
     "make_strategy",
     "momentum_step",
     "sgd_step",
@@ -203,6 +204,9 @@ class Strategy:
     #: :meth:`set_weighting`. Like :attr:`aggregator` it is not part of the state dict (a run's config
     #: fingerprint covers it). SCAFFOLD keeps its own rule unless ``sample_weighted``.
     weighting: str = "samples"
+    #: the round's client-selection correction (:mod:`spikefed.federated.selection`): client id -> factor on its
+    #: weight (``p_k`` proportional to ``b_k factor_k``); set by the simulation each round, ``None``: none
+    weight_factors: dict[int, float] | None = None
 
     def __init__(self) -> None:
         self.rounds_aggregated: int = 0
@@ -238,8 +242,10 @@ class Strategy:
         if self.weighting == "uniform":
             if not updates:
                 raise ValueError("client_weights needs at least one update")
-            return torch.full((len(updates),), 1.0 / len(updates), dtype=torch.float64)
-        return normalized_weights([u.num_samples for u in updates])
+            base = torch.full((len(updates),), 1.0 / len(updates), dtype=torch.float64)
+        else:
+            base = normalized_weights([u.num_samples for u in updates])
+        return base if self.weight_factors is None else corrected_weights(base, updates, self.weight_factors)
 
     def aggregate_fit(
         self,
@@ -675,6 +681,16 @@ class Scaffold(Strategy):
 def _control_delta(update: ClientUpdate) -> ParamDict:
     assert update.control_delta is not None  # checked in Scaffold._check_round
     return update.control_delta
+
+
+def corrected_weights(base: torch.Tensor, updates: Sequence[ClientUpdate], factors: Mapping[int, float]
+                      ) -> torch.Tensor:
+    """``p_k = b_k f_k / sum_j b_j f_j``: the selection correction ``f`` (by client id) on the weights ``b``."""
+    missing = [u.client_id for u in updates if u.client_id not in factors]
+    if missing:
+        raise ValueError(f"the round's selection has no aggregation factor for clients {missing}")
+    p = base * torch.tensor([float(factors[u.client_id]) for u in updates], dtype=torch.float64)
+    return p / p.sum()
 
 
 _REGISTRY: dict[str, Callable[..., Strategy]] = {

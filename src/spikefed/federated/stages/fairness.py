@@ -18,7 +18,7 @@ from ...seeding import Purpose, torch_generator
 from ...snn.train import evaluate
 from ..qffl import START_LOSS
 from ..round import RoundContext, Stage
-from ..types import load_params_
+from ..types import ParamDict, load_params_
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..simulation import Simulation
@@ -35,12 +35,21 @@ class FairnessStage(Stage):
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
 
-    @torch.no_grad()
     def client(self, ctx: RoundContext) -> None:
-        sim = self.sim
-        model = sim.spec.model
-        load_params_(model, ctx.received)
-        for upd in ctx.updates:
-            c = sim.clients[upd.client_id]
-            gen = torch_generator(sim.spec.seed, Purpose.CLIENT_LOSS, ctx.rnd, upd.client_id)
-            upd.metrics[START_LOSS] = float(evaluate(model, c.x, c.y, sim.spec.local, gen).loss)
+        losses = client_losses(self.sim, ctx.received, [u.client_id for u in ctx.updates], ctx.rnd)
+        for upd, loss in zip(ctx.updates, losses):
+            upd.metrics[START_LOSS] = loss
+
+
+@torch.no_grad()
+def client_losses(sim: Simulation, params: ParamDict, clients: list[int], rnd: int) -> list[float]:
+    """Each client's mean loss of ``params`` on its own training data (what it would report; input encoding
+    from ``(seed, CLIENT_LOSS, rnd, k)``). Used by q-FFL (``F_k``) and power-of-choice selection."""
+    model = sim.spec.model
+    load_params_(model, params)
+    out = []
+    for k in clients:
+        c = sim.clients[k]
+        gen = torch_generator(sim.spec.seed, Purpose.CLIENT_LOSS, rnd, k)
+        out.append(float(evaluate(model, c.x, c.y, sim.spec.local, gen).loss))
+    return out
