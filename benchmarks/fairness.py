@@ -70,20 +70,33 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--target", type=float, default=0.7)
     ap.add_argument("--json", default="benchmarks/results/fairness.json")
+    ap.add_argument("--part", choices=("both", "fairness", "selection"), default="both",
+                    help="run only one part (the JSON and the last line then hold that part)")
+    ap.add_argument("--selections", nargs="+", default=None,
+                    help="selection rows to run, by the first word of their name (default: all)")
+    ap.add_argument("--fairness-rows", type=int, nargs="+", default=None,
+                    help="indices of the fairness rows to run (default: all)")
+    ap.add_argument("--paper-seeds", type=int, default=None,
+                    help="seeds for the q-FFL L=1/lr row (default: all of --seeds; it learns slowly)")
     args = ap.parse_args()
     configure_allocator()
     base = [f"partition.alpha={args.alpha}", f"federation.rounds={args.rounds}", "local.lr=0.002", "local.epochs=1"]
     fairness: list[dict[str, Any]] = []
-    for name, overrides in FAIRNESS_ROWS:
+    fair_rows = [] if args.part == "selection" else [FAIRNESS_ROWS[i] for i in (args.fairness_rows or
+                                                                              range(len(FAIRNESS_ROWS)))]
+    for name, overrides in fair_rows:
         per_seed = []
-        for seed in args.seeds:
+        seeds = args.seeds[:args.paper_seeds] if "paper" in name and args.paper_seeds else args.seeds
+        for seed in seeds:
             rows, secs = run(base + [f"seed={seed}"] + overrides, args.rounds)
             per_seed.append({"seed": seed, "seconds": secs, **{k: rows[-1][k] for k in KEYS}})
             print(f"{name} seed {seed}: " + " ".join(f"{k}={rows[-1][k]:.4f}" for k in KEYS) + f" ({secs:.1f} s)",
                   flush=True)
         fairness.append({"name": name, "overrides": overrides, "seeds": per_seed})
     selection: list[dict[str, Any]] = []
-    for name, overrides in SELECTION_ROWS:
+    sel_rows = [] if args.part == "fairness" else [
+        r for r in SELECTION_ROWS if args.selections is None or r[0].split()[0] in args.selections]
+    for name, overrides in sel_rows:
         per_seed = []
         for seed in args.seeds:
             rows, secs = run(base + [f"seed={seed}", "federation.fraction=0.2"] + overrides, args.rounds)
@@ -113,17 +126,19 @@ def main() -> None:
                                            "target": args.target, "fairness": fairness, "selection": selection},
                                           indent=2))
 
-    def mean_of(rows: list[dict[str, Any]], name: str, key: str) -> float:
-        return statistics.mean(s[key] for s in next(r for r in rows if r["name"] == name)["seeds"])
+    def mean_of(name: str, key: str) -> str:
+        row = next((r for r in fairness if r["name"] == name), None)
+        return f"{statistics.mean(s[key] for s in row['seeds']):.4f}" if row else "-"
 
     def reach(name: str) -> str:
-        vals = [s["rounds_to_target"] for s in next(r for r in selection if r["name"] == name)["seeds"]]
-        return "/".join(str(v) if v else f">{args.rounds}" for v in vals)
+        row = next((r for r in selection if r["name"] == name), None)
+        vals = [s["rounds_to_target"] for s in row["seeds"]] if row else []
+        return "/".join(str(v) if v else f">{args.rounds}" for v in vals) or "-"
 
-    print(f"fedavg_worst10={mean_of(fairness, 'FedAvg (sample weights)', 'client_accuracy_worst10'):.4f} "
-          f"qffl_worst10={mean_of(fairness, 'q-FFL q=1 L=1', 'client_accuracy_worst10'):.4f} "
-          f"fedavg_jain={mean_of(fairness, 'FedAvg (sample weights)', 'client_accuracy_jain'):.4f} "
-          f"qffl_jain={mean_of(fairness, 'q-FFL q=1 L=1', 'client_accuracy_jain'):.4f} "
+    print(f"fedavg_worst10={mean_of('FedAvg (sample weights)', 'client_accuracy_worst10')} "
+          f"qffl_worst10={mean_of('q-FFL q=1 L=1', 'client_accuracy_worst10')} "
+          f"fedavg_jain={mean_of('FedAvg (sample weights)', 'client_accuracy_jain')} "
+          f"qffl_jain={mean_of('q-FFL q=1 L=1', 'client_accuracy_jain')} "
           f"rounds_to_target_uniform={reach('uniform')} rounds_to_target_poc={reach('power-of-choice d=10')}")
 
 
