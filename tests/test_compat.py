@@ -41,6 +41,14 @@ TRIGGERS: dict[str, list[str]] = {
     "network-fednova": ["network.enabled=true", "faults.late_policy=fednova"],
     "network-secagg": ["network.enabled=true", "privacy.secure_aggregation=true"],
     "flower-network": ["network.enabled=true"],
+    "private-qffl": ["privacy.dp=true", "federation.strategy=qffl"],
+    "qffl-defence": ["federation.strategy=qffl", "robustness.defense=median"],
+    "qffl-weights": ["federation.strategy=qffl", "federation.weights=uniform"],
+    "secagg-uniform-weights": ["privacy.secure_aggregation=true", "federation.weights=uniform"],
+    "flower-qffl": ["federation.strategy=qffl"],
+    "private-selection": ["privacy.dp=true", "federation.selection=size"],
+    "qffl-size": ["federation.strategy=qffl", "federation.selection=size"],
+    "flower-selection": ["federation.selection=availability"],
 }
 
 

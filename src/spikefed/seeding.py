@@ -86,6 +86,10 @@ class Purpose(enum.IntEnum):
     # leakage attacks and the network model (issue 18)
     LEAKAGE = 7001  # leakage attacks: the attacker's dummy inputs, the benchmark's noise draws (index: trial)
     NETWORK = 7002  # a client's uplink/downlink bandwidth and latency draws (round=None: once per run)
+    # fairness and client selection (issue 18)
+    CLIENT_LOSS = 7101  # a client's loss at the received model (q-FFL's F_k): its input encoding in a round
+    SELECT = 7102  # client selection draws of a round (size: draws with replacement; power-of-choice: candidates)
+    AVAILABILITY = 7103  # a client's diurnal phase (round=None); whether it is online in a round
 
     @property
     def layout(self) -> _Layout:
@@ -108,6 +112,8 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.EVENT_SENSOR: _Layout(True, False),
     Purpose.LEAKAGE: _Layout(False, True),
     Purpose.NETWORK: _Layout(True, False),
+    Purpose.CLIENT_LOSS: _Layout(True, False),
+    Purpose.AVAILABILITY: _Layout(True, False),
 }
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from spikefed.federated.aggregation import InvalidUpdate
+from spikefed.federated.qffl import QFFL
 from spikefed.federated.strategies import (
     STRATEGIES,
     FedAdagrad,
@@ -72,7 +73,8 @@ def make_updates(
                 MANIFOLDS[name].project_(y)
             p[name] = y
         cd = {k: torch.randn(v.shape, generator=g, dtype=torch.float64).to(v.dtype) for k, v in glob.items()}
-        out.append(ClientUpdate(client_id=cid, num_samples=nk, params=p, control_delta=cd if control else None))
+        out.append(ClientUpdate(client_id=cid, num_samples=nk, params=p, control_delta=cd if control else None,
+                                metrics={"start_loss": 0.5 + 0.25 * cid}))  # q-FFL's F_k
     return out
 
 
@@ -510,7 +512,7 @@ def test_deterministic() -> None:
 
 def test_make_strategy_builds_every_strategy() -> None:
     classes = {"fedavg": FedAvg, "fedprox": FedProx, "fedavgm": FedAvgM, "fedadam": FedAdam, "fedyogi": FedYogi,
-               "fedadagrad": FedAdagrad, "scaffold": Scaffold}
+               "fedadagrad": FedAdagrad, "scaffold": Scaffold, "qffl": QFFL}
     assert set(classes) == set(STRATEGIES)
     for name, cls in classes.items():
         s = make_strategy(name, **({"num_clients": 4} if name == "scaffold" else {}))

@@ -81,6 +81,34 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: f"{_private_name(s)} replaces the aggregation, so robustness.defense={s.robustness.defense} "
                       "would be ignored (secure aggregation hides single updates; DP's clipping already bounds "
                       "them); set robustness.defense=none"),
+    Refusal("private-qffl", "run", ("privacy.dp", "privacy.secure_aggregation", "federation.strategy"),
+            lambda s: _private(s) and s.federation.strategy == "qffl",
+            lambda s: f"{_private_name(s)} does not support federation.strategy=qffl: q-FFL weighs each client by "
+                      "its own loss F_k^q and update norm, which DP's clipped noisy mean and the secure sum hide "
+                      "from the server; choose another strategy"),
+    Refusal("qffl-defence", "run", ("federation.strategy", "robustness.defense"),
+            lambda s: s.federation.strategy == "qffl" and s.robustness.defense != "none",
+            lambda s: f"federation.strategy=qffl makes its own step (sum F_k^q Delta_k / sum h_k), so "
+                      f"robustness.defense={s.robustness.defense} would be ignored; set robustness.defense=none"),
+    Refusal("qffl-weights", "run", ("federation.strategy", "federation.weights"),
+            lambda s: s.federation.strategy == "qffl" and s.federation.weights != "samples",
+            lambda s: "federation.strategy=qffl weighs the clients by F_k^q (their losses), not by "
+                      f"federation.weights={s.federation.weights}; leave federation.weights=samples"),
+    Refusal("secagg-uniform-weights", "run", ("privacy.secure_aggregation", "privacy.dp", "federation.weights"),
+            lambda s: s.privacy.secure_aggregation and not s.privacy.dp and s.federation.weights == "uniform",
+            lambda s: "privacy.secure_aggregation without DP sums n_k-weighted deltas and the sample count inside "
+                      "the masked vector (a sample-weighted mean); federation.weights=uniform is not supported "
+                      "there (with privacy.dp the mean is already uniform)"),
+    Refusal("private-selection", "run", ("privacy.dp", "privacy.secure_aggregation", "federation.selection"),
+            lambda s: _private(s) and s.federation.selection != "uniform",
+            lambda s: f"{_private_name(s)} needs federation.selection=uniform (got {s.federation.selection}): the "
+                      "DP accountant's privacy amplification assumes m of N clients sampled uniformly, and the "
+                      "secure sum cannot apply per-client selection corrections or hide which clients were chosen "
+                      "by their loss"),
+    Refusal("qffl-size", "run", ("federation.strategy", "federation.selection"),
+            lambda s: s.federation.strategy == "qffl" and s.federation.selection == "size",
+            lambda s: "federation.selection=size corrects the aggregation weights for its sampling, but "
+                      "federation.strategy=qffl weighs the clients by F_k^q only; choose another selection"),
     Refusal("secagg-compression", "run", ("privacy.secure_aggregation", "compression.uplink"),
             lambda s: s.privacy.secure_aggregation and s.compression.uplink != "none",
             lambda s: "privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
@@ -142,6 +170,14 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.federation.strategy == "scaffold",
             lambda s: "federation.strategy=scaffold is not supported on Flower (its per-client control variates "
                       "live on the simulated server); choose another strategy"),
+    Refusal("flower-qffl", "flower", ("federation.strategy",),
+            lambda s: s.federation.strategy == "qffl",
+            lambda s: "federation.strategy=qffl is not supported on Flower yet (the nodes do not report their loss "
+                      "at the received model, q-FFL's F_k); choose another strategy"),
+    Refusal("flower-selection", "flower", ("federation.selection",),
+            lambda s: s.federation.selection != "uniform",
+            lambda s: f"federation.selection={s.federation.selection} is not supported on Flower yet (the server "
+                      "would need the nodes' losses, sizes or availability before the round); set it to uniform"),
     Refusal("flower-faults", "flower", ("faults",),
             lambda s: _differs(s, "faults"),
             lambda s: "faults: simulated dropouts/stragglers do not apply to a deployment (real nodes fail on "

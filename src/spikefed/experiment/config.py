@@ -297,7 +297,8 @@ class FederationSettings(_Section):
     strategy: Annotated[str, AfterValidator(_one_of(_strategy_names))] = Field(
         "fedavg", description="server strategy: fedavg (weighted mean), fedprox (clients pulled towards the global "
         "model), fedavgm (server momentum), fedadam / fedyogi / fedadagrad (adaptive server steps), scaffold "
-        "(drift-correcting control variates), or a name added with spikefed.register_strategy")
+        "(drift-correcting control variates), qffl (q-fair federated learning, Li et al. 2020; docs/fairness.md), "
+        "or a name added with spikefed.register_strategy")
     strategy_args: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments of a strategy added with spikefed.register_strategy "
         "(the built-ins take the keys below)")
@@ -312,6 +313,23 @@ class FederationSettings(_Section):
         "cohort", description="cohort: sampled clients train as one batched computation; sequential: one by one")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every n rounds (and the last)")
     max_update_norm: float | None = Field(None, gt=0, description="reject client updates whose L2 delta exceeds it")
+    weights: Literal["samples", "uniform"] = Field(
+        "samples", description="aggregation weights: samples (p_k = n_k / sum n, FedAvg) or uniform (p_k = 1/K over "
+        "the round's K clients, the seed's plain mean); scaffold keeps its own unweighted mean")
+    qffl_q: float = Field(1.0, ge=0, description="qffl: fairness exponent q (0: the uniform mean; larger: the "
+                          "worst-off clients weigh more)")
+    qffl_lipschitz: float | None = Field(
+        None, gt=0, description="qffl: Lipschitz constant L of the q-FedAvg step (None: 1 / local.lr, as in the "
+        "paper)")
+    selection: Literal["uniform", "power_of_choice", "size", "availability"] = Field(
+        "uniform", description="client selection: uniform; power_of_choice (d candidates, the m with the highest "
+        "loss at the global model train); size (draws with replacement proportional to data size, aggregation "
+        "corrected to stay unbiased); availability (diurnal per-client online traces); docs/fairness.md")
+    selection_candidates: float = Field(
+        1.0, gt=0, le=1, description="power_of_choice: candidates d = round(selection_candidates * N), at least m")
+    availability_period: float = Field(24.0, gt=0, description="availability: rounds per simulated day")
+    availability_low: float = Field(0.1, ge=0, le=1, description="availability: lowest online probability of a day")
+    availability_high: float = Field(0.9, ge=0, le=1, description="availability: highest online probability")
     norm_bound: float | None = Field(
         10.0, ge=1, description="reject a client update whose L2 delta exceeds norm_bound x the round's median "
         "delta norm (on by default; null disables; not applied with privacy: DP clips, secure sums hide norms)")

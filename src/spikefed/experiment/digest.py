@@ -94,6 +94,7 @@ def digest(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     if het:
         rows.append(("label skew: mean JSD (0 = IID)", fmt(het.get("mean_jsd"), ".3f")))
         rows.append(("feature skew: mean Hellinger", fmt(het.get("mean_hellinger"), ".3f")))
+    rows.extend(fairness_rows(summary))
     cont = summary.get("continual")
     if isinstance(cont, Mapping):
         rows.append(("continual: ACC / BWT / forgetting", " / ".join(
@@ -105,3 +106,14 @@ def digest(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append(("wall time", wall))
     rows.append(("time in rounds", duration(summary.get("train_seconds"))))
     return rows
+
+
+def fairness_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The fairness of the final global model across clients (mean / worst 10 % / Jain index of the per-client
+    accuracy), when the summary has it."""
+    fair = summary.get("fairness")
+    if not isinstance(fair, Mapping) or _num(fair.get("client_accuracy_mean")) is None:
+        return []
+    return [("per-client accuracy: mean / worst 10% / Jain index",
+             " / ".join(fmt(fair.get(k), ".4f") for k in ("client_accuracy_mean", "client_accuracy_worst10",
+                                                           "client_accuracy_jain")))]

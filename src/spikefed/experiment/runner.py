@@ -29,6 +29,8 @@ from ..federated.checkpoint import read_checkpoint
 from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
 from ..federated.robust import RobustnessSpec
+from ..federated.fairness import FAIRNESS_KEYS
+from ..federated.selection import SelectionSpec
 from ..federated.strategies import make_strategy
 from ..hardware.energy import EnergyModel
 from ..io import json_safe, write_atomic, write_json_atomic
@@ -73,6 +75,11 @@ def make_partition(settings: RunSettings, data: DatasetSplit) -> tuple[list[np.n
     return parts, transforms
 
 
+#: federation keys added after the first release (issue 18): out of the fingerprint while at their defaults
+LATER_FEDERATION_KEYS = ("weights", "qffl_q", "qffl_lipschitz", "selection", "selection_candidates",
+                         "availability_period", "availability_low", "availability_high")
+
+
 def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
     f = settings.federation
     kw: dict[str, Any] = {}
@@ -88,6 +95,8 @@ def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
             kw["beta2"] = f.beta2
     elif f.strategy == "scaffold":
         kw["num_clients"] = settings.partition.num_clients
+    elif f.strategy == "qffl":
+        kw.update(q=f.qffl_q, lipschitz=f.qffl_lipschitz if f.qffl_lipschitz is not None else 1.0 / settings.local.lr)
     from ..federated.strategies import STRATEGIES
 
     if f.strategy not in STRATEGIES:  # registered (spikefed.register_strategy): server_lr and strategy_args only
@@ -145,6 +154,7 @@ def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
                                           train=settings.local), data.step_features, data.num_classes, gen)
     if strategy is None:
         strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
+    strategy.set_weighting(settings.federation.weights)
     f = settings.federation
     local = settings.local.to_train_config()
     engine, why = engine_for(f.engine, model, local)  # printed and recorded in summary.json
@@ -158,7 +168,19 @@ def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
                           robustness=robustness_spec(settings), compression=settings.compression.to_spec(),
                           fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec(),
                           continual=settings.continual.to_spec(f.rounds),
-                          network=settings.network.to_spec()), report
+                          network=settings.network.to_spec(),
+                          selection=selection_spec(settings)), report
+
+
+def selection_spec(settings: RunSettings) -> SelectionSpec | None:
+    """The client selection of ``federation.selection`` (``None``: uniform)."""
+    f = settings.federation
+    if f.selection == "uniform":
+        return None
+    if f.availability_low > f.availability_high:
+        raise ConfigError("federation.availability_low must be <= federation.availability_high")
+    return SelectionSpec(f.selection, f.selection_candidates, f.availability_period, f.availability_low,
+                         f.availability_high)
 
 
 def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int) -> Any:
@@ -219,6 +241,9 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     for section in ("faults", "devices", "robustness", "compression", "privacy", "continual", "network"):
         if getattr(settings, section) == getattr(defaults, section):
             d.pop(section)
+    for key in LATER_FEDERATION_KEYS:  # federation keys added later: likewise, while at their defaults
+        if getattr(settings.federation, key) == getattr(defaults.federation, key):
+            d["federation"].pop(key)
     if "robustness" in d and settings.robustness.defense != "fltrust":  # keys added later, used only by fltrust
         d["robustness"].pop("root_size")
     if not settings.federation.strategy_args:  # added with the Python API's strategy registry
@@ -262,7 +287,14 @@ def summarize(sim: Simulation, settings: RunSettings, wall: float) -> dict[str, 
         **_continual_summary(sim),
         **_faults_summary(rows),
         **_network_summary(rows),
+        **fairness_summary(last_eval),
     })
+
+
+def fairness_summary(last_eval: dict[str, Any]) -> dict[str, Any]:
+    """The fairness of the last evaluated global model across clients (``federated.fairness``): mean, worst 10 %
+    and Jain index of the per-client accuracy (null when no round was evaluated)."""
+    return {"fairness": {k: last_eval.get(k) for k in FAIRNESS_KEYS}}
 
 
 def client_fates(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -42,14 +42,17 @@ from .checkpoint import encode_state, read_checkpoint
 from .cohort import ClientData, ClientDevice, train_clients, train_cohort
 from .compression import CompressionSpec
 from .continual import ContinualSpec
+from .fairness import FAIRNESS_KEYS, fairness_metrics
 from .faults import FaultSpec
 from .network import NetworkSpec
 from .privacy import PrivacySpec
 from .robust import RobustnessSpec
 from .round import RemoteTrainer, RoundContext, Stage
+from .selection import SelectionSpec, select
 from .stages import build_stages
 from .stages.channel import client_upload, uplink_mode
 from .stages.devices import FLEET_EVAL_KEYS
+from .stages.fairness import client_losses
 from .strategies import Strategy
 from .types import ClientUpdate, ParamDict, Upload, load_params_, params_of
 
@@ -62,7 +65,7 @@ CHECKPOINT_VERSION = 2
 CHECKPOINT_PAUSE_ENV = "SPIKEFED_TEST_CHECKPOINT_PAUSE"
 #: metrics-row keys of :meth:`Simulation.evaluate` (a device fleet adds FLEET_EVAL_KEYS)
 EVAL_KEYS = ("accuracy", "loss", "firing_rate", "spikes", "synops", "acs", "macs", "dense_ops",
-             "activation_sparsity", "energy_j", "confusion", "client_accuracy")
+             "activation_sparsity", "energy_j", "confusion", "client_accuracy") + FAIRNESS_KEYS
 #: default of ``norm_bound``: an update whose norm exceeds this many times the round's median is rejected
 DEFAULT_NORM_BOUND = 10.0
 
@@ -94,6 +97,7 @@ class FederationSpec:
     privacy: PrivacySpec | None = None  # DP-FedAvg and/or secure aggregation (None: plain aggregation)
     continual: ContinualSpec | None = None  # task stream + stability regulariser (None: a stationary federation)
     network: NetworkSpec | None = None  # device links: bytes -> seconds, against the deadline (None: no model)
+    selection: SelectionSpec | None = None  # client selection (None: uniform)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -159,11 +163,25 @@ class Simulation:
         return getattr(self.stage("continual"), "stream", None)
 
     def sample_clients(self, rnd: int) -> list[int]:
-        """The clients of round ``rnd``: ``max(min_clients, round(fraction * N))`` without replacement."""
+        """The clients of round ``rnd``: ``max(min_clients, round(fraction * N))`` without replacement
+        (uniformly, or by ``spec.selection``: :meth:`select_clients`)."""
         m = max(self.spec.min_clients, int(round(self.spec.fraction * self.num_clients)))
         m = min(m, self.num_clients)
+        if self.spec.selection is not None and self.spec.selection.method != "uniform":
+            return self.select_clients(rnd, m)
         rng = numpy_rng(self.spec.seed, Purpose.SAMPLE, rnd)
         return sorted(rng.choice(self.num_clients, size=m, replace=False).tolist())
+
+    def select_clients(self, rnd: int, m: int) -> list[int]:
+        """Client selection (:mod:`spikefed.federated.selection`): the round's clients; the strategy gets the
+        method's aggregation factors for the round (``Strategy.weight_factors``, ``None`` when it needs none).
+        Power-of-choice candidates report their loss at the current global model."""
+        assert self.spec.selection is not None
+        sizes = [c.num_samples for c in self.clients]
+        sel = select(self.spec.selection, self.spec.seed, rnd, sizes, m,
+                     lambda cand: client_losses(self, self.state.global_params, cand, rnd))
+        self.spec.strategy.weight_factors = sel.factors
+        return sel.clients
 
     # -- one round ---------------------------------------------------------------------------------------------
     def run_round(self, remote: RemoteTrainer | None = None) -> dict[str, Any]:
@@ -285,6 +303,7 @@ class Simulation:
         out: dict[str, Any] = {"accuracy": res.accuracy, "loss": res.loss, "firing_rate": res.firing_rate,
                                "confusion": confusion.tolist(),
                                "client_accuracy": client_accuracy(confusion, self.label_counts).tolist()}
+        out.update(fairness_metrics(out["client_accuracy"]))  # mean / worst 10 % / Jain index over the clients
         # NeuroBench-style counts of the global model on the test set (any model: see hardware.metrics)
         # the whole test set in one call: a compact store is made float here (4 N_test T F bytes while measuring)
         x = encode_inputs(as_float_batch(spec.data.x_test, input_dtype(model)), spec.local,

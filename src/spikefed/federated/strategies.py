@@ -6,9 +6,9 @@ A strategy is driven by the simulation (or deployment) loop once per round ``t``
     updates = [client.fit(global_params, instructions) ...]        # ClientUpdate per participating client
     global_params = strategy.aggregate_fit(t, global_params, updates, manifolds)
 
-Default aggregation (all strategies but SCAFFOLD's weighting)::
+Default aggregation (all strategies but SCAFFOLD's weighting and q-FFL, :mod:`spikefed.federated.qffl`)::
 
-    p_k    = n_k / sum_j n_j                                        (sample-count weights)
+    p_k    = n_k / sum_j n_j                                        (sample-count weights; 1/K: weighting=uniform)
     target = aggregate_params([w_k], p, manifolds)                   (manifold-aware weighted mean)
     g      = chart_difference(x, target)                             (pseudo-gradient, per tensor, in the chart)
     phi(x) <- server_optimizer(phi(x), g);  x <- project(phi^-1(phi(x)))
@@ -77,6 +77,7 @@ from spikefed.manifold import EUCLIDEAN, Manifold
 __all__ = [
     "STRATEGIES",
     "STATE_FORMAT",
+    "WEIGHTINGS",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -86,6 +87,7 @@ __all__ = [
     "Scaffold",
     "Strategy",
     "adaptive_step",
+    "corrected_weights",
     "make_strategy",
     "momentum_step",
     "register_strategy",
@@ -93,7 +95,10 @@ __all__ = [
     "sgd_step",
 ]
 
-STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold")
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad", "scaffold",
+                                "qffl")
+#: how the mean weights the clients (:attr:`Strategy.weighting`)
+WEIGHTINGS: tuple[str, ...] = ("samples", "uniform")
 
 #: Version of the ``state_dict`` layout.
 STATE_FORMAT = 1
@@ -200,6 +205,14 @@ class Strategy:
     #: Not part of :meth:`config` / the state dict (it holds no state).
     aggregator: Callable[[ParamDict, Sequence[ParamDict], torch.Tensor, Mapping[str, Manifold]], ParamDict] | None = (
         None)
+    #: how the mean weights the clients: ``samples`` (``p_k = n_k / sum_j n_j``, FedAvg) or ``uniform``
+    #: (``p_k = 1/K`` over the round's K accepted clients, the seed's plain mean); set with
+    #: :meth:`set_weighting`. Like :attr:`aggregator` it is not part of the state dict (a run's config
+    #: fingerprint covers it). SCAFFOLD keeps its own rule unless ``sample_weighted``.
+    weighting: str = "samples"
+    #: the round's client-selection correction (:mod:`spikefed.federated.selection`): client id -> factor on its
+    #: weight (``p_k`` proportional to ``b_k factor_k``); set by the simulation each round, ``None``: none
+    weight_factors: dict[int, float] | None = None
 
     def __init__(self) -> None:
         self.rounds_aggregated: int = 0
@@ -222,9 +235,23 @@ class Strategy:
         """Instructions for the clients of round ``rnd`` (plain FedAvg: just the round number)."""
         return FitInstructions(round=rnd)
 
+    def set_weighting(self, weighting: str) -> Strategy:
+        """Choose the aggregation weights (one of :data:`WEIGHTINGS`); returns ``self``."""
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+        self.weighting = weighting
+        return self
+
     def client_weights(self, updates: Sequence[ClientUpdate]) -> torch.Tensor:
-        """Aggregation weights ``p_k = n_k / sum_j n_j`` (float64, one per update)."""
-        return normalized_weights([u.num_samples for u in updates])
+        """Aggregation weights (float64, one per update): ``p_k = n_k / sum_j n_j``, or ``1/K`` with
+        :attr:`weighting` ``uniform``."""
+        if self.weighting == "uniform":
+            if not updates:
+                raise ValueError("client_weights needs at least one update")
+            base = torch.full((len(updates),), 1.0 / len(updates), dtype=torch.float64)
+        else:
+            base = normalized_weights([u.num_samples for u in updates])
+        return base if self.weight_factors is None else corrected_weights(base, updates, self.weight_factors)
 
     def aggregate(self, global_params: ParamDict, client_params: Sequence[ParamDict], weights: torch.Tensor,
                   manifolds: Mapping[str, Manifold]) -> ParamDict:
@@ -674,6 +701,16 @@ def _control_delta(update: ClientUpdate) -> ParamDict:
     return update.control_delta
 
 
+def corrected_weights(base: torch.Tensor, updates: Sequence[ClientUpdate], factors: Mapping[int, float]
+                      ) -> torch.Tensor:
+    """``p_k = b_k f_k / sum_j b_j f_j``: the selection correction ``f`` (by client id) on the weights ``b``."""
+    missing = [u.client_id for u in updates if u.client_id not in factors]
+    if missing:
+        raise ValueError(f"the round's selection has no aggregation factor for clients {missing}")
+    p = base * torch.tensor([float(factors[u.client_id]) for u in updates], dtype=torch.float64)
+    return p / p.sum()
+
+
 #: name -> strategy factory (a class or function taking keyword arguments): the built-ins and those added with
 #: :func:`register_strategy`; a name here is usable as ``federation.strategy`` in a config.
 _REGISTRY: dict[str, Callable[..., Strategy]] = {
@@ -722,6 +759,10 @@ def make_strategy(name: str, **kwargs: Any) -> Strategy:
     or missing required ones; ``TypeError`` when a registered factory does not return a :class:`Strategy`.
     """
     key = name.lower() if isinstance(name, str) else name
+    if key == "qffl":  # its own module (it builds on Strategy)
+        from spikefed.federated.qffl import QFFL
+
+        _REGISTRY.setdefault("qffl", QFFL)
     if key not in _REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(strategy_names())} "
                          "(add your own with spikefed.register_strategy)")

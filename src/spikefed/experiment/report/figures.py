@@ -99,6 +99,22 @@ def client_accuracy_distribution(rows: Rows) -> Figure | None:
                          y_range=[0, 1.02], integer_x=True))
 
 
+def fairness(rows: Rows) -> Figure | None:
+    """Mean, worst-10 % mean and Jain index of the per-client accuracy per evaluated round."""
+    mean, worst, jain = (series(rows, k) for k in ("client_accuracy_mean", "client_accuracy_worst10",
+                                                   "client_accuracy_jain"))
+    if not mean[0]:
+        return None
+    traces = [line(*mean, "mean over clients"), line(*worst, "worst 10% of clients (mean)", line={"dash": "dash"}),
+              line(*jain, "Jain index (sum a)^2 / (n sum a^2)", line={"dash": "dot"})]
+    return Figure("fairness", "Fairness of the global model across clients per evaluated round: the mean of the "
+                  "per-client accuracies, the mean of the worst 10% of clients (at least one), and Jain's index "
+                  "(1: every client scores the same; 1/n: one client gets everything). A gap between mean and "
+                  "worst 10% is the price the worst-served clients pay.",
+                  figure("Fairness across clients", traces, "round", "accuracy (fraction) / index",
+                         y_range=[0, 1.02], integer_x=True))
+
+
 def client_accuracy_final(rows: Rows, summary: Mapping[str, Any]) -> Figure | None:
     data = lists(rows, "client_accuracy")
     if not data:

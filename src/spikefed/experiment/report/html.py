@@ -130,7 +130,8 @@ def sections(run: RunData) -> list[Section]:
                 [f for f in (rf.accuracy(rows), rf.loss(rows), rf.firing_rates(rows, act), rf.seconds(rows)) if f]),
         Section("clients", "Clients", "Who does the one global model serve? Per-client accuracy (the distribution "
                 "over clients per round: a fairness view) and the label skew of the partition.",
-                [f for f in (rf.client_accuracy_distribution(rows), rf.client_accuracy_final(rows, summary),
+                [f for f in (rf.client_accuracy_distribution(rows), rf.fairness(rows),
+                             rf.client_accuracy_final(rows, summary),
                              mf.label_heatmap(summary.get("label_distribution"))) if f], [_client_table(run)]),
         Section("participation", "Participation, faults and attacks", "Which clients took part in each round, and "
                 "which updates were dropped, late, sent by attackers or rejected before aggregation.",

@@ -6,6 +6,7 @@
 | ``robustness`` | :mod:`.robustness` | malicious clients' attacks; the robust defence in place of the mean |
 | ``continual`` | :mod:`.continual` | each client's task data, stability terms, anchors/Fisher, task accuracy |
 | ``devices`` | :mod:`.devices` | a simulated chip per client (training through it); deployed accuracy |
+| ``fairness`` | :mod:`.fairness` | q-FFL: each client's loss at the received model, sent with its update |
 | ``channel`` | :mod:`.channel` | broadcast (dense or compressed downlink), uplink compression + error feedback |
 | ``privacy`` | :mod:`.privacy` | DP-FedAvg clipping + noise and/or secure aggregation (claims the aggregate) |
 | ``strategy`` | :mod:`.strategy` | SCAFFOLD control variates; the strategy's aggregate + server optimizer |
@@ -19,6 +20,7 @@ from ..round import Stage
 from .channel import ChannelStage
 from .continual import ContinualStage
 from .devices import DevicesStage
+from .fairness import FairnessStage, needs_start_loss
 from .faults import FaultStage
 from .privacy import PrivacyStage
 from .robustness import RobustnessStage
@@ -27,8 +29,8 @@ from .strategy import StrategyStage
 if TYPE_CHECKING:  # pragma: no cover
     from ..simulation import Simulation
 
-__all__ = ["ChannelStage", "ContinualStage", "DevicesStage", "FaultStage", "PrivacyStage", "RobustnessStage",
-           "StrategyStage", "build_stages"]
+__all__ = ["ChannelStage", "ContinualStage", "DevicesStage", "FairnessStage", "FaultStage", "PrivacyStage",
+           "RobustnessStage", "StrategyStage", "build_stages"]
 
 
 def build_stages(sim: Simulation) -> list[Stage]:
@@ -44,6 +46,8 @@ def build_stages(sim: Simulation) -> list[Stage]:
         stages.append(ContinualStage(sim))
     if spec.fleet is not None:
         stages.append(DevicesStage(sim))
+    if needs_start_loss(sim):  # before the channel: the loss travels in the upload's metrics
+        stages.append(FairnessStage(sim))
     stages.append(ChannelStage(sim))
     if spec.privacy is not None:
         stages.append(PrivacyStage(sim))
