@@ -159,6 +159,32 @@ def test_dvs_gesture_tonic_layout_and_object(tmp_path: Path) -> None:
     assert sorted(obj.events(0)["t"].tolist()) == [250, 500]  # tonic keeps the absolute times
 
 
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 3)), "numeric \\[N, 4\\] array"),                       # wrong shape
+    (np.array([[1, 2, 1, np.nan]]), "finite and >= 0"),                     # NaN timestamp
+    (np.array([[1, 2, 1, np.inf]]), "finite and >= 0"),                     # infinite timestamp
+    (np.array([[-1, 2, 1, 0.5]]), "finite and >= 0"),                       # negative coordinate
+    (np.array([[128, 2, 1, 0.5]]), "outside the 128x128 sensor"),           # x beyond the sensor
+    (np.array([["a", "b", "c", "d"]]), "numeric"),                          # strings
+])
+def test_dvs_gesture_tonic_npy_malformed_is_one_error(tmp_path: Path, bad: np.ndarray, message: str) -> None:
+    folder = tmp_path / "ibmGestureTrain" / "user03_natural"
+    folder.mkdir(parents=True)
+    np.save(folder / "5.npy", bad)
+    src = dvs_gesture_source(tmp_path, "train")
+    with pytest.raises(EventFormatError, match=message):
+        src.events(0)
+
+
+def test_dvs_gesture_tonic_npy_with_pickled_objects_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "ibmGestureTrain" / "user03_natural"
+    folder.mkdir(parents=True)
+    np.save(folder / "5.npy", np.array([object(), 1], dtype=object), allow_pickle=True)
+    src = dvs_gesture_source(tmp_path, "train")
+    with pytest.raises(ValueError, match="allow_pickle"):  # numpy refuses; nothing is unpickled
+        src.events(0)
+
 # -- SHD / SSC -------------------------------------------------------------------------------------------------
 def test_shd_source_reads_hdf5_with_speakers(tmp_path: Path) -> None:
     pytest.importorskip("h5py")
@@ -254,6 +280,27 @@ def test_frame_cache_is_written_once_and_equals_the_frames(tmp_path: Path) -> No
     other = cached_frames(src, FrameSpec(bins=2, mode="count"), tmp_path)  # another key, another file
     assert other.shape[1] == 2 and len(list(tmp_path.glob("*.npy"))) == 2
 
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "shape", "dtype"])
+def test_a_damaged_frame_cache_is_one_error_naming_the_file(tmp_path: Path, damage: str) -> None:
+    batch = _random_batch(np.random.default_rng(3))
+    base = batch_source(batch, np.zeros(len(batch), dtype=int), name="toy")
+    src = type(base)(base.name, base.shape, base.polarity, base.time_unit, base.duration, base.labels, 1,
+                     lambda i: batch[i], {}, key="toy-files")
+    spec = FrameSpec(bins=3, mode="count")
+    good = np.array(cached_frames(src, spec, tmp_path))
+    (path,) = tmp_path.glob("*.npy")
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:60])
+    elif damage == "garbage":
+        path.write_bytes(b"not an npy file at all")
+    elif damage == "shape":
+        np.save(path, good[:-1], allow_pickle=False)
+    else:
+        np.save(path, good.astype(np.float32), allow_pickle=False)
+    with pytest.raises(ValueError, match=f"frame cache {path}.*delete it"):
+        cached_frames(src, spec, tmp_path)
 
 # -- sensor skew -------------------------------------------------------------------------------------------------
 def _refractory_loop(ev: np.ndarray, ticks: int) -> list[tuple[int, int, int]]:

@@ -237,6 +237,8 @@ def _read_tonic_npy(path: Path) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != 4 or not np.issubdtype(arr.dtype, np.number):
         raise EventFormatError(None, f"expected a numeric [N, 4] array (x, y, p, t), got {arr.dtype} {arr.shape}",
                                str(path))
+    if arr.shape[0] and not (np.isfinite(arr).all() and arr.min() >= 0):
+        raise EventFormatError(None, "every x, y, p, t must be finite and >= 0", str(path))
     x, y, p = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2].astype(np.int64)
     height, width = DVS_GESTURE_SHAPE
     if arr.shape[0] and (x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height):

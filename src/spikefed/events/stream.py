@@ -167,7 +167,10 @@ def cached_frames(source: EventSource, spec: FrameSpec, cache_dir: str | os.Path
         tmp = path.with_suffix(".partial.npy")
         np.save(tmp, load_compact(source, spec), allow_pickle=False)
         os.replace(tmp, path)
-    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:  # truncated, not an .npy, an object array
+        raise ValueError(f"frame cache {path} cannot be read ({exc}); delete it") from exc
     allowed = {str(dt).removeprefix("torch.") for dt, _ in COMPACT_DTYPES}
     if arr.dtype.name not in allowed or arr.shape != (len(source), t, f):
         raise ValueError(f"frame cache {path} holds {arr.dtype} {list(arr.shape)}, expected one of "
