@@ -168,7 +168,7 @@ def bptt_weight_change(dt: int, beta: float, steps: int | None = None) -> float:
     pre[t_pre] = 1.0
     mem = neuron.to(torch.float64).run(pre * w).membrane
     (grad,) = torch.autograd.grad(-mem[t_pre + dt, 0, 0], w)
-    return float(-grad)
+    return float(-grad) + 0.0  # no negative zero before the input spike
 
 
 def stdp_backward(model: SpikingMLP, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, params: STDPParams,
