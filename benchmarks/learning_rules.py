@@ -25,6 +25,8 @@ What is measured
 Run
     .venv/bin/python benchmarks/learning_rules.py                 # defaults below, ~5-8 min on 2 loaded cores
     .venv/bin/python benchmarks/learning_rules.py --seeds 1 --epochs 1 --rounds 2   # quick check
+Control row ``readout_only``: the STDP method with zero amplitudes (the hidden layer stays at its random
+initialisation, only the read-out learns), to show what STDP adds.
 The last line is ``bptt_accuracy=A eprop_accuracy=B decolle_accuracy=C dfa_accuracy=D stdp_accuracy=E``
 (central test accuracy, mean over the seeds).
 """
@@ -50,10 +52,14 @@ from spikefed.snn.stdp import STDPParams, bptt_weight_change, pair_weight_change
 from spikefed.snn.train import TrainConfig, backward_batch, encode_inputs, evaluate, fit
 
 METHODS = ("bptt", "eprop", "decolle", "dfa", "stdp")
+#: a control row: the STDP method with zero amplitudes, i.e. only the read-out trains on the initial random layer
+CONTROL = "readout_only"
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "learning_rules.json"
 
 
 def train_config(method: str, steps: int, epochs: int, **kw: Any) -> TrainConfig:
+    if method == CONTROL:
+        method, kw = "stdp", {**kw, "stdp_a_plus": 0.0, "stdp_a_minus": 0.0}
     return TrainConfig(epochs=epochs, num_steps=steps, method=method, loss="ce_membrane",
                        membrane_reduction="time_mean", lr=1e-2, **kw)
 
@@ -84,7 +90,9 @@ def federated(method: str, seed: int, args: argparse.Namespace) -> float:
     settings = build_settings(RunSettings, None, [
         f"seed={seed}", "partition.method=dirichlet", "partition.alpha=0.5", "partition.num_clients=10",
         "partition.min_size=10", "federation.fraction=1", f"federation.rounds={args.rounds}",
-        f"model.hidden=[{args.hidden}]", "model.readout=membrane", f"local.method={method}",
+        f"model.hidden=[{args.hidden}]", "model.readout=membrane",
+        *(["local.method=stdp", "local.stdp_a_plus=0", "local.stdp_a_minus=0"] if method == CONTROL
+          else [f"local.method={method}"]),
         "local.loss=ce_membrane", "local.membrane_reduction=time_mean", f"local.local_steps={args.local_steps}",
         f"local.num_steps={args.steps}", "local.lr=0.01", "federation.engine=sequential"])
     sim = Simulation(build_spec(settings))
@@ -152,7 +160,7 @@ def training_memory(method: str, steps: int, hidden: int) -> int:
                 peak = max(peak, state_bytes(state))
         return peak
     peak, (_, out) = peak_saved_bytes(lambda: backward_batch(model, x, y, cfg))
-    if method == "stdp":  # the recorded spike trains the trace update runs on
+    if method in ("stdp", CONTROL):  # the recorded spike trains the trace update runs on
         peak += x.numel() * x.element_size() + sum(h.numel() * h.element_size() for h in out.hidden)
     return peak
 
@@ -177,6 +185,10 @@ def write_plot(path: Path, beta: float) -> float:
     return max(abs(m - c) for m, c in zip(measured, closed))
 
 
+def sd(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def window_error() -> float:
     params = STDPParams()
     return max(abs(pair_weight_change(dt, params) - float(stdp_window(dt, params))) for dt in range(-20, 21))
@@ -197,7 +209,7 @@ def main() -> None:
     start = time.perf_counter()
     data = load_digits_split(test_size=0.2, seed=0)
     results: dict[str, dict[str, Any]] = {}
-    for method in METHODS:
+    for method in (*METHODS, CONTROL):
         runs = [central(method, s, args, data) for s in range(args.seeds)]
         fed = [federated(method, s, args) for s in range(args.seeds)]
         results[method] = {
@@ -215,7 +227,6 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for method, r in results.items():
         c, f = r["central_accuracy"], r["federated_accuracy"]
-        sd = (lambda v: statistics.stdev(v) if len(v) > 1 else 0.0)
         print(f"| {method} | {statistics.mean(c):.3f} +- {sd(c):.3f} | {statistics.mean(f):.3f} +- {sd(f):.3f} | "
               f"{r['memory_T25'] / 1024:.0f} | {r['memory_T400'] / 1024:.0f} | "
               f"{r['memory_T400'] / max(r['memory_T25'], 1):.1f} | {r['energy_j_per_sample'] * 1e9:.2f} |")

@@ -220,7 +220,8 @@ class LocalTrainSettings(_Section):
     local_steps: int | None = Field(None, ge=1, description="federated: cap on local steps per round")
     method: Literal["bptt", "eprop", "stdp", "decolle", "fa", "dfa", "drtp"] = Field(
         "bptt", description="gradient: bptt (autograd through time) or eprop (online eligibility traces; needs "
-        "model.readout=membrane, several hidden layers only with lif/if/rlif, loss=ce_membrane with membrane_reduction time_mean or last); "
+        "model.readout=membrane, several hidden layers only with lif/if/rlif, loss=ce_membrane with "
+        "membrane_reduction time_mean or last); "
         "local rules, layer by layer (docs/learning_rules.md): stdp (hidden layers by STDP, read-out by gradient), "
         "decolle (per-layer local losses), fa / dfa / drtp (random feedback alignment / direct feedback "
         "alignment / direct random target projection)")

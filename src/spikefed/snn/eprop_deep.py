@@ -6,7 +6,8 @@ presynaptic vector ``p_l[t] = [z_{l-1}[t], z_l[t-1] (recurrent), 1]`` (``z_0 = x
 below enter as input, never as a function of the lower weights (the e-prop approximation, applied across layers as
 it is applied across neurons)::
 
-    eps_l[t]  = A_l[t] eps_l[t-1] + p_l[t]           e_l[t] = psi_l[t] eps_l[t]      ebar_l[t] = kappa ebar_l[t-1] + e_l[t]
+    eps_l[t]  = A_l[t] eps_l[t-1] + p_l[t]        e_l[t] = psi_l[t] eps_l[t]
+    ebar_l[t] = kappa ebar_l[t-1] + e_l[t]
     y[t]      = kappa y[t-1] + W_out z_L[t] + b_out                                  (leaky read-out on the top layer)
     L_l[t]    = delta[t] B_l,   delta[t] = dE_t/dy[t]
     dE/dW_l  ~= sum_t L_l[t] ebar_l[t]
