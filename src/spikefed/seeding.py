@@ -90,6 +90,8 @@ class Purpose(enum.IntEnum):
     CLIENT_LOSS = 7101  # a client's loss at the received model (q-FFL's F_k): its input encoding in a round
     SELECT = 7102  # client selection draws of a round (size: draws with replacement; power-of-choice: candidates)
     AVAILABILITY = 7103  # a client's diurnal phase (round=None); whether it is online in a round
+    # local learning rules beyond e-prop (issue 17, snn.feedback / snn.decolle)
+    LOCAL_RULE = 3002  # fixed random feedback / read-out matrices of FA, DFA, DRTP, DECOLLE (index: layer)
 
     @property
     def layout(self) -> _Layout:
@@ -114,6 +116,7 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.NETWORK: _Layout(True, False),
     Purpose.CLIENT_LOSS: _Layout(True, False),
     Purpose.AVAILABILITY: _Layout(True, False),
+    Purpose.LOCAL_RULE: _Layout(False, True),
 }
 
 

@@ -298,7 +298,8 @@ def test_no_graph_and_state_independent_of_T() -> None:
 
 @pytest.mark.parametrize("model,reduction,needle", [
     (SpikingMLP([5, 7, 3]), "time_mean", "model.readout=membrane"),
-    (SpikingMLP([5, 7, 6, 3], readout="membrane"), "time_mean", "one spiking layer"),
+    (SpikingMLP([5, 7, 6, 3], neuron="alif", readout="membrane"), "time_mean", "lif, if, rlif"),
+    (SpikingMLP([5, 3], readout="membrane"), "time_mean", "model.hidden must not be empty"),
     (SpikingMLP([5, 7, 3], neuron="synaptic", readout="membrane"), "time_mean", "lif, if, alif, rlif"),
     (SpikingMLP([5, 7, 3], readout="membrane", learn_beta=True), "time_mean", "learn_beta"),
     (SpikingMLP([5, 7, 3], readout="membrane", refractory=2), "time_mean", "refractory"),

@@ -9,6 +9,7 @@ import torch
 
 from ..data.digits import DatasetSplit, load_digits_split
 from ..snn.models import SpikingMLP
+from ..snn.local import RULE_METHODS, rule_support
 from ..snn.online import eprop_support
 from ..snn.train import evaluate, fit
 from .config import ConfigError, DataSettings, TrainSettings
@@ -39,6 +40,10 @@ def build_model(settings: TrainSettings, in_features: int, num_classes: int,
         reason = eprop_support(model, settings.train.membrane_reduction, settings.train.population)
         if reason is not None:
             raise ConfigError(f"method=eprop: {reason}")
+    if settings.train.method in RULE_METHODS:
+        reason = rule_support(model, settings.train.method)
+        if reason is not None:
+            raise ConfigError(f"local.method={settings.train.method}: {reason}")
     return model
 
 

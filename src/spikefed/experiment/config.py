@@ -218,19 +218,43 @@ class LocalTrainSettings(_Section):
     cosine_schedule: bool = Field(True, description="anneal the learning rate to zero over the epochs "
                                                     "(centralized training only)")
     local_steps: int | None = Field(None, ge=1, description="federated: cap on local steps per round")
-    method: Literal["bptt", "eprop"] = Field(
+    method: Literal["bptt", "eprop", "stdp", "decolle", "fa", "dfa", "drtp"] = Field(
         "bptt", description="gradient: bptt (autograd through time) or eprop (online eligibility traces; needs "
-        "model.readout=membrane, one hidden layer, loss=ce_membrane with membrane_reduction time_mean or last)")
+        "model.readout=membrane, several hidden layers only with lif/if/rlif, loss=ce_membrane with "
+        "membrane_reduction time_mean or last); "
+        "local rules, layer by layer (docs/learning_rules.md): stdp (hidden layers by STDP, read-out by gradient), "
+        "decolle (per-layer local losses), fa / dfa / drtp (random feedback alignment / direct feedback "
+        "alignment / direct random target projection)")
     eprop_feedback: Literal["symmetric", "random"] = Field(
         "symmetric", description="e-prop learning signal through the read-out weights or a fixed random matrix")
     eprop_feedback_seed: int = Field(0, ge=0, lt=2**32, description="seeds the random e-prop feedback matrix")
+    # -- local learning rules (method stdp, decolle, fa, dfa, drtp; issue 17 part A) --
+    rule_seed: int = Field(0, ge=0, lt=2**32, description="fa, dfa, drtp, decolle: seeds their fixed random "
+                           "feedback / read-out matrices (the same on every client)")
+    decolle_alpha: float = Field(0.9, ge=0, lt=1, description="decolle: decay of the low-pass spike traces the "
+                                 "local read-outs see")
+    stdp_variant: Literal["additive", "multiplicative"] = Field(
+        "additive", description="stdp: additive amplitudes with hard weight bounds, or multiplicative (soft "
+        "bounds: A+ (w_max - w), A- (w - w_min))")
+    stdp_a_plus: float = Field(1e-4, ge=0, description="stdp: potentiation amplitude A+ (pre before post)")
+    stdp_a_minus: float = Field(1.05e-4, ge=0, description="stdp: depression amplitude A- (post before pre)")
+    stdp_tau_plus: float = Field(5.0, gt=0, description="stdp: potentiation time constant tau+ in steps")
+    stdp_tau_minus: float = Field(5.0, gt=0, description="stdp: depression time constant tau- in steps")
+    stdp_w_min: float = Field(-1.0, description="stdp: lower weight bound")
+    stdp_w_max: float = Field(1.0, description="stdp: upper weight bound (> stdp_w_min)")
+    stdp_reward: bool = Field(False, description="stdp: reward-modulated three-factor STDP (reward +1 for a "
+                              "correctly classified sample, -1 otherwise, minus the batch mean)")
+    stdp_tau_eligibility: float = Field(25.0, gt=0, description="stdp_reward: eligibility-trace time constant in "
+                                        "steps")
+    stdp_normalize: bool = Field(True, description="stdp: synaptic scaling, each neuron's incoming weights keep "
+                                 "their L2 norm after every update (stops runaway potentiation)")
 
 
 
 
     @model_validator(mode="after")
     def _eprop_options(self) -> "LocalTrainSettings":
-        if self.method == "eprop":
+        if self.method != "bptt":  # e-prop and the local rules: raises ValueError naming the incompatible option
             self.to_train_config()  # raises ValueError naming the option e-prop cannot combine with
         return self
 

@@ -43,7 +43,8 @@ So e-prop equals BPTT exactly (symmetric feedback) for a non-recurrent layer who
 (``detach_reset=True`` or ``reset="none"``; for ALIF with spikes feeding the threshold, ``reset="none"``), and is
 the gradient of BPTT with those paths cut otherwise (the tests check both, against autograd).
 
-Supported: :class:`~spikefed.snn.models.SpikingMLP` ``[in, hidden, out]`` (one spiking layer) with
+Supported: :class:`~spikefed.snn.models.SpikingMLP` ``[in, hidden, out]`` (one spiking layer; several hidden
+layers: :mod:`spikefed.snn.eprop_deep`, which :func:`eprop_backward` calls for them) with
 ``readout="membrane"``, neuron ``lif``, ``if``, ``alif``, ``rlif`` or ``ralif`` (recurrent ALIF), without
 trainable neuron parameters, refractory period or graded spikes; loss ``ce_membrane`` with ``membrane_reduction``
 ``time_mean`` or ``last``.
@@ -239,8 +240,12 @@ def eprop_support(model: torch.nn.Module, reduction: str = "time_mean", populati
         return f"e-prop trains a SpikingMLP, got {type(model).__name__}"
     if model.readout != "membrane":
         return "e-prop needs the leaky read-out (model.readout=membrane), got readout=spikes"
+    if len(model.sizes) > 3:  # several hidden layers: spikefed.snn.eprop_deep
+        from .eprop_deep import deep_support
+
+        return deep_support(model, reduction, population)
     if len(model.sizes) != 3:
-        return f"e-prop trains one spiking layer (model.hidden with one width), got sizes {model.sizes}"
+        return f"e-prop trains spiking hidden layers (model.hidden must not be empty), got sizes {model.sizes}"
     neuron = model.neurons[0]
     if type(neuron) not in (LIF, IF, ALIF, RecurrentLIF, RecurrentALIF):
         return f"e-prop supports neurons lif, if, alif, rlif, ralif (model.neuron), got {type(neuron).__name__}"
@@ -304,6 +309,10 @@ def eprop_backward(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor
     reason = eprop_support(model, reduction)
     if reason is not None:
         raise ValueError(reason)
+    if len(model.sizes) > 3:
+        from .eprop_deep import deep_eprop_backward
+
+        return deep_eprop_backward(model, x, target, reduction, feedback, feedback_seed, record)
     layer, readout = eprop_modules(model, feedback, feedback_seed)
     state, ys = eprop_run(layer, readout, x, target, reduction, record)
     lin, out = model.linears[0], model.linears[1]

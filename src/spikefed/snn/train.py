@@ -11,6 +11,9 @@ Objective for a batch (``o``: model output ``[T, B, C]``, ``s_l``: spikes of hid
 Gradient (``method``): ``bptt`` back-propagates through time with autograd; ``eprop`` computes the e-prop
 gradient online in one forward pass (:mod:`spikefed.snn.online`; memory independent of T; needs the leaky
 read-out and the time-decomposable ``ce_membrane`` loss with ``membrane_reduction`` time_mean or last).
+The local rules train layer by layer (:mod:`spikefed.snn.local`): ``stdp`` (hidden layers by STDP, a supervised
+read-out; :mod:`spikefed.snn.stdp`), ``decolle`` (per-layer local losses; :mod:`spikefed.snn.decolle`), ``fa``,
+``dfa``, ``drtp`` (random feedback; :mod:`spikefed.snn.feedback`).
 
 Truncated BPTT with window ``K`` (``tbptt``): the sequence is cut into windows of K steps, the state is carried
 forward but detached at window boundaries, so no gradient flows across a boundary and activation memory is that
@@ -32,11 +35,15 @@ from ..data.compact import as_float_batch
 from ..data.digits import iterate_batches
 from ..manifold import project_parameters_
 from . import decoding, losses
+from .decolle import decolle_backward
 from .encoding import ENCODERS, SEQUENCE_ENCODERS, encode
-from .models import ModelOutput, as_model_output
+from .feedback import BACKWARDS as FEEDBACK_BACKWARDS
+from .local import RULE_METHODS, check_rule_support
+from .models import ModelOutput, SpikingMLP, as_model_output
 from .online import EPROP_REDUCTIONS, FEEDBACKS, eprop_backward
+from .stdp import STDPParams, stdp_backward
 
-METHODS = ("bptt", "eprop")
+METHODS = ("bptt", "eprop", *RULE_METHODS)
 LOSSES = ("mse_count", "ce_count", "ce_membrane", "ce_temporal")
 OPTIMIZERS = ("adam", "sgd")
 STATIC_ENCODERS = tuple(e for e in ENCODERS if e not in SEQUENCE_ENCODERS)
@@ -75,6 +82,19 @@ class TrainConfig:
     method: str = "bptt"  # gradient: BPTT (autograd over time) or e-prop (online, spikefed.snn.online)
     eprop_feedback: str = "symmetric"  # e-prop learning-signal routing: read-out weights or a fixed random matrix
     eprop_feedback_seed: int = 0  # seeds the random feedback matrix (eprop_feedback: random)
+    # -- local rules (method stdp, decolle, fa, dfa, drtp; spikefed.snn.stdp / decolle / feedback) --
+    rule_seed: int = 0  # seeds the fixed random matrices of fa, dfa, drtp and decolle
+    decolle_alpha: float = 0.9  # decay of the low-pass traces DECOLLE's local read-outs see
+    stdp_variant: str = "additive"  # additive (hard bounds) or multiplicative (soft bounds)
+    stdp_a_plus: float = 1e-4
+    stdp_a_minus: float = 1.05e-4
+    stdp_tau_plus: float = 5.0  # steps
+    stdp_tau_minus: float = 5.0  # steps
+    stdp_w_min: float = -1.0
+    stdp_w_max: float = 1.0
+    stdp_reward: bool = False  # reward-modulated (three-factor) STDP
+    stdp_tau_eligibility: float = 25.0  # steps
+    stdp_normalize: bool = True  # synaptic scaling: each neuron keeps the L2 norm of its incoming weights
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -110,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"unknown eprop_feedback {self.eprop_feedback!r}; valid: {', '.join(FEEDBACKS)}")
         if self.method == "eprop":
             self._check_eprop()
+        if self.method in RULE_METHODS:
+            self._check_rule()
 
     def _check_eprop(self) -> None:
         """e-prop needs an instantaneous loss (one that decomposes over time) and no BPTT-only options."""
@@ -125,6 +147,26 @@ class TrainConfig:
         if self.population != 1:
             raise ValueError(f"method=eprop does not support population coding; set population=1 "
                              f"(got {self.population})")
+
+    def _check_rule(self) -> None:
+        """The layer-local rules: no backward pass over the network, so no truncation and no activity
+        regularisers (they couple the layers); their own parameters must be valid."""
+        if self.tbptt is not None:
+            raise ValueError(f"method={self.method} trains layer by layer; unset tbptt")
+        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds") if getattr(self, n)]
+        if active:
+            raise ValueError(f"method={self.method} does not support activity regularisers; set "
+                             f"{', '.join(active)} to 0")
+        if not 0 <= self.decolle_alpha < 1:
+            raise ValueError(f"decolle_alpha must be in [0, 1), got {self.decolle_alpha!r}")
+        if self.method == "stdp":
+            self.stdp_params()
+
+    def stdp_params(self) -> STDPParams:
+        """The STDP settings as :class:`~spikefed.snn.stdp.STDPParams` (validated)."""
+        return STDPParams(self.stdp_a_plus, self.stdp_a_minus, self.stdp_tau_plus, self.stdp_tau_minus,
+                          self.stdp_variant, self.stdp_w_min, self.stdp_w_max, self.stdp_reward,
+                          self.stdp_tau_eligibility, self.stdp_normalize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,6 +287,8 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     steps = x.shape[0]
     if cfg.method == "eprop":
         return _eprop_batch(model, x, y, cfg, extra_loss)
+    if cfg.method in RULE_METHODS:
+        return _rule_batch(model, x, y, cfg, extra_loss, loss_fn)
     if cfg.tbptt is None or cfg.tbptt >= steps:
         out = as_model_output(model(x), model)
         loss = loss_fn(out.output, out.hidden, y)
@@ -309,6 +353,27 @@ def _eprop_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
         loss += float(extra.detach())
     assert ys is not None
     return loss, ModelOutput(ys, ys, [], [])
+
+
+def _rule_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                extra_loss: Callable[[], torch.Tensor] | None,
+                loss_fn: Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor],
+                ) -> tuple[float, ModelOutput]:
+    """A local rule's updates of the batch into ``.grad`` (STDP: into the hidden weights); a parameter-only
+    ``extra_loss`` is back-propagated on its own."""
+    check_rule_support(model, cfg.method)
+    assert isinstance(model, SpikingMLP)
+    if cfg.method == "stdp":
+        loss, out = stdp_backward(model, x, y, loss_fn, cfg.stdp_params(), lambda o: predict(o, cfg))
+    elif cfg.method == "decolle":
+        loss, out = decolle_backward(model, x, y, loss_fn, cfg.rule_seed, cfg.decolle_alpha)
+    else:
+        loss, out = FEEDBACK_BACKWARDS[cfg.method](model, x, y, loss_fn, cfg.rule_seed)
+    if extra_loss is not None:
+        extra = extra_loss()
+        extra.backward()
+        loss += float(extra.detach())
+    return loss, out
 
 
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
