@@ -144,9 +144,11 @@ class ModelSettings(_Section):
     kind: Literal["mlp"] = Field("mlp", description="network type: mlp, fully connected spiking layers (your own "
                                  "model: the Python API, docs/api.md)")
     hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths")
-    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif"] = Field(
+    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif", "izhikevich", "srm", "dendritic"] = Field(
         "lif", description="spiking neuron: lif (leaky integrate-and-fire), if (no leak), synaptic (LIF fed by a "
-        "decaying input current), alif (LIF with an adaptive threshold), rlif / ralif (recurrent LIF / ALIF)")
+        "decaying input current), alif (LIF with an adaptive threshold), rlif / ralif (recurrent LIF / ALIF), "
+        "izhikevich (regular-spiking preset), srm (spike-response kernel model), dendritic (two-compartment "
+        "neuron with a dendritic spike); docs/neurons_coding.md")
     readout: Literal["spikes", "membrane"] = Field(
         "spikes", description="output layer: spikes (spiking neurons, classes by spike count) or membrane (a "
         "non-spiking leaky integrator, classes by potential; for the membrane losses)")
