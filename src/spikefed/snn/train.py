@@ -32,6 +32,7 @@ from ..data.compact import as_float_batch
 from ..data.digits import iterate_batches
 from ..manifold import project_parameters_
 from . import decoding, losses
+from .bottleneck import ib_penalty
 from .encoding import ENCODERS, SEQUENCE_ENCODERS, encode
 from .models import ModelOutput, as_model_output
 from .online import EPROP_REDUCTIONS, FEEDBACKS, eprop_backward
@@ -75,6 +76,12 @@ class TrainConfig:
     method: str = "bptt"  # gradient: BPTT (autograd over time) or e-prop (online, spikefed.snn.online)
     eprop_feedback: str = "symmetric"  # e-prop learning-signal routing: read-out weights or a fixed random matrix
     eprop_feedback_seed: int = 0  # seeds the random feedback matrix (eprop_feedback: random)
+    # -- robustness (issue 17): information bottleneck (snn.bottleneck), adversarial training (snn.adversarial)
+    ib_weight: float = 0.0  # weight of the variational IB penalty on hidden spikes
+    ib_rate: float = 0.1  # its prior firing rate r
+    adversarial: str = "none"  # none | fgsm | pgd: train on clean + adversarial copies of each batch
+    adv_eps: float = 0.1  # attack radius (L-infinity, input units)
+    adv_steps: int = 5  # pgd: projected sign-gradient steps
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -110,6 +117,22 @@ class TrainConfig:
             raise ValueError(f"unknown eprop_feedback {self.eprop_feedback!r}; valid: {', '.join(FEEDBACKS)}")
         if self.method == "eprop":
             self._check_eprop()
+        self._check_robust()
+
+    def _check_robust(self) -> None:
+        if not (math.isfinite(self.ib_weight) and self.ib_weight >= 0):
+            raise ValueError(f"ib_weight must be >= 0, got {self.ib_weight!r}")
+        if not 0 < self.ib_rate < 1:
+            raise ValueError(f"ib_rate (IB prior firing rate) must lie in (0, 1), got {self.ib_rate!r}")
+        if self.adversarial not in ("none", "fgsm", "pgd"):
+            raise ValueError(f"unknown adversarial {self.adversarial!r}; valid: none, fgsm, pgd")
+        if not (math.isfinite(self.adv_eps) and self.adv_eps > 0):
+            raise ValueError(f"adv_eps must be > 0, got {self.adv_eps!r}")
+        if isinstance(self.adv_steps, bool) or not isinstance(self.adv_steps, int) or self.adv_steps < 1:
+            raise ValueError(f"adv_steps must be an integer >= 1, got {self.adv_steps!r}")
+        if self.adversarial != "none" and self.encoder != "direct":
+            raise ValueError(f"adversarial={self.adversarial} needs encoder=direct (the attack differentiates the "
+                             f"encoder; {self.encoder} spikes have no input gradient)")
 
     def _check_eprop(self) -> None:
         """e-prop needs an instantaneous loss (one that decomposes over time) and no BPTT-only options."""
@@ -119,7 +142,7 @@ class TrainConfig:
                              f"membrane_reduction={self.membrane_reduction})")
         if self.tbptt is not None:
             raise ValueError("method=eprop is online (no backward pass over time); unset tbptt")
-        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds") if getattr(self, n)]
+        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds", "ib_weight") if getattr(self, n)]
         if active:
             raise ValueError(f"method=eprop does not support activity regularisers; set {', '.join(active)} to 0")
         if self.population != 1:
@@ -217,7 +240,20 @@ def objective(output: torch.Tensor, hidden: list[torch.Tensor], y: torch.Tensor,
     if spiking and cfg.reg_bounds:
         loss = loss + cfg.reg_bounds * sum(
             losses.firing_rate_bounds(s, cfg.rate_lower, cfg.rate_upper) for s in spiking)
+    if spiking and cfg.ib_weight:
+        loss = loss + cfg.ib_weight * ib_penalty(spiking, cfg.ib_rate)
     return loss
+
+
+def robust_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The static batch to train on: ``(x, y)``, or with ``cfg.adversarial`` the clean samples and their
+    adversarial copies (:func:`spikefed.snn.adversarial.adversarial_batch`)."""
+    if cfg.adversarial == "none":
+        return x, y
+    from .adversarial import adversarial_batch  # builds on this module
+
+    return adversarial_batch(model, x, y, cfg, generator)
 
 
 def _detach_state(state: Any) -> Any:
@@ -320,7 +356,8 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
     total_loss, correct, seen = 0.0, 0, 0
     dtype = input_dtype(model)
     for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, generator=generator)):
-        xs = encode_inputs(as_float_batch(xb, dtype), cfg, generator)
+        xb, yb = robust_batch(model, as_float_batch(xb, dtype), yb, cfg, generator)
+        xs = encode_inputs(xb, cfg, generator)
         optimizer.zero_grad(set_to_none=True)
         loss, out = backward_batch(model, xs, yb, cfg, extra_loss)
         if not math.isfinite(loss):
