@@ -90,6 +90,8 @@ class Purpose(enum.IntEnum):
     CLIENT_LOSS = 7101  # a client's loss at the received model (q-FFL's F_k): its input encoding in a round
     SELECT = 7102  # client selection draws of a round (size: draws with replacement; power-of-choice: candidates)
     AVAILABILITY = 7103  # a client's diurnal phase (round=None); whether it is online in a round
+    # neurons, coding and robust training (issue 17, part B)
+    DROPOUT = 7201  # masks of the time-fixed dropout layers (model.dropout; index: layer)
 
     @property
     def layout(self) -> _Layout:
