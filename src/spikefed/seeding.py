@@ -92,6 +92,7 @@ class Purpose(enum.IntEnum):
     AVAILABILITY = 7103  # a client's diurnal phase (round=None); whether it is online in a round
     # neurons, coding and robust training (issue 17, part B)
     DROPOUT = 7201  # masks of the time-fixed dropout layers (model.dropout; index: layer)
+    ADVERSARIAL = 7202  # benchmarks/adversarial.py and examples: training shuffles (index 0), PGD random starts (1)
 
     @property
     def layout(self) -> _Layout:
@@ -116,6 +117,7 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.NETWORK: _Layout(True, False),
     Purpose.CLIENT_LOSS: _Layout(True, False),
     Purpose.AVAILABILITY: _Layout(True, False),
+    Purpose.ADVERSARIAL: _Layout(False, True),
 }
 
 

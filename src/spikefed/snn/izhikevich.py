@@ -97,8 +97,10 @@ class Izhikevich(LIF):
         v_new = v + self.dt * (0.04 * v * v + 5.0 * v + 140.0 - u + current)
         u_new = u + self.dt * self.a * (self.b * v - u)
         s = self.surrogate((v_new - self.v_peak) / self.v_scale)
-        r = s.detach() if self.detach_reset else s
-        return s, v_new + r * (self.c - v_new), u_new + r * self.d
+        if self.detach_reset:  # exact reset value; the gradient of a reset neuron's v is 0 (reset not differentiated)
+            r = s.detach()
+            return s, torch.where(r > 0, torch.full_like(v_new, self.c), v_new), u_new + r * self.d
+        return s, v_new + s * (self.c - v_new), u_new + s * self.d
 
     def run(self, x: torch.Tensor, state: IzhikevichState | None = None) -> NeuronOutput:  # type: ignore[override]
         check_sequence(x, self.features)
