@@ -145,3 +145,33 @@ def test_residual_mlp_without_options_is_the_plain_mlp_and_adds_the_shortcut() -
     s2 = plain.neurons[1].run(plain.linears[1](s1) + s1).spikes
     out = plain.neurons[2].run(plain.linears[2](s2)).spikes
     assert torch.equal(res(x).output, out)
+
+
+def test_distillation_loss_is_task_loss_plus_tempered_kl() -> None:
+    from spikefed.snn.distill import distill_loss_fn
+    from spikefed.snn.train import task_loss
+
+    teacher = torch.nn.Linear(4, 3)
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(8))
+    y = torch.tensor([0, 1, 2, 1, 0])
+    output = (torch.rand(6, 5, 3, generator=torch.Generator().manual_seed(9)) < 0.4).float()
+    cfg = TrainConfig(loss="ce_count", distill=0.7, distill_temperature=3.0)
+    got = float(distill_loss_fn(teacher, x, cfg)(output, [], y))
+    counts = output.sum(0).tolist()
+    logits = teacher(x).detach().tolist()
+    kl = 0.0
+    for zs, zt in zip(counts, logits):
+        p = [math.exp(v / 3) for v in zt]
+        q = [math.exp(v / 3) for v in zs]
+        p = [v / sum(p) for v in p]
+        q = [v / sum(q) for v in q]
+        kl += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    expected = float(task_loss(output, y, cfg)) + 0.7 * 9 * kl / 5
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_distillation_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="ce_count or ce_membrane"):
+        TrainConfig(distill=0.5, loss="mse_count")
+    with pytest.raises(ValueError, match="distill_temperature"):
+        TrainConfig(distill=0.5, loss="ce_count", distill_temperature=0)

@@ -282,9 +282,20 @@ class LocalTrainSettings(_Section):
         "none", description="adversarial training: each batch plus its FGSM or PGD copies (needs encoder=direct)")
     adv_eps: float = Field(0.1, gt=0, description="adversarial: attack radius, L-infinity, in input units")
     adv_steps: int = Field(5, ge=1, description="adversarial=pgd: projected sign-gradient steps")
+    distill: float = Field(0.0, ge=0, description="ANN-to-SNN distillation: weight of the KL to a ReLU teacher's "
+                           "softened outputs (0: off; loss ce_count or ce_membrane; docs/neurons_coding.md)")
+    distill_temperature: float = Field(2.0, gt=0, description="distill: softmax temperature of the soft targets")
+    distill_epochs: int = Field(20, ge=1, description="distill: training epochs of the ANN teacher")
+    distill_hidden: int = Field(128, ge=1, description="distill: hidden width of the ANN teacher")
 
 
 
+
+    @model_validator(mode="after")
+    def _distill_options(self) -> "LocalTrainSettings":
+        if self.distill:
+            self.to_train_config()  # raises ValueError naming what distillation cannot combine with
+        return self
 
     @model_validator(mode="after")
     def _adversarial_encoder(self) -> "LocalTrainSettings":

@@ -82,6 +82,10 @@ class TrainConfig:
     adversarial: str = "none"  # none | fgsm | pgd: train on clean + adversarial copies of each batch
     adv_eps: float = 0.1  # attack radius (L-infinity, input units)
     adv_steps: int = 5  # pgd: projected sign-gradient steps
+    distill: float = 0.0  # weight of the ANN teacher's soft targets (snn.distill); 0: no distillation
+    distill_temperature: float = 2.0  # softmax temperature of the soft targets
+    distill_epochs: int = 20  # epochs of the ANN teacher
+    distill_hidden: int = 128  # hidden width of the ANN teacher
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -130,6 +134,20 @@ class TrainConfig:
             raise ValueError(f"adv_eps must be > 0, got {self.adv_eps!r}")
         if isinstance(self.adv_steps, bool) or not isinstance(self.adv_steps, int) or self.adv_steps < 1:
             raise ValueError(f"adv_steps must be an integer >= 1, got {self.adv_steps!r}")
+        if not (math.isfinite(self.distill) and self.distill >= 0):
+            raise ValueError(f"distill must be >= 0, got {self.distill!r}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature!r}")
+        for name in ("distill_epochs", "distill_hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.distill and self.loss not in ("ce_count", "ce_membrane"):
+            raise ValueError(f"distill needs a loss on class scores (ce_count or ce_membrane), got loss={self.loss}")
+        if self.distill and self.encoder == "events":
+            raise ValueError("distill needs static inputs for the ANN teacher; encoder=events feeds event frames")
+        if self.distill and self.method != "bptt":
+            raise ValueError(f"distill trains with BPTT; method={self.method} has its own gradient")
         if self.adversarial != "none" and self.encoder != "direct":
             raise ValueError(f"adversarial={self.adversarial} needs encoder=direct (the attack differentiates the "
                              f"encoder; {self.encoder} spikes have no input gradient)")
@@ -256,6 +274,26 @@ def robust_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
     return adversarial_batch(model, x, y, cfg, generator)
 
 
+def make_teacher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                 generator: torch.Generator) -> nn.Module | None:
+    """The trained ANN teacher when ``cfg.distill`` (:func:`spikefed.snn.distill.train_teacher`), else None."""
+    if not cfg.distill:
+        return None
+    from .distill import train_teacher  # builds on this module
+
+    return train_teacher(model, as_float_batch(x, input_dtype(model)), y, cfg, generator)
+
+
+def distill_batch(teacher: nn.Module | None, x_static: torch.Tensor, cfg: TrainConfig
+                  ) -> Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor] | None:
+    """The batch's distillation ``loss_fn`` for :func:`backward_batch` (None without a teacher)."""
+    if teacher is None:
+        return None
+    from .distill import distill_loss_fn
+
+    return distill_loss_fn(teacher, x_static, cfg)
+
+
 def _detach_state(state: Any) -> Any:
     if isinstance(state, torch.Tensor):
         return state.detach()
@@ -350,8 +388,10 @@ def _eprop_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainC
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                 optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 extra_loss: Callable[[], torch.Tensor] | None = None,
-                on_batch: Callable[[int, float], None] | None = None) -> dict[str, float]:
-    """One pass over ``(x, y)`` in seeded shuffled mini-batches. Returns mean loss and training accuracy."""
+                on_batch: Callable[[int, float], None] | None = None,
+                teacher: nn.Module | None = None) -> dict[str, float]:
+    """One pass over ``(x, y)`` in seeded shuffled mini-batches. Returns mean loss and training accuracy.
+    ``teacher``: an ANN whose soft targets the loss adds (``cfg.distill``, :mod:`spikefed.snn.distill`)."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     dtype = input_dtype(model)
@@ -359,7 +399,7 @@ def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
         xb, yb = robust_batch(model, as_float_batch(xb, dtype), yb, cfg, generator)
         xs = encode_inputs(xb, cfg, generator)
         optimizer.zero_grad(set_to_none=True)
-        loss, out = backward_batch(model, xs, yb, cfg, extra_loss)
+        loss, out = backward_batch(model, xs, yb, cfg, extra_loss, loss_fn=distill_batch(teacher, xb, cfg))
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at batch {i}; lower the learning rate or enable grad_clip")
         if cfg.grad_clip is not None:
@@ -455,6 +495,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         generator: torch.Generator, x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Train for ``cfg.epochs`` epochs (cosine learning-rate schedule by default); returns per-epoch metrics."""
+    teacher = make_teacher(model, x_train, y_train, cfg, generator)
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_schedule
                  else None)
@@ -462,7 +503,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
     for epoch in range(cfg.epochs):
         row: dict[str, float] = {"epoch": epoch + 1}
         row.update({f"train_{k}": v for k, v in train_epoch(model, x_train, y_train, cfg, optimizer,
-                                                             generator).items()})
+                                                             generator, teacher=teacher).items()})
         if x_val is not None and y_val is not None:
             ev = evaluate(model, x_val, y_val, cfg, generator)
             row.update({"val_loss": ev.loss, "val_accuracy": ev.accuracy})
