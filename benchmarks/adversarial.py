@@ -7,13 +7,16 @@ through the surrogate (spikefed.snn.adversarial): FGSM at eps, PGD at eps with `
 local.adversarial=pgd, 3 steps) with the information-bottleneck penalty (local.ib_weight). Mean over seeds.
 
 Run:  .venv/bin/python benchmarks/adversarial.py [--seeds 0 1] [--eps 0.1] [--epochs 15]
+      [--json benchmarks/results/adversarial.json]
 Last line:  clean=A fgsm=B pgd=C robust_clean=D robust_fgsm=E robust_pgd=F
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -46,6 +49,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--pgd-steps", type=int, default=10)
     p.add_argument("--ib-weight", type=float, default=0.05)
+    p.add_argument("--json", type=Path, default=None, help="write the per-seed and mean accuracies here")
     args = p.parse_args()
     torch.set_num_threads(1)
     res: dict[str, list[float]] = {}
@@ -55,6 +59,9 @@ def main() -> None:
             for kind, acc in run(seed, robust, args).items():
                 res.setdefault(("robust_" if robust else "") + kind, []).append(acc)
     mean = {k: sum(v) / len(v) for k, v in res.items()}
+    if args.json is not None:
+        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)}, "per_seed": res,
+                                         "mean": mean}, indent=2))
     print(f"digits, eps={args.eps} (pixels in [0, 1]), T={args.steps}, seeds {args.seeds}, "
           f"{time.perf_counter() - start:.0f} s")
     print("| training | clean | FGSM | PGD |")

@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from spikefed.experiment.centralized import build_model
+from spikefed.experiment.config import ConfigError, TrainSettings, build_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,17 +32,20 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     ("model.init=variance_preserving;model.neuron=if", "init=variance_preserving needs a leaky membrane"),
     ("model.norm=batch", "model.norm"),
     ("model.dropout=1.0", "model.dropout"),
-    ("train.encoder=n_of_m;train.encoder_kwargs={m: 3}", "n_of_m"),
 ])
 def test_bad_options_give_one_line_errors(override: str, needle: str) -> None:
-    args = ["train"]
-    for item in override.split(";"):
-        args += ["--set", item]
-    args += ["--set", "train.epochs=1"]
-    r = _cli(*args)
-    assert r.returncode != 0
+    with pytest.raises((ConfigError, ValueError)) as info:
+        settings = build_settings(TrainSettings, overrides=override.split(";"))
+        build_model(settings, 64, 10, torch.Generator().manual_seed(0))
+    message = str(info.value)
+    assert needle in message and "\n" not in message
+
+
+def test_cli_reports_a_bad_encoder_option_in_one_line() -> None:
+    r = _cli("train", "--set", "train.encoder=n_of_m", "--set", "train.encoder_kwargs={m: 3}", "--set",
+             "train.epochs=1", "--set", "model.hidden=[8]")
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1 and needle in errors[0], r.stderr[-2000:]
+    assert r.returncode != 0 and len(errors) == 1 and "n_of_m" in errors[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
 
 
