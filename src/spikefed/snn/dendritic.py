@@ -76,7 +76,8 @@ class TwoCompartment(LIF):
         v0 = None if state is None else state.v
         d = lowpass(x, self.beta_d, d0)
         spikes, mem = lif_fused(self.soma_current(d), v0, self.beta_value(), self.threshold_value(),
-                                self.reset_value, self.reset, self.detach_reset, self.surrogate)
+                                self.reset_value, self.reset, self.detach_reset,  # type: ignore[arg-type]
+                                self.surrogate)
         return NeuronOutput(self._out(spikes), mem, DendriticState(d[-1], mem[-1]))
 
     def forward(self, x: torch.Tensor, state: DendriticState | None = None):  # type: ignore[override]

@@ -40,7 +40,7 @@ def variance_preserving_init(layers: Sequence[nn.Module], generator: torch.Gener
     """Re-initialise the ``weight`` of every layer (fan-in: ``weight[0].numel()``) in place; biases to 0."""
     with torch.no_grad():
         for layer in layers:
-            weight = layer.weight  # type: ignore[attr-defined]
+            weight: torch.Tensor = layer.weight  # type: ignore[attr-defined,assignment]
             sigma = vp_sigma(weight[0].numel(), rate, beta, target)
             weight.copy_((torch.rand(weight.shape, generator=generator, dtype=weight.dtype) * 2 - 1)
                          * sigma * math.sqrt(3.0))

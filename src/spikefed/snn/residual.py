@@ -45,7 +45,7 @@ class ResidualSpikingMLP(nn.Module):
         self.sizes, self.readout, self.norm, self.residual = sizes, readout, norm, bool(residual)
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        init_linear(self.linears, gen)
+        init_linear(self.linears, gen)  # type: ignore[arg-type]
         hidden = sizes[1:-1]
         threshold = float(neuron_kwargs.get("threshold", 1.0))
         self.norms = nn.ModuleList(ThresholdBatchNorm(h, threshold, norm_alpha) if norm == "tdbn" else nn.Identity()
@@ -77,7 +77,7 @@ class ResidualSpikingMLP(nn.Module):
             current = self.norms[i](time_invariant(self.linears[i], h))
             if self.residual and i > 0 and self.sizes[i] == self.sizes[i + 1]:
                 current = current + h
-            out = self.neurons[i].run(current, states[i])
+            out = self.neurons[i].run(current, states[i])  # type: ignore[operator]
             new_state.append(out.state)
             h = self.dropouts[i](out.spikes)
             hidden.append(h)
@@ -85,5 +85,5 @@ class ResidualSpikingMLP(nn.Module):
         if self.integrator is not None:
             mem, last = self.integrator(logits, states[-1])
             return ModelOutput(mem, mem, hidden, new_state + [last])
-        out = self.neurons[-1].run(logits, states[-1])
+        out = self.neurons[-1].run(logits, states[-1])  # type: ignore[operator]
         return ModelOutput(out.spikes, out.membrane, hidden + [out.spikes], new_state + [out.state])

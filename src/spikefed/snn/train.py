@@ -7,6 +7,10 @@ epochs together (used by ``spikefed train`` and, per client, by the federated en
 Objective for a batch (``o``: model output ``[T, B, C]``, ``s_l``: spikes of hidden layer ``l``)::
 
     L = loss(o, y) + l1 * mean|s| + l2 * mean_{b,n} (count/T)^2 + bounds * sum_l penalty(rate_l; lower, upper)
+        + ib_weight * L_IB(s; ib_rate)                          (information bottleneck, snn.bottleneck)
+        + distill * tau^2 * KL(teacher || student)              (ANN-to-SNN distillation, snn.distill)
+
+With ``adversarial`` (fgsm / pgd) each batch is trained together with its adversarial copies (snn.adversarial).
 
 Gradient (``method``): ``bptt`` back-propagates through time with autograd; ``eprop`` computes the e-prop
 gradient online in one forward pass (:mod:`spikefed.snn.online`; memory independent of T; needs the leaky
