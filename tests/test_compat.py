@@ -32,6 +32,8 @@ TRIGGERS: dict[str, list[str]] = {
     "fleet-eprop": [FLEET, "local.method=eprop", "local.loss=ce_membrane", "local.membrane_reduction=time_mean",
                     "model.readout=membrane"],
     "fleet-engine": [FLEET, "federation.engine=sequential"],
+    "fleet-blocks": [FLEET, "model.norm=tdbn"],
+    "fleet-robust-training": [FLEET, "local.ib_weight=0.1"],
     "flower-scaffold": ["federation.strategy=scaffold"],
     "flower-faults": ["faults.dropout=0.1"],
     "flower-attack": ["robustness.attack=boost"],

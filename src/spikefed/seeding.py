@@ -92,6 +92,9 @@ class Purpose(enum.IntEnum):
     AVAILABILITY = 7103  # a client's diurnal phase (round=None); whether it is online in a round
     # local learning rules beyond e-prop (issue 17, snn.feedback / snn.decolle)
     LOCAL_RULE = 3002  # fixed random feedback / read-out matrices of FA, DFA, DRTP, DECOLLE (index: layer)
+    # neurons, coding and robust training (issue 17, part B)
+    DROPOUT = 7201  # masks of the time-fixed dropout layers (model.dropout; index: layer)
+    ADVERSARIAL = 7202  # benchmarks/adversarial.py and examples: training shuffles (index 0), PGD random starts (1)
 
     @property
     def layout(self) -> _Layout:
@@ -117,6 +120,7 @@ _LAYOUTS: dict[Purpose, _Layout] = {
     Purpose.CLIENT_LOSS: _Layout(True, False),
     Purpose.AVAILABILITY: _Layout(True, False),
     Purpose.LOCAL_RULE: _Layout(False, True),
+    Purpose.ADVERSARIAL: _Layout(False, True),
 }
 
 

@@ -8,8 +8,11 @@ from typing import Any, Callable
 import torch
 
 from ..data.digits import DatasetSplit, load_digits_split
+from ..seeding import Purpose, derive_seed
+from ..snn.init import variance_preserving_init
 from ..snn.models import SpikingMLP
 from ..snn.local import RULE_METHODS, rule_support
+from ..snn.residual import ResidualSpikingMLP
 from ..snn.online import eprop_support
 from ..snn.train import evaluate, fit
 from .config import ConfigError, DataSettings, TrainSettings
@@ -31,11 +34,24 @@ def load_data(settings: TrainSettings) -> DatasetSplit:
 
 
 def build_model(settings: TrainSettings, in_features: int, num_classes: int,
-                generator: torch.Generator) -> SpikingMLP:
+                generator: torch.Generator) -> Any:
     m = settings.model
     out = num_classes * settings.train.population
-    model = SpikingMLP([in_features, *m.hidden, out], neuron=m.neuron, readout=m.readout, generator=generator,
-                       **m.neuron_kwargs())
+    sizes = [in_features, *m.hidden, out]
+    model: Any
+    try:
+        if m.blocks():
+            model = ResidualSpikingMLP(sizes, neuron=m.neuron, readout=m.readout, generator=generator,
+                                       dropout_seed=derive_seed(settings.seed, Purpose.DROPOUT) % 2**32,
+                                       **m.blocks(), **m.neuron_kwargs())
+        else:
+            model = SpikingMLP(sizes, neuron=m.neuron, readout=m.readout, generator=generator,
+                               **m.neuron_kwargs())
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.neuron={m.neuron} (model.neuron_options={m.neuron_options}): {e}") from None
+    if m.init == "variance_preserving":
+        variance_preserving_init(model.linears, generator, m.init_rate, m.beta if m.neuron != "if" else 0.0,
+                                 m.threshold)
     if settings.train.method == "eprop":
         reason = eprop_support(model, settings.train.membrane_reduction, settings.train.population)
         if reason is not None:

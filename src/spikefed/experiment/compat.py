@@ -152,6 +152,17 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: bool(s.devices.fleet) and s.local.method != "bptt",
             lambda s: f"devices.fleet: devices train with BPTT on the batched engine; local.method={s.local.method} "
                       "is not supported on a fleet"),
+    Refusal("fleet-blocks", "run", ("devices.fleet", "model.norm", "model.dropout", "model.residual"),
+            lambda s: bool(s.devices.fleet) and bool(s.model.blocks()),
+            lambda s: "devices.fleet: a device runs Linear -> LIF/IF layers (its mismatch and calibration model "
+                      "that core); model.norm, model.dropout and model.residual add layers it has no circuit for"),
+    Refusal("fleet-robust-training", "run", ("devices.fleet", "local.adversarial", "local.ib_weight",
+                                              "local.distill"),
+            lambda s: bool(s.devices.fleet) and bool(s.local.adversarial != "none" or s.local.ib_weight
+                                                     or s.local.distill),
+            lambda s: "devices.fleet: devices train the batched engine's plain objective; local.adversarial, "
+                      "local.ib_weight and local.distill change the objective per batch (attacks, teacher) and "
+                      "train on the sequential engine only"),
     Refusal("fleet-engine", "run", ("devices.fleet", "federation.engine"),
             lambda s: bool(s.devices.fleet) and s.federation.engine != "cohort",
             lambda s: "devices.fleet: devices train on the batched cohort engine; set federation.engine=cohort "

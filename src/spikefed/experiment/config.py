@@ -138,15 +138,25 @@ def _match_event_data(local: "LocalTrainSettings", data: DataSettings | None, se
     return local
 
 
+#: ``model.neuron_options`` each neuron model accepts (issue 17)
+NEURON_OPTIONS: dict[str, tuple[str, ...]] = {
+    "izhikevich": ("preset", "a", "b", "c", "d", "dt", "substeps", "input_scale", "v_peak", "v_scale"),
+    "srm": ("tau_m", "tau_s", "tau_r", "eta0"),
+    "dendritic": ("beta_d", "theta_d", "kappa", "g_d", "dendritic_surrogate", "dendritic_slope"),
+}
+
+
 class ModelSettings(_Section):
     """Spiking network architecture and neuron options."""
 
     kind: Literal["mlp"] = Field("mlp", description="network type: mlp, fully connected spiking layers (your own "
                                  "model: the Python API, docs/api.md)")
     hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths")
-    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif"] = Field(
+    neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif", "izhikevich", "srm", "dendritic"] = Field(
         "lif", description="spiking neuron: lif (leaky integrate-and-fire), if (no leak), synaptic (LIF fed by a "
-        "decaying input current), alif (LIF with an adaptive threshold), rlif / ralif (recurrent LIF / ALIF)")
+        "decaying input current), alif (LIF with an adaptive threshold), rlif / ralif (recurrent LIF / ALIF), "
+        "izhikevich (regular-spiking preset), srm (spike-response kernel model), dendritic (two-compartment "
+        "neuron with a dendritic spike); docs/neurons_coding.md")
     readout: Literal["spikes", "membrane"] = Field(
         "spikes", description="output layer: spikes (spiking neurons, classes by spike count) or membrane (a "
         "non-spiking leaky integrator, classes by potential; for the membrane losses)")
@@ -161,6 +171,45 @@ class ModelSettings(_Section):
     slope: float | None = Field(None, gt=0, description="surrogate slope (null: the surrogate's default)")
     learn_beta: bool = Field(False, description="train each neuron's decay")
     learn_threshold: bool = Field(False, description="train each neuron's threshold")
+    # -- issue 17 (part B): neuron options, initialisation, normalisation, dropout, residual blocks
+    neuron_options: dict[str, float | int | str] = Field(
+        default_factory=dict, description="options of the izhikevich / srm / dendritic neurons, e.g. {preset: fs} "
+        "or {tau_m: 10, tau_s: 2.5} or {theta_d: 1.0, kappa: 0.5} (docs/neurons_coding.md)")
+    init: Literal["default", "variance_preserving"] = Field(
+        "default", description="weights: default (uniform, +-sqrt(3/fan_in)) or variance_preserving (membrane "
+        "variance equal to threshold^2 in every layer for Bernoulli inputs at init_rate; docs/neurons_coding.md)")
+    init_rate: float = Field(0.2, gt=0, le=1, description="init=variance_preserving: assumed input spike rate")
+    norm: Literal["none", "tdbn"] = Field(
+        "none", description="normalise each hidden layer's input current over batch and time (tdbn, scaled by "
+        "threshold) or not")
+    dropout: float = Field(0.0, ge=0, lt=1, description="drop probability of hidden neurons, one mask per sequence")
+    residual: bool = Field(False, description="identity shortcut of the previous hidden layer's spikes into the "
+                                              "input current (hidden layers of equal width)")
+
+    @field_validator("neuron_options")
+    @classmethod
+    def _neuron_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        neuron = info.data.get("neuron")
+        if v and neuron not in ("izhikevich", "srm", "dendritic"):
+            raise ValueError(f"neuron_options apply to the izhikevich, srm and dendritic neurons, not {neuron!r}")
+        valid = NEURON_OPTIONS.get(str(neuron), ())
+        unknown = sorted(set(v) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for neuron {neuron}; valid: {', '.join(valid)}")
+        return v
+
+    @model_validator(mode="after")
+    def _init_needs_leak(self) -> "ModelSettings":
+        if self.init == "variance_preserving" and self.neuron == "if":
+            raise ValueError("init=variance_preserving needs a leaky membrane (beta < 1): the derivation's "
+                             "stationary variance is infinite for neuron=if")
+        return self
+
+    def blocks(self) -> dict[str, Any]:
+        """Options of :class:`~spikefed.snn.residual.ResidualSpikingMLP` (``{}`` when a plain MLP does)."""
+        if self.norm == "none" and self.dropout == 0 and not self.residual:
+            return {}
+        return dict(norm=self.norm, dropout=self.dropout, residual=self.residual)
 
     @field_validator("hidden")
     @classmethod
@@ -177,6 +226,7 @@ class ModelSettings(_Section):
                                   learn_threshold=self.learn_threshold)
         if self.neuron != "if":
             kw.update(beta=self.beta, learn_beta=self.learn_beta)
+        kw.update(self.neuron_options)
         return kw
 
 
@@ -248,9 +298,35 @@ class LocalTrainSettings(_Section):
                                         "steps")
     stdp_normalize: bool = Field(True, description="stdp: synaptic scaling, each neuron's incoming weights keep "
                                  "their L2 norm after every update (stops runaway potentiation)")
+    # -- issue 17 (part B): robust training (docs/robustness.md, "Adversarial robustness")
+    ib_weight: float = Field(0.0, ge=0, description="weight of the information-bottleneck penalty (KL of each "
+                                                    "hidden neuron's spike rate to Bernoulli(ib_rate))")
+    ib_rate: float = Field(0.1, gt=0, lt=1, description="ib_weight: prior firing rate of the bottleneck")
+    adversarial: Literal["none", "fgsm", "pgd"] = Field(
+        "none", description="adversarial training: each batch plus its FGSM or PGD copies (needs encoder=direct)")
+    adv_eps: float = Field(0.1, gt=0, description="adversarial: attack radius, L-infinity, in input units")
+    adv_steps: int = Field(5, ge=1, description="adversarial=pgd: projected sign-gradient steps")
+    distill: float = Field(0.0, ge=0, description="ANN-to-SNN distillation: weight of the KL to a ReLU teacher's "
+                           "softened outputs (0: off; loss ce_count or ce_membrane; docs/neurons_coding.md)")
+    distill_temperature: float = Field(2.0, gt=0, description="distill: softmax temperature of the soft targets")
+    distill_epochs: int = Field(20, ge=1, description="distill: training epochs of the ANN teacher")
+    distill_hidden: int = Field(128, ge=1, description="distill: hidden width of the ANN teacher")
 
 
 
+
+    @model_validator(mode="after")
+    def _distill_options(self) -> "LocalTrainSettings":
+        if self.distill:
+            self.to_train_config()  # raises ValueError naming what distillation cannot combine with
+        return self
+
+    @model_validator(mode="after")
+    def _adversarial_encoder(self) -> "LocalTrainSettings":
+        if self.adversarial != "none" and self.encoder != "direct":
+            raise ValueError(f"adversarial={self.adversarial} needs encoder=direct (the attack differentiates the "
+                             f"encoder; {self.encoder} spikes have no input gradient)")
+        return self
 
     @model_validator(mode="after")
     def _eprop_options(self) -> "LocalTrainSettings":

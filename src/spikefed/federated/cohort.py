@@ -90,6 +90,8 @@ def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
         return "the batched cohort engine runs full BPTT (tbptt must be unset)"
     if cfg.method != "bptt":
         return f"the batched cohort engine runs BPTT; method={cfg.method} trains on the sequential engine"
+    if cfg.ib_weight or cfg.adversarial != "none" or cfg.distill:
+        return "the information bottleneck, adversarial training and distillation run on the sequential engine"
     return None
 
 
@@ -400,7 +402,7 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
     if step_budgets is not None and len(step_budgets) != len(clients):
         raise ValueError(f"step_budgets has {len(step_budgets)} entries for {len(clients)} clients")
     from ..manifold import copy_module, project_parameters_
-    from ..snn.train import backward_batch, encode_inputs
+    from ..snn.train import backward_batch, distill_batch, encode_inputs, make_teacher, robust_batch
 
     updates = []
     for i, (c, gen) in enumerate(zip(clients, generators)):
@@ -423,11 +425,13 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
                     out = out + penalty.value({n: params[n] for n in names})
                 return out
         schedule = client_schedule(c.num_samples, cfg, gen, step_budgets[i] if step_budgets is not None else None)
+        teacher = make_teacher(local, c.x, c.y, cfg, gen)  # local.distill: the client's own ANN teacher
         loss_sum, correct, seen = 0.0, 0, 0
         for batch in schedule:
-            xb, yb = as_float_batch(c.x[batch], input_dtype(local)), c.y[batch]
+            xb, yb = robust_batch(local, as_float_batch(c.x[batch], input_dtype(local)), c.y[batch], cfg, gen)
             opt.zero_grad(set_to_none=True)
-            loss, out = backward_batch(local, encode_inputs(xb, cfg, gen), yb, cfg, extra)
+            loss, out = backward_batch(local, encode_inputs(xb, cfg, gen), yb, cfg, extra,
+                                       loss_fn=distill_batch(teacher, xb, cfg))
             if correction is not None:
                 for n in names:
                     grad = params[n].grad
@@ -438,9 +442,9 @@ def train_sequential(model: torch.nn.Module, global_params: ParamDict, clients: 
             opt.step()
             project_parameters_(local)
             task = float(task_loss(out.output.detach(), yb, cfg))
-            loss_sum += task * len(batch)
+            loss_sum += task * yb.shape[0]
             correct += int((predict(out.output.detach(), cfg) == yb).sum())
-            seen += len(batch)
+            seen += yb.shape[0]
         new = {n: params[n].detach().clone() for n in names}
         control_delta = None
         if fit.server_control is not None:

@@ -12,7 +12,11 @@ name           rule                                                         inpu
 ``delta``      ON if x[t] - x[t-1] >= thr, OFF if <= -thr                   sequence [T, B, ...]
 ``direct``     I[t] = x for every t (constant current, not spikes)           any real x
 ``events``     s[t] = x[:, t] (pre-binned event frames, a transposed view)   [B, T, ...]
+``rank_order`` each positive channel fires once, in order of decreasing x     any real x
+``n_of_m``     only the n largest positive channels fire, in rank order     any real x
 =============  ===========================================================  ==============
+
+``rank_order`` and ``n_of_m`` (and their decoders) live in :mod:`spikefed.snn.ordinal`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import math
 from typing import Any
 
 import torch
+
+from .ordinal import n_of_m, rank_order
 
 __all__ = [
     "ENCODERS",
@@ -37,7 +43,7 @@ __all__ = [
     "encode",
 ]
 
-ENCODERS: tuple[str, ...] = ("rate", "latency", "delta", "direct", "events")
+ENCODERS: tuple[str, ...] = ("rate", "latency", "delta", "direct", "events", "rank_order", "n_of_m")
 #: Encoders whose input already is a sequence (not a static sample).
 SEQUENCE_ENCODERS: tuple[str, ...] = ("delta", "events")
 STOCHASTIC_ENCODERS: tuple[str, ...] = ("rate",)
@@ -280,6 +286,8 @@ _KWARGS: dict[str, tuple[str, ...]] = {
     "delta": ("threshold", "polarity", "initial"),
     "direct": (),
     "events": (),
+    "rank_order": (),
+    "n_of_m": ("n",),
 }
 
 
@@ -330,4 +338,8 @@ def encode(
         return rate(x, num_steps, generator=generator, **kwargs)  # type: ignore[arg-type]
     if name == "latency":
         return latency(x, num_steps, **kwargs)
+    if name == "rank_order":
+        return rank_order(x, num_steps)
+    if name == "n_of_m":
+        return n_of_m(x, num_steps, **kwargs)
     return direct(x, num_steps)

@@ -471,8 +471,30 @@ NEURONS: dict[str, type[LIF]] = {
 RECURRENT_NEURONS: tuple[type[LIF], ...] = (RecurrentLIF, RecurrentALIF)
 
 
+#: neuron models in their own modules (issue 17): built through :func:`make_neuron` like the ones above
+MODEL_NEURONS: tuple[str, ...] = ("izhikevich", "srm", "dendritic")
+
+
+def _model_neuron(kind: str) -> type[LIF]:
+    """The class of a neuron in :data:`MODEL_NEURONS` (imported here: those modules build on this one)."""
+    if kind == "izhikevich":
+        from .izhikevich import Izhikevich
+
+        return Izhikevich
+    if kind == "srm":
+        from .srm import SRM
+
+        return SRM
+    from .dendritic import TwoCompartment
+
+    return TwoCompartment
+
+
 def make_neuron(kind: str, features: int | tuple[int, ...] | None = None, **kwargs) -> LIF:
-    """Build a neuron layer by name (``if``, ``lif``, ``synaptic``, ``alif``, ``rlif``, ``ralif``)."""
+    """Build a neuron layer by name (``if``, ``lif``, ``synaptic``, ``alif``, ``rlif``, ``ralif``,
+    ``izhikevich``, ``srm``, ``dendritic``)."""
+    if kind in MODEL_NEURONS:
+        return _model_neuron(kind)(features, **kwargs)
     if kind not in NEURONS:
-        raise ValueError(f"unknown neuron {kind!r}; valid: {', '.join(NEURONS)}")
+        raise ValueError(f"unknown neuron {kind!r}; valid: {', '.join((*NEURONS, *MODEL_NEURONS))}")
     return NEURONS[kind](features, **kwargs)

@@ -7,6 +7,10 @@ epochs together (used by ``spikefed train`` and, per client, by the federated en
 Objective for a batch (``o``: model output ``[T, B, C]``, ``s_l``: spikes of hidden layer ``l``)::
 
     L = loss(o, y) + l1 * mean|s| + l2 * mean_{b,n} (count/T)^2 + bounds * sum_l penalty(rate_l; lower, upper)
+        + ib_weight * L_IB(s; ib_rate)                          (information bottleneck, snn.bottleneck)
+        + distill * tau^2 * KL(teacher || student)              (ANN-to-SNN distillation, snn.distill)
+
+With ``adversarial`` (fgsm / pgd) each batch is trained together with its adversarial copies (snn.adversarial).
 
 Gradient (``method``): ``bptt`` back-propagates through time with autograd; ``eprop`` computes the e-prop
 gradient online in one forward pass (:mod:`spikefed.snn.online`; memory independent of T; needs the leaky
@@ -36,6 +40,7 @@ from ..data.digits import iterate_batches
 from ..manifold import project_parameters_
 from . import decoding, losses
 from .decolle import decolle_backward
+from .bottleneck import ib_penalty
 from .encoding import ENCODERS, SEQUENCE_ENCODERS, encode
 from .feedback import BACKWARDS as FEEDBACK_BACKWARDS
 from .local import RULE_METHODS, check_rule_support
@@ -95,6 +100,16 @@ class TrainConfig:
     stdp_reward: bool = False  # reward-modulated (three-factor) STDP
     stdp_tau_eligibility: float = 25.0  # steps
     stdp_normalize: bool = True  # synaptic scaling: each neuron keeps the L2 norm of its incoming weights
+    # -- robustness (issue 17): information bottleneck (snn.bottleneck), adversarial training (snn.adversarial)
+    ib_weight: float = 0.0  # weight of the variational IB penalty on hidden spikes
+    ib_rate: float = 0.1  # its prior firing rate r
+    adversarial: str = "none"  # none | fgsm | pgd: train on clean + adversarial copies of each batch
+    adv_eps: float = 0.1  # attack radius (L-infinity, input units)
+    adv_steps: int = 5  # pgd: projected sign-gradient steps
+    distill: float = 0.0  # weight of the ANN teacher's soft targets (snn.distill); 0: no distillation
+    distill_temperature: float = 2.0  # softmax temperature of the soft targets
+    distill_epochs: int = 20  # epochs of the ANN teacher
+    distill_hidden: int = 128  # hidden width of the ANN teacher
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -132,6 +147,36 @@ class TrainConfig:
             self._check_eprop()
         if self.method in RULE_METHODS:
             self._check_rule()
+        self._check_robust()
+
+    def _check_robust(self) -> None:
+        if not (math.isfinite(self.ib_weight) and self.ib_weight >= 0):
+            raise ValueError(f"ib_weight must be >= 0, got {self.ib_weight!r}")
+        if not 0 < self.ib_rate < 1:
+            raise ValueError(f"ib_rate (IB prior firing rate) must lie in (0, 1), got {self.ib_rate!r}")
+        if self.adversarial not in ("none", "fgsm", "pgd"):
+            raise ValueError(f"unknown adversarial {self.adversarial!r}; valid: none, fgsm, pgd")
+        if not (math.isfinite(self.adv_eps) and self.adv_eps > 0):
+            raise ValueError(f"adv_eps must be > 0, got {self.adv_eps!r}")
+        if isinstance(self.adv_steps, bool) or not isinstance(self.adv_steps, int) or self.adv_steps < 1:
+            raise ValueError(f"adv_steps must be an integer >= 1, got {self.adv_steps!r}")
+        if not (math.isfinite(self.distill) and self.distill >= 0):
+            raise ValueError(f"distill must be >= 0, got {self.distill!r}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature!r}")
+        for name in ("distill_epochs", "distill_hidden"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.distill and self.loss not in ("ce_count", "ce_membrane"):
+            raise ValueError(f"distill needs a loss on class scores (ce_count or ce_membrane), got loss={self.loss}")
+        if self.distill and self.encoder == "events":
+            raise ValueError("distill needs static inputs for the ANN teacher; encoder=events feeds event frames")
+        if self.distill and self.method != "bptt":
+            raise ValueError(f"distill trains with BPTT; method={self.method} has its own gradient")
+        if self.adversarial != "none" and self.encoder != "direct":
+            raise ValueError(f"adversarial={self.adversarial} needs encoder=direct (the attack differentiates the "
+                             f"encoder; {self.encoder} spikes have no input gradient)")
 
     def _check_eprop(self) -> None:
         """e-prop needs an instantaneous loss (one that decomposes over time) and no BPTT-only options."""
@@ -141,7 +186,7 @@ class TrainConfig:
                              f"membrane_reduction={self.membrane_reduction})")
         if self.tbptt is not None:
             raise ValueError("method=eprop is online (no backward pass over time); unset tbptt")
-        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds") if getattr(self, n)]
+        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds", "ib_weight") if getattr(self, n)]
         if active:
             raise ValueError(f"method=eprop does not support activity regularisers; set {', '.join(active)} to 0")
         if self.population != 1:
@@ -259,7 +304,40 @@ def objective(output: torch.Tensor, hidden: list[torch.Tensor], y: torch.Tensor,
     if spiking and cfg.reg_bounds:
         loss = loss + cfg.reg_bounds * sum(
             losses.firing_rate_bounds(s, cfg.rate_lower, cfg.rate_upper) for s in spiking)
+    if spiking and cfg.ib_weight:
+        loss = loss + cfg.ib_weight * ib_penalty(spiking, cfg.ib_rate)
     return loss
+
+
+def robust_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The static batch to train on: ``(x, y)``, or with ``cfg.adversarial`` the clean samples and their
+    adversarial copies (:func:`spikefed.snn.adversarial.adversarial_batch`)."""
+    if cfg.adversarial == "none":
+        return x, y
+    from .adversarial import adversarial_batch  # builds on this module
+
+    return adversarial_batch(model, x, y, cfg, generator)
+
+
+def make_teacher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                 generator: torch.Generator) -> nn.Module | None:
+    """The trained ANN teacher when ``cfg.distill`` (:func:`spikefed.snn.distill.train_teacher`), else None."""
+    if not cfg.distill:
+        return None
+    from .distill import train_teacher  # builds on this module
+
+    return train_teacher(model, as_float_batch(x, input_dtype(model)), y, cfg, generator)
+
+
+def distill_batch(teacher: nn.Module | None, x_static: torch.Tensor, cfg: TrainConfig
+                  ) -> Callable[[torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor] | None:
+    """The batch's distillation ``loss_fn`` for :func:`backward_batch` (None without a teacher)."""
+    if teacher is None:
+        return None
+    from .distill import distill_loss_fn
+
+    return distill_loss_fn(teacher, x_static, cfg)
 
 
 def _detach_state(state: Any) -> Any:
@@ -379,15 +457,18 @@ def _rule_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
 def train_epoch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
                 optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 extra_loss: Callable[[], torch.Tensor] | None = None,
-                on_batch: Callable[[int, float], None] | None = None) -> dict[str, float]:
-    """One pass over ``(x, y)`` in seeded shuffled mini-batches. Returns mean loss and training accuracy."""
+                on_batch: Callable[[int, float], None] | None = None,
+                teacher: nn.Module | None = None) -> dict[str, float]:
+    """One pass over ``(x, y)`` in seeded shuffled mini-batches. Returns mean loss and training accuracy.
+    ``teacher``: an ANN whose soft targets the loss adds (``cfg.distill``, :mod:`spikefed.snn.distill`)."""
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     dtype = input_dtype(model)
     for i, (xb, yb) in enumerate(iterate_batches(x, y, cfg.batch_size, generator=generator)):
-        xs = encode_inputs(as_float_batch(xb, dtype), cfg, generator)
+        xb, yb = robust_batch(model, as_float_batch(xb, dtype), yb, cfg, generator)
+        xs = encode_inputs(xb, cfg, generator)
         optimizer.zero_grad(set_to_none=True)
-        loss, out = backward_batch(model, xs, yb, cfg, extra_loss)
+        loss, out = backward_batch(model, xs, yb, cfg, extra_loss, loss_fn=distill_batch(teacher, xb, cfg))
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at batch {i}; lower the learning rate or enable grad_clip")
         if cfg.grad_clip is not None:
@@ -483,6 +564,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
         generator: torch.Generator, x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
     """Train for ``cfg.epochs`` epochs (cosine learning-rate schedule by default); returns per-epoch metrics."""
+    teacher = make_teacher(model, x_train, y_train, cfg, generator)
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs) if cfg.cosine_schedule
                  else None)
@@ -490,7 +572,7 @@ def fit(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, cfg: Tra
     for epoch in range(cfg.epochs):
         row: dict[str, float] = {"epoch": epoch + 1}
         row.update({f"train_{k}": v for k, v in train_epoch(model, x_train, y_train, cfg, optimizer,
-                                                             generator).items()})
+                                                             generator, teacher=teacher).items()})
         if x_val is not None and y_val is not None:
             ev = evaluate(model, x_val, y_val, cfg, generator)
             row.update({"val_loss": ev.loss, "val_accuracy": ev.accuracy})
