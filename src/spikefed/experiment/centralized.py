@@ -8,10 +8,8 @@ from typing import Any, Callable
 import torch
 
 from ..data.digits import DatasetSplit, load_digits_split
-from ..snn.models import SpikingMLP
-from ..snn.online import eprop_support
 from ..snn.train import evaluate, fit
-from .config import ConfigError, DataSettings, TrainSettings
+from .config import DataSettings, TrainSettings
 
 
 def load_dataset(data: DataSettings, seed: int) -> DatasetSplit:
@@ -30,21 +28,16 @@ def load_data(settings: TrainSettings) -> DatasetSplit:
 
 
 def build_model(settings: TrainSettings, in_features: int, num_classes: int,
-                generator: torch.Generator) -> SpikingMLP:
-    m = settings.model
-    out = num_classes * settings.train.population
-    model = SpikingMLP([in_features, *m.hidden, out], neuron=m.neuron, readout=m.readout, generator=generator,
-                       **m.neuron_kwargs())
-    if settings.train.method == "eprop":
-        reason = eprop_support(model, settings.train.membrane_reduction, settings.train.population)
-        if reason is not None:
-            raise ConfigError(f"method=eprop: {reason}")
-    return model
+                generator: torch.Generator, feature_shape: tuple[int, ...] | None = None) -> torch.nn.Module:
+    """The configured network (every ``model.kind``): :func:`spikefed.experiment.models.build_model`."""
+    from .models import build_model as build
+
+    return build(settings, in_features, num_classes, generator, feature_shape)
 
 
 def run_centralized(settings: TrainSettings,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train a spiking MLP on the configured data; every random choice comes from generators seeded by
+    """Train the configured spiking network (``model.kind``) on the configured data; every random choice comes from generators seeded by
     ``settings.seed``. Returns the metrics that ``spikefed train --json`` prints."""
     start = time.perf_counter()
     torch.manual_seed(settings.seed)  # only as a guard: all sampling below uses explicit generators
@@ -56,8 +49,10 @@ def run_centralized(settings: TrainSettings,
     test = evaluate(model, data.x_test, data.y_test, cfg, gen)
     seconds = time.perf_counter() - start
     rates = test.firing_rate
-    widths = model.sizes[1:1 + len(rates)]  # every spiking layer, the spiking output layer included
-    mean_rate = sum(r * n for r, n in zip(rates, widths)) / sum(widths) if rates else 0.0
+    from .models import hidden_widths
+
+    widths = hidden_widths(model)[:len(rates)]  # every spiking layer, the spiking output layer included
+    mean_rate = sum(r * n for r, n in zip(rates, widths)) / sum(widths) if rates and widths else 0.0
     return {
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,

@@ -151,7 +151,8 @@ def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
     gen = torch_generator(settings.seed, Purpose.INIT)
     if model is None:
         model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
-                                          train=settings.local), data.step_features, data.num_classes, gen)
+                                          train=settings.local), data.step_features, data.num_classes, gen,
+                            tuple(data.feature_shape[1:] if data.sequence else data.feature_shape))
     if strategy is None:
         strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
     strategy.set_weighting(settings.federation.weights)
