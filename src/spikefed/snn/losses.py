@@ -191,7 +191,8 @@ def membrane_rate_loss(
     _check_outputs_targets("mem", mem, targets)
     hi = _check_number("correct", correct)
     lo = _check_number("incorrect", incorrect)
-    wanted = torch.where(F.one_hot(targets, mem.shape[-1]).to(torch.bool), hi, lo).to(mem.dtype)
+    is_target = F.one_hot(targets, mem.shape[-1]).to(torch.bool)
+    wanted = torch.where(is_target, torch.full_like(mem[0], hi), torch.full_like(mem[0], lo))
     return 0.5 * (mem - wanted.unsqueeze(0)).pow(2).sum(dim=(0, 2)).mean()
 
 
