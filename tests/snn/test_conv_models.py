@@ -149,3 +149,13 @@ def test_recurrent_hidden_with_feed_forward_output() -> None:
     assert kinds == ["RecurrentALIF", "ALIF"]
     out = model(_input((4, 2, 5)).float())
     assert out.output.shape == (4, 2, 3)
+
+
+def test_nir_export_refuses_what_its_chain_cannot_hold() -> None:
+    from spikefed.interop.nir import to_nir
+    from spikefed.interop.nir.common import NIRConversionError
+
+    with pytest.raises(NIRConversionError, match="pooling=sum"):
+        to_nir(SpikingConvNet((1, 8, 8), 3, channels=(2,), pooling="sum"))
+    with pytest.raises(NIRConversionError, match="delays"):
+        to_nir(SpikingMLP([4, 3, 2], delays=2))

@@ -80,6 +80,12 @@ LATER_FEDERATION_KEYS = ("weights", "qffl_q", "qffl_lipschitz", "selection", "se
                          "availability_period", "availability_low", "availability_high")
 
 
+#: model and local keys added with every model kind (issue 13): out of the fingerprint while at their defaults
+LATER_MODEL_KEYS = ("channels", "kernel", "stride", "padding", "pooling", "pool", "residual", "delays",
+                    "learn_reset", "graded", "refractory")
+LATER_LOCAL_KEYS = ("reg_membrane_l1", "reg_membrane_l2")
+
+
 def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
     f = settings.federation
     kw: dict[str, Any] = {}
@@ -247,6 +253,12 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
             d["federation"].pop(key)
     if "robustness" in d and settings.robustness.defense != "fltrust":  # keys added later, used only by fltrust
         d["robustness"].pop("root_size")
+    for key in LATER_MODEL_KEYS:  # model keys added later (issue 13): likewise, while at their defaults
+        if getattr(settings.model, key) == getattr(defaults.model, key):
+            d["model"].pop(key)
+    for key in LATER_LOCAL_KEYS:
+        if getattr(settings.local, key) == getattr(defaults.local, key):
+            d["local"].pop(key)
     if not settings.federation.strategy_args:  # added with the Python API's strategy registry
         d["federation"].pop("strategy_args")
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
