@@ -37,8 +37,8 @@ def build_model(settings: TrainSettings, in_features: int, num_classes: int,
 
 def run_centralized(settings: TrainSettings,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train the configured spiking network (``model.kind``) on the configured data; every random choice comes from generators seeded by
-    ``settings.seed``. Returns the metrics that ``spikefed train --json`` prints."""
+    """Train the configured spiking network (``model.kind``) on the configured data; every random choice comes
+    from generators seeded by ``settings.seed``. Returns the metrics that ``spikefed train --json`` prints."""
     start = time.perf_counter()
     torch.manual_seed(settings.seed)  # only as a guard: all sampling below uses explicit generators
     data = load_data(settings)

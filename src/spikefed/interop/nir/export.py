@@ -86,10 +86,10 @@ def view_mlp(model: SpikingMLP, input_shape: Sequence[int] | None
 @register_model_view(SpikingConvNet)
 def view_convnet(model: SpikingConvNet, input_shape: Sequence[int] | None
                  ) -> tuple[GraphExecutor, tuple[int, ...], dict[str, Any]]:
-    extra = [what for what, used in (("residual blocks", any(model.residual)), ("axonal delays", model.delay is not None),
-                                     (f"pooling={model.pooling}", model.pooling != "max"),
-                                     ("no pooling (pool=1)", not isinstance(model.pool, nn.MaxPool2d)))
-             if used]
+    checks = (("residual blocks", any(model.residual)), ("axonal delays", model.delay is not None),
+              (f"pooling={model.pooling}", model.pooling != "max"),
+              ("no pooling (pool=1)", not isinstance(model.pool, nn.MaxPool2d)))
+    extra = [what for what, used in checks if used]
     if extra:
         raise NIRConversionError(f"cannot export this SpikingConvNet to NIR: {', '.join(extra)} have no node in "
                                  "spikefed's NIR chain (conv -> neuron -> max pool blocks)")
