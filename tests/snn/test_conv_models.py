@@ -159,3 +159,18 @@ def test_nir_export_refuses_what_its_chain_cannot_hold() -> None:
         to_nir(SpikingConvNet((1, 8, 8), 3, channels=(2,), pooling="sum"))
     with pytest.raises(NIRConversionError, match="delays"):
         to_nir(SpikingMLP([4, 3, 2], delays=2))
+
+
+def test_conv_delays_shift_the_flattened_features_before_the_read_out() -> None:
+    model = _model(channels=(2,), delays=3)
+    with torch.no_grad():
+        model.delay.delays.copy_(torch.arange(model.delay.features, dtype=torch.float64) % 3)
+    x = _input()
+    t, b = x.shape[:2]
+    conv = model.convs[0]
+    cur = F.conv2d(x.reshape(t * b, 2, 8, 8), conv.weight, conv.bias, padding=1).reshape(t, b, 2, 8, 8)
+    s, _ = hand_lif(cur)
+    z = hand_pool(s.reshape(t * b, 2, 8, 8), "max", 2).reshape(t, b, -1)
+    lin = model.head.linears[0]
+    _, ref_mem = hand_lif(hand_shift(z, model.delay.delays.detach()) @ lin.weight.t() + lin.bias)
+    torch.testing.assert_close(model(x).membrane, ref_mem, rtol=0, atol=1e-10)
