@@ -118,10 +118,21 @@ def test_spikefed_run_conv_on_event_mnist5k(tmp_path: Path) -> None:
     """``spikefed run --set model.kind=conv --set data.name=event_mnist5k``, made small."""
     r = subprocess.run([sys.executable, "-m", "spikefed.cli", "run", "--out", str(tmp_path / "run"), "--json",
                         "--set", "model.kind=conv", "--set", "data.name=event_mnist5k", "--set", "federation.rounds=2",
-                        "--set", "partition.num_clients=4", "--set", "local.local_steps=2",
-                        "--set", "partition.method=iid", "--set", "data.bins=4"],
+                        "--set", "partition.num_clients=2", "--set", "local.local_steps=1",
+                        "--set", "partition.method=iid", "--set", "data.bins=2", "--set", "federation.eval_every=2"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout)
     assert summary["rounds"] == 2 and summary["engine"] == "sequential"
     assert "SpikingConvNet" in summary["engine_note"]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv", "recurrent"])
+def test_the_resolved_config_loads_again(kind: str, tmp_path: Path) -> None:
+    """config.yaml lists every key (those of the other kinds at their defaults): it must validate again."""
+    from spikefed.experiment.config import dump_yaml
+
+    settings = build_settings(RunSettings, None, [f"model.kind={kind}", "model.delays=2"])
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_yaml(settings))
+    assert build_settings(RunSettings, path) == settings

@@ -201,14 +201,18 @@ class ModelSettings(_Section):
 
     @model_validator(mode="after")
     def _kind_keys(self) -> "ModelSettings":
+        # a key of another kind set to something other than its default would be ignored: an error (at its
+        # default it is accepted, so a resolved config.yaml, which lists every key, loads again)
+        defaults = ModelSettings.model_construct()
+        changed = [k for k in self.model_fields_set if getattr(self, k) != getattr(defaults, k)]
         conv_keys = ("channels", "kernel", "stride", "padding", "pooling", "pool", "residual")
         if self.kind != "conv":
-            stray = [k for k in conv_keys if k in self.model_fields_set]
+            stray = [k for k in conv_keys if k in changed]
             if stray:
                 raise ValueError(f"model.{stray[0]} applies to model.kind=conv only (got kind={self.kind})")
         elif not self.channels:
             raise ValueError("model.channels: model.kind=conv needs at least one conv block")
-        elif "hidden" in self.model_fields_set:
+        elif "hidden" in changed:
             raise ValueError("model.hidden applies to mlp and recurrent; conv nets take model.channels")
         if self.kind == "conv" and self.neuron in ("rlif", "ralif"):
             raise ValueError(f"model.neuron={self.neuron}: a conv net's neurons are feed-forward (lif, if, "
