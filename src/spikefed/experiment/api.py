@@ -278,12 +278,14 @@ def _config_model(settings: RunSettings, custom: dict[str, Any], data: DatasetSp
     """The config's model, sized for the run's data (its shapes from custom.json for your own data set)."""
     if data is None and "data" in custom:
         shape, classes = custom["data"]["feature_shape"], int(custom["data"]["num_classes"])
-        features = int(np.prod(shape[1:] if custom["data"].get("sequence") else shape))
+        step = tuple(int(s) for s in (shape[1:] if custom["data"].get("sequence") else shape))
+        features = int(np.prod(step))
     else:
         data = data if data is not None else load_data(settings)
         features, classes = data.step_features, data.num_classes
+        step = tuple(data.feature_shape[1:] if data.sequence else data.feature_shape)
     train = TrainSettings(seed=settings.seed, data=settings.data, model=settings.model, train=settings.local)
-    return build_model(train, features, classes, torch_generator(settings.seed, Purpose.INIT))
+    return build_model(train, features, classes, torch_generator(settings.seed, Purpose.INIT), step)
 
 
 def _load_checked(model: torch.nn.Module, params: dict[str, Any], d: Path) -> None:

@@ -8,14 +8,8 @@ from typing import Any, Callable
 import torch
 
 from ..data.digits import DatasetSplit, load_digits_split
-from ..seeding import Purpose, derive_seed
-from ..snn.init import variance_preserving_init
-from ..snn.models import SpikingMLP
-from ..snn.local import RULE_METHODS, rule_support
-from ..snn.residual import ResidualSpikingMLP
-from ..snn.online import eprop_support
 from ..snn.train import evaluate, fit
-from .config import ConfigError, DataSettings, TrainSettings
+from .config import DataSettings, TrainSettings
 
 
 def load_dataset(data: DataSettings, seed: int) -> DatasetSplit:
@@ -34,39 +28,17 @@ def load_data(settings: TrainSettings) -> DatasetSplit:
 
 
 def build_model(settings: TrainSettings, in_features: int, num_classes: int,
-                generator: torch.Generator) -> Any:
-    m = settings.model
-    out = num_classes * settings.train.population
-    sizes = [in_features, *m.hidden, out]
-    model: Any
-    try:
-        if m.blocks():
-            model = ResidualSpikingMLP(sizes, neuron=m.neuron, readout=m.readout, generator=generator,
-                                       dropout_seed=derive_seed(settings.seed, Purpose.DROPOUT) % 2**32,
-                                       **m.blocks(), **m.neuron_kwargs())
-        else:
-            model = SpikingMLP(sizes, neuron=m.neuron, readout=m.readout, generator=generator,
-                               **m.neuron_kwargs())
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model.neuron={m.neuron} (model.neuron_options={m.neuron_options}): {e}") from None
-    if m.init == "variance_preserving":
-        variance_preserving_init(model.linears, generator, m.init_rate, m.beta if m.neuron != "if" else 0.0,
-                                 m.threshold)
-    if settings.train.method == "eprop":
-        reason = eprop_support(model, settings.train.membrane_reduction, settings.train.population)
-        if reason is not None:
-            raise ConfigError(f"method=eprop: {reason}")
-    if settings.train.method in RULE_METHODS:
-        reason = rule_support(model, settings.train.method)
-        if reason is not None:
-            raise ConfigError(f"local.method={settings.train.method}: {reason}")
-    return model
+                generator: torch.Generator, feature_shape: tuple[int, ...] | None = None) -> torch.nn.Module:
+    """The configured network (every ``model.kind``): :func:`spikefed.experiment.models.build_model`."""
+    from .models import build_model as build
+
+    return build(settings, in_features, num_classes, generator, feature_shape)
 
 
 def run_centralized(settings: TrainSettings,
                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train a spiking MLP on the configured data; every random choice comes from generators seeded by
-    ``settings.seed``. Returns the metrics that ``spikefed train --json`` prints."""
+    """Train the configured spiking network (``model.kind``) on the configured data; every random choice comes
+    from generators seeded by ``settings.seed``. Returns the metrics that ``spikefed train --json`` prints."""
     start = time.perf_counter()
     torch.manual_seed(settings.seed)  # only as a guard: all sampling below uses explicit generators
     data = load_data(settings)
@@ -77,8 +49,10 @@ def run_centralized(settings: TrainSettings,
     test = evaluate(model, data.x_test, data.y_test, cfg, gen)
     seconds = time.perf_counter() - start
     rates = test.firing_rate
-    widths = model.sizes[1:1 + len(rates)]  # every spiking layer, the spiking output layer included
-    mean_rate = sum(r * n for r, n in zip(rates, widths)) / sum(widths) if rates else 0.0
+    from .models import hidden_widths
+
+    widths = hidden_widths(model)[:len(rates)]  # every spiking layer, the spiking output layer included
+    mean_rate = sum(r * n for r, n in zip(rates, widths)) / sum(widths) if rates and widths else 0.0
     return {
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,

@@ -139,6 +139,28 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: bool(s.devices.fleet) and s.model.neuron not in ("lif", "if"),
             lambda s: f"devices.fleet: device simulation supports LIF and IF neurons (model.neuron must be lif or "
                       f"if, got {s.model.neuron}): the chips' mismatch and calibration model a LIF/IF core"),
+    Refusal("fleet-model", "run", ("devices.fleet", "model.kind", "model.delays", "model.refractory",
+                                   "model.graded"),
+            lambda s: bool(s.devices.fleet) and (s.model.kind != "mlp" or bool(s.model.delays)
+                                                 or bool(s.model.refractory) or s.model.graded),
+            lambda s: "devices.fleet: the chips' forward (mismatch, quantized weights, calibration) models a "
+                      "feed-forward LIF/IF MLP core; model.kind=" + s.model.kind
+                      + (f", model.delays={s.model.delays}" if s.model.delays else "")
+                      + (f", model.refractory={s.model.refractory}" if s.model.refractory else "")
+                      + (", model.graded=true" if s.model.graded else "")
+                      + " would have no device counterpart there; use kind=mlp without delays, refractory "
+                      "periods or graded spikes on a fleet"),
+    Refusal("fleet-membrane-objective", "run", ("devices.fleet", "local.loss", "local.reg_membrane_l1",
+                                                "local.reg_membrane_l2"),
+            lambda s: bool(s.devices.fleet) and (s.local.loss == "mse_membrane" or bool(s.local.reg_membrane_l1)
+                                                 or bool(s.local.reg_membrane_l2)),
+            lambda s: "devices.fleet: devices train on the batched engine, whose per-sample losses have no "
+                      "membrane rate loss or membrane regulariser yet; use another local.loss and set "
+                      "local.reg_membrane_l1/l2 to 0 on a fleet"),
+    Refusal("conv-channels", "run", ("model.kind", "data.name"),
+            lambda s: s.model.kind == "conv" and s.data.name in ("shd", "ssc"),
+            lambda s: f"model.kind=conv convolves a 2-D image plane, but data.name={s.data.name} records a 1-D "
+                      "array of cochlea channels; use model.kind=mlp or recurrent"),
     Refusal("fleet-scaffold", "run", ("devices.fleet", "federation.strategy"),
             lambda s: bool(s.devices.fleet) and s.federation.strategy == "scaffold",
             lambda s: "devices.fleet: SCAFFOLD control variates are not supported on device fleets (they would "
@@ -243,5 +265,20 @@ def engine_for(requested: str, model: Any, cfg: Any) -> tuple[str, str | None]:
 
     if requested != "cohort":
         return requested, None
-    reason = supports_cohort(model, cfg)
+    reason = _sequential_only(model, cfg) or supports_cohort(model, cfg)
     return ("cohort", None) if reason is None else ("sequential", reason)
+
+
+def _sequential_only(model: Any, cfg: Any) -> str | None:
+    """Model parts and objectives that only the sequential engine trains so far (the batched engine's stacked
+    forward and per-sample losses do not have them): axonal delays, the membrane rate loss, membrane
+    regularisers. ``None`` when none is present."""
+    from .models import has_delays
+
+    if has_delays(model):
+        return "the batched cohort engine has no axonal delay layers (model.delays)"
+    if cfg.loss == "mse_membrane":
+        return "the batched cohort engine has no membrane rate loss (local.loss=mse_membrane)"
+    if cfg.reg_membrane_l1 or cfg.reg_membrane_l2:
+        return "the batched cohort engine has no membrane regularisers (local.reg_membrane_l1/l2)"
+    return None

@@ -146,12 +146,39 @@ NEURON_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _match_model(local: "LocalTrainSettings", model: "ModelSettings | None", section: str) -> "LocalTrainSettings":
+    """Loss options that need a model option (ValueError naming both keys)."""
+    if model is not None and local.loss == "mse_membrane" and model.readout != "membrane":
+        raise ValueError(f"{section}.loss=mse_membrane regresses the output membrane potential v_t towards its "
+                         "target at every step: set model.readout=membrane (got spikes)")
+    return local
+
+
 class ModelSettings(_Section):
     """Spiking network architecture and neuron options."""
 
-    kind: Literal["mlp"] = Field("mlp", description="network type: mlp, fully connected spiking layers (your own "
-                                 "model: the Python API, docs/api.md)")
-    hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths")
+    kind: Literal["mlp", "conv", "recurrent"] = Field(
+        "mlp", description="network type: mlp (fully connected spiking layers), conv (conv -> neuron -> pool "
+        "blocks, then a linear read-out; model.channels, kernel, stride, padding, pooling, pool, residual), "
+        "recurrent (hidden layers with learned recurrent weights: lif/rlif -> rlif, alif/ralif -> ralif); your own "
+        "model: the Python API, docs/api.md")
+    hidden: list[int] = Field(default_factory=lambda: [256], description="hidden layer widths (mlp, recurrent)")
+    channels: list[int] = Field(default_factory=lambda: [8, 16], description="conv: output channels of each conv "
+                                "block")
+    kernel: int = Field(3, ge=1, description="conv: square kernel size of every conv block")
+    stride: int = Field(1, ge=1, description="conv: stride of every convolution")
+    padding: int | None = Field(None, ge=0, description="conv: zero padding of every convolution (null: kernel // "
+                                "2, which keeps the size at stride 1)")
+    pooling: Literal["max", "avg", "sum"] = Field("max", description="conv: pooling after each block's neurons "
+                                                  "(sum: spike counts of the window)")
+    pool: int = Field(2, ge=1, description="conv: pooling window and stride (1: no pooling)")
+    residual: bool = Field(False, description="spiking residual blocks; conv: input spikes added to the conv "
+                           "current wherever a block keeps the shape (same channels, stride 1); mlp: identity "
+                           "shortcut of the previous hidden layer's spikes into the input current (hidden layers "
+                           "of equal width)")
+    delays: int = Field(0, ge=0, description="learnable axonal delays of up to this many steps (a ring buffer; "
+                        "averaged on the circle); mlp/recurrent: after every hidden layer, conv: before the "
+                        "read-out; 0: none")
     neuron: Literal["lif", "if", "synaptic", "alif", "rlif", "ralif", "izhikevich", "srm", "dendritic"] = Field(
         "lif", description="spiking neuron: lif (leaky integrate-and-fire), if (no leak), synaptic (LIF fed by a "
         "decaying input current), alif (LIF with an adaptive threshold), rlif / ralif (recurrent LIF / ALIF), "
@@ -171,6 +198,11 @@ class ModelSettings(_Section):
     slope: float | None = Field(None, gt=0, description="surrogate slope (null: the surrogate's default)")
     learn_beta: bool = Field(False, description="train each neuron's decay")
     learn_threshold: bool = Field(False, description="train each neuron's threshold")
+    learn_reset: bool = Field(False, description="train each neuron's reset offset v_r (reset zero: to v_r; "
+                              "subtract: by thr - v_r)")
+    graded: bool = Field(False, description="graded spikes: each neuron emits a trained amplitude g instead of 1")
+    refractory: int = Field(0, ge=0, description="steps after a spike during which a neuron ignores input and "
+                            "cannot spike (lif, if)")
     # -- issue 17 (part B): neuron options, initialisation, normalisation, dropout, residual blocks
     neuron_options: dict[str, float | int | str] = Field(
         default_factory=dict, description="options of the izhikevich / srm / dendritic neurons, e.g. {preset: fs} "
@@ -183,8 +215,6 @@ class ModelSettings(_Section):
         "none", description="normalise each hidden layer's input current over batch and time (tdbn, scaled by "
         "threshold) or not")
     dropout: float = Field(0.0, ge=0, lt=1, description="drop probability of hidden neurons, one mask per sequence")
-    residual: bool = Field(False, description="identity shortcut of the previous hidden layer's spikes into the "
-                                              "input current (hidden layers of equal width)")
 
     @field_validator("neuron_options")
     @classmethod
@@ -200,6 +230,15 @@ class ModelSettings(_Section):
 
     @model_validator(mode="after")
     def _init_needs_leak(self) -> "ModelSettings":
+        if self.kind != "mlp" and (self.norm != "none" or self.dropout):
+            key = "model.norm" if self.norm != "none" else "model.dropout"
+            raise ValueError(f"{key} applies to model.kind=mlp (its hidden layers), not kind={self.kind}")
+        if self.kind == "recurrent" and self.residual:
+            raise ValueError("model.residual applies to model.kind=mlp or conv, not recurrent (its hidden layers "
+                             "already feed their own spikes back)")
+        if self.kind == "conv" and self.init != "default":
+            raise ValueError("model.init=variance_preserving is derived for fully connected layers (mlp, "
+                             "recurrent), not conv kernels")
         if self.init == "variance_preserving" and self.neuron == "if":
             raise ValueError("init=variance_preserving needs a leaky membrane (beta < 1): the derivation's "
                              "stationary variance is infinite for neuron=if")
@@ -207,23 +246,58 @@ class ModelSettings(_Section):
 
     def blocks(self) -> dict[str, Any]:
         """Options of :class:`~spikefed.snn.residual.ResidualSpikingMLP` (``{}`` when a plain MLP does)."""
-        if self.norm == "none" and self.dropout == 0 and not self.residual:
+        if self.kind != "mlp" or (self.norm == "none" and self.dropout == 0 and not self.residual):
             return {}
         return dict(norm=self.norm, dropout=self.dropout, residual=self.residual)
 
-    @field_validator("hidden")
+
+    @field_validator("hidden", "channels")
     @classmethod
     def _hidden(cls, v: list[int]) -> list[int]:
         if any(h < 1 for h in v):
-            raise ValueError("hidden widths must be >= 1")
+            raise ValueError("widths must be >= 1")
         return v
 
-
+    @model_validator(mode="after")
+    def _kind_keys(self) -> "ModelSettings":
+        # a key of another kind set to something other than its default would be ignored: an error (at its
+        # default it is accepted, so a resolved config.yaml, which lists every key, loads again)
+        defaults = ModelSettings.model_construct()
+        changed = [k for k in self.model_fields_set if getattr(self, k) != getattr(defaults, k)]
+        conv_keys = ("channels", "kernel", "stride", "padding", "pooling", "pool")
+        if self.kind != "conv":
+            stray = [k for k in conv_keys if k in changed]
+            if stray:
+                raise ValueError(f"model.{stray[0]} applies to model.kind=conv only (got kind={self.kind})")
+        elif not self.channels:
+            raise ValueError("model.channels: model.kind=conv needs at least one conv block")
+        elif "hidden" in changed:
+            raise ValueError("model.hidden applies to mlp and recurrent; conv nets take model.channels")
+        if self.kind == "conv" and self.neuron in ("rlif", "ralif"):
+            raise ValueError(f"model.neuron={self.neuron}: a conv net's neurons are feed-forward (lif, if, "
+                             "synaptic, alif); use model.kind=recurrent for recurrent layers")
+        if self.kind == "recurrent":
+            if self.neuron not in ("lif", "alif", "rlif", "ralif"):
+                raise ValueError(f"model.neuron={self.neuron}: model.kind=recurrent has recurrent LIF and ALIF "
+                                 "layers (lif or rlif -> rlif, alif or ralif -> ralif); there is no recurrent "
+                                 f"{self.neuron} neuron")
+            if not self.hidden:
+                raise ValueError("model.hidden: model.kind=recurrent needs at least one hidden layer")
+        if self.refractory and self.neuron not in ("lif", "if"):
+            raise ValueError(f"model.refractory={self.refractory}: the refractory counter exists for lif and if "
+                             f"neurons only (got model.neuron={self.neuron})")
+        if self.padding is not None and self.padding >= self.kernel:
+            raise ValueError(f"model.padding={self.padding} must be smaller than model.kernel={self.kernel} "
+                             "(a wider border only adds all-zero outputs)")
+        return self
 
     def neuron_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = dict(threshold=self.threshold, reset=self.reset, detach_reset=self.detach_reset,
                                   surrogate=self.surrogate, slope=self.slope,
                                   learn_threshold=self.learn_threshold)
+        for key in ("learn_reset", "graded", "refractory"):  # passed only when set: older neuron defaults kept
+            if getattr(self, key):
+                kw[key] = getattr(self, key)
         if self.neuron != "if":
             kw.update(beta=self.beta, learn_beta=self.learn_beta)
         kw.update(self.neuron_options)
@@ -251,8 +325,11 @@ class LocalTrainSettings(_Section):
                                            "{gain: 1.0} for rate (docs/snn.md)")
     loss: Annotated[str, AfterValidator(_one_of(LOSSES))] = Field(
         "mse_count", description="mse_count: spike counts towards target rates; ce_count: cross-entropy on spike "
-        "counts; ce_membrane: cross-entropy on output potentials; ce_temporal: the first class to spike wins")
-    correct_rate: float = Field(0.8, ge=0, le=1, description="mse_count: target firing rate of the correct class")
+        "counts; ce_membrane: cross-entropy on output potentials; ce_temporal: the first class to spike wins; "
+        "mse_membrane: seed 002's per-step membrane rate loss 1/2 sum_t (v_t - y)^2, y = correct_rate for the "
+        "label's output potential, incorrect_rate for the others (needs model.readout=membrane)")
+    correct_rate: float = Field(0.8, ge=0, le=1, description="mse_count: target firing rate of the correct class "
+                                "(mse_membrane: its target potential)")
     incorrect_rate: float = Field(0.2, ge=0, le=1, description="mse_count: target firing rate of the other "
                                                                "classes")
     membrane_reduction: Literal["time_mean", "max", "last"] = Field(
@@ -261,6 +338,10 @@ class LocalTrainSettings(_Section):
     population: int = Field(1, ge=1, description="output neurons per class (their activity is averaged)")
     reg_l1: float = Field(0.0, ge=0, description="weight of an L1 penalty on hidden spikes (sparser activity)")
     reg_l2: float = Field(0.0, ge=0, description="weight of an L2 penalty on hidden spikes")
+    reg_membrane_l1: float = Field(0.0, ge=0, description="weight of an L1 penalty mean|v| on the output layer's "
+                                   "membrane potential")
+    reg_membrane_l2: float = Field(0.0, ge=0, description="weight of an L2 penalty mean v^2 on the output layer's "
+                                   "membrane potential")
     reg_bounds: float = Field(0.0, ge=0, description="weight of the penalty keeping each hidden neuron's rate "
                                                      "within rate_lower..rate_upper")
     rate_lower: float = Field(0.0, ge=0, le=1, description="reg_bounds: lowest firing rate (spikes per step)")
@@ -349,6 +430,7 @@ class TrainSettings(_Section):
     @field_validator("train")
     @classmethod
     def _train_event_data(cls, v: "LocalTrainSettings", info: ValidationInfo) -> "LocalTrainSettings":
+        v = _match_model(v, info.data.get("model"), "train")
         return _match_event_data(v, info.data.get("data"), "train")
 
 
@@ -747,6 +829,7 @@ class RunSettings(_Section):
     @field_validator("local")
     @classmethod
     def _local_event_data(cls, v: "LocalTrainSettings", info: ValidationInfo) -> "LocalTrainSettings":
+        v = _match_model(v, info.data.get("model"), "local")
         return _match_event_data(v, info.data.get("data"), "local")
 
 

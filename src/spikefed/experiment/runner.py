@@ -80,6 +80,12 @@ LATER_FEDERATION_KEYS = ("weights", "qffl_q", "qffl_lipschitz", "selection", "se
                          "availability_period", "availability_low", "availability_high")
 
 
+#: model and local keys added with every model kind (issue 13): out of the fingerprint while at their defaults
+LATER_MODEL_KEYS = ("channels", "kernel", "stride", "padding", "pooling", "pool", "residual", "delays",
+                    "learn_reset", "graded", "refractory")
+LATER_LOCAL_KEYS = ("reg_membrane_l1", "reg_membrane_l2")
+
+
 def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
     f = settings.federation
     kw: dict[str, Any] = {}
@@ -151,7 +157,8 @@ def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
     gen = torch_generator(settings.seed, Purpose.INIT)
     if model is None:
         model = build_model(TrainSettings(seed=settings.seed, data=settings.data, model=settings.model,
-                                          train=settings.local), data.step_features, data.num_classes, gen)
+                                          train=settings.local), data.step_features, data.num_classes, gen,
+                            tuple(data.feature_shape[1:] if data.sequence else data.feature_shape))
     if strategy is None:
         strategy = make_strategy(settings.federation.strategy, **strategy_kwargs(settings))
     strategy.set_weighting(settings.federation.weights)
@@ -246,6 +253,12 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
             d["federation"].pop(key)
     if "robustness" in d and settings.robustness.defense != "fltrust":  # keys added later, used only by fltrust
         d["robustness"].pop("root_size")
+    for key in LATER_MODEL_KEYS:  # model keys added later (issue 13): likewise, while at their defaults
+        if getattr(settings.model, key) == getattr(defaults.model, key):
+            d["model"].pop(key)
+    for key in LATER_LOCAL_KEYS:
+        if getattr(settings.local, key) == getattr(defaults.local, key):
+            d["local"].pop(key)
     if not settings.federation.strategy_args:  # added with the Python API's strategy registry
         d["federation"].pop("strategy_args")
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}

@@ -11,6 +11,9 @@ function                 formula
 ``mse_count_loss``       mean_{b,c} (n[b,c] - T*rho[b,c])^2, rho = correct/incorrect rate
 ``ce_membrane_loss``     mean_t mean_b CE(u[t,b], y_b) | mean_b CE(max_t u, y_b) | mean_b CE(u[T-1], y_b)
 ``ce_temporal_loss``     mean_b CE(-scale * tau_b, y_b), tau = soft_first_spike_time(s)
+``membrane_rate_loss``   mean_b 1/2 sum_t sum_c (v[t,b,c] - y[b,c])^2, y = target potential (seed 002)
+``membrane_l1``          mean over all elements of |v|
+``membrane_l2``          mean over all elements of v^2
 ``l1_activity``          mean over all elements of |s|
 ``l2_activity``          mean_{b,i} (n[b,i] / T)^2
 ``firing_rate_bounds``   mean_i relu(lo - r_i)^2 + mean_i relu(r_i - hi)^2, r_i = mean_{t,b} s[t,b,i]
@@ -33,6 +36,9 @@ __all__ = [
     "ce_membrane_loss",
     "soft_first_spike_time",
     "ce_temporal_loss",
+    "membrane_rate_loss",
+    "membrane_l1",
+    "membrane_l2",
     "l1_activity",
     "l2_activity",
     "firing_rate_bounds",
@@ -172,6 +178,24 @@ def ce_membrane_loss(
     raise ValueError(f"unknown reduction {reduction!r}; expected one of {MEMBRANE_REDUCTIONS}")
 
 
+def membrane_rate_loss(
+    mem: torch.Tensor, targets: torch.Tensor, correct: float = 1.0, incorrect: float = 0.0
+) -> torch.Tensor:
+    """The per-step membrane rate loss of seed 002: ``L = 1/2 sum_t (v_t - y)^2`` for every output neuron.
+
+    ``y[b, c] = correct`` if ``c == y_b`` else ``incorrect``; the squared error is summed over time steps and
+    classes and averaged over the batch: ``mean_b 1/2 sum_t sum_c (v[t, b, c] - y[b, c])^2``. Every step gets an
+    error signal, so the network learns to hold the correct class's potential (its rate) at ``correct``.
+    ``mem`` ``[T, B, C]`` (float), ``targets`` ``[B]`` int64.
+    """
+    _check_outputs_targets("mem", mem, targets)
+    hi = _check_number("correct", correct)
+    lo = _check_number("incorrect", incorrect)
+    is_target = F.one_hot(targets, mem.shape[-1]).to(torch.bool)
+    wanted = torch.where(is_target, torch.full_like(mem[0], hi), torch.full_like(mem[0], lo))
+    return 0.5 * (mem - wanted.unsqueeze(0)).pow(2).sum(dim=(0, 2)).mean()
+
+
 def soft_first_spike_time(spikes: torch.Tensor) -> torch.Tensor:
     """Differentiable first-spike index: ``tau = sum_{t=0}^{T-1} prod_{k=0}^{t} (1 - s[k])``.
 
@@ -230,6 +254,24 @@ def l2_activity(spikes: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     if count == 0:
         raise ValueError("expected spikes with at least one (sample, neuron) pair, got only empty tensors")
     return total / count  # type: ignore[operator,return-value]
+
+
+def membrane_l1(mem: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """L1 penalty on membrane potentials: ``sum |v| / numel`` over every element of every given tensor."""
+    items = _as_list("mem", mem)
+    count = sum(v.numel() for v in items)
+    if count == 0:
+        raise ValueError("expected membrane potentials with at least one element, got only empty tensors")
+    return sum(v.abs().sum() for v in items) / count  # type: ignore[operator,return-value]
+
+
+def membrane_l2(mem: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """L2 penalty on membrane potentials: ``sum v^2 / numel`` over every element of every given tensor."""
+    items = _as_list("mem", mem)
+    count = sum(v.numel() for v in items)
+    if count == 0:
+        raise ValueError("expected membrane potentials with at least one element, got only empty tensors")
+    return sum(v.pow(2).sum() for v in items) / count  # type: ignore[operator,return-value]
 
 
 def firing_rate_bounds(

@@ -7,7 +7,8 @@ one fused neuron call.
 
 - :class:`SpikingMLP`: ``Linear -> neuron`` blocks; the output layer spikes (decode counts / first spikes) or is a
   non-spiking leaky integrator (decode the membrane).
-- :class:`SpikingConvNet`: ``conv -> neuron -> pool`` blocks, then a spiking MLP head.
+- :class:`SpikingConvNet`: ``conv -> neuron -> pool`` blocks (stride, padding, max/avg/sum pooling, optional
+  spiking residual blocks), then a linear read-out.
 - :class:`RecurrentRegressor`: recurrent spiking layer (RLIF/ALIF/LIF) with a low-pass (synaptic filter) linear
   read-out, for sequence regression with an MSE loss.
 """
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple, Sequence
 import torch
 from torch import nn
 
+from .delay import Delay
 from .neurons import LeakyIntegrator, NeuronOutput, check_sequence, make_neuron
 
 READOUTS = ("spikes", "membrane")
@@ -81,6 +83,15 @@ def time_invariant(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return layer(x)
 
 
+def _per_step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A layer on one sample ``[B, *shape]`` applied to every step of ``x [T, B, *shape]`` (once if constant)."""
+    if is_time_constant(x):
+        y = layer(x[0])
+        return y.unsqueeze(0).expand(x.shape[0], *y.shape)
+    flat, tb = _fold(x)
+    return _unfold(layer(flat), tb)
+
+
 def _check_state(state: Sequence[Any] | None, n: int) -> list[Any]:
     if state is None:
         return [None] * n
@@ -98,10 +109,16 @@ class SpikingMLP(nn.Module):
         readout: ``"spikes"`` (output layer spikes) or ``"membrane"`` (non-spiking leaky integrator output).
         neuron_kwargs: passed to every neuron (beta, threshold, reset, surrogate, slope, learn_* ...).
         generator: seeds the weight initialisation (default: a fresh generator seeded with 0).
+        output_neuron: the output layer's neuron kind when it differs from the hidden layers' (e.g. recurrent
+            hidden layers ``rlif`` with a feed-forward ``lif`` output); default ``neuron``.
+        delays: ``D >= 1`` puts learnable axonal delays on the spikes of every hidden layer,
+            ``z[t, :, i] = s[t - d_i, :, i]`` with ``d`` on the ring ``circular(D)`` (:class:`~.delay.Delay`;
+            averaged circularly in a federated run); 0: none.
     """
 
     def __init__(self, sizes: Sequence[int], neuron: str = "lif", readout: str = "spikes",
-                 generator: torch.Generator | None = None, bias: bool = True, **neuron_kwargs: Any) -> None:
+                 generator: torch.Generator | None = None, bias: bool = True, *, output_neuron: str | None = None,
+                 delays: int = 0, **neuron_kwargs: Any) -> None:
         super().__init__()
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or any(s < 1 for s in sizes):
@@ -113,12 +130,21 @@ class SpikingMLP(nn.Module):
         self.linears = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:]))
         init_linear(self.linears, gen)
         n_spiking = len(sizes) - 1 if readout == "spikes" else len(sizes) - 2
-        kw = dict(neuron_kwargs)
-        if neuron in ("rlif", "ralif"):
-            kw["generator"] = gen
-        self.neurons = nn.ModuleList(make_neuron(neuron, sizes[i + 1], **kw) for i in range(n_spiking))
+
+        def layer(kind: str, width: int) -> nn.Module:
+            kw = dict(neuron_kwargs)
+            if kind in ("rlif", "ralif"):
+                kw["generator"] = gen
+            return make_neuron(kind, width, **kw)
+
+        last = output_neuron if output_neuron is not None else neuron
+        self.neurons = nn.ModuleList(layer(neuron if i < len(sizes) - 2 else last, sizes[i + 1])
+                                     for i in range(n_spiking))
         beta = float(neuron_kwargs.get("beta", 0.9))
         self.integrator = LeakyIntegrator(sizes[-1], beta=beta) if readout == "membrane" else None
+        # learnable axonal delays on the spikes of every hidden layer (none without hidden layers)
+        self.delays = (nn.ModuleList(Delay(w, delays, init="uniform", generator=gen) for w in sizes[1:-1])
+                       if delays else None)
 
     @property
     def in_features(self) -> int:
@@ -126,10 +152,12 @@ class SpikingMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Sequence[Any] | None = None) -> ModelOutput:
         check_sequence(x, (self.sizes[0],))
-        n_state = len(self.neurons) + (1 if self.integrator is not None else 0)
-        states = _check_state(state, n_state)
+        n_neural = len(self.neurons) + (1 if self.integrator is not None else 0)
+        n_delay = len(self.delays) if self.delays is not None else 0
+        states = _check_state(state, n_neural + n_delay)
         hidden: list[torch.Tensor] = []
         new_state: list[Any] = []
+        delay_states: list[Any] = []
         h = x
         out: NeuronOutput | None = None
         for i, lin in enumerate(self.linears):
@@ -140,23 +168,66 @@ class SpikingMLP(nn.Module):
                 h = out.spikes
                 if i < len(self.linears) - 1:
                     hidden.append(h)
+                    if self.delays is not None:
+                        h, ds = self.delays[i](h, states[n_neural + i])
+                        delay_states.append(ds)
         if self.integrator is not None:
-            mem, last = self.integrator(h, states[-1])
+            mem, last = self.integrator(h, states[n_neural - 1])
             new_state.append(last)
-            return ModelOutput(mem, mem, hidden, new_state)
+            return ModelOutput(mem, mem, hidden, new_state + delay_states)
         assert out is not None
-        return ModelOutput(out.spikes, out.membrane, hidden + [out.spikes], new_state)
+        return ModelOutput(out.spikes, out.membrane, hidden + [out.spikes], new_state + delay_states)
+
+
+POOLINGS = ("max", "avg", "sum")
+
+
+class SumPool2d(nn.Module):
+    """Sum pooling: the sum of each ``k x k`` window (stride ``k``), ``k^2`` times average pooling. Spike counts
+    add up, so a pooled unit carries every spike of its window (max pooling keeps one, average divides them)."""
+
+    def __init__(self, kernel_size: int) -> None:
+        super().__init__()
+        self.kernel_size = int(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        return torch.nn.functional.avg_pool2d(x, k) * float(k * k)
+
+
+def make_pool(pooling: str, size: int) -> nn.Module:
+    """``max`` / ``avg`` / ``sum`` pooling over ``size x size`` windows with stride ``size`` (identity for 1)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    if size == 1:
+        return nn.Identity()
+    return {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "sum": SumPool2d}[pooling](size)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution along one axis: ``floor((size + 2 padding - kernel) / stride) + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
 
 
 class SpikingConvNet(nn.Module):
-    """Convolutional SNN: ``[conv(k) -> neuron -> maxpool(2)] x len(channels)`` then ``Linear -> neuron``.
+    """Convolutional SNN: ``[conv -> neuron -> pool] x len(channels)``, then a linear read-out ``Linear -> neuron``
+    (or a leaky integrator for ``readout="membrane"``).
 
-    Input ``[T, B, C, H, W]``. ``num_classes`` output neurons (spiking or leaky-integrator read-out).
+    Block ``l`` computes, for every time step, the current ``I_l[t] = conv_l(z_{l-1}[t])`` (``+ z_{l-1}[t]`` for a
+    residual block), the spikes ``s_l = neuron(I_l)`` and the pooled output ``z_l[t] = pool(s_l[t])``. A block is
+    residual only when ``residual=True`` and its input and convolution output have the same shape (same
+    channels, stride 1, size-preserving padding): the input spikes then add to the current (a spiking residual
+    block, spike-element-wise ADD before the neuron). Optional axonal delays (``delays = D >= 1``) delay each
+    flattened feature of the last block before the read-out (:class:`~spikefed.snn.delay.Delay`, learnable).
+
+    Input ``[T, B, C, H, W]``, or flat ``[T, B, C*H*W]`` (reshaped; event frames arrive flat, channels first).
+    ``num_classes`` output neurons (spiking or leaky-integrator read-out).
     """
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32),
                  kernel_size: int = 3, pool: int = 2, neuron: str = "lif", readout: str = "spikes",
-                 generator: torch.Generator | None = None, **neuron_kwargs: Any) -> None:
+                 generator: torch.Generator | None = None, *, stride: int = 1, padding: int | None = None,
+                 pooling: str = "max", residual: bool = False, delays: int = 0, **neuron_kwargs: Any) -> None:
         super().__init__()
         in_shape = tuple(int(s) for s in in_shape)
         if len(in_shape) != 3:
@@ -165,39 +236,66 @@ class SpikingConvNet(nn.Module):
             raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
         if neuron in ("rlif", "ralif"):
             raise ValueError("SpikingConvNet needs a feed-forward neuron (lif, if, synaptic, alif)")
+        pad = kernel_size // 2 if padding is None else int(padding)
+        if kernel_size < 1 or stride < 1 or pad < 0 or pool < 1:
+            raise ValueError(f"kernel_size, stride, pool must be >= 1 and padding >= 0, got {kernel_size}, "
+                             f"{stride}, {pool}, {pad}")
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         self.in_shape, self.readout = in_shape, readout
+        self.kernel_size, self.stride, self.padding, self.pool_size = int(kernel_size), int(stride), pad, int(pool)
+        self.pooling, self.residual_requested = pooling, bool(residual)
         c, h, w = in_shape
-        convs, neurons = [], []
-        for ch in channels:
-            convs.append(nn.Conv2d(c, ch, kernel_size, padding=kernel_size // 2))
-            h, w = h // pool, w // pool
-            if h < 1 or w < 1:
-                raise ValueError(f"input {in_shape} too small for {len(channels)} pooling stages of {pool}")
-            neurons.append(make_neuron(neuron, (ch, h * pool, w * pool), **neuron_kwargs))
-            c = ch
+        convs, neurons, residual_flags, widths = [], [], [], []
+        for i, ch in enumerate(channels):
+            ho, wo = (conv_output_size(n, kernel_size, stride, pad) for n in (h, w))
+            if ho < 1 or wo < 1:
+                raise ValueError(f"conv block {i}: kernel {kernel_size} (stride {stride}, padding {pad}) does not "
+                                 f"fit its {h}x{w} input")
+            if ho < pool or wo < pool:
+                raise ValueError(f"conv block {i}: pooling {pool}x{pool} does not fit its {ho}x{wo} feature map "
+                                 f"(input {in_shape})")
+            convs.append(nn.Conv2d(c, ch, kernel_size, stride=stride, padding=pad))
+            neurons.append(make_neuron(neuron, (ch, ho, wo), **neuron_kwargs))
+            residual_flags.append(bool(residual) and (c, h, w) == (ch, ho, wo))
+            c, h, w = ch, ho // pool, wo // pool
+            widths.append(c * h * w)
         self.convs, self.conv_neurons = nn.ModuleList(convs), nn.ModuleList(neurons)
-        self.pool = nn.MaxPool2d(pool)
+        self.residual = tuple(residual_flags)
+        self.pool = make_pool(pooling, pool)
         self.head = SpikingMLP([c * h * w, num_classes], neuron=neuron, readout=readout, generator=gen,
                                **neuron_kwargs)
         init_linear(self.convs, gen)
+        self.delay = Delay(c * h * w, delays, init="uniform", generator=gen) if delays else None
+        #: neurons per hidden output (each block's pooled map, then the head's spiking layer)
+        self.hidden_widths = widths + self.head.sizes[1:1 + len(self.head.neurons)]
 
     def forward(self, x: torch.Tensor, state: Sequence[Any] | None = None) -> ModelOutput:
+        flat = int(torch.tensor(self.in_shape).prod())
+        if isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[2] == flat:
+            x = x.reshape(*x.shape[:2], *self.in_shape)
         check_sequence(x, self.in_shape)
         n_conv = len(self.convs)
         n_head = len(self.head.neurons) + (1 if self.head.integrator is not None else 0)
-        states = _check_state(state, n_conv + n_head)
+        n_delay = 1 if self.delay is not None else 0
+        states = _check_state(state, n_conv + n_head + n_delay)
         hidden, new_state = [], []
         h = x
         for i, (conv, neuron) in enumerate(zip(self.convs, self.conv_neurons)):
-            flat, tb = _fold(h)
-            out = neuron.run(_unfold(conv(flat), tb), states[i])
+            current = _per_step(conv, h)
+            if self.residual[i]:
+                current = current + h
+            out = neuron.run(current, states[i])
             new_state.append(out.state)
             pooled, tb = _fold(out.spikes)
             h = _unfold(self.pool(pooled), tb)
             hidden.append(h)
-        head = self.head(h.flatten(2), states[n_conv:])
-        return ModelOutput(head.output, head.membrane, hidden + head.hidden, new_state + head.state)
+        z = h.flatten(2)
+        delay_state = []
+        if self.delay is not None:
+            z, ds = self.delay(z, states[-1])
+            delay_state = [ds]
+        head = self.head(z, states[n_conv:n_conv + n_head])
+        return ModelOutput(head.output, head.membrane, hidden + head.hidden, new_state + head.state + delay_state)
 
 
 class RecurrentRegressor(nn.Module):

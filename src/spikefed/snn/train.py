@@ -9,8 +9,13 @@ Objective for a batch (``o``: model output ``[T, B, C]``, ``s_l``: spikes of hid
     L = loss(o, y) + l1 * mean|s| + l2 * mean_{b,n} (count/T)^2 + bounds * sum_l penalty(rate_l; lower, upper)
         + ib_weight * L_IB(s; ib_rate)                          (information bottleneck, snn.bottleneck)
         + distill * tau^2 * KL(teacher || student)              (ANN-to-SNN distillation, snn.distill)
+        + m1 * mean|v| + m2 * mean v^2        (v: the output layer's membrane potential [T, B, C])
 
 With ``adversarial`` (fgsm / pgd) each batch is trained together with its adversarial copies (snn.adversarial).
+``loss = mse_membrane`` is seed 002's per-step membrane rate loss ``1/2 sum_t (v_t - y)^2`` (summed over the
+classes, averaged over the batch; ``y`` = ``correct_rate`` for the label's neuron, ``incorrect_rate`` for the
+others), on the output membrane (``model.readout = membrane``); it predicts the class of highest time-mean
+potential.
 
 Gradient (``method``): ``bptt`` back-propagates through time with autograd; ``eprop`` computes the e-prop
 gradient online in one forward pass (:mod:`spikefed.snn.online`; memory independent of T; needs the leaky
@@ -49,7 +54,7 @@ from .online import EPROP_REDUCTIONS, FEEDBACKS, eprop_backward
 from .stdp import STDPParams, stdp_backward
 
 METHODS = ("bptt", "eprop", *RULE_METHODS)
-LOSSES = ("mse_count", "ce_count", "ce_membrane", "ce_temporal")
+LOSSES = ("mse_count", "ce_count", "ce_membrane", "ce_temporal", "mse_membrane")
 OPTIMIZERS = ("adam", "sgd")
 STATIC_ENCODERS = tuple(e for e in ENCODERS if e not in SEQUENCE_ENCODERS)
 #: Encoders the trainer accepts: the static ones, and "events" for pre-binned event data ``x [N, T, F]``.
@@ -82,6 +87,8 @@ class TrainConfig:
     reg_bounds: float = 0.0
     rate_lower: float = 0.0
     rate_upper: float = 1.0
+    reg_membrane_l1: float = 0.0  # weight of mean |v| on the output layer's membrane potential
+    reg_membrane_l2: float = 0.0  # weight of mean v^2 on the output layer's membrane potential
     cosine_schedule: bool = True
     local_steps: int | None = None  # federated clients: cap on optimizer steps per round (None: whole epochs)
     method: str = "bptt"  # gradient: BPTT (autograd over time) or e-prop (online, spikefed.snn.online)
@@ -134,7 +141,7 @@ class TrainConfig:
             raise ValueError(f"encoder 'events' takes no encoder_kwargs, got {sorted(self.encoder_kwargs)}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        for name in ("weight_decay", "reg_l1", "reg_l2", "reg_bounds"):
+        for name in ("weight_decay", "reg_l1", "reg_l2", "reg_bounds", "reg_membrane_l1", "reg_membrane_l2"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.rate_lower <= self.rate_upper:
@@ -143,6 +150,11 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
         if self.eprop_feedback not in FEEDBACKS:
             raise ValueError(f"unknown eprop_feedback {self.eprop_feedback!r}; valid: {', '.join(FEEDBACKS)}")
+        membrane_regs = [n for n in ("reg_membrane_l1", "reg_membrane_l2") if getattr(self, n)]
+        if membrane_regs and self.tbptt is not None:
+            raise ValueError(f"{', '.join(membrane_regs)} with tbptt: truncated BPTT's two-pass gradient carries "
+                             "the output and hidden spikes across windows, not the membrane; unset tbptt or "
+                             "set them to 0")
         if self.method == "eprop":
             self._check_eprop()
         if self.method in RULE_METHODS:
@@ -186,7 +198,8 @@ class TrainConfig:
                              f"membrane_reduction={self.membrane_reduction})")
         if self.tbptt is not None:
             raise ValueError("method=eprop is online (no backward pass over time); unset tbptt")
-        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds", "ib_weight") if getattr(self, n)]
+        active = [n for n in ("reg_l1", "reg_l2", "reg_bounds", "reg_membrane_l1", "reg_membrane_l2", "ib_weight")
+                  if getattr(self, n)]
         if active:
             raise ValueError(f"method=eprop does not support activity regularisers; set {', '.join(active)} to 0")
         if self.population != 1:
@@ -280,6 +293,8 @@ def task_loss(output: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.
         return losses.ce_count_loss(out, y)
     if cfg.loss == "ce_membrane":
         return losses.ce_membrane_loss(out, y, cfg.membrane_reduction)
+    if cfg.loss == "mse_membrane":
+        return losses.membrane_rate_loss(out, y, cfg.correct_rate, cfg.incorrect_rate)
     return losses.ce_temporal_loss(out, y, cfg.temporal_scale)
 
 
@@ -290,6 +305,8 @@ def predict(output: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
         return decoding.predict_membrane(out, "last" if cfg.membrane_reduction == "last" else "max")
     if cfg.loss == "ce_temporal":
         return decoding.predict_first_spike(out)
+    if cfg.loss == "mse_membrane":  # the class whose potential sits highest on average (ties: lowest index)
+        return decoding.predict_count(out)
     return decoding.predict_count(out)
 
 
@@ -340,6 +357,18 @@ def distill_batch(teacher: nn.Module | None, x_static: torch.Tensor, cfg: TrainC
     return distill_loss_fn(teacher, x_static, cfg)
 
 
+def membrane_penalty(membrane: torch.Tensor, cfg: TrainConfig) -> torch.Tensor | None:
+    """``m1 * mean|v| + m2 * mean v^2`` on the output membrane ``[T, B, C]`` (``None`` when both weights are 0)."""
+    if not (cfg.reg_membrane_l1 or cfg.reg_membrane_l2):
+        return None
+    out = torch.zeros((), dtype=membrane.dtype)
+    if cfg.reg_membrane_l1:
+        out = out + cfg.reg_membrane_l1 * losses.membrane_l1(membrane)
+    if cfg.reg_membrane_l2:
+        out = out + cfg.reg_membrane_l2 * losses.membrane_l2(membrane)
+    return out
+
+
 def _detach_state(state: Any) -> Any:
     if isinstance(state, torch.Tensor):
         return state.detach()
@@ -359,6 +388,7 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     ``extra_loss`` adds a parameter-only term (e.g. a FedProx proximal term) to the objective. ``loss_fn(output,
     hidden, y)`` replaces the classification :func:`objective` (e.g. a regression loss on the whole output sequence).
     """
+    own_objective = loss_fn is None
     if loss_fn is None:
         def loss_fn(output: torch.Tensor, hidden: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
             return objective(output, hidden, target, cfg)
@@ -370,6 +400,9 @@ def backward_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Trai
     if cfg.tbptt is None or cfg.tbptt >= steps:
         out = as_model_output(model(x), model)
         loss = loss_fn(out.output, out.hidden, y)
+        penalty = membrane_penalty(out.membrane, cfg) if own_objective else None
+        if penalty is not None:
+            loss = loss + penalty
         if extra_loss is not None:
             loss = loss + extra_loss()
         loss.backward()

@@ -69,6 +69,9 @@ def view_executor(model: GraphExecutor, input_shape: Sequence[int] | None
 @register_model_view(SpikingMLP)
 def view_mlp(model: SpikingMLP, input_shape: Sequence[int] | None
              ) -> tuple[GraphExecutor, tuple[int, ...], dict[str, Any]]:
+    if model.delays is not None:
+        raise NIRConversionError("cannot export a SpikingMLP with axonal delays (model.delays) to NIR: spikefed's "
+                                 "NIR chain has no delay node")
     layers: list[nn.Module] = []
     for i, lin in enumerate(model.linears):
         layers.append(lin)
@@ -83,6 +86,13 @@ def view_mlp(model: SpikingMLP, input_shape: Sequence[int] | None
 @register_model_view(SpikingConvNet)
 def view_convnet(model: SpikingConvNet, input_shape: Sequence[int] | None
                  ) -> tuple[GraphExecutor, tuple[int, ...], dict[str, Any]]:
+    checks = (("residual blocks", any(model.residual)), ("axonal delays", model.delay is not None),
+              (f"pooling={model.pooling}", model.pooling != "max"),
+              ("no pooling (pool=1)", not isinstance(model.pool, nn.MaxPool2d)))
+    extra = [what for what, used in checks if used]
+    if extra:
+        raise NIRConversionError(f"cannot export this SpikingConvNet to NIR: {', '.join(extra)} have no node in "
+                                 "spikefed's NIR chain (conv -> neuron -> max pool blocks)")
     layers: list[nn.Module] = []
     for conv, neuron in zip(model.convs, model.conv_neurons):
         layers += [conv, neuron, model.pool]
