@@ -10,13 +10,15 @@ within a seed the rows of a section share partition and client sampling. Section
   compressed pseudo-gradients, against dense FedAdam). Mean energy kept by the compressor and residual/delta ratio.
 - scaffold: Dirichlet 0.1, local SGD 0.002 without momentum, 5 epochs, 20 rounds (the setting of benchmarks/noniid.py);
   FedAvg vs SCAFFOLD and SCAFFOLD under controls: full participation (no stale controls), sample weights, local steps
-  capped at 10 (local.local_steps: closer to equal), learning rate x0.5 / x2, surrogate slope x0.5 / x2, one local epoch.
+  capped at 10 (local.local_steps: closer to equal), learning rate x0.5 / x2, surrogate slope 1 / 4 (default 2),
+  one local epoch.
 - drift: domain drift, 2 tasks x 4 rounds, L2 stability term; rotations 0..180 degrees and the class-incremental
   split, lambda 1 and 10; forgetting vs input W2, feature W2 (hidden spike counts of the global model at the end
   of task 0) and model drift (distance between the two tasks' optima, trained centrally from the initial model).
 - fedprox: device fleets with 10 / 20 / 40% analog mismatch (threshold, leak, gain) and input jitter of 2 steps;
   20 clients, 5 per round, 22 rounds; oscillation = std of the round-to-round change of the deployed accuracy over
   the last 20 rounds; FedAvg vs FedProx mu 0.01 / 0.1 / 1.
+- longrun (not in the default set): dense vs top-1% + EF with local Adam over 60 rounds (the "long run").
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_claims.py [--sections compression scaffold drift fedprox]
       [--seeds 0 1 2] [--json benchmarks/results/seed_claims.json]
@@ -130,6 +132,24 @@ def section_compression(seeds: list[int], rounds: int = 20) -> dict[str, Any]:
           ["uplink", "final accuracy per seed", "mean", "drop vs dense (points)", "uplink bytes",
            "energy kept (mean)", "residual / delta (mean)"], lines)
     return {"cells": {f"{k[0]}|{k[1]}": v for k, v in cells.items()}, "drops": drops}
+
+
+def section_longrun(seeds: list[int], rounds: int = 60) -> dict[str, Any]:
+    """Dense vs top-1% + EF with local Adam over more rounds: does the gap close in the long run?"""
+    curves: dict[tuple[str, int], list[float]] = {}
+    for seed in seeds:
+        for name, over in COMPRESSION_ROWS[:2]:
+            t = time.perf_counter()
+            _, rows = simulate(over, rounds, seed)
+            curves[(name, seed)] = [r["accuracy"] for r in rows]
+            print(f"[longrun seed {seed}] {name}: {curves[(name, seed)][-1]:.4f} ({time.perf_counter() - t:.1f} s)",
+                  flush=True)
+    marks = [r for r in (10, 20, 30, 40, 50, 60) if r <= rounds]
+    gap = {m: mean([100 * (curves[("dense", s)][m - 1] - curves[("top-1% + EF", s)][m - 1]) for s in seeds])
+           for m in marks}
+    table(f"Local Adam, dense minus top-1% + EF accuracy (points) after r rounds, mean over seeds {seeds}",
+          [f"r={m}" for m in marks], [[f"{gap[m]:.2f}" for m in marks]])
+    return {"curves": {f"{k[0]}|{k[1]}": v for k, v in curves.items()}, "gap_by_round": gap}
 
 
 # -- scaffold -------------------------------------------------------------------------------------------------
@@ -292,12 +312,15 @@ def section_fedprox(seeds: list[int], rounds: int = 22) -> dict[str, Any]:
 
 
 SECTIONS = {"compression": section_compression, "scaffold": section_scaffold, "drift": section_drift,
-            "fedprox": section_fedprox}
+            "fedprox": section_fedprox, "longrun": section_longrun}
+#: the sections the last line needs
+HEADLINE = ("compression", "scaffold", "drift", "fedprox")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
+    ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(HEADLINE),
+                    help="what to run (default: the four of the last line; longrun: compression over 60 rounds)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--json", default="benchmarks/results/seed_claims.json")
     args = ap.parse_args()
@@ -313,7 +336,7 @@ def main() -> None:
         print(f"[{name}] {results[name]['seconds']:.0f} s", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=float))
-    if all(k in results for k in SECTIONS):
+    if all(k in results for k in HEADLINE):
         comp, fp = results["compression"]["drops"], results["fedprox"]
         print(f"topk1_ef_adam_drop={comp[KEPT_DEFAULT]:.2f} "
               f"scaffold_minus_fedavg={results['scaffold']['scaffold_minus_fedavg']:.2f} "

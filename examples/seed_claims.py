@@ -8,7 +8,6 @@ Run:  .venv/bin/python examples/seed_claims.py      (the full benchmark: benchma
 import dataclasses
 import os
 
-import torch
 
 from spikefed.data import load_digits_split
 from spikefed.experiment.config import RunSettings, build_settings
