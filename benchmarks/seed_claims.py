@@ -18,6 +18,8 @@ within a seed the rows of a section share partition and client sampling. Section
 - fedprox: device fleets with 10 / 20 / 40% analog mismatch (threshold, leak, gain) and input jitter of 2 steps;
   20 clients, 5 per round, 22 rounds; oscillation = std of the round-to-round change of the deployed accuracy over
   the last 20 rounds; FedAvg vs FedProx mu 0.01 / 0.1 / 1.
+- server: the adaptivity moved to the server (local SGD 0.002, 5 epochs; FedAdam server lr 0.01), dense vs
+  top-1% + EF, 20 rounds.
 - longrun (not in the default set): dense vs top-1% + EF with local Adam over 60 rounds (the "long run").
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seed_claims.py [--sections compression scaffold drift fedprox]
@@ -58,6 +60,13 @@ COMPRESSION_ROWS: list[tuple[str, list[str]]] = [
     ("top-1% + EF + DGC m=0.5", [*TOP1, "compression.momentum_correction=0.5"]),
     ("dense, FedAdam server", ["federation.strategy=fedadam", "federation.server_lr=0.01"]),
     ("top-1% + EF, FedAdam server", [*TOP1, "federation.strategy=fedadam", "federation.server_lr=0.01"]),
+]
+#: the adaptivity moved to the server: clients run plain SGD (their deltas concentrate their energy), FedAdam adapts
+SERVER_ADAM = ["local.optimizer=sgd", "local.lr=0.002", "local.momentum=0.0", "local.epochs=5",
+               "federation.strategy=fedadam", "federation.server_lr=0.01"]
+SERVER_ROWS: list[tuple[str, list[str]]] = [
+    ("dense, SGD clients + FedAdam server", SERVER_ADAM),
+    ("top-1% + EF, SGD clients + FedAdam server", [*TOP1, *SERVER_ADAM]),
 ]
 SGD5 = ["partition.alpha=0.1", "local.optimizer=sgd", "local.lr=0.002", "local.momentum=0.0", "local.epochs=5"]
 SCAFFOLD = "federation.strategy=scaffold"
@@ -105,10 +114,18 @@ def table(title: str, head: list[str], lines: list[list[str]]) -> None:
 
 # -- compression ---------------------------------------------------------------------------------------------
 
-def section_compression(seeds: list[int], rounds: int = 20) -> dict[str, Any]:
+def reference_row(name: str, names: list[str]) -> str:
+    """The dense row a compressed row is compared with: ``dense, <same suffix>`` if there is one, else the first."""
+    suffix = name.split(", ", 1)[1] if ", " in name else ""
+    return f"dense, {suffix}" if f"dense, {suffix}" in names else names[0]
+
+
+def section_compression(seeds: list[int], rounds: int = 20,
+                        rows_def: list[tuple[str, list[str]]] = COMPRESSION_ROWS, tag: str = "compression"
+                        ) -> dict[str, Any]:
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     for seed in seeds:
-        for name, over in COMPRESSION_ROWS:
+        for name, over in rows_def:
             t = time.perf_counter()
             _, rows = simulate(over, rounds, seed)
             kept = [r["uplink_energy_kept"] for r in rows if "uplink_energy_kept" in r]
@@ -116,11 +133,11 @@ def section_compression(seeds: list[int], rounds: int = 20) -> dict[str, Any]:
             cells[(name, seed)] = {"final": final(rows), "bytes_up": sum(r["bytes_up"] for r in rows),
                                    "energy_kept": mean(kept), "residual_ratio": mean(ratio),
                                    "residual_ratio_last": ratio[-1] if ratio else float("nan")}
-            print(f"[compression seed {seed}] {name}: {cells[(name, seed)]['final']:.4f} "
+            print(f"[{tag} seed {seed}] {name}: {cells[(name, seed)]['final']:.4f} "
                   f"({time.perf_counter() - t:.1f} s)", flush=True)
     lines, drops = [], {}
-    for name, over in COMPRESSION_ROWS:
-        ref = "dense, FedAdam server" if "FedAdam" in name else "dense"
+    for name, over in rows_def:
+        ref = reference_row(name, [n for n, _ in rows_def])
         accs = [cells[(name, s)]["final"] for s in seeds]
         drop = mean([100 * (cells[(ref, s)]["final"] - cells[(name, s)]["final"]) for s in seeds])
         drops[name] = drop
@@ -128,7 +145,7 @@ def section_compression(seeds: list[int], rounds: int = 20) -> dict[str, Any]:
         lines.append([name, " / ".join(f"{a:.4f}" for a in accs), f"{mean(accs):.4f}", f"{drop:.2f}",
                       f"{mean([x['bytes_up'] for x in c]):,.0f}", f"{mean([x['energy_kept'] for x in c]):.3f}",
                       f"{mean([x['residual_ratio'] for x in c]):.2f}"])
-    table(f"Compression with local Adam (default), {rounds} rounds, final accuracy seeds {seeds}",
+    table(f"Compression ({tag}; local Adam unless the row says SGD), {rounds} rounds, final accuracy seeds {seeds}",
           ["uplink", "final accuracy per seed", "mean", "drop vs dense (points)", "uplink bytes",
            "energy kept (mean)", "residual / delta (mean)"], lines)
     return {"cells": {f"{k[0]}|{k[1]}": v for k, v in cells.items()}, "drops": drops}
@@ -311,10 +328,15 @@ def section_fedprox(seeds: list[int], rounds: int = 22) -> dict[str, Any]:
     return {"cells": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in cells.items()}, "ratios": ratios, "best": best}
 
 
-SECTIONS = {"compression": section_compression, "scaffold": section_scaffold, "drift": section_drift,
-            "fedprox": section_fedprox, "longrun": section_longrun}
+def section_server(seeds: list[int]) -> dict[str, Any]:
+    """Adaptivity moved from the clients to the server (SGD clients, FedAdam server), dense vs top-1% + EF."""
+    return section_compression(seeds, rows_def=SERVER_ROWS, tag="server")
+
+
+SECTIONS = {"compression": section_compression, "server": section_server, "scaffold": section_scaffold,
+            "drift": section_drift, "fedprox": section_fedprox, "longrun": section_longrun}
 #: the sections the last line needs
-HEADLINE = ("compression", "scaffold", "drift", "fedprox")
+HEADLINE = ("compression", "server", "scaffold", "drift", "fedprox")
 
 
 def main() -> None:
