@@ -12,6 +12,7 @@ within a seed the rows of a section share partition and client sampling. Section
   FedAvg vs SCAFFOLD and SCAFFOLD under controls: full participation (no stale controls), sample weights, local steps
   capped at 10 (local.local_steps: closer to equal), learning rate x0.5 / x2, surrogate slope 1 / 4 (default 2),
   one local epoch.
+- scaffold_controls: FedAvg and SCAFFOLD side by side at local lr 0.001 and at surrogate slope 1 (same setting).
 - drift: domain drift, 2 tasks x 4 rounds, L2 stability term; rotations 0..180 degrees and the class-incremental
   split, lambda 1 and 10; forgetting vs input W2, feature W2 (hidden spike counts of the global model at the end
   of task 0) and model drift (distance between the two tasks' optima, trained centrally from the initial model).
@@ -84,6 +85,13 @@ SCAFFOLD_ROWS: list[tuple[str, list[str]]] = [
     ("SCAFFOLD, surrogate slope 4", [SCAFFOLD, "model.slope=4.0"]),
     ("FedAvg, 1 epoch", ["local.epochs=1"]),
     ("SCAFFOLD, 1 epoch", [SCAFFOLD, "local.epochs=1"]),
+]
+#: FedAvg under the settings where SCAFFOLD recovered: the fair comparison at each setting
+SCAFFOLD_CONTROL_ROWS: list[tuple[str, list[str]]] = [
+    ("FedAvg, lr 0.001", ["local.lr=0.001"]),
+    ("SCAFFOLD, lr 0.001", [SCAFFOLD, "local.lr=0.001"]),
+    ("FedAvg, surrogate slope 1", ["model.slope=1.0"]),
+    ("SCAFFOLD, surrogate slope 1", [SCAFFOLD, "model.slope=1.0"]),
 ]
 ROTATIONS = [0, 45, 90, 135, 180]
 LAMBDAS = [1.0, 10.0]
@@ -171,10 +179,11 @@ def section_longrun(seeds: list[int], rounds: int = 60) -> dict[str, Any]:
 
 # -- scaffold -------------------------------------------------------------------------------------------------
 
-def section_scaffold(seeds: list[int], rounds: int = 20) -> dict[str, Any]:
+def section_scaffold(seeds: list[int], rounds: int = 20,
+                     rows_def: list[tuple[str, list[str]]] = SCAFFOLD_ROWS) -> dict[str, Any]:
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     for seed in seeds:
-        for name, over in SCAFFOLD_ROWS:
+        for name, over in rows_def:
             t = time.perf_counter()
             _, rows = simulate([*SGD5, *over], rounds, seed)
             accs = [r["accuracy"] for r in rows]
@@ -185,7 +194,7 @@ def section_scaffold(seeds: list[int], rounds: int = 20) -> dict[str, Any]:
                                                        if r["client_drift_norm"] is not None])}
             print(f"[scaffold seed {seed}] {name}: {accs[-1]:.4f} ({time.perf_counter() - t:.1f} s)", flush=True)
     lines = []
-    for name, _ in SCAFFOLD_ROWS:
+    for name, _ in rows_def:
         c = [cells[(name, s)] for s in seeds]
         lines.append([name, " / ".join(f"{x['final']:.4f}" for x in c), f"{mean([x['final'] for x in c]):.4f}",
                       f"{mean([x['best'] for x in c]):.4f}", f"{mean([x['drift_cos'] for x in c]):.3f}",
@@ -193,8 +202,16 @@ def section_scaffold(seeds: list[int], rounds: int = 20) -> dict[str, Any]:
     table(f"SCAFFOLD vs FedAvg, Dirichlet 0.1, local SGD 0.002 (no momentum), 5 epochs, {rounds} rounds",
           ["row", "final accuracy per seed", "mean", "best (mean)", "client drift cos", "client drift norm",
            "rejected updates"], lines)
-    diff = mean([100 * (cells[("SCAFFOLD", s)]["final"] - cells[("FedAvg", s)]["final"]) for s in seeds])
-    return {"cells": {f"{k[0]}|{k[1]}": v for k, v in cells.items()}, "scaffold_minus_fedavg": diff}
+    out: dict[str, Any] = {"cells": {f"{k[0]}|{k[1]}": v for k, v in cells.items()}}
+    if ("SCAFFOLD", seeds[0]) in cells:
+        out["scaffold_minus_fedavg"] = mean([100 * (cells[("SCAFFOLD", s)]["final"] - cells[("FedAvg", s)]["final"])
+                                             for s in seeds])
+    return out
+
+
+def section_scaffold_controls(seeds: list[int]) -> dict[str, Any]:
+    """FedAvg and SCAFFOLD side by side at the learning rate and surrogate slope where SCAFFOLD recovered."""
+    return section_scaffold(seeds, rows_def=SCAFFOLD_CONTROL_ROWS)
 
 
 # -- drift ----------------------------------------------------------------------------------------------------
@@ -334,7 +351,8 @@ def section_server(seeds: list[int]) -> dict[str, Any]:
 
 
 SECTIONS = {"compression": section_compression, "server": section_server, "scaffold": section_scaffold,
-            "drift": section_drift, "fedprox": section_fedprox, "longrun": section_longrun}
+            "scaffold_controls": section_scaffold_controls, "drift": section_drift, "fedprox": section_fedprox,
+            "longrun": section_longrun}
 #: the sections the last line needs
 HEADLINE = ("compression", "server", "scaffold", "drift", "fedprox")
 
