@@ -247,10 +247,24 @@ def _drift_run(stream: str, rotation: float, lam: float, seed: int, measure: boo
     return out
 
 
-def section_drift(seeds: list[int]) -> dict[str, Any]:
+DriftCells = dict[tuple[str, float, float, int], dict[str, Any]]
+
+
+def saved_drift_cells(saved: dict[str, Any]) -> DriftCells:
+    """The drift section's per-run results as saved in the JSON (keys ``stream|rotation|lambda|seed``)."""
+    cells: DriftCells = {}
+    for key, value in saved.items():
+        stream, rot, lam, seed = key.split("|")
+        cells[(stream, float(rot), float(lam), int(seed))] = value
+    return cells
+
+
+def section_drift(seeds: list[int], cells: DriftCells | None = None) -> dict[str, Any]:
+    """Runs the drift grid (or summarises ``cells`` saved by an earlier run) and fits forgetting against drift."""
     settings = [("domain_drift", float(a)) for a in ROTATIONS] + [("class_incremental", 0.0)]
-    cells: dict[tuple[str, float, float, int], dict[str, Any]] = {}
-    for seed in seeds:
+    todo = seeds if cells is None else []
+    cells = {} if cells is None else cells
+    for seed in todo:
         for stream, rot in settings:
             measured: dict[str, Any] = {}
             for lam in LAMBDAS:
@@ -268,7 +282,7 @@ def section_drift(seeds: list[int]) -> dict[str, Any]:
 
     lines = []
     for stream, rot in settings:
-        label = f"rotation {rot:g}" if stream == "domain_drift" else "class-incremental (0-4 | 5-9)"
+        label = f"rotation {rot:g}" if stream == "domain_drift" else "class-incremental (0-4, 5-9)"
         lines.append([label, f"{avg(stream, rot, 1.0, 'input_w2'):.2f}", f"{avg(stream, rot, 1.0, 'feature_w2'):.2f}",
                       f"{avg(stream, rot, 1.0, 'model_drift'):.3f}"]
                      + [f"{avg(stream, rot, lam, 'forgetting'):.3f}" for lam in LAMBDAS])
@@ -292,10 +306,27 @@ def section_drift(seeds: list[int]) -> dict[str, Any]:
     lines = [[key, *[f"{out[f'spearman_{key}_lam{lam:g}']:.3f} ({out[f'spearman_{key}_lam{lam:g}_rotations']:.3f})"
                      for lam in LAMBDAS], f"{out[f'fit_{key}']['a']:.4g}", f"{out[f'fit_{key}']['rmse']:.3f}",
               f"{out[f'fit_{key}']['forgetting_std']:.3f}"] for key in ("input_w2", "feature_w2", "model_drift")]
-    table("Rank correlation of forgetting with drift (all 8 task pairs; rotations only in brackets), and the fit "
-          "forgetting = a drift / lambda over both lambdas",
+    table(f"Rank correlation of forgetting with drift (all {len(settings)} task pairs; rotations only in brackets), "
+          "and the fit forgetting = a drift / lambda over both lambdas",
           ["drift measure", *[f"Spearman lambda={lam:g}" for lam in LAMBDAS], "a", "residual RMSE",
            "std of forgetting"], lines)
+    # at fixed lambda: forgetting = a_lambda drift; and the lambda exponent b of forgetting ~ lambda^-b
+    lines = []
+    for key in ("input_w2", "feature_w2", "model_drift"):
+        for lam in LAMBDAS:
+            xs = [avg(st, rot, lam, key) for st, rot in settings]
+            fs = [avg(st, rot, lam, "forgetting") for st, rot in settings]
+            a, rmse = fit_through_origin(xs, fs)
+            out[f"fit_{key}_lam{lam:g}"] = {"a": a, "rmse": rmse, "forgetting_std": statistics.pstdev(fs)}
+            lines.append([key, f"{lam:g}", f"{a:.4g}", f"{rmse:.3f}", f"{statistics.pstdev(fs):.3f}"])
+    table("Fixed lambda: forgetting = a drift (least squares through the origin)",
+          ["drift measure", "lambda", "a", "residual RMSE", "std of forgetting"], lines)
+    lo, hi = LAMBDAS[0], LAMBDAS[-1]
+    exps = [-np.log(avg(st, rot, hi, "forgetting") / avg(st, rot, lo, "forgetting")) / np.log(hi / lo)
+            for st, rot in settings if avg(st, rot, lo, "forgetting") > 0 and avg(st, rot, hi, "forgetting") > 0]
+    out["lambda_exponent"] = float(np.mean(exps))
+    print(f"\nforgetting ~ lambda^-b between lambda={lo:g} and {hi:g}: b = {out['lambda_exponent']:.3f} "
+          f"(mean over the {len(exps)} task pairs that forget; b = 1 is the claimed 1/lambda)", flush=True)
     return out
 
 
@@ -357,12 +388,20 @@ SECTIONS = {"compression": section_compression, "server": section_server, "scaff
 HEADLINE = ("compression", "server", "scaffold", "drift", "fedprox")
 
 
+def summarize(name: str, seeds: list[int], saved: dict[str, Any]) -> dict[str, Any]:
+    """Re-print a section's tables from its saved per-run results (drift only)."""
+    if name != "drift":
+        raise SystemExit(f"--summarize supports the drift section only, not {name}")
+    return section_drift(seeds, saved_drift_cells(saved["cells"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(HEADLINE),
                     help="what to run (default: the four of the last line; longrun: compression over 60 rounds)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--json", default="benchmarks/results/seed_claims.json")
+    ap.add_argument("--summarize", action="store_true", help="drift: re-print the tables from the saved runs")
     args = ap.parse_args()
     configure_allocator()
     torch.set_num_threads(1)
@@ -370,10 +409,17 @@ def main() -> None:
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     for name in args.sections:
         t = time.perf_counter()
-        results[name] = SECTIONS[name](args.seeds)
-        results[name]["seconds"] = time.perf_counter() - t
+        if args.summarize:
+            if name not in results:
+                raise SystemExit(f"--summarize: {path} holds no {name} section; run it first")
+            seconds = results[name].get("seconds")
+            results[name] = summarize(name, args.seeds, results[name])
+            results[name]["seconds"] = seconds
+        else:
+            results[name] = SECTIONS[name](args.seeds)
+            results[name]["seconds"] = time.perf_counter() - t
         results[name]["seeds"] = args.seeds
-        print(f"[{name}] {results[name]['seconds']:.0f} s", flush=True)
+        print(f"[{name}] {results[name]['seconds'] or 0:.0f} s", flush=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=float))
     if all(k in results for k in HEADLINE):
