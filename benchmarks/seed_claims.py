@@ -17,8 +17,8 @@ within a seed the rows of a section share partition and client sampling. Section
   split, lambda 1 and 10; forgetting vs input W2, feature W2 (hidden spike counts of the global model at the end
   of task 0) and model drift (distance between the two tasks' optima, trained centrally from the initial model).
 - fedprox: device fleets with 10 / 20 / 40% analog mismatch (threshold, leak, gain) and input jitter of 2 steps;
-  10 clients, 5 per round, 22 rounds; oscillation = std of the round-to-round change of the deployed accuracy over
-  the last 20 rounds; FedAvg vs FedProx mu 0.01 / 0.1 / 1.
+  10 clients, 5 per round, 2 local epochs, 22 rounds; oscillation = std of the round-to-round change of the
+  deployed accuracy over the last 20 rounds; FedAvg vs FedProx mu 0.01 / 0.1 / 1.
 - server: the adaptivity moved to the server (local SGD 0.002, 5 epochs; FedAdam server lr 0.01), dense vs
   top-1% + EF, 20 rounds.
 - longrun (not in the default set): dense vs top-1% + EF with local Adam over 60 rounds (the "long run").
@@ -334,7 +334,7 @@ def section_drift(seeds: list[int], cells: DriftCells | None = None) -> dict[str
 
 def _fleet(level: float) -> list[str]:
     return [f"devices.fleet=[{{profile: analog20, threshold_cv: {level}, leak_cv: {level}, gain_cv: {level}, "
-            "jitter: 2}]", "partition.num_clients=10", "federation.fraction=0.5"]
+            "jitter: 2}]", "partition.num_clients=10", "federation.fraction=0.5", "local.epochs=2"]
 
 
 def oscillation(accs: list[float], last: int = 20) -> float:
@@ -368,7 +368,8 @@ def section_fedprox(seeds: list[int], rounds: int = 22) -> dict[str, Any]:
         ratios[name] = mean([mean([cells[(lv, name, s)]["osc"] for s in seeds])
                              / mean([cells[(lv, "FedAvg", s)]["osc"] for s in seeds]) for lv in FLEET_LEVELS])
     best = min(ratios, key=lambda k: ratios[k])
-    table(f"Accuracy oscillation on noisy fleets (deployed accuracy), 10 clients, 5 per round, {rounds} rounds",
+    table(f"Accuracy oscillation on noisy fleets (deployed accuracy), 10 clients, 5 per round, 2 local epochs, "
+          f"{rounds} rounds",
           ["mismatch (+ jitter 2)", "strategy", "oscillation per seed", "mean", "mean accuracy, last 20",
            "final accuracy"], lines)
     print("\nOscillation ratio FedProx / FedAvg (mean over fleets): "
