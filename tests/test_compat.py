@@ -54,6 +54,9 @@ TRIGGERS: dict[str, list[str]] = {
     "private-selection": ["privacy.dp=true", "federation.selection=size"],
     "qffl-size": ["federation.strategy=qffl", "federation.selection=size"],
     "flower-selection": ["federation.selection=availability"],
+    "momentum-correction-ef": ["compression.uplink=topk", "compression.momentum_correction=0.9",
+                               "compression.error_feedback=false"],
+    "flower-momentum-correction": ["compression.uplink=topk", "compression.momentum_correction=0.9"],
 }
 
 

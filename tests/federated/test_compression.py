@@ -444,6 +444,7 @@ def test_reported_bytes_are_the_payload_lengths(monkeypatch) -> None:
     ("compression.uplink=topk", "compression.fraction=0.05"),
     ("compression.uplink=randomk+qsgd4", "compression.fraction=0.2", "compression.downlink=topk+qsgd8",
      "compression.downlink_fraction=0.1"),
+    ("compression.uplink=topk", "compression.fraction=0.05", "compression.momentum_correction=0.9"),
 ])
 def test_resumed_run_with_error_feedback_is_bit_identical(tmp_path, extra: tuple[str, ...]) -> None:
     settings = _small(*extra)
@@ -463,6 +464,9 @@ def test_resumed_run_with_error_feedback_is_bit_identical(tmp_path, extra: tuple
     for cid, st in a.state.client_state.items():
         for n, t in st[EF_KEY].items():
             assert torch.equal(t, c.state.client_state[cid][EF_KEY][n])
+        if any("momentum_correction" in e for e in extra):  # the DGC velocity travels in the checkpoint too
+            assert all(torch.equal(t, c.state.client_state[cid]["dgc_velocity"][n])
+                       for n, t in st["dgc_velocity"].items())
     if any("downlink=" in e and not e.endswith("none") for e in extra):
         ref_a = a.state.server_state["channel"]["downlink"]["reference"]
         ref_c = c.state.server_state["channel"]["downlink"]["reference"]

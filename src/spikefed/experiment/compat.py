@@ -113,6 +113,13 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.privacy.secure_aggregation and s.compression.uplink != "none",
             lambda s: "privacy.secure_aggregation masks uplink vectors with uniform noise, which cannot be "
                       f"compressed; set compression.uplink=none (got {s.compression.uplink})"),
+    Refusal("momentum-correction-ef", "run", ("compression.momentum_correction", "compression.error_feedback",
+                                               "compression.uplink"),
+            lambda s: s.compression.momentum_correction > 0 and (not s.compression.error_feedback
+                                                                 or s.compression.uplink == "none"),
+            lambda s: "compression.momentum_correction accumulates the velocity in the error-feedback residual "
+                      "of a compressed uplink (what is not sent waits there); it needs compression.error_feedback="
+                      "true and a compression.uplink other than none"),
     Refusal("continual-event-drift", "run", ("continual.stream", "continual.rotation", "data.name"),
             lambda s: _continual(s) and s.continual.stream != "class_incremental" and _event(s)
             and s.continual.rotation != 0,
@@ -231,6 +238,10 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: _differs(s, "continual"),
             lambda s: "continual: task streams and stability terms are not supported on Flower yet (the anchors "
                       "and Fisher live on the simulated server); remove the continual section"),
+    Refusal("flower-momentum-correction", "flower", ("compression.momentum_correction",),
+            lambda s: s.compression.momentum_correction > 0,
+            lambda s: "compression.momentum_correction is not supported on Flower yet (a node carries only its "
+                      "error-feedback residual between rounds, not the DGC velocity); set it to 0"),
     Refusal("flower-downlink", "flower", ("compression.downlink",),
             lambda s: s.compression.downlink != "none",
             lambda s: "compression.downlink is not supported on Flower yet (the nodes receive dense parameters); "

@@ -596,6 +596,10 @@ class CompressionSettings(_Section):
     error_feedback: bool = Field(True, description="uplink error feedback: clients carry the residual")
     unbiased: bool = Field(False, description="randomk: scale kept values by n/k (unbiased, not a contraction)")
     qsgd_norm: Literal["max", "l2"] = Field("max", description="qsgd8/qsgd4: scale by the max or the L2 norm")
+    momentum_correction: float = Field(
+        0.0, ge=0, lt=1, description="uplink DGC momentum correction + factor masking: decay m of the velocity "
+        "accumulated over a client's round deltas before compression (0: plain error feedback; "
+        "docs/compression.md)")
 
     def to_spec(self) -> CompressionSpec | None:
         """``None`` when both directions are dense (exactly the uncompressed engine)."""

@@ -338,8 +338,11 @@ class Compressor:
     values: str = "fp32"
     unbiased: bool = False
     qsgd_norm: str = "max"
+    momentum_correction: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum_correction < 1.0:
+            raise ValueError(f"momentum_correction must lie in [0, 1), got {self.momentum_correction}")
         if self.sparsifier not in ("none", *SPARSIFIERS):
             raise ValueError(f"unknown sparsifier {self.sparsifier!r}; valid: none, {', '.join(SPARSIFIERS)}")
         if self.quantizer not in ("none", *QUANTIZERS):
@@ -778,6 +781,8 @@ class CompressionSpec:
             ``topk`` / ``randomk``; ``none`` is always fp32).
         error_feedback: uplink error feedback (client residuals). The downlink always tracks its reference
             (implicit error feedback).
+        momentum_correction: DGC momentum correction + factor masking of the uplink (:mod:`spikefed.federated.dgc`),
+            the velocity's decay m in [0, 1); 0: plain error feedback.
     """
 
     uplink: str = "none"
@@ -789,8 +794,11 @@ class CompressionSpec:
     error_feedback: bool = True
     unbiased: bool = False
     qsgd_norm: str = "max"
+    momentum_correction: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum_correction < 1.0:
+            raise ValueError(f"momentum_correction must lie in [0, 1), got {self.momentum_correction}")
         self.uplink_compressor()
         self.downlink_compressor()
 

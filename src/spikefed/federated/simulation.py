@@ -464,7 +464,7 @@ def train_local(spec: FederationSpec, received: ParamDict, clients: list[ClientD
 _CHECKPOINT_KEYS = ("round", "global_params", "strategy_state", "metrics", "bytes_up", "bytes_down", "seconds",
                     "client_state", "server_state")
 #: per-client state entries that hold one tensor per model parameter
-CLIENT_TENSOR_STATE = ("scaffold_control", "ef_residual")
+CLIENT_TENSOR_STATE = ("scaffold_control", "ef_residual", "dgc_velocity")
 
 
 def _check_checkpoint_structure(path: Path, data: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...seeding import SERVER_STREAM, Purpose, torch_generator
-from ..compression import client_uplink, downlink_broadcast
+from ..compression import EF_KEY, client_uplink, decode_update, downlink_broadcast
+from ..dgc import energy_kept, momentum_uplink
 from ..round import RoundContext, Stage, check_int, check_params
 from ..serialization import decode_params, encode_params
 from ..types import ClientUpdate, ParamDict, Upload
@@ -57,6 +58,9 @@ class ChannelStage(Stage):
         sim = ctx.sim
         base = sim.state.global_params if self.mode == "dense" else ctx.received
         ctx.uploads = [client_upload(sim.spec, ctx.rnd, u, base, sim.state.client_state) for u in ctx.updates]
+        comp = sim.spec.compression
+        if self.mode == "compressed" and comp is not None and comp.error_feedback:
+            ctx.row.update(uplink_diagnostics(ctx.uploads, ctx.updates, base, sim.state.client_state))
 
     def state_dict(self) -> dict[str, Any]:
         return {"downlink": self.reference} if self.reference else {}
@@ -103,9 +107,28 @@ def client_upload(spec: FederationSpec, rnd: int, upd: ClientUpdate, base: Param
         comp = spec.compression
         assert comp is not None
         gen = torch_generator(spec.seed, Purpose.COMPRESS, rnd, upd.client_id)
-        payload = client_uplink(delta, comp.uplink_compressor(), gen, client_state.setdefault(upd.client_id, {}),
-                                comp.error_feedback)
+        held = client_state.setdefault(upd.client_id, {})
+        if comp.momentum_correction > 0:
+            payload = momentum_uplink(delta, comp.uplink_compressor(), gen, held, comp.momentum_correction)
+        else:
+            payload = client_uplink(delta, comp.uplink_compressor(), gen, held, comp.error_feedback)
     else:
         payload = encode_params(delta)
     control = encode_params(upd.control_delta) if upd.control_delta is not None else None
     return Upload(upd.client_id, upd.num_samples, payload, upd.metrics, upd.steps, control)
+
+
+def uplink_diagnostics(uploads: list[Upload], updates: list[ClientUpdate], base: ParamDict,
+                       client_state: dict[int, dict[str, Any]]) -> dict[str, float]:
+    """Metrics-row entries of a compressed uplink with error feedback, means over the round's clients:
+    ``uplink_energy_kept`` = ``||sent||^2 / (||sent||^2 + ||residual||^2)`` (the share of the compressor's input
+    that was sent) and ``uplink_residual_ratio`` = ``||residual|| / ||delta||`` after the step."""
+    kept, ratio = [], []
+    for up, upd in zip(uploads, updates):
+        residual = client_state[upd.client_id][EF_KEY]
+        kept.append(energy_kept(decode_update(up.payload), residual))
+        d = sum(float((upd.params[n] - base[n]).double().pow(2).sum()) for n in upd.params) ** 0.5
+        r = sum(float(t.double().pow(2).sum()) for t in residual.values()) ** 0.5
+        ratio.append(r / d if d > 0 else float("nan"))
+    n = max(len(kept), 1)
+    return {"uplink_energy_kept": sum(kept) / n, "uplink_residual_ratio": sum(ratio) / n}

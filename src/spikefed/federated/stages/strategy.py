@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..dissimilarity import DRIFT_KEYS, client_drift
 from ..round import RoundContext, Stage
 from ..serialization import encode_params
 from ..types import ParamDict
@@ -35,6 +36,17 @@ class StrategyStage(Stage):
         ctx.bytes_down += len(encode_params(control)) * len(ctx.sampled)
         state = ctx.sim.state.client_state
         ctx.controls = [state.get(c, {}).get(CONTROL_KEY) for c in ctx.plan.trained]
+
+    def server(self, ctx: RoundContext) -> None:
+        """Client drift of the round (:mod:`spikefed.federated.dissimilarity`): the accepted updates against the
+        global model, weighted as the strategy weighs them; ``None`` under privacy (the server must not read
+        individual updates there)."""
+        sim = ctx.sim
+        if sim.spec.privacy is not None or not ctx.accepted:
+            ctx.row.update(dict.fromkeys(DRIFT_KEYS))
+            return
+        weights = self.strategy.client_weights(ctx.accepted).tolist()
+        ctx.row.update(client_drift(ctx.accepted, sim.state.global_params, weights))
 
     def aggregate(self, ctx: RoundContext) -> bool:
         if not ctx.accepted:
