@@ -226,8 +226,9 @@ def describe() -> list[str]:
 
 def engine_for(requested: str, model: Any, cfg: Any) -> tuple[str, str | None]:
     """The engine that trains: ``(engine, why it is not the requested one or None)``. The batched cohort engine
-    covers the models :func:`~spikefed.federated.cohort.supports_cohort` accepts; any other model trains on the
-    sequential engine, and the run says so."""
+    covers the models :func:`~spikefed.federated.cohort.supports_cohort` accepts (any model whose forward runs
+    under ``torch.func.vmap``, trained by full BPTT); anything else (truncated BPTT, e-prop, BatchNorm/Dropout)
+    trains on the sequential engine, and the run says so."""
     from ..federated.cohort import supports_cohort
 
     if requested != "cohort":

@@ -57,6 +57,8 @@ def vmap_sequence(k: int, x_dim: int | None, x: torch.Tensor) -> tuple[torch.Ten
         xs = x.unsqueeze(1).expand(x.shape[0], k, *x.shape[1:])
     else:
         xs = x.movedim(x_dim, 1)
+        if xs.stride(0) != 0:  # dense [T, K, ...] memory for the per-step loop (a time-constant view stays one)
+            xs = xs.contiguous()
     step_dims = xs.dim() - 2
 
     def lift(p: torch.Tensor, dim: int | None) -> torch.Tensor:
