@@ -33,6 +33,7 @@ import torch
 from ..data.compact import as_float_batch
 from ..manifold import manifold_of
 from ..snn.encoding import encode
+from ..snn.stacked import cohort_forward as cohort_forward  # re-exported (the hand-written LIF/IF MLP forward)
 from ..snn.stacked import (forward_path, masked_regularizers, per_sample_loss, predict_cohort, stacked_forward,
                            vmap_reason)
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
