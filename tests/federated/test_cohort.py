@@ -145,3 +145,19 @@ def test_supports_cohort_names_what_stays_sequential() -> None:
         forward_path(SpikingMLP([4, 3], neuron="alif"), "mlp")
     with pytest.raises(ValueError, match="unknown cohort forward path"):
         forward_path(SpikingMLP([4, 3]), "fast")
+
+
+def test_a_forward_that_is_not_vmap_friendly_trains_sequentially() -> None:
+    """The generic engine probes the forward once under vmap: a layer that branches on data is refused with
+    the error as the reason (the run then trains on the sequential engine), not a failure mid-round."""
+    from spikefed.federated.cohort import supports_cohort
+
+    class Branchy(SpikingMLP):
+        def forward(self, x, state=None):
+            out = super().forward(x, state)
+            if bool(out.output.sum() > 0):  # data-dependent Python control flow
+                return out
+            return out
+
+    assert "does not run under torch.func.vmap" in supports_cohort(Branchy([4, 3]), TrainConfig(num_steps=4))
+    assert supports_cohort(SpikingMLP([4, 3]), TrainConfig(num_steps=4)) is None

@@ -46,6 +46,9 @@ def mlp_path_reason(model: nn.Module) -> str | None:
     """``None`` if the hand-written :func:`cohort_forward` runs ``model``, else why not."""
     if type(model) is not SpikingMLP:
         return f"the hand-written stacked forward covers SpikingMLP, got {type(model).__name__}"
+    extra = sorted(set(dict(model.named_children())) - {"linears", "neurons", "integrator"})
+    if extra or getattr(model, "delays", None) is not None:  # parts it has no code for (e.g. axonal delays)
+        return f"the hand-written stacked forward has no code for {', '.join(extra) or 'delays'}"
     if any(type(n) not in (LIF, IF) for n in model.neurons):
         return "the hand-written stacked forward covers LIF and IF neurons"
     if any(n.refractory for n in model.neurons):
@@ -61,6 +64,27 @@ def vmap_reason(model: nn.Module) -> str | None:
                 return f"module {name or '<root>'} ({type(module).__name__}) {why}"
     if not any(p.requires_grad for p in model.parameters()):
         return f"{type(model).__name__} has no trainable parameters"
+    return _probe(model)
+
+
+def _probe(model: nn.Module) -> str | None:
+    """Run the model's forward once under vmap over two copies on one all-zero sample of two steps (its input
+    shape from ``in_shape`` / ``in_features``; not probed when it has neither): a layer that branches on data,
+    updates a buffer in place or draws random numbers fails here, and the model trains on the sequential engine
+    with that error as the reason instead of failing mid-round."""
+    shape = getattr(model, "in_shape", None)
+    if shape is None and isinstance(getattr(model, "in_features", None), int):
+        shape = (model.in_features,)
+    if shape is None:
+        return None
+    dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.get_default_dtype())
+    params = {n: torch.stack([p.detach(), p.detach()]) for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        with torch.no_grad():
+            vmap_forward(model, params, torch.zeros((2, 2, 1, *shape), dtype=dtype))
+    except Exception as e:  # noqa: BLE001 - any failure means "not vmap-friendly"; the message is the reason
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"the forward of {type(model).__name__} does not run under torch.func.vmap ({first[:200]})"
     return None
 
 
