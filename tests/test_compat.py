@@ -108,10 +108,10 @@ def test_config_show_prints_the_table_and_the_flower_refusals() -> None:
 
 def test_engine_is_decided_once_and_recorded(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-m", "spikefed.cli", "run", "--out", str(tmp_path / "run"), "--json",
-                        "--set", "model.neuron=alif", "--set", "federation.rounds=1", "--set", "local.epochs=1",
+                        "--set", "local.tbptt=2", "--set", "federation.rounds=1", "--set", "local.epochs=1",
                         "--set", "partition.num_clients=4", "--set", "local.num_steps=4"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "engine: sequential, not cohort:" in r.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["engine"] == "sequential" and "LIF and IF" in summary["engine_note"]
+    assert summary["engine"] == "sequential" and "truncated BPTT" in summary["engine_note"]

@@ -120,3 +120,44 @@ def test_sequential_keeps_learnable_decays_on_their_manifold(clients64) -> None:
         assert not rejected, [str(e) for e in rejected]
         assert max(float(u.params["neurons.0.beta"].max()) for u in ups) < 1.0
     assert _max_diff(a, b) < 1e-10
+
+
+def test_supports_cohort_names_what_stays_sequential() -> None:
+    """The generic engine covers conv nets and every neuron; it refuses (with the reason) in-place running
+    statistics, random draws in the forward, truncated BPTT and e-prop, and an unknown forward path."""
+    from spikefed.experiment.compat import engine_for
+    from spikefed.federated.cohort import supports_cohort
+    from spikefed.snn.models import SpikingConvNet
+    from spikefed.snn.stacked import forward_path
+
+    cfg = TrainConfig(num_steps=4)
+    assert supports_cohort(SpikingConvNet((1, 8, 8), 3, channels=(2,)), cfg) is None
+    assert supports_cohort(SpikingMLP([4, 3], neuron="ralif"), cfg) is None
+    bn = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    assert "running statistics" in supports_cohort(bn, cfg)
+    drop = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5))
+    assert "random" in supports_cohort(drop, cfg)
+    assert "tbptt" in supports_cohort(SpikingMLP([4, 3]), TrainConfig(num_steps=4, tbptt=2))
+    assert engine_for("cohort", bn, cfg) == ("sequential", supports_cohort(bn, cfg))
+    assert forward_path(SpikingMLP([4, 3])) == "mlp"
+    assert forward_path(SpikingMLP([4, 3], neuron="alif")) == "vmap"
+    with pytest.raises(ValueError, match="cannot run this model"):
+        forward_path(SpikingMLP([4, 3], neuron="alif"), "mlp")
+    with pytest.raises(ValueError, match="unknown cohort forward path"):
+        forward_path(SpikingMLP([4, 3]), "fast")
+
+
+def test_a_forward_that_is_not_vmap_friendly_trains_sequentially() -> None:
+    """The generic engine probes the forward once under vmap: a layer that branches on data is refused with
+    the error as the reason (the run then trains on the sequential engine), not a failure mid-round."""
+    from spikefed.federated.cohort import supports_cohort
+
+    class Branchy(SpikingMLP):
+        def forward(self, x, state=None):
+            out = super().forward(x, state)
+            if bool(out.output.sum() > 0):  # data-dependent Python control flow
+                return out
+            return out
+
+    assert "does not run under torch.func.vmap" in supports_cohort(Branchy([4, 3]), TrainConfig(num_steps=4))
+    assert supports_cohort(SpikingMLP([4, 3]), TrainConfig(num_steps=4)) is None

@@ -270,8 +270,9 @@ def describe() -> list[str]:
 
 def engine_for(requested: str, model: Any, cfg: Any) -> tuple[str, str | None]:
     """The engine that trains: ``(engine, why it is not the requested one or None)``. The batched cohort engine
-    covers the models :func:`~spikefed.federated.cohort.supports_cohort` accepts; any other model trains on the
-    sequential engine, and the run says so."""
+    covers the models :func:`~spikefed.federated.cohort.supports_cohort` accepts (any model whose forward runs
+    under ``torch.func.vmap``, trained by full BPTT); anything else (truncated BPTT, e-prop, BatchNorm/Dropout)
+    trains on the sequential engine, and the run says so."""
     from ..federated.cohort import supports_cohort
 
     if requested != "cohort":
@@ -282,14 +283,8 @@ def engine_for(requested: str, model: Any, cfg: Any) -> tuple[str, str | None]:
 
 def _sequential_only(model: Any, cfg: Any) -> str | None:
     """Model parts and objectives that only the sequential engine trains so far (the batched engine's stacked
-    forward and per-sample losses do not have them): axonal delays, the membrane rate loss, membrane
-    regularisers. ``None`` when none is present."""
-    from .models import has_delays
-
-    if has_delays(model):
-        return "the batched cohort engine has no axonal delay layers (model.delays)"
-    if cfg.loss == "mse_membrane":
-        return "the batched cohort engine has no membrane rate loss (local.loss=mse_membrane)"
+    forward returns no output-layer membrane for them): the membrane regularisers. ``None`` when none is
+    present."""
     if cfg.reg_membrane_l1 or cfg.reg_membrane_l2:
         return "the batched cohort engine has no membrane regularisers (local.reg_membrane_l1/l2)"
     return None

@@ -1,18 +1,19 @@
 """Local training of a cohort of clients: one batched computation, and a sequential reference beside it.
 
 A round trains K sampled clients from the same global parameters. :func:`train_cohort` stacks the K copies
-of every parameter into ``[K, ...]`` tensors and runs all clients' mini-batches through the network at once:
-a linear layer is one ``baddbmm`` over ``[K, T*B, in]``, a spiking layer one fused LIF call over
-``[T, K, B, N]``. Clients own different amounts of data, so step ``j`` only involves the clients that still
-have a batch at ``j``; batches shorter than the longest are padded and masked (padded samples carry weight 0).
-Each client's loss is the mean over its own batch, so summing the K losses gives every client exactly its own
-gradient. The optimizer (Adam or SGD with momentum, as ``torch.optim``) keeps per-client moments and step
-counts and only moves the clients that took a step. The stacked forward and per-sample losses live in
-:mod:`spikefed.snn.stacked`.
+of every trained parameter into ``[K, ...]`` tensors and runs all clients' mini-batches through the network at
+once, by the model's own forward under ``torch.func.functional_call`` + ``torch.func.vmap`` (any spikefed
+model: every neuron, conv nets, recurrent layers, delays), or, for LIF/IF MLPs, by the faster hand-written
+stacked forward (:mod:`spikefed.snn.stacked`, :func:`~spikefed.snn.stacked.forward_path`). Clients own
+different amounts of data, so step ``j`` only involves the clients that still have a batch at ``j``; batches
+shorter than the longest are padded and masked (padded samples carry weight 0). Each client's loss is the mean
+over its own batch, so summing the K losses and differentiating w.r.t. the stacks gives every client exactly
+its own gradient. The optimizer (Adam or SGD with momentum, as ``torch.optim``) keeps per-client moments and
+step counts and only moves the clients that took a step.
 
-:func:`train_sequential` trains the same clients one after another with a plain :class:`SpikingMLP` and
+:func:`train_sequential` trains the same clients one after another with a private copy of the model and
 ``torch.optim``, drawing the same batches from the same per-client generators; the tests check that both give
-the same client parameters.
+the same client parameters (float64, 1e-10).
 
 Local objective of client k (``w_t``: the global parameters of the round)::
 
@@ -28,14 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..data.compact import as_float_batch
 from ..manifold import manifold_of
 from ..snn.encoding import encode
-from ..snn.models import SpikingMLP
-from ..snn.neurons import IF, LIF
-from ..snn.stacked import cohort_forward, per_sample_loss, predict_cohort
+from ..snn.stacked import cohort_forward as cohort_forward  # re-exported (the hand-written LIF/IF MLP forward)
+from ..snn.stacked import (forward_path, masked_regularizers, per_sample_loss, predict_cohort, stacked_forward,
+                           vmap_reason)
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
@@ -79,44 +79,19 @@ def planned_steps(n: int, cfg: TrainConfig) -> int:
 
 
 def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
-    """``None`` if the batched engine supports this model/config, else the reason (use the sequential one)."""
-    if not isinstance(model, SpikingMLP):
-        return f"the batched cohort engine supports SpikingMLP, got {type(model).__name__}"
-    if any(type(n) not in (LIF, IF) for n in model.neurons):
-        return "the batched cohort engine supports LIF and IF neurons"
-    if any(n.refractory for n in model.neurons):
-        return "the batched cohort engine does not support refractory periods"
+    """``None`` if the batched engine trains this model/config, else the reason (it trains on the sequential one).
+
+    Any model whose forward runs under ``torch.func.vmap`` is covered (:func:`~spikefed.snn.stacked.vmap_reason`);
+    the training method must be full BPTT."""
     if cfg.tbptt is not None:
-        return "the batched cohort engine runs full BPTT (tbptt must be unset)"
+        return ("the batched cohort engine runs full BPTT; truncated BPTT (tbptt) re-runs windows from each "
+                "layer's carried state, which the sequential engine does per client")
     if cfg.method != "bptt":
-        return f"the batched cohort engine runs BPTT; method={cfg.method} trains on the sequential engine"
+        return (f"the batched cohort engine runs BPTT; method={cfg.method} computes its gradient online per "
+                "client and trains on the sequential engine")
     if cfg.ib_weight or cfg.adversarial != "none" or cfg.distill:
         return "the information bottleneck, adversarial training and distillation run on the sequential engine"
-    return None
-
-
-# -- stacked regularisers ---------------------------------------------------------------------------------
-
-def _masked_regularizers(spikes: list[torch.Tensor], mask: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Per-client activity regularisers ``[K]`` over the valid samples (matches :func:`snn.train.objective`)."""
-    k = mask.shape[0]
-    total = torch.zeros(k, dtype=spikes[0].dtype)
-    n_valid = mask.sum(1).clamp(min=1)  # [K]
-    w = mask.to(spikes[0].dtype)
-    if cfg.reg_l1:
-        num = sum((s.abs().sum((0, 3)) * w).sum(1) for s in spikes)
-        den = sum(s.shape[0] * s.shape[-1] for s in spikes) * n_valid
-        total = total + cfg.reg_l1 * num / den
-    if cfg.reg_l2:
-        num = sum(((s.mean(0) ** 2).sum(-1) * w).sum(1) for s in spikes)
-        den = sum(s.shape[-1] for s in spikes) * n_valid
-        total = total + cfg.reg_l2 * num / den
-    if cfg.reg_bounds:
-        for s in spikes:
-            rates = (s.mean(0) * w.unsqueeze(-1)).sum(1) / n_valid.unsqueeze(-1)  # [K, N]
-            pen = F.relu(cfg.rate_lower - rates).pow(2).mean(1) + F.relu(rates - cfg.rate_upper).pow(2).mean(1)
-            total = total + cfg.reg_bounds * pen
-    return total
+    return vmap_reason(model)
 
 
 # -- stacked optimizer --------------------------------------------------------------------------------------
@@ -229,13 +204,16 @@ def _encode_cohort(x: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig, gens: 
     return out.transpose(0, 1)
 
 
-def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[ClientData],
+def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequence[ClientData],
                  generators: Sequence[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
                  controls: Sequence[ParamDict | None] | None = None,
                  step_budgets: Sequence[int | None] | None = None,
                  devices: Sequence["ClientDevice"] | None = None,
-                 penalties: Sequence[StabilityPenalty | None] | None = None) -> list[ClientUpdate]:
+                 penalties: Sequence[StabilityPenalty | None] | None = None,
+                 path: str = "auto") -> list[ClientUpdate]:
     """Train every client in ``clients`` from ``global_params`` as one batched computation.
+
+    ``path`` picks the stacked forward (:func:`~spikefed.snn.stacked.forward_path`: ``auto``, ``mlp``, ``vmap``).
 
     With ``devices``, client k starts from ``devices[k].program`` and its forward runs through its device's
     physics (mismatch, quantization-aware training, lost steps); the returned parameters are programs.
@@ -249,6 +227,7 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
     reason = supports_cohort(model, cfg)
     if reason is not None:
         raise ValueError(reason)
+    path = forward_path(model, path)
     k = len(clients)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     fixed: list[ParamDict] = []
@@ -296,14 +275,14 @@ def train_cohort(model: SpikingMLP, global_params: ParamDict, clients: Sequence[
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
         leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
         if devices is not None:
-            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask)
+            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask, path)
         else:
-            out, spikes = cohort_forward(model, leaves, xs)
+            out, spikes = stacked_forward(model, leaves, xs, path)
         per = per_sample_loss(out, yb, cfg)
         w = mask.to(per.dtype)
         counts = w.sum(1)
         client_loss = (per * w).sum(1) / counts
-        reg = _masked_regularizers(spikes, mask, cfg) if (cfg.reg_l1 or cfg.reg_l2 or cfg.reg_bounds) else 0.0
+        reg = masked_regularizers(spikes, mask, cfg) if spikes and (cfg.reg_l1 or cfg.reg_l2 or cfg.reg_bounds) else 0.0
         total = client_loss + reg
         if fit.prox_mu:
             ref = anchor if devices is None else {n: anchor[n][active] for n in names}
@@ -356,9 +335,9 @@ class ClientDevice:
     device: Any
 
 
-def _device_forward(model: SpikingMLP, leaves: ParamDict, xs: torch.Tensor, active: list[int],
+def _device_forward(model: torch.nn.Module, leaves: ParamDict, xs: torch.Tensor, active: list[int],
                     devices: Sequence[ClientDevice], fixed: list[ParamDict], generators: Sequence[torch.Generator],
-                    mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                    mask: torch.Tensor, path: str = "auto") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Forward of the active clients, each through its own device's physics (effective values, input loss).
 
     Lost steps / jitter draw for the client's valid samples only (``mask [Ka, B]``), so a client's draws do not
@@ -377,7 +356,7 @@ def _device_forward(model: SpikingMLP, leaves: ParamDict, xs: torch.Tensor, acti
                 x = torch.cat([devices[k].device.perturb_input(x[:, :n], generators[k]), x[:, n:]], dim=1)
             rows.append(x)
         xs = torch.stack(rows, dim=1)
-    return cohort_forward(model, stacked, xs)
+    return stacked_forward(model, stacked, xs, path)
 
 
 def scaffold_control_delta(params: ParamDict, anchor: ParamDict, server_control: ParamDict, steps: int,

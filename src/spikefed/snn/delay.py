@@ -66,9 +66,16 @@ def _check_delays(delays: torch.Tensor, features: int) -> torch.Tensor:
         raise ValueError(f"expected delays of shape [features] = [{features}], got {list(delays.shape)}")
     if delays.is_complex() or delays.dtype == torch.bool:
         raise ValueError(f"delays must have a real (integer or floating) dtype, got {delays.dtype}")
-    if delays.is_floating_point() and not torch.isfinite(delays.detach()).all():
+    if delays.is_floating_point() and not _vmapped(delays) and not torch.isfinite(delays.detach()).all():
         raise ValueError("delays must be finite")
     return delays
+
+
+def _vmapped(x: torch.Tensor) -> bool:
+    """Whether ``x`` is one copy of a stack under ``torch.func.vmap`` (the batched cohort engine): a value check
+    cannot branch on it there; the stack it comes from holds parameters that passed the check (or validation of
+    the update that carried them) as plain tensors."""
+    return bool(torch._C._functorch.is_batchedtensor(x))
 
 
 def _check_history(history: torch.Tensor, max_delay: int, batch: int, features: int) -> None:
@@ -117,7 +124,7 @@ def _taps(delays: torch.Tensor, max_delay: int) -> tuple[torch.Tensor, torch.Ten
 
 def _mix(lower: torch.Tensor, upper: torch.Tensor, frac: torch.Tensor | None) -> torch.Tensor:
     """``(1 - f) * lower + f * upper``; exactly ``lower`` when the delays are integers and need no gradient."""
-    if frac is None or (not frac.requires_grad and not bool(frac.any())):
+    if frac is None or (not frac.requires_grad and not _vmapped(frac) and not bool(frac.any())):
         return lower
     f = frac.to(lower.dtype)
     return (1.0 - f) * lower + f * upper

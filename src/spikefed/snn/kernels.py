@@ -29,7 +29,7 @@ used for current-based synapses and leaky read-outs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -47,12 +47,34 @@ def _reduce_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return grad.sum_to_size(like.shape) if like.dim() > 0 else grad.sum()
 
 
+def vmap_sequence(k: int, x_dim: int | None, x: torch.Tensor) -> tuple[torch.Tensor, Callable[..., torch.Tensor]]:
+    """The batching rule shared by the fused kernels: under ``torch.func.vmap`` over K copies (clients), the
+    sequence ``x`` (logical ``[T, *step]``, copy axis at ``x_dim``) becomes ``[T, K, *step]`` and ``lift(p, dim)``
+    turns a per-copy operand (logical shape broadcasting to ``step``) into ``[K, 1, ..., *shape]``, so the kernel
+    runs once on the physical tensors and its own broadcasting (and ``_reduce_to`` in backward) does the rest.
+    The arithmetic per element is that of the unbatched call, so the numbers are the same."""
+    if x_dim is None:
+        xs = x.unsqueeze(1).expand(x.shape[0], k, *x.shape[1:])
+    else:
+        xs = x.movedim(x_dim, 1)
+        if xs.stride(0) != 0:  # dense [T, K, ...] memory for the per-step loop (a time-constant view stays one)
+            xs = xs.contiguous()
+    step_dims = xs.dim() - 2
+
+    def lift(p: torch.Tensor, dim: int | None) -> torch.Tensor:
+        if dim is None:
+            return p
+        p = p.movedim(dim, 0)
+        return p.reshape(k, *([1] * (step_dims - (p.dim() - 1))), *p.shape[1:])
+
+    return xs, lift
+
+
 class LIFFunction(torch.autograd.Function):
     """Fused multi-step LIF: ``(x [T,...], u0, beta, thr, v_r) -> (spikes [T,...], membrane [T,...])``."""
 
     @staticmethod
-    def forward(ctx, x, u0, beta, thr, v_r, mode: int, detach_reset: bool, surrogate: Surrogate):  # type: ignore[override]
-        ctx.set_materialize_grads(False)
+    def forward(x, u0, beta, thr, v_r, mode: int, detach_reset: bool, surrogate: Surrogate):  # type: ignore[override]
         steps = x.shape[0]
         U = torch.empty_like(x)
         S = torch.empty_like(x)
@@ -71,11 +93,25 @@ class LIFFunction(torch.autograd.Function):
             torch.gt(ut, thr, out=S[t])
             r = S[t]
             u = ut
-        ctx.save_for_backward(U, u0, beta, thr, v_r)
+        return S, U
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, u0, beta, thr, v_r, mode, detach_reset, surrogate = inputs
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(output[1], u0, beta, thr, v_r)
         ctx.mode = mode
         ctx.detach_reset = detach_reset
         ctx.surrogate = surrogate
-        return S, U
+
+    @staticmethod
+    def vmap(info, in_dims, x, u0, beta, thr, v_r, mode, detach_reset, surrogate):  # type: ignore[override]
+        """Under ``torch.func.vmap`` (K stacked copies): one fused call on ``[T, K, ...]`` with the per-copy
+        parameters broadcast as ``[K, 1, ..., *shape]``; see :func:`vmap_sequence`."""
+        xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
+        S, U = LIFFunction.apply(xs, lift(u0, in_dims[1]), lift(beta, in_dims[2]), lift(thr, in_dims[3]),
+                                 lift(v_r, in_dims[4]), mode, detach_reset, surrogate)
+        return (S, U), (1, 1)
 
     @staticmethod
     def backward(ctx, gS, gU):  # type: ignore[override]
@@ -245,14 +281,24 @@ class LowpassFunction(torch.autograd.Function):
     """Fused first-order filter ``y[t] = a * y[t-1] + x[t]`` over ``x [T, ...]``; saves only ``y``."""
 
     @staticmethod
-    def forward(ctx, x, y0, a):  # type: ignore[override]
+    def forward(x, y0, a):  # type: ignore[override]
         Y = torch.empty_like(x)
         y = y0
         for t in range(x.shape[0]):
             y = torch.addcmul(x[t], a, y)
             Y[t] = y
-        ctx.save_for_backward(Y, y0, a)
         return Y
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        _, y0, a = inputs
+        ctx.save_for_backward(output, y0, a)
+
+    @staticmethod
+    def vmap(info, in_dims, x, y0, a):  # type: ignore[override]
+        """Under ``torch.func.vmap``: one fused call on ``[T, K, ...]`` (see :func:`vmap_sequence`)."""
+        xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
+        return LowpassFunction.apply(xs, lift(y0, in_dims[1]), lift(a, in_dims[2])), 1
 
     @staticmethod
     def backward(ctx, gY):  # type: ignore[override]

@@ -184,13 +184,13 @@ class LIF(_ParamsMixin):
     # -- parameters as used in the dynamics (clamped into their domain) ---------------------------------------
     def beta_value(self) -> torch.Tensor:
         beta = self.beta
-        if isinstance(beta, nn.Parameter):
+        if "beta" in self._parameters:  # learnable (also when torch.func.functional_call swaps in a tensor)
             beta = beta.clamp(EPS, 1.0 - EPS)
         return beta
 
     def threshold_value(self) -> torch.Tensor:
         thr = self.threshold
-        if isinstance(thr, nn.Parameter):
+        if "threshold" in self._parameters:
             thr = thr.clamp(min=EPS)
         return thr
 
@@ -289,7 +289,7 @@ class Synaptic(LIF):
 
     def alpha_value(self) -> torch.Tensor:
         a = self.alpha
-        return a.clamp(EPS, 1.0 - EPS) if isinstance(a, nn.Parameter) else a
+        return a.clamp(EPS, 1.0 - EPS) if "alpha" in self._parameters else a
 
     def init_state(self, batch_size: int, *, dtype: torch.dtype = torch.float32,  # type: ignore[override]
                    device: torch.device | str | None = None) -> SynapticState:
@@ -353,7 +353,7 @@ class ALIF(LIF):
     def run(self, x: torch.Tensor, state: ALIFState | None = None) -> NeuronOutput:  # type: ignore[override]
         check_sequence(x, self.features)
         beta, thr = self.beta_value(), self.threshold_value()
-        rho = self.rho.clamp(EPS, 1 - EPS) if isinstance(self.rho, nn.Parameter) else self.rho
+        rho = self.rho.clamp(EPS, 1 - EPS) if "rho" in self._parameters else self.rho
         if state is None:
             v = a = last = torch.zeros_like(x[0])
         else:
@@ -453,7 +453,7 @@ class LeakyIntegrator(_ParamsMixin):
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [T, B, *features]`` -> ``(y [T, B, *features], y[-1])``."""
         check_sequence(x, self.features)
-        beta = self.beta.clamp(EPS, 1 - EPS) if isinstance(self.beta, nn.Parameter) else self.beta
+        beta = self.beta.clamp(EPS, 1 - EPS) if "beta" in self._parameters else self.beta
         y = lowpass(x, beta, state)
         return y, y[-1]
 

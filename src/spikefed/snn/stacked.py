@@ -1,9 +1,20 @@
-"""Stacked (cohort) forward: K copies of a :class:`~.models.SpikingMLP` run as one batched computation.
+"""Stacked (cohort) forward: K copies of a model, one per client, run as one batched computation.
 
-Every parameter is stacked per copy into a ``[K, ...]`` tensor: a linear layer is one ``baddbmm`` over
-``[K, T*B, in]``, a spiking layer one fused LIF call over ``[T, K, B, N]``. Used by the cohort trainer
-(:mod:`spikefed.federated.cohort`) and by device fleets (:mod:`spikefed.hardware.fleet`); the losses and
-predictions here match :mod:`.train` sample by sample.
+Every trained parameter is stacked per copy into a ``[K, ...]`` tensor. Two forwards take such stacks:
+
+- :func:`vmap_forward`, the generic one: the model's own ``forward`` run over the stacks with
+  ``torch.func.functional_call`` + ``torch.func.vmap`` (K is the vmapped axis). Linear layers become batched
+  matmuls, convolutions grouped convolutions (PyTorch's batching rules), and the fused neuron kernels
+  (:mod:`.kernels`) carry their own batching rule that runs one fused call over ``[T, K, ...]``. It works for
+  any model built from spikefed's layers (every neuron, conv nets, recurrent layers, delays) without a line per
+  model; :func:`vmap_reason` names what it cannot run (modules with in-place running statistics or random draws).
+- :func:`cohort_forward`, hand-written for a :class:`~.models.SpikingMLP` of LIF/IF neurons: a linear layer is
+  one ``baddbmm`` over ``[K, T*B, in]``, a spiking layer one fused LIF call over ``[T, K, B, N]``. It is kept
+  because it is faster for that model (``benchmarks/cohort_models.py`` measures both); :func:`forward_path`
+  makes the choice explicit.
+
+Used by the cohort trainer (:mod:`spikefed.federated.cohort`) and by device fleets
+(:mod:`spikefed.hardware.fleet`); the losses and predictions here match :mod:`.train` sample by sample.
 """
 
 from __future__ import annotations
@@ -12,11 +23,107 @@ from typing import Mapping
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .kernels import lif_fused, lowpass
 from .losses import soft_first_spike_time
-from .models import SpikingMLP, is_time_constant
+from .models import SpikingMLP, as_model_output, is_time_constant
+from .neurons import IF, LIF
 from .train import TrainConfig, group_population, predict
+
+#: forward paths of the stacked engine: ``auto`` picks ``mlp`` where it applies, else ``vmap``
+PATHS = ("auto", "mlp", "vmap")
+
+#: torch layers that update state in place or draw random numbers per call: vmap over clients cannot
+#: reproduce one client trained alone with them
+_UNSUPPORTED: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.modules.batchnorm._NormBase, "updates running statistics in place during the forward pass"),
+    (nn.modules.dropout._DropoutNd, "draws from the global random generator (not the client's own)"),
+)
+
+
+def mlp_path_reason(model: nn.Module) -> str | None:
+    """``None`` if the hand-written :func:`cohort_forward` runs ``model``, else why not."""
+    if type(model) is not SpikingMLP:
+        return f"the hand-written stacked forward covers SpikingMLP, got {type(model).__name__}"
+    extra = sorted(set(dict(model.named_children())) - {"linears", "neurons", "integrator"})
+    if extra or getattr(model, "delays", None) is not None:  # parts it has no code for (e.g. axonal delays)
+        return f"the hand-written stacked forward has no code for {', '.join(extra) or 'delays'}"
+    if any(type(n) not in (LIF, IF) for n in model.neurons):
+        return "the hand-written stacked forward covers LIF and IF neurons"
+    if any(n.refractory for n in model.neurons):
+        return "the hand-written stacked forward has no refractory period"
+    return None
+
+
+def vmap_reason(model: nn.Module) -> str | None:
+    """``None`` if :func:`vmap_forward` can run ``model`` (a client's numbers as if trained alone), else why not."""
+    for name, module in model.named_modules():
+        for kind, why in _UNSUPPORTED:
+            if isinstance(module, kind):
+                return f"module {name or '<root>'} ({type(module).__name__}) {why}"
+    if not any(p.requires_grad for p in model.parameters()):
+        return f"{type(model).__name__} has no trainable parameters"
+    return _probe(model)
+
+
+def _probe(model: nn.Module) -> str | None:
+    """Run the model's forward once under vmap over two copies on one all-zero sample of two steps (its input
+    shape from ``in_shape`` / ``in_features``; not probed when it has neither): a layer that branches on data,
+    updates a buffer in place or draws random numbers fails here, and the model trains on the sequential engine
+    with that error as the reason instead of failing mid-round."""
+    shape = getattr(model, "in_shape", None)
+    if shape is None and isinstance(getattr(model, "in_features", None), int):
+        shape = (model.in_features,)
+    if shape is None:
+        return None
+    dtype = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.get_default_dtype())
+    params = {n: torch.stack([p.detach(), p.detach()]) for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        with torch.no_grad():
+            vmap_forward(model, params, torch.zeros((2, 2, 1, *shape), dtype=dtype))
+    except Exception as e:  # noqa: BLE001 - any failure means "not vmap-friendly"; the message is the reason
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"the forward of {type(model).__name__} does not run under torch.func.vmap ({first[:200]})"
+    return None
+
+
+def forward_path(model: nn.Module, requested: str = "auto") -> str:
+    """The forward the cohort engine uses: ``mlp`` (hand-written, LIF/IF MLPs) or ``vmap`` (any model).
+
+    ``requested="auto"`` takes ``mlp`` where it applies (it is faster there), else ``vmap``; asking for ``mlp``
+    on a model it does not cover raises ``ValueError`` with the reason."""
+    if requested not in PATHS:
+        raise ValueError(f"unknown cohort forward path {requested!r}; valid: {', '.join(PATHS)}")
+    reason = mlp_path_reason(model)
+    if requested == "mlp" and reason is not None:
+        raise ValueError(f"cohort path 'mlp' cannot run this model: {reason}")
+    if requested == "auto":
+        return "mlp" if reason is None else "vmap"
+    return requested
+
+
+def vmap_forward(model: nn.Module, params: Mapping[str, torch.Tensor],
+                 x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The model's own forward over K stacked copies: ``x [T, K, B, *F]`` -> output ``[T, K, B, C]`` and the
+    hidden spike trains ``[T, K, B, *f]`` the model reports (what the activity regularisers see).
+
+    ``params[name]`` has shape ``[K, *shape]``; names not given keep the module's own tensor (shared by all
+    copies). Random draws inside the forward are refused (``randomness="error"``)."""
+    def one(p: dict[str, torch.Tensor], xk: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        out = as_model_output(torch.func.functional_call(model, p, (xk,)), model)
+        return out.output, list(out.hidden)
+
+    output, hidden = torch.func.vmap(one, in_dims=(0, 1), out_dims=1, randomness="error")(dict(params), x)
+    return output, hidden
+
+
+def stacked_forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                    path: str = "auto") -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Forward of K stacked copies by the path :func:`forward_path` picks (same numbers either way)."""
+    if forward_path(model, path) == "mlp":
+        return cohort_forward(model, params, x)  # type: ignore[arg-type]
+    return vmap_forward(model, params, x)
 
 
 def stacked_param(params: Mapping[str, torch.Tensor], name: str, default: torch.Tensor, k: int) -> torch.Tensor:
@@ -90,6 +197,10 @@ def per_sample_loss(output: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> 
             loss = F.cross_entropy(out.amax(0), yf, reduction="none")
         else:
             loss = F.cross_entropy(out[-1], yf, reduction="none")
+    elif cfg.loss == "mse_membrane":  # 1/2 sum_t sum_c (v_t - y)^2 per sample (the trainer's batch mean of it)
+        target = torch.full_like(out[0], cfg.incorrect_rate)
+        target.scatter_(1, yf.unsqueeze(1), cfg.correct_rate)
+        loss = 0.5 * (out - target.unsqueeze(0)).pow(2).sum((0, 2))
     else:
         loss = F.cross_entropy(-cfg.temporal_scale * soft_first_spike_time(out), yf, reduction="none")
     return loss.view(k, b)
@@ -99,3 +210,28 @@ def predict_cohort(out: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Predicted classes per client and sample: ``out [T, K, B, C]`` -> ``[K, B]`` (same as :func:`~.train.predict`)."""
     steps, k, b, c = out.shape
     return predict(out.reshape(steps, k * b, c), cfg).view(k, b)
+
+
+def masked_regularizers(spikes: list[torch.Tensor], mask: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Per-client activity regularisers ``[K]`` over the valid samples (``mask [K, B]``) of the spike trains
+    ``[T, K, B, *features]``; the same formulas as :func:`~.train.objective` on one client's batch (feature
+    positions of multi-dimensional layers are pooled as there)."""
+    k = mask.shape[0]
+    flat = [s.flatten(3) for s in spikes]  # [T, K, B, N]
+    total = torch.zeros(k, dtype=flat[0].dtype)
+    n_valid = mask.sum(1).clamp(min=1)  # [K]
+    w = mask.to(flat[0].dtype)
+    if cfg.reg_l1:
+        num = sum((s.abs().sum((0, 3)) * w).sum(1) for s in flat)
+        den = sum(s.shape[0] * s.shape[-1] for s in flat) * n_valid
+        total = total + cfg.reg_l1 * num / den
+    if cfg.reg_l2:
+        num = sum(((s.mean(0) ** 2).sum(-1) * w).sum(1) for s in flat)
+        den = sum(s.shape[-1] for s in flat) * n_valid
+        total = total + cfg.reg_l2 * num / den
+    if cfg.reg_bounds:
+        for s in flat:  # one penalty per layer, summed (as the objective)
+            rates = (s.mean(0) * w.unsqueeze(-1)).sum(1) / n_valid.unsqueeze(-1)  # [K, N]
+            pen = F.relu(cfg.rate_lower - rates).pow(2).mean(1) + F.relu(rates - cfg.rate_upper).pow(2).mean(1)
+            total = total + cfg.reg_bounds * pen
+    return total

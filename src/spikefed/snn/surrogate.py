@@ -32,11 +32,12 @@ DerivativeFn = Callable[[torch.Tensor], torch.Tensor]
 # ``U - threshold``), so the backward allocates no temporaries; :meth:`Surrogate.derivative` copies first.
 def _atan_(z: torch.Tensor, a: float) -> torch.Tensor:
     # (a/2) / (1 + (pi/2 a z)^2) written as 1 / (2/a + (pi^2 a / 2) z^2)
-    return z.square_().mul_(math.pi**2 * a / 2.0).add_(2.0 / a).reciprocal_()
+    return z.mul_(z).mul_(math.pi**2 * a / 2.0).add_(2.0 / a).reciprocal_()
 
 
 def _fast_sigmoid_(z: torch.Tensor, k: float) -> torch.Tensor:
-    return z.abs_().mul_(k).add_(1.0).square_().reciprocal_()
+    z = z.abs_().mul_(k).add_(1.0)
+    return z.mul_(z).reciprocal_()
 
 
 def _sigmoid_(z: torch.Tensor, k: float) -> torch.Tensor:
@@ -123,11 +124,17 @@ def heaviside(x: torch.Tensor) -> torch.Tensor:
 class SpikeFunction(torch.autograd.Function):
     """Heaviside forward, surrogate derivative backward (used by the step-by-step reference path)."""
 
+    generate_vmap_rule = True  # elementwise: runs under torch.func.vmap (the batched cohort engine)
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:  # type: ignore[override]
+        return heaviside(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        x, surrogate = inputs
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
-        return heaviside(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
