@@ -175,12 +175,12 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--test", type=int, default=400, help="held-out samples for the deployed accuracy")
     ap.add_argument("--energy-samples", type=int, default=200)
-    ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 2 rounds, 10 clients")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 round, 6 clients")
     ap.add_argument("--json", default="benchmarks/results/scenario.json")
     args = ap.parse_args()
     if args.quick:
-        args.seeds, args.rounds, args.clients, args.per_round, args.epochs = [0], 2, 10, 4, 1
-        args.energy_samples, args.test = 16, 64
+        args.seeds, args.rounds, args.clients, args.per_round, args.epochs = [0], 1, 6, 3, 1
+        args.energy_samples, args.test = 8, 32
     configure_allocator()
     runs, timing = [], {}
     for seed in args.seeds:

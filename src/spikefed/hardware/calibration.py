@@ -155,7 +155,8 @@ class Calibration:
 
 
 def _fit_decay(u: torch.Tensor, probe: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least squares of ``log u[t] = c + t log d`` per column: ``(exp(c), m_hat = log(probe) / log(d_hat))``."""
+    """Least squares of ``log u[t] = c + t log d`` per column: ``(exp(c), m_hat = log(d_p) / log(d_hat))`` with
+    ``d_p`` the programmed probe decay as the chip stores it (float32)."""
     steps = u.shape[0]
     t = torch.arange(steps, dtype=torch.float64)
     y = u.double().clamp(min=1e-6).log()  # [steps, N]
@@ -163,7 +164,7 @@ def _fit_decay(u: torch.Tensor, probe: float) -> tuple[torch.Tensor, torch.Tenso
     slope = (tc.unsqueeze(1) * (y - y.mean(0))).sum(0) / (tc ** 2).sum()
     intercept = y.mean(0) - slope * t.mean()
     d_eff = slope.exp().clamp(1e-6, 1 - 1e-9)
-    m_hat = torch.log(torch.tensor(probe, dtype=torch.float64)) / d_eff.log()
+    m_hat = torch.tensor(probe, dtype=torch.float32).double().log() / d_eff.log()
     return intercept.exp().float(), m_hat.float()
 
 

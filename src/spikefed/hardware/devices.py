@@ -340,22 +340,22 @@ class Device:
         ``beta_prog`` / ``alpha_prog``, which may be 0; no synaptic filter, ``i = g w delta``, unless the neuron
         has one; ``beta_eff = 1`` for a non-leaky neuron). Without a synaptic filter ``u[t] = g w beta_eff^t``.
         """
-        u = self.layers[layer]
-        g = self.gains[layer].reshape(-1)
-        beta = (_decay(beta_prog.reshape(-1), self.tau_factors[layer].reshape(-1), 0.0) if u.beta is not None
-                else torch.ones_like(g))
+        u = self.layers[layer]  # simulated in float64: the read-out noise is the only error of the probe
+        g = self.gains[layer].reshape(-1).double()
+        beta = (_decay(beta_prog.reshape(-1).double(), self.tau_factors[layer].reshape(-1).double(), 0.0)
+                if u.beta is not None else torch.ones_like(g))
         alpha = torch.zeros_like(g)
         if u.alpha is not None:
             if alpha_prog is None:
                 raise ValueError(f"unit {layer} has a synaptic current decay: the probe needs alpha_prog")
-            alpha = _decay(alpha_prog.reshape(-1), self.alpha_factors[layer].reshape(-1), 0.0)
+            alpha = _decay(alpha_prog.reshape(-1).double(), self.alpha_factors[layer].reshape(-1).double(), 0.0)
         cur, mem, rows = g * weight, torch.zeros_like(g), []
         for _ in range(steps):
             mem = beta * mem + cur
             rows.append(mem)
             cur = alpha * cur
         trace = torch.stack(rows)
-        return trace + self._noise(tuple(trace.shape), abs(weight), generator)
+        return trace + self._noise(tuple(trace.shape), abs(weight), generator).double()
 
     @torch.no_grad()
     def probe_adaptation(self, layer: int, rho_prog: torch.Tensor, steps: int, generator: torch.Generator
@@ -364,9 +364,9 @@ class Device:
         read out with noise of std ``readout_noise``: ``a[t] = rho_eff^t`` (``[steps, N]``)."""
         if self.layers[layer].rho is None:
             raise ValueError(f"unit {layer} has no adaptation (not an ALIF population)")
-        rho = _decay(rho_prog.reshape(-1), self.rho_factors[layer].reshape(-1), 0.0)
-        trace = rho.unsqueeze(0) ** torch.arange(steps, dtype=torch.float32).unsqueeze(1)
-        return trace + self._noise(tuple(trace.shape), 1.0, generator)
+        rho = _decay(rho_prog.reshape(-1).double(), self.rho_factors[layer].reshape(-1).double(), 0.0)
+        trace = rho.unsqueeze(0) ** torch.arange(steps, dtype=torch.float64).unsqueeze(1)
+        return trace + self._noise(tuple(trace.shape), 1.0, generator).double()
 
     @torch.no_grad()
     def probe_threshold(self, layer: int, threshold_prog: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
