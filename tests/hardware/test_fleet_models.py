@@ -326,4 +326,5 @@ def test_eprop_on_a_fleet_is_refused_with_the_reason() -> None:
     fleet = Fleet(m, [get_profile("ideal")], "naive", [0], [0])
     with pytest.raises(ValueError, match="eligibility traces"):
         train_on_devices(fleet, m, params_of(m), _clients((5,), 1), [torch.Generator()],
-                         TrainConfig(method="eprop", loss="ce_membrane", membrane_reduction="time_mean"), FitInstructions(1))
+                         TrainConfig(method="eprop", loss="ce_membrane", membrane_reduction="time_mean"),
+                         FitInstructions(1))

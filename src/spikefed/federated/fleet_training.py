@@ -51,7 +51,7 @@ class OnDevice(nn.Module):
     def __init__(self, model: nn.Module, device: Any, program: ParamDict, names: Sequence[str],
                  generator: torch.Generator | None) -> None:
         super().__init__()
-        object.__setattr__(self, "base", model)  # not a submodule: its parameters are not this module's
+        self._base = [model]  # in a list, not a submodule: its parameters are not this module's
         self.names = list(names)
         own = dict(model.named_parameters())
         self.leaves = nn.ParameterList()
@@ -67,7 +67,7 @@ class OnDevice(nn.Module):
 
     def forward(self, x: torch.Tensor, state: Any = None) -> Any:
         eff = self.device.effective(self.program(), self.generator)
-        return functional_call(self.base, eff, (x,) if state is None else (x, state))
+        return functional_call(self._base[0], eff, (x,) if state is None else (x, state))
 
     @torch.no_grad()
     def project_(self) -> None:

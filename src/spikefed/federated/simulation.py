@@ -14,7 +14,6 @@ run would. Communication cost is the length of the bytes actually serialized.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time

@@ -35,8 +35,9 @@ class DevicesStage(Stage):
             raise ValueError(f"the fleet has {len(fleet)} devices for {sim.num_clients} clients")
         t = spec.local.num_steps
         rebinned = spec.local.encoder == "events" and any(d.num_steps(t) != t for d in fleet.devices)
-        engine, why = fleet_engine(spec.engine, spec.model, spec.local,
-                                   scaffold=getattr(spec.strategy, "name", None) == "scaffold", continual=spec.continual is not None, rebinned_events=rebinned)
+        scaffold = getattr(spec.strategy, "name", None) == "scaffold"
+        engine, why = fleet_engine(spec.engine, spec.model, spec.local, scaffold=scaffold,
+                                   continual=spec.continual is not None, rebinned_events=rebinned)
         if engine != spec.engine:  # no silent fallback: the run prints and records the engine that trains
             spec.engine, spec.engine_note = engine, why
         self.fleet = fleet
