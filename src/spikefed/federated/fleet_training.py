@@ -163,7 +163,13 @@ def train_on_fleet(engine: str, fleet: Any, model: nn.Module, received: ParamDic
                    gens: list[torch.Generator], cfg: TrainConfig, fit: FitInstructions,
                    controls: list[ParamDict | None] | None, budgets: Any, penalties: Any = None
                    ) -> list[ClientUpdate]:
-    """Local training of ``clients`` on their devices with ``engine`` (decided by :func:`fleet_engine`)."""
+    """Local training of ``clients`` on their devices with ``engine`` (as :func:`fleet_engine` decides it for
+    these clients; the devices stage has recorded the decision for the run)."""
+    t = cfg.num_steps
+    rebinned = cfg.encoder == "events" and any(fleet.num_steps(c.client_id, t) != t for c in clients)
+    engine, _ = fleet_engine(engine, model, cfg, scaffold=fit.server_control is not None,
+                             continual=penalties is not None and any(p is not None for p in penalties),
+                             rebinned_events=rebinned)
     if engine != "cohort":
         return train_on_devices(fleet, model, received, clients, gens, cfg, fit, controls, budgets, penalties)
     trained = [c.client_id for c in clients]
