@@ -63,6 +63,9 @@ FLEET = [  # (profile overrides, share): 4/8-bit x dt 1/2, all with 20% mismatch
 ]
 
 
+ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only")
+
+
 class DelayedConvNet(nn.Module):
     """``[T, B, 2*16*16]`` event frames -> conv -> LIF -> maxpool -> axonal delays -> Linear -> LIF (10)."""
 
@@ -100,10 +103,12 @@ def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
     if row == "ideal":
         profiles = [get_profile("ideal")] * n
     else:
-        entries = [(get_profile("analog20").replace(name=f"{o['weight_bits']}bit_dt{o['dt']:g}", **o), f)
-                   for o, f in FLEET]
+        kept = [(o, f) for o, f in FLEET if not (row.endswith("_8bit_only") and o["weight_bits"] != 8)
+                and not (row.endswith("_dt1_only") and o["dt"] != 1.0)]
+        entries = [(get_profile("analog20").replace(name=f"{o['weight_bits']}bit_dt{o['dt']:g}", **o),
+                    f / sum(f for _, f in kept)) for o, f in kept]
         profiles = assign_fleet(n, entries, numpy_rng(seed, Purpose.FLEET))
-    return Fleet(model, profiles, "naive" if row == "naive" else "calibrated",
+    return Fleet(model, profiles, "naive" if row.startswith("naive") else "calibrated",
                  [derive_seed(seed, Purpose.DEVICE, client=c) for c in range(n)],
                  [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16)
 
@@ -175,6 +180,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--test", type=int, default=400, help="held-out samples for the deployed accuracy")
     ap.add_argument("--energy-samples", type=int, default=200)
+    ap.add_argument("--ablation", action="store_true", help="calibrated fleets with only 8-bit weights / only "
+                    "dt = 1 (where the gap to ideal hardware comes from); no summary line")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 round, 6 clients")
     ap.add_argument("--json", default="benchmarks/results/scenario.json")
     args = ap.parse_args()
@@ -185,13 +192,18 @@ def main() -> None:
     runs, timing = [], {}
     for seed in args.seeds:
         base = base_spec(args, seed)
-        if seed == args.seeds[0]:
+        if seed == args.seeds[0] and not args.ablation:
             timing = engine_round(args, seed, base)
-        for row in ("naive", "calibrated", "ideal"):
+        for row in (ABLATION if args.ablation else ("naive", "calibrated", "ideal")):
             r = run_row(args, row, seed, base)
             runs.append(r)
             print(f"{row} seed {seed}: deployed {r['deployed']:.4f} (ideal hw {r['on_ideal_hardware']:.4f}) "
                   f"{r['seconds']:.0f} s, engine {r['engine']}", flush=True)
+
+    if args.ablation:
+        for r in runs:
+            print(f"| {r['row']} | seed {r['seed']} | {r['deployed']:.4f} | {r['on_ideal_hardware']:.4f} |")
+        return
 
     def mean(row: str, key: str) -> float:
         return statistics.fmean(r[key] for r in runs if r["row"] == row)
