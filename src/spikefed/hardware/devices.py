@@ -1,15 +1,19 @@
 """Simulated neuromorphic devices: mismatch, weight quantization, lost/jittered time steps, time resolution.
 
 Seed 000 ("hardware Babel tower"): every edge device is different. A device runs a *program* (the values
-written to the chip: weights, biases, thresholds, decays) and behaves according to *effective* values that
-differ from the program by the device's fabrication mismatch and its number formats. For a
-:class:`~spikefed.snn.models.SpikingMLP` with linear layers ``i`` and neurons ``j`` (per neuron, drawn once
-per device from the device's own seed)::
+written to the chip: weights, biases, thresholds, decays, delays) and behaves according to *effective* values that
+differ from the program by the device's fabrication mismatch and its number formats. It runs any model whose
+synapse layers (``Linear`` / ``Conv2d``) each feed a spikefed neuron module (:mod:`spikefed.hardware.units`); per
+unit ``i`` (synapse array + neuron population, one factor per neuron, drawn once per device from its seed)::
 
     W_eff[i]   = g_i[:, None] * Q_b(W_prog[i])        synaptic gain mismatch g ~ LogNormal, mean 1, CV gain_cv
-    b_eff[i]   = g_i * Q_b(b_prog[i])                 (the bias goes through the same column circuit)
+    b_eff[i]   = g_i * Q_b(b_prog[i])                 (the bias, and a recurrent matrix, go through the same gain)
     thr_eff[j] = f_j * thr_prog[j]                    threshold mismatch f ~ LogNormal, mean 1, CV threshold_cv
     beta_eff[j] = beta_prog[j] ** (1 / m_j)           leak mismatch: tau_eff = m_j tau_prog, m ~ LogNormal(leak_cv)
+
+(CuBa synaptic decays and ALIF adaptation decays have their own factors; a conv unit's gain acts through the
+equivalent threshold ``f thr / g``, see :meth:`Device.effective`; optional per-synapse factors ``synapse_cv``;
+delay lines ``d_eff = h d_prog``, ``delay_cv``.)
 
 ``Q_b`` is symmetric uniform quantization to ``b`` bits with a per-tensor scale ``s = max|w| / (2^(b-1) - 1)``
 (``b = 1``: ``s = mean|w|``, levels ``{-s, +s}``), rounding to nearest or stochastically
