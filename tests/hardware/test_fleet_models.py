@@ -79,12 +79,11 @@ def test_conv_units_are_per_neuron_of_the_feature_map() -> None:
 def test_conv_gain_folded_into_the_threshold_gives_the_spikes_of_the_gained_input() -> None:
     """A conv neuron whose input current is g * I (the physical chip, written out with a hand loop) spikes exactly
     when the simulated device (threshold f thr / g on the ungained input) does."""
-    torch.manual_seed(0)
     m = conv().double()
     dev = Device(DeviceProfile("g", gain_cv=0.3, threshold_cv=0.2, leak_cv=0.2), m, 4)
     prog = full_program(m, params_of(m))
     eff = dev.effective(prog)
-    x = (torch.rand(8, 4, 2, 6, 6, dtype=torch.float64) < 0.4).double()
+    x = (torch.rand(8, 4, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) < 0.4).double()
     cur = nn.functional.conv2d(x.flatten(0, 1), prog["convs.0.weight"], prog["convs.0.bias"], padding=1)
     cur = cur.view(8, 4, 3, 6, 6) * dev.gains[0].double()
     beta = prog["conv_neurons.0.beta"].double() ** (1 / dev.tau_factors[0].double())
@@ -177,7 +176,8 @@ def test_device_programmed_by_the_exact_map_computes_the_latent_network(name: st
     dev = Device(MISMATCH, m, 5)
     latent = {n: v.double() for n, v in full_program(m, params_of(m)).items()}
     eff = {n: v.double() for n, v in dev.effective(exact(dev).to_device(latent)).items()}
-    x = torch.rand(10, 6, *((2, 6, 6) if name.startswith("conv") else (5,)), dtype=torch.float64)
+    x = torch.rand(10, 6, *((2, 6, 6) if name.startswith("conv") else (5,)), dtype=torch.float64,
+                   generator=torch.Generator().manual_seed(4))
     x = (x < 0.5).double() if name.startswith("conv") else x * 2
     ref = m(x)
     got = functional_call(m, eff, (x,))
@@ -253,7 +253,7 @@ def test_delay_probe_is_one_spike_arriving_after_the_effective_delay() -> None:
 # -- event frames on a device with another dt ------------------------------------------------------------------
 
 def test_rebin_time_against_plain_loops() -> None:
-    x = torch.randint(0, 3, (6, 2, 4)).float()
+    x = torch.randint(0, 3, (6, 2, 4), generator=torch.Generator().manual_seed(5)).float()
     two = rebin_time(x, 3)
     for j in range(3):
         assert torch.equal(two[j], (x[2 * j] + x[2 * j + 1]) / 2)
@@ -266,7 +266,7 @@ def test_rebin_time_against_plain_loops() -> None:
 def test_event_frames_are_rebinned_per_device() -> None:
     m = SpikingMLP([4, 5, 3], generator=torch.Generator().manual_seed(0))
     fleet = Fleet(m, [get_profile("ideal"), get_profile("coarse_dt")], "calibrated", [0, 1], [0, 1])
-    frames = torch.randint(0, 2, (7, 6, 4)).float()  # [B, T, F]
+    frames = torch.randint(0, 2, (7, 6, 4), generator=torch.Generator().manual_seed(6)).float()  # [B, T, F]
     cfg = TrainConfig(num_steps=6, encoder="events")
     x0, c0 = fleet.device_inputs(0, frames, cfg, None)
     x1, c1 = fleet.device_inputs(1, frames, cfg, None)
