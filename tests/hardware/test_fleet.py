@@ -115,11 +115,46 @@ def test_bad_device_config_is_one_clear_error(override: str, needle: str) -> Non
         _settings(override)
 
 
-def test_unsupported_models_and_strategies_are_refused() -> None:
-    with pytest.raises(ConfigError, match="LIF and IF"):
-        build_spec(_settings("devices.fleet=[{profile: ideal}]", "model.neuron=alif"))
-    with pytest.raises(ConfigError, match="SCAFFOLD"):
-        build_spec(_settings("devices.fleet=[{profile: ideal}]", "federation.strategy=scaffold"))
+def test_fleet_runs_with_scaffold_continual_alif_and_tbptt() -> None:
+    """Formerly refused pairs run two rounds; SCAFFOLD, continual and tbptt fleets train on the sequential device
+    engine and say why."""
+    fleet = "devices.fleet=[{profile: analog20_8bit, fraction: 0.5}, {profile: coarse_dt, fraction: 0.5}]"
+    for extra in (["federation.strategy=scaffold", "local.optimizer=sgd", "local.lr=0.05"],
+                  ["continual.stream=domain_drift", "continual.tasks=2", "continual.regularizer=l2",
+                   "continual.lam=1", "continual.rotation=20"],
+                  ["model.neuron=alif"], ["local.tbptt=3"]):
+        sim = _run(_settings(fleet, *extra))
+        row = sim.state.metrics[-1]
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["accuracy_ideal"] is not None, extra
+        if extra == ["model.neuron=alif"]:  # the generic batched engine runs ALIF devices too
+            assert sim.spec.engine == "cohort" and not sim.spec.engine_note
+        else:
+            assert sim.spec.engine == "sequential" and sim.spec.engine_note, extra
+        assert all(bool(torch.isfinite(v).all()) for v in sim.state.global_params.values())
+
+
+@pytest.mark.parametrize("extra", [
+    ["federation.strategy=scaffold", "local.optimizer=sgd", "local.lr=0.05"],
+    ["continual.stream=domain_drift", "continual.tasks=2", "continual.regularizer=l2", "continual.lam=1",
+     "continual.rotation=20"],
+])
+def test_ideal_fleet_equals_the_run_without_a_fleet(extra: list[str]) -> None:
+    """SCAFFOLD (latent control variates) and continual anchors on a fleet of ideal devices: two rounds give
+    the global model of the same run without a fleet (same engine), to float tolerance."""
+    settings = _settings("federation.engine=sequential", *extra)
+    start = params_of(build_spec(settings).model)
+    plain = _run(settings)
+    assert any(not torch.equal(plain.state.global_params[n], v) for n, v in start.items())  # it did train
+    fleet = _run(_settings("federation.engine=sequential", "devices.fleet=[{profile: ideal}]",
+                           "devices.aggregation=calibrated", *extra))
+    for n, v in plain.state.global_params.items():
+        assert torch.allclose(fleet.state.global_params[n], v, atol=1e-5), n
+
+
+def test_eprop_on_a_fleet_is_refused_by_the_table() -> None:
+    with pytest.raises(ConfigError, match="eligibility traces"):
+        _settings("devices.fleet=[{profile: ideal}]", "local.method=eprop", "local.loss=ce_membrane",
+                  "local.membrane_reduction=time_mean", "model.readout=membrane")
 
 
 def test_devices_cli_lists_presets() -> None:

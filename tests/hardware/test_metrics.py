@@ -507,6 +507,9 @@ def test_alif_step_is_not_counted_twice() -> None:
             return torch.stack(outs)
 
     model = StepOnly()
+    with torch.no_grad():  # seeded, positive weights: the layer spikes whatever the global RNG state
+        model.fc.weight.copy_(torch.rand(4, 3, generator=_gen(24)))
+        model.fc.bias.zero_()
     x = torch.rand(6, 2, 3, generator=_gen(23)) * 3
     m = measure(model, x)
     spikes = model(x)

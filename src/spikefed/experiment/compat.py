@@ -47,24 +47,6 @@ def _event(s: Any) -> bool:
     return s.data.name in EVENT_DATASETS
 
 
-def _fleet_dt(s: Any) -> tuple[int, Any, float] | None:
-    """The first fleet entry whose device time step is not 1: ``(index, entry, dt)``."""
-    for i, e in enumerate(s.devices.fleet):
-        dt = e.to_profile().dt
-        if dt != 1.0:
-            return i, e, dt
-    return None
-
-
-def _fleet_dt_reason(s: Any) -> str:
-    found = _fleet_dt(s)
-    assert found is not None
-    i, e, dt = found
-    return (f"devices: fleet[{i}] (profile {e.profile}) has dt={dt:g}, but data.name={s.data.name} is event data "
-            f"binned at the nominal step (data.bins={s.data.bins}); device time steps other than 1 are not "
-            "supported with event data")
-
-
 def _differs(s: Any, section: str) -> bool:
     from .config import RunSettings  # the defaults of a section
 
@@ -126,9 +108,6 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: f"continual.stream={s.continual.stream} on event data (data.name={s.data.name}) drifts the "
                       "sensor (background spikes with probability task * continual.noise per frame cell); binned "
                       "frames have no image plane to rotate: set continual.rotation=0 and continual.noise > 0"),
-    Refusal("continual-fleet", "run", ("continual.stream", "devices.fleet"),
-            lambda s: _continual(s) and bool(s.devices.fleet),
-            lambda s: "continual learning is not supported with devices.fleet (anchors are latent values)"),
     Refusal("ewc-private", "run", ("continual.regularizer", "privacy.dp", "privacy.secure_aggregation"),
             lambda s: _continual(s) and s.continual.regularizer == "ewc" and _private(s),
             lambda s: "continual.regularizer=ewc uploads per-client Fisher diagonals outside the private "
@@ -139,48 +118,17 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: f"partition.method={s.partition.method} gives clients whole {s.partition.method} groups, "
                       f"which data.name={s.data.name} does not record (groups by data set: "
                       + "; ".join(f"{k}: {', '.join(v) or 'none'}" for k, v in NATURAL_GROUPS.items()) + ")"),
-    Refusal("fleet-dt-events", "run", ("devices.fleet", "data.name"),
-            lambda s: _event(s) and _fleet_dt(s) is not None,
-            _fleet_dt_reason),
-    Refusal("fleet-neuron", "run", ("devices.fleet", "model.neuron"),
-            lambda s: bool(s.devices.fleet) and s.model.neuron not in ("lif", "if"),
-            lambda s: f"devices.fleet: device simulation supports LIF and IF neurons (model.neuron must be lif or "
-                      f"if, got {s.model.neuron}): the chips' mismatch and calibration model a LIF/IF core"),
-    Refusal("fleet-model", "run", ("devices.fleet", "model.kind", "model.delays", "model.refractory",
-                                   "model.graded"),
-            lambda s: bool(s.devices.fleet) and (s.model.kind != "mlp" or bool(s.model.delays)
-                                                 or bool(s.model.refractory) or s.model.graded),
-            lambda s: "devices.fleet: the chips' forward (mismatch, quantized weights, calibration) models a "
-                      "feed-forward LIF/IF MLP core; model.kind=" + s.model.kind
-                      + (f", model.delays={s.model.delays}" if s.model.delays else "")
-                      + (f", model.refractory={s.model.refractory}" if s.model.refractory else "")
-                      + (", model.graded=true" if s.model.graded else "")
-                      + " would have no device counterpart there; use kind=mlp without delays, refractory "
-                      "periods or graded spikes on a fleet"),
-    Refusal("fleet-membrane-objective", "run", ("devices.fleet", "local.loss", "local.reg_membrane_l1",
-                                                "local.reg_membrane_l2"),
-            lambda s: bool(s.devices.fleet) and (s.local.loss == "mse_membrane" or bool(s.local.reg_membrane_l1)
-                                                 or bool(s.local.reg_membrane_l2)),
-            lambda s: "devices.fleet: devices train on the batched engine, whose per-sample losses have no "
-                      "membrane rate loss or membrane regulariser yet; use another local.loss and set "
-                      "local.reg_membrane_l1/l2 to 0 on a fleet"),
     Refusal("conv-channels", "run", ("model.kind", "data.name"),
             lambda s: s.model.kind == "conv" and s.data.name in ("shd", "ssc"),
             lambda s: f"model.kind=conv convolves a 2-D image plane, but data.name={s.data.name} records a 1-D "
                       "array of cochlea channels; use model.kind=mlp or recurrent"),
-    Refusal("fleet-scaffold", "run", ("devices.fleet", "federation.strategy"),
-            lambda s: bool(s.devices.fleet) and s.federation.strategy == "scaffold",
-            lambda s: "devices.fleet: SCAFFOLD control variates are not supported on device fleets (they would "
-                      "live in device coordinates, the aggregate in the latent space); choose another "
-                      "federation.strategy"),
-    Refusal("fleet-tbptt", "run", ("devices.fleet", "local.tbptt"),
-            lambda s: bool(s.devices.fleet) and s.local.tbptt is not None,
-            lambda s: "devices.fleet: device simulation runs full BPTT (the device forward is the batched "
-                      "engine's); unset local.tbptt"),
     Refusal("fleet-eprop", "run", ("devices.fleet", "local.method"),
             lambda s: bool(s.devices.fleet) and s.local.method != "bptt",
-            lambda s: f"devices.fleet: devices train with BPTT on the batched engine; local.method={s.local.method} "
-                      "is not supported on a fleet"),
+            lambda s: f"devices.fleet: local.method={s.local.method} is not supported on a fleet: e-prop's "
+                      "eligibility traces e = dh/dW are derived from the neuron equations with the module's own "
+                      "parameters, but a device trains its program p through effective values g Q(p) (mismatch, "
+                      "straight-through quantization, rebinned time), whose Jacobian the traces do not contain; "
+                      "use local.method=bptt (full or truncated) on a fleet"),
     Refusal("fleet-blocks", "run", ("devices.fleet", "model.norm", "model.dropout", "model.residual"),
             lambda s: bool(s.devices.fleet) and bool(s.model.blocks()),
             lambda s: "devices.fleet: a device runs Linear -> LIF/IF layers (its mismatch and calibration model "
@@ -192,10 +140,6 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: "devices.fleet: devices train the batched engine's plain objective; local.adversarial, "
                       "local.ib_weight and local.distill change the objective per batch (attacks, teacher) and "
                       "train on the sequential engine only"),
-    Refusal("fleet-engine", "run", ("devices.fleet", "federation.engine"),
-            lambda s: bool(s.devices.fleet) and s.federation.engine != "cohort",
-            lambda s: "devices.fleet: devices train on the batched cohort engine; set federation.engine=cohort "
-                      f"(got {s.federation.engine})"),
     Refusal("network-fednova", "run", ("network.enabled", "faults.late_policy"),
             lambda s: s.network.enabled and s.faults.late_policy != "drop",
             lambda s: "network.enabled decides lateness after the upload is measured (its transfer time depends on "
@@ -277,14 +221,6 @@ def engine_for(requested: str, model: Any, cfg: Any) -> tuple[str, str | None]:
 
     if requested != "cohort":
         return requested, None
-    reason = _sequential_only(model, cfg) or supports_cohort(model, cfg)
+    reason = supports_cohort(model, cfg)
     return ("cohort", None) if reason is None else ("sequential", reason)
 
-
-def _sequential_only(model: Any, cfg: Any) -> str | None:
-    """Model parts and objectives that only the sequential engine trains so far (the batched engine's stacked
-    forward returns no output-layer membrane for them): the membrane regularisers. ``None`` when none is
-    present."""
-    if cfg.reg_membrane_l1 or cfg.reg_membrane_l2:
-        return "the batched cohort engine has no membrane regularisers (local.reg_membrane_l1/l2)"
-    return None

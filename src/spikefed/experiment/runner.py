@@ -200,7 +200,7 @@ def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int)
 
     reason = supports_devices(model)  # the config's refusals are in experiment.compat; this guards the model
     if reason is not None:
-        raise ConfigError(f"devices.fleet: {reason} (model.neuron must be lif or if)")
+        raise ConfigError(f"devices.fleet: {reason}")
     rng = numpy_rng(settings.seed, Purpose.FLEET)
     profiles = assign_fleet(num_clients, [(e.to_profile(), e.fraction) for e in d.fleet], rng)
     return Fleet(model, profiles, d.aggregation,

@@ -89,6 +89,9 @@ def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
     if cfg.method != "bptt":
         return (f"the batched cohort engine runs BPTT; method={cfg.method} computes its gradient online per "
                 "client and trains on the sequential engine")
+    if cfg.reg_membrane_l1 or cfg.reg_membrane_l2:
+        return ("the batched cohort engine's stacked forward returns no output-layer membrane for the membrane "
+                "regularisers (local.reg_membrane_l1/l2); they train on the sequential engine")
     if cfg.ib_weight or cfg.adversarial != "none" or cfg.distill:
         return "the information bottleneck, adversarial training and distillation run on the sequential engine"
     return vmap_reason(model)

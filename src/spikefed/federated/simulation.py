@@ -14,7 +14,6 @@ run would. Communication cost is the length of the bytes actually serialized.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import time
@@ -34,15 +33,15 @@ from ..hardware.metrics import measure
 from ..io import write_atomic
 from ..manifold import manifold_of
 from ..seeding import Purpose, numpy_rng, torch_generator
-from ..snn.models import SpikingMLP
 from ..snn.train import TrainConfig, encode_inputs, evaluate, input_dtype
 from .aggregation import InvalidUpdate, validate_updates
 from .boundary import parse_upload
 from .checkpoint import encode_state, read_checkpoint
-from .cohort import ClientData, ClientDevice, train_clients, train_cohort
+from .cohort import ClientData, train_clients
 from .compression import CompressionSpec
 from .continual import ContinualSpec
 from .fairness import FAIRNESS_KEYS, fairness_metrics
+from .fleet_training import train_on_fleet
 from .faults import FaultSpec
 from .network import NetworkSpec
 from .privacy import PrivacySpec
@@ -434,30 +433,13 @@ def train_local(spec: FederationSpec, received: ParamDict, clients: list[ClientD
                 fit: Any, controls: list[ParamDict | None] | None, budgets: Any,
                 penalties: Any = None) -> list[ClientUpdate]:
     """Local training of ``clients`` from the received parameters; on a device fleet each client trains its own
-    program through its device (grouped by the device's number of steps) and uploads latent values.
-    ``penalties`` (optional, one per client): continual stability terms (not with a fleet)."""
-    fleet = spec.fleet
-    if fleet is None:
+    program through its device and uploads latent values (:mod:`spikefed.federated.fleet_training`).
+    ``penalties`` (optional, one per client): continual stability terms."""
+    if spec.fleet is None:
         return train_clients(spec.engine, spec.model, received, clients, gens, spec.local, fit, controls, budgets,
                              penalties)
-    if not isinstance(spec.model, SpikingMLP):
-        raise TypeError(f"a device fleet trains a SpikingMLP, got {type(spec.model).__name__}")
-    trained = [c.client_id for c in clients]
-    groups: dict[int, list[int]] = {}
-    for row, c in enumerate(trained):
-        groups.setdefault(fleet.num_steps(c, spec.local.num_steps), []).append(row)
-    updates: list[ClientUpdate | None] = [None] * len(trained)
-    for steps, rows in groups.items():
-        cfg = dataclasses.replace(spec.local, num_steps=steps)
-        starts = [fleet.program(trained[r], received) for r in rows]
-        devices = [ClientDevice(p, fleet.devices[trained[r]]) for r, p in zip(rows, starts)]
-        group_budgets = [budgets[r] for r in rows] if budgets is not None else None
-        trained_group = train_cohort(spec.model, received, [clients[r] for r in rows], [gens[r] for r in rows],
-                                     cfg, fit, None, group_budgets, devices)
-        for r, upd, start in zip(rows, trained_group, starts):
-            upd.params = fleet.upload(trained[r], start, upd.params)
-            updates[r] = upd
-    return [u for u in updates if u is not None]
+    return train_on_fleet(spec.engine, spec.fleet, spec.model, received, clients, gens, spec.local, fit, controls,
+                          budgets, penalties)
 
 
 

@@ -26,80 +26,165 @@ ignores its hardware (naive averaging of device parameters).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
-from ..snn.models import SpikingMLP
-from .devices import Device, layer_names
+from .devices import Device
+from .units import Unit, model_units
 
 ParamDict = dict[str, torch.Tensor]
 
 
 @dataclass
 class Calibration:
-    """Estimated per-neuron factors of one device (one ``[out]`` vector per linear layer) and its ``dt``."""
+    """Estimated factors of one device: per unit ``i`` one per-neuron tensor (shape ``layers[i].shape``) of gain,
+    threshold factor, membrane / synaptic / adaptation time-constant factors; per delay line its factor; and the
+    device's ``dt``."""
 
     gains: list[torch.Tensor]
     threshold_factors: list[torch.Tensor]
     tau_factors: list[torch.Tensor]
     dt: float
-    layers: list[dict[str, str | None]]
+    layers: list[Unit]
+    alpha_factors: list[torch.Tensor] | None = None
+    rho_factors: list[torch.Tensor] | None = None
+    delay_factors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.alpha_factors is None:
+            self.alpha_factors = [torch.ones_like(g) for g in self.gains]
+        if self.rho_factors is None:
+            self.rho_factors = [torch.ones_like(g) for g in self.gains]
 
     @classmethod
-    def identity(cls, model: SpikingMLP) -> "Calibration":
+    def identity(cls, model: nn.Module) -> "Calibration":
         """The map of a device assumed ideal: program = latent."""
-        widths = [lin.out_features for lin in model.linears]
-        ones = [torch.ones(n) for n in widths]
-        return cls(ones, [o.clone() for o in ones], [o.clone() for o in ones], 1.0, layer_names(model))
+        units = model_units(model)
+        ones = [torch.ones(u.shape) for u in units]
+        return cls(ones, [o.clone() for o in ones], [o.clone() for o in ones], 1.0, units)
 
-    def _zoh(self, beta: torch.Tensor | None, width: int) -> torch.Tensor:
+    def _zoh(self, u: Unit, beta: torch.Tensor | None, alpha: torch.Tensor | None) -> torch.Tensor:
+        """Input scale ``z`` of unit ``u``: ``(1 - beta^dt) / (1 - beta)`` (``dt`` without leak) times, for a
+        synaptic filter, ``(1 - alpha^dt) / (1 - alpha)``."""
         if self.dt == 1.0:
-            return torch.ones(width)
-        if beta is None:
-            return torch.full((width,), float(self.dt))
-        b = beta.double().clamp(1e-12, 1 - 1e-12)
-        return ((1 - b ** self.dt) / (1 - b)).float()
+            return torch.ones(u.shape)
+        z = torch.full(u.shape, float(self.dt), dtype=torch.float64)
+        if beta is not None:
+            b = beta.double().clamp(1e-12, 1 - 1e-12)
+            z = (1 - b ** self.dt) / (1 - b)
+        if alpha is not None:
+            a = alpha.double().clamp(1e-12, 1 - 1e-12)
+            z = z * (1 - a ** self.dt) / (1 - a)
+        return z.float()
+
+    def _decays(self, i: int, u: Unit, values: ParamDict, to_device: bool) -> dict[str, torch.Tensor]:
+        assert self.alpha_factors is not None and self.rho_factors is not None
+        out = {}
+        for role, factors in (("beta", self.tau_factors), ("alpha", self.alpha_factors), ("rho", self.rho_factors)):
+            name = getattr(u, role)
+            if name is None:
+                continue
+            power = self.dt * factors[i].double()
+            v = values[name].double()
+            out[role] = (v ** power if to_device else v ** (1.0 / power)).float()
+        return out
 
     def to_device(self, latent: ParamDict) -> ParamDict:
-        """Latent (full: trainable values and per-neuron thresholds/decays) -> program."""
+        """Latent (full: trainable values and per-neuron neuron values) -> program."""
         out = dict(latent)
-        for i, names in enumerate(self.layers):
-            w_name = names["weight"]
-            assert w_name is not None
-            width = latent[w_name].shape[0]
-            beta_name, thr_name, b_name = names["beta"], names["threshold"], names["bias"]
-            beta = latent[beta_name] if beta_name is not None else None
-            z = self._zoh(beta, width)
+        for i, u in enumerate(self.layers):
+            decays = self._decays(i, u, latent, True)
+            z = self._zoh(u, latent[u.beta] if u.beta else None, latent[u.alpha] if u.alpha else None)
+            for role, value in decays.items():
+                out[getattr(u, role)] = value
+            if u.fold:  # the kernel is shared: gain and dt scale go into the threshold (device.effective)
+                c = self.gains[i] / z
+                for role in ("threshold", "gamma"):
+                    name = getattr(u, role)
+                    if name is not None:
+                        out[name] = latent[name] * c / self.threshold_factors[i]
+                if u.reset is not None:
+                    out[u.reset] = latent[u.reset] * c
+                continue
             scale = z / self.gains[i]
-            out[w_name] = latent[w_name] * scale.unsqueeze(1)
-            if b_name is not None and b_name in latent:
-                out[b_name] = latent[b_name] * scale
-            if thr_name is not None:
-                out[thr_name] = latent[thr_name] / self.threshold_factors[i]
-            if beta is not None and beta_name is not None:
-                out[beta_name] = (beta.double() ** (self.dt * self.tau_factors[i].double())).float()
+            for name in (u.weight, u.recurrent):
+                if name is not None and name in latent:
+                    out[name] = latent[name] * scale.unsqueeze(1)
+            if u.bias is not None and u.bias in latent:
+                out[u.bias] = latent[u.bias] * scale
+            for name in (u.threshold, u.gamma):
+                if name is not None:
+                    out[name] = latent[name] / self.threshold_factors[i]
+        for name, h in self.delay_factors.items():
+            if name in latent:
+                out[name] = latent[name] / (self.dt * h)
         return out
 
     def to_latent(self, program: ParamDict) -> ParamDict:
         """Program (full) -> latent; the inverse of :meth:`to_device`."""
         out = dict(program)
-        for i, names in enumerate(self.layers):
-            w_name = names["weight"]
-            assert w_name is not None
-            width = program[w_name].shape[0]
-            beta_name, thr_name, b_name = names["beta"], names["threshold"], names["bias"]
-            beta = None
-            if beta_name is not None:
-                beta = (program[beta_name].double() ** (1.0 / (self.dt * self.tau_factors[i].double()))).float()
-                out[beta_name] = beta
-            scale = self.gains[i] / self._zoh(beta, width)
-            out[w_name] = program[w_name] * scale.unsqueeze(1)
-            if b_name is not None and b_name in program:
-                out[b_name] = program[b_name] * scale
-            if thr_name is not None:
-                out[thr_name] = program[thr_name] * self.threshold_factors[i]
+        for i, u in enumerate(self.layers):
+            decays = self._decays(i, u, program, False)
+            for role, value in decays.items():
+                out[getattr(u, role)] = value
+            z = self._zoh(u, decays.get("beta"), decays.get("alpha"))
+            if u.fold:
+                c = self.gains[i] / z
+                for role in ("threshold", "gamma"):
+                    name = getattr(u, role)
+                    if name is not None:
+                        out[name] = program[name] * self.threshold_factors[i] / c
+                if u.reset is not None:
+                    out[u.reset] = program[u.reset] / c
+                continue
+            scale = self.gains[i] / z
+            for name in (u.weight, u.recurrent):
+                if name is not None and name in program:
+                    out[name] = program[name] * scale.unsqueeze(1)
+            if u.bias is not None and u.bias in program:
+                out[u.bias] = program[u.bias] * scale
+            for name in (u.threshold, u.gamma):
+                if name is not None:
+                    out[name] = program[name] * self.threshold_factors[i]
+        for name, h in self.delay_factors.items():
+            if name in program:
+                out[name] = program[name] * (self.dt * h)
         return out
+
+
+def _fit_decay(u: torch.Tensor, probe: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least squares of ``log u[t] = c + t log d`` per column: ``(exp(c), m_hat = log(d_p) / log(d_hat))`` with
+    ``d_p`` the programmed probe decay as the chip stores it (float32)."""
+    steps = u.shape[0]
+    t = torch.arange(steps, dtype=torch.float64)
+    y = u.double().clamp(min=1e-6).log()  # [steps, N]
+    tc = t - t.mean()
+    slope = (tc.unsqueeze(1) * (y - y.mean(0))).sum(0) / (tc ** 2).sum()
+    intercept = y.mean(0) - slope * t.mean()
+    d_eff = slope.exp().clamp(1e-6, 1 - 1e-9)
+    m_hat = torch.tensor(probe, dtype=torch.float32).double().log() / d_eff.log()
+    return intercept.exp().float(), m_hat.float()
+
+
+def _calibrate_delays(device: Device, generator: torch.Generator, repeats: int) -> dict[str, torch.Tensor]:
+    """Per delay line: program a known delay, average the read-out of one spike's arrival, take the centroid of
+    the two steps around its peak as the arrival time ``d_hat``, so ``h_hat = d_hat / d_prog``."""
+    out = {}
+    for name, period in device.delay_periods.items():
+        limit = period - 1 if device.profile.delay_buffer is None else min(period, device.profile.delay_buffer) - 1
+        width = device.delay_factors[name].shape[0]
+        d_p = torch.full((width,), 0.6 * limit) if limit > 0 else torch.zeros(width)
+        steps = period + 2
+        trace = torch.stack([device.probe_delay(name, d_p, steps, generator) for _ in range(repeats)]).mean(0)
+        peak = trace.argmax(0)  # [F]
+        t = torch.arange(steps).unsqueeze(1)
+        near = ((t - peak.unsqueeze(0)).abs() <= 1).float()
+        w = (trace * near).clamp(min=0)
+        arrival = (w * t).sum(0) / w.sum(0).clamp(min=1e-9)
+        out[name] = torch.where(d_p > 0, arrival / d_p.clamp(min=1e-9), torch.ones(width)).float()
+    return out
 
 
 @torch.no_grad()
@@ -108,28 +193,30 @@ def calibrate(device: Device, generator: torch.Generator, repeats: int = 16, ste
     """Estimate ``device``'s map from its probes only (see the module docstring)."""
     if repeats < 1 or steps < 2:
         raise ValueError(f"calibration needs repeats >= 1 and steps >= 2, got {repeats}, {steps}")
-    gains, thr_factors, tau_factors = [], [], []
-    for i, names in enumerate(device.layers):
-        width = device.gains[i].shape[0]
-        leaky = names["beta"] is not None
-        beta_p = torch.full((width,), probe_beta)
-        u = torch.stack([device.probe_membrane(i, 1.0, beta_p, steps, generator) for _ in range(repeats)]).mean(0)
-        if leaky:
-            t = torch.arange(steps, dtype=torch.float64)
-            y = u.double().clamp(min=1e-6).log()  # [steps, N]
-            tc = t - t.mean()
-            slope = (tc.unsqueeze(1) * (y - y.mean(0))).sum(0) / (tc ** 2).sum()
-            intercept = y.mean(0) - slope * t.mean()
-            g_hat = intercept.exp().float()
-            beta_eff = slope.exp().clamp(1e-6, 1 - 1e-9)
-            m_hat = (torch.log(torch.tensor(probe_beta, dtype=torch.float64)) / beta_eff.log()).float()
+    gains, thr_factors, tau_factors, alpha_factors, rho_factors = [], [], [], [], []
+    for i, u in enumerate(device.layers):
+        width = int(device.gains[i].numel())
+
+        def probe(beta: float, alpha: float = 0.0) -> torch.Tensor:
+            b, a = torch.full((width,), beta), torch.full((width,), alpha)
+            return torch.stack([device.probe_membrane(i, 1.0, b, steps, generator, a) for _ in range(repeats)]).mean(0)
+
+        ones = torch.ones(width)
+        m_alpha, m_rho = ones, ones
+        if u.beta is not None:  # the synaptic filter switched off (alpha programmed to 0)
+            g_hat, m_hat = _fit_decay(probe(probe_beta), probe_beta)
         else:
-            g_hat = u.mean(0)
-            m_hat = torch.ones(width)
+            g_hat, m_hat = probe(1.0).mean(0), ones
+        if u.alpha is not None:  # the membrane leak switched off: u[t] = i[t] = g w alpha_eff^t
+            _, m_alpha = _fit_decay(probe(0.0, probe_beta), probe_beta)
+        if u.rho is not None:
+            a = torch.stack([device.probe_adaptation(i, torch.full((width,), probe_beta), steps, generator)
+                             for _ in range(repeats)]).mean(0)
+            _, m_rho = _fit_decay(a, probe_beta)
         g_hat = g_hat.clamp(min=1e-6)
         thr_p = torch.full((width,), probe_threshold)
-        f_hat = torch.ones(width)
-        if names["threshold"] is not None:
+        f_hat = ones
+        if u.threshold is not None:
             lo = torch.zeros(width)
             hi = 4.0 * probe_threshold / g_hat
             for _ in range(60):  # make sure every neuron spikes at hi
@@ -143,7 +230,8 @@ def calibrate(device: Device, generator: torch.Generator, repeats: int = 16, ste
                 hi = torch.where(fired, mid, hi)
                 lo = torch.where(fired, lo, mid)
             f_hat = g_hat * hi / probe_threshold
-        gains.append(g_hat.float())
-        thr_factors.append(f_hat.float())
-        tau_factors.append(m_hat.float())
-    return Calibration(gains, thr_factors, tau_factors, float(device.profile.dt), device.layers)
+        for lst, v in ((gains, g_hat), (thr_factors, f_hat), (tau_factors, m_hat), (alpha_factors, m_alpha),
+                       (rho_factors, m_rho)):
+            lst.append(v.float().reshape(u.shape))
+    return Calibration(gains, thr_factors, tau_factors, float(device.profile.dt), device.layers,
+                       alpha_factors, rho_factors, _calibrate_delays(device, generator, repeats))

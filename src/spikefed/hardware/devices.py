@@ -1,15 +1,19 @@
 """Simulated neuromorphic devices: mismatch, weight quantization, lost/jittered time steps, time resolution.
 
 Seed 000 ("hardware Babel tower"): every edge device is different. A device runs a *program* (the values
-written to the chip: weights, biases, thresholds, decays) and behaves according to *effective* values that
-differ from the program by the device's fabrication mismatch and its number formats. For a
-:class:`~spikefed.snn.models.SpikingMLP` with linear layers ``i`` and neurons ``j`` (per neuron, drawn once
-per device from the device's own seed)::
+written to the chip: weights, biases, thresholds, decays, delays) and behaves according to *effective* values that
+differ from the program by the device's fabrication mismatch and its number formats. It runs any model whose
+synapse layers (``Linear`` / ``Conv2d``) each feed a spikefed neuron module (:mod:`spikefed.hardware.units`); per
+unit ``i`` (synapse array + neuron population, one factor per neuron, drawn once per device from its seed)::
 
     W_eff[i]   = g_i[:, None] * Q_b(W_prog[i])        synaptic gain mismatch g ~ LogNormal, mean 1, CV gain_cv
-    b_eff[i]   = g_i * Q_b(b_prog[i])                 (the bias goes through the same column circuit)
+    b_eff[i]   = g_i * Q_b(b_prog[i])                 (the bias, and a recurrent matrix, go through the same gain)
     thr_eff[j] = f_j * thr_prog[j]                    threshold mismatch f ~ LogNormal, mean 1, CV threshold_cv
     beta_eff[j] = beta_prog[j] ** (1 / m_j)           leak mismatch: tau_eff = m_j tau_prog, m ~ LogNormal(leak_cv)
+
+(CuBa synaptic decays and ALIF adaptation decays have their own factors; a conv unit's gain acts through the
+equivalent threshold ``f thr / g``, see :meth:`Device.effective`; optional per-synapse factors ``synapse_cv``;
+delay lines ``d_eff = h d_prog``, ``delay_cv``.)
 
 ``Q_b`` is symmetric uniform quantization to ``b`` bits with a per-tensor scale ``s = max|w| / (2^(b-1) - 1)``
 (``b = 1``: ``s = mean|w|``, levels ``{-s, +s}``), rounding to nearest or stochastically
@@ -37,8 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..snn.models import SpikingMLP
-from ..snn.neurons import IF, LIF
+from torch import nn
+
+from .units import Unit, delay_lines, full_program, layer_names, model_units, supports_devices
+
+__all__ = ["PRESETS", "ROUNDING", "Device", "DeviceProfile", "assign_fleet", "full_program", "get_profile",
+           "layer_names", "lognormal_factors", "model_units", "quantize", "rebin_time", "supports_devices"]
 
 ROUNDING = ("nearest", "stochastic")
 
@@ -58,6 +66,10 @@ class DeviceProfile:
         dt: the device's simulation time step in units of the nominal step (> 0); it runs ``round(T/dt)`` steps.
         delay_buffer: ring-buffer slots for synaptic delays (``None``: unlimited); delays clamp to ``slots-1``.
         readout_noise: std of the membrane read-out noise of probes, relative to the probe amplitude (>= 0).
+        synapse_cv: per-synapse gain mismatch (one log-normal factor per weight element, conv kernel entries
+            included), on top of the per-neuron gain; calibration cannot see it (it would need one probe per
+            synapse), so it stays as residual error (>= 0).
+        delay_cv: per-delay-line mismatch of the axonal delays (``d_eff = h d_prog``, log-normal ``h``) (>= 0).
     """
 
     name: str = "custom"
@@ -71,12 +83,14 @@ class DeviceProfile:
     dt: float = 1.0
     delay_buffer: int | None = None
     readout_noise: float = 0.01
+    synapse_cv: float = 0.0
+    delay_cv: float = 0.0
 
     def __post_init__(self) -> None:
         def bad(field: str, why: str) -> ValueError:
             return ValueError(f"device profile {self.name!r}: {field} {why}, got {getattr(self, field)!r}")
 
-        for f in ("threshold_cv", "leak_cv", "gain_cv", "readout_noise"):
+        for f in ("threshold_cv", "leak_cv", "gain_cv", "readout_noise", "synapse_cv", "delay_cv"):
             v = getattr(self, f)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise bad(f, "must be a finite number >= 0")
@@ -180,95 +194,121 @@ def quantize(w: torch.Tensor, bits: int | None, rounding: str = "nearest",
 
 # -- the device ----------------------------------------------------------------------------------------------
 
-def supports_devices(model: torch.nn.Module) -> str | None:
-    """``None`` if devices can run ``model``, else the reason."""
-    if not isinstance(model, SpikingMLP):
-        return f"device simulation supports SpikingMLP models, got {type(model).__name__}"
-    if any(type(n) not in (LIF, IF) for n in model.neurons):
-        return "device simulation supports LIF and IF neurons"
-    if any(n.refractory or n.graded for n in model.neurons):
-        return "device simulation does not support refractory periods or graded spikes"
-    return None
+def _decay(program: torch.Tensor, factor: torch.Tensor, low: float = 1e-6) -> torch.Tensor:
+    """A decay's effective value on the device: ``d_prog ** (1 / m)`` (time constant ``m`` times the program's)."""
+    return program.clamp(low, 1 - 1e-6) ** (1.0 / factor)
 
 
-def layer_names(model: SpikingMLP) -> list[dict[str, str | None]]:
-    """Per linear layer ``i``: the names of its weight, bias and the threshold / decay of the layer it feeds."""
-    out = []
-    for i, lin in enumerate(model.linears):
-        entry: dict[str, str | None] = {"weight": f"linears.{i}.weight",
-                                        "bias": f"linears.{i}.bias" if lin.bias is not None else None,
-                                        "threshold": None, "beta": None}
-        if i < len(model.neurons):
-            entry["threshold"] = f"neurons.{i}.threshold"
-            entry["beta"] = f"neurons.{i}.beta" if type(model.neurons[i]) is LIF else None
-        elif model.integrator is not None:
-            entry["beta"] = "integrator.beta"
-        out.append(entry)
-    return out
+def rebin_time(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """``x [T, ...]`` resampled to ``steps`` bins of width ``dt = T / steps`` nominal steps: device bin ``j``
+    is the mean of the nominal bins it covers, ``y[j] = (1/dt) sum_t o[j, t] x[t]`` with ``o[j, t]`` the overlap
+    of ``[j dt, (j+1) dt)`` and ``[t, t+1)`` (for ``dt = 2``: the mean of two bins, i.e. their summed events / 2).
 
-
-def full_program(model: SpikingMLP, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``params`` (trainable values) plus the model's fixed thresholds / decays, each as a per-neuron vector."""
-    out = dict(params)
-    buffers = dict(model.named_buffers())
-    for i, names in enumerate(layer_names(model)):
-        width = model.linears[i].out_features
-        for key in ("threshold", "beta"):
-            name = names[key]
-            if name is None:
-                continue
-            value = out.get(name, buffers.get(name))
-            assert value is not None, name
-            out[name] = value.expand(width) if value.dim() == 0 else value
-    return out
+    The mean keeps a constant event rate at the same per-step value, which is what the exact zero-order-hold map
+    of the calibration assumes (the device's input stage scales its accumulated events by ``1 / dt``)."""
+    t = x.shape[0]
+    if steps == t:
+        return x
+    if steps < 1:
+        raise ValueError(f"rebin_time needs steps >= 1, got {steps}")
+    dt = t / steps
+    edges = torch.arange(steps + 1, dtype=torch.float64) * dt
+    lo, hi = edges[:-1].unsqueeze(1), edges[1:].unsqueeze(1)
+    tt = torch.arange(t, dtype=torch.float64).unsqueeze(0)
+    overlap = (torch.minimum(hi, tt + 1) - torch.maximum(lo, tt)).clamp(min=0) / dt  # [steps, T]
+    flat = x.reshape(t, -1)
+    return (overlap.to(x.dtype) @ flat).reshape(steps, *x.shape[1:])
 
 
 class Device:
-    """One simulated device running ``model``'s architecture; mismatch drawn once from ``seed``.
+    """One simulated device running ``model``'s architecture (any model :func:`supports_devices` accepts);
+    mismatch drawn once from ``seed``.
 
-    The factors (:attr:`gains`, :attr:`threshold_factors`, :attr:`tau_factors`, one ``[out]`` vector per
-    linear layer) are the simulation's ground truth; calibration must not read them.
+    Per unit ``i`` (:func:`~spikefed.hardware.units.model_units`: a synapse array and the neurons it feeds), one
+    factor per neuron (shape ``units[i].shape``): :attr:`gains` ``g``, :attr:`threshold_factors` ``f``,
+    :attr:`tau_factors` ``m`` (membrane time constant), :attr:`alpha_factors` (synaptic time constant,
+    CuBa neurons), :attr:`rho_factors` (adaptation time constant, ALIF); per weight element
+    :attr:`synapse_factors` (``synapse_cv``); per delay line :attr:`delay_factors` ``h``. They are the
+    simulation's ground truth; calibration must not read them.
     """
 
-    def __init__(self, profile: DeviceProfile, model: SpikingMLP, seed: int) -> None:
-        reason = supports_devices(model)
-        if reason is not None:
-            raise ValueError(reason)
+    def __init__(self, profile: DeviceProfile, model: nn.Module, seed: int) -> None:
         self.profile = profile
-        self.layers = layer_names(model)
+        self.layers: list[Unit] = model_units(model)
+        self.delay_periods = delay_lines(model)
         rng = np.random.default_rng(seed)
         self.gains: list[torch.Tensor] = []
         self.threshold_factors: list[torch.Tensor] = []
         self.tau_factors: list[torch.Tensor] = []
-        for lin in model.linears:
-            n = lin.out_features
-            self.gains.append(lognormal_factors(n, profile.gain_cv, rng))
-            self.threshold_factors.append(lognormal_factors(n, profile.threshold_cv, rng))
-            self.tau_factors.append(lognormal_factors(n, profile.leak_cv, rng))
+        for u in self.layers:  # this draw order first: a spiking MLP keeps the factors of earlier versions
+            self.gains.append(lognormal_factors(u.shape, profile.gain_cv, rng))
+            self.threshold_factors.append(lognormal_factors(u.shape, profile.threshold_cv, rng))
+            self.tau_factors.append(lognormal_factors(u.shape, profile.leak_cv, rng))
+        ones = [torch.ones(u.shape) for u in self.layers]
+        self.alpha_factors = [lognormal_factors(u.shape, profile.leak_cv, rng) if u.alpha else o
+                              for u, o in zip(self.layers, ones)]
+        self.rho_factors = [lognormal_factors(u.shape, profile.leak_cv, rng) if u.rho else o
+                            for u, o in zip(self.layers, ones)]
+        params = dict(model.named_parameters())
+        self.synapse_factors: dict[str, torch.Tensor] = {}
+        if profile.synapse_cv:
+            for u in self.layers:
+                for name in (u.weight, u.recurrent):
+                    if name is not None:
+                        self.synapse_factors[name] = lognormal_factors(tuple(params[name].shape),
+                                                                       profile.synapse_cv, rng)
+        self.delay_factors = {n: lognormal_factors(tuple(params[n].shape), profile.delay_cv, rng)
+                              for n in self.delay_periods}
 
     def num_steps(self, nominal: int) -> int:
         """Steps the device simulates for a nominal ``T``: ``max(1, round(T / dt))``."""
         return max(1, int(round(nominal / self.profile.dt)))
 
+    def _synapses(self, name: str, program: dict[str, torch.Tensor], generator: torch.Generator | None
+                  ) -> torch.Tensor:
+        p = self.profile
+        w = quantize(program[name], p.weight_bits, p.rounding, generator)
+        return w * self.synapse_factors[name] if name in self.synapse_factors else w
+
     def effective(self, program: dict[str, torch.Tensor],
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Programmed values -> the values that govern the device's dynamics (differentiable, QAT STE)."""
+        """Programmed values -> the values that govern the device's dynamics (differentiable, QAT STE).
+
+        Linear unit: ``W_eff = g ⊙ Q(W)`` (rows; recurrent matrix too), ``b_eff = g ⊙ Q(b)``. Conv unit: the
+        kernel is shared, so ``W_eff = Q(W)``, ``b_eff = Q(b)`` and the per-neuron gain acts through the
+        equivalent threshold: a membrane driven by ``g I`` crosses ``thr`` exactly when one driven by ``I``
+        crosses ``thr / g`` (reset offset and adaptation strength scale alike), so ``thr_eff = f thr / g``.
+        Decays ``d_eff = d^(1/m)`` (beta, alpha, rho, each its own factor), ``gamma_eff = f gamma``,
+        delays ``h d`` clamped to the ring buffer.
+        """
         p = self.profile
         out = dict(program)
-        for i, names in enumerate(self.layers):
+        for i, u in enumerate(self.layers):
             g = self.gains[i]
-            w = program[names["weight"]]  # type: ignore[index]
-            out[names["weight"]] = g.unsqueeze(1) * quantize(w, p.weight_bits, p.rounding, generator)  # type: ignore[index]
-            if names["bias"] is not None and names["bias"] in program:
-                out[names["bias"]] = g * quantize(program[names["bias"]], p.weight_bits, p.rounding, generator)
-            if names["threshold"] is not None and names["threshold"] in program:
-                out[names["threshold"]] = self.threshold_factors[i] * program[names["threshold"]]
-            if names["beta"] is not None and names["beta"] in program:
-                beta = program[names["beta"]].clamp(1e-6, 1 - 1e-6)
-                out[names["beta"]] = beta ** (1.0 / self.tau_factors[i])
+            w = self._synapses(u.weight, program, generator)
+            out[u.weight] = w if u.fold else g.unsqueeze(1) * w
+            if u.bias is not None and u.bias in program:
+                b = quantize(program[u.bias], p.weight_bits, p.rounding, generator)
+                out[u.bias] = b if u.fold else g * b
+            if u.recurrent is not None and u.recurrent in program:
+                out[u.recurrent] = g.unsqueeze(1) * self._synapses(u.recurrent, program, generator)
+            scale = self.threshold_factors[i] / g if u.fold else self.threshold_factors[i]
+            for role in ("threshold", "gamma"):
+                name = getattr(u, role)
+                if name is not None and name in program:
+                    out[name] = scale * program[name]
+            if u.reset is not None and u.reset in program and u.fold:
+                out[u.reset] = program[u.reset] / g
+            for role, factors in (("beta", self.tau_factors), ("alpha", self.alpha_factors),
+                                  ("rho", self.rho_factors)):
+                name = getattr(u, role)
+                if name is not None and name in program:
+                    out[name] = _decay(program[name], factors[i])
         for name in program:
+            if name in self.delay_factors:
+                out[name] = program[name] * self.delay_factors[name]
             if "delay" in name.split(".")[-1] and p.delay_buffer is not None:
-                out[name] = program[name].clamp(0, p.delay_buffer - 1)
+                out[name] = out[name].clamp(0, p.delay_buffer - 1)
         return out
 
     def perturb_input(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -290,29 +330,76 @@ class Device:
         return x
 
     # -- the measurement interface (what calibration may use) ---------------------------------------------
+    def _noise(self, shape: tuple[int, ...], scale: float, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(shape, generator=generator) * (self.profile.readout_noise * scale)
+
     @torch.no_grad()
     def probe_membrane(self, layer: int, weight: float, beta_prog: torch.Tensor, steps: int,
-                       generator: torch.Generator) -> torch.Tensor:
-        """Impulse response of every neuron of ``layer``: a reference synapse of programmed weight ``weight``
-        gets one input spike at ``t = 0``; spiking is disabled; the membrane is read out for ``steps`` steps
-        with Gaussian noise of std ``readout_noise * |weight|``. Returns ``[steps, N]``.
+                       generator: torch.Generator, alpha_prog: torch.Tensor | None = None) -> torch.Tensor:
+        """Impulse response of every neuron of unit ``layer`` (flattened, ``[steps, N]``): a reference synapse of
+        programmed weight ``weight`` gets one input spike at ``t = 0``; spiking is disabled; the membrane is read
+        out for ``steps`` steps with Gaussian noise of std ``readout_noise * |weight|``.
 
-        ``u[t] = g * weight * beta_eff^t`` (``beta_eff = beta_prog^(1/m)``; 1 for a non-leaky neuron).
+        ``i[t] = alpha_eff i[t-1] + g w delta[t]``, ``u[t] = beta_eff u[t-1] + i[t]`` (decays programmed to
+        ``beta_prog`` / ``alpha_prog``, which may be 0; no synaptic filter, ``i = g w delta``, unless the neuron
+        has one; ``beta_eff = 1`` for a non-leaky neuron). Without a synaptic filter ``u[t] = g w beta_eff^t``.
         """
-        g = self.gains[layer]
-        leaky = self.layers[layer]["beta"] is not None
-        beta_eff = beta_prog.clamp(1e-6, 1 - 1e-6) ** (1.0 / self.tau_factors[layer]) if leaky else torch.ones_like(g)
-        t = torch.arange(steps, dtype=torch.float32).unsqueeze(1)
-        u = g * weight * beta_eff.unsqueeze(0) ** t
-        noise = torch.randn(u.shape, generator=generator) * (self.profile.readout_noise * abs(weight))
-        return u + noise
+        u = self.layers[layer]  # simulated in float64: the read-out noise is the only error of the probe
+        g = self.gains[layer].reshape(-1).double()
+        beta = (_decay(beta_prog.reshape(-1).double(), self.tau_factors[layer].reshape(-1).double(), 0.0)
+                if u.beta is not None else torch.ones_like(g))
+        alpha = torch.zeros_like(g)
+        if u.alpha is not None:
+            if alpha_prog is None:
+                raise ValueError(f"unit {layer} has a synaptic current decay: the probe needs alpha_prog")
+            alpha = _decay(alpha_prog.reshape(-1).double(), self.alpha_factors[layer].reshape(-1).double(), 0.0)
+        cur, mem, rows = g * weight, torch.zeros_like(g), []
+        for _ in range(steps):
+            mem = beta * mem + cur
+            rows.append(mem)
+            cur = alpha * cur
+        trace = torch.stack(rows)
+        return trace + self._noise(tuple(trace.shape), abs(weight), generator).double()
+
+    @torch.no_grad()
+    def probe_adaptation(self, layer: int, rho_prog: torch.Tensor, steps: int, generator: torch.Generator
+                         ) -> torch.Tensor:
+        """Adaptation variable of every (ALIF) neuron of unit ``layer`` after one forced spike at ``t = 0``,
+        read out with noise of std ``readout_noise``: ``a[t] = rho_eff^t`` (``[steps, N]``)."""
+        if self.layers[layer].rho is None:
+            raise ValueError(f"unit {layer} has no adaptation (not an ALIF population)")
+        rho = _decay(rho_prog.reshape(-1).double(), self.rho_factors[layer].reshape(-1).double(), 0.0)
+        trace = rho.unsqueeze(0) ** torch.arange(steps, dtype=torch.float64).unsqueeze(1)
+        return trace + self._noise(tuple(trace.shape), 1.0, generator).double()
 
     @torch.no_grad()
     def probe_threshold(self, layer: int, threshold_prog: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """Whether each neuron of ``layer`` (threshold programmed to ``threshold_prog``) spikes in one step when
-        its reference synapse (programmed weight 1) receives input ``current[n]``: ``g I >= f thr_prog``."""
-        return self.gains[layer] * current >= self.threshold_factors[layer] * threshold_prog
+        """Whether each neuron of unit ``layer`` (flattened; threshold programmed to ``threshold_prog``) spikes in
+        one step when its reference synapse (programmed weight 1) receives input ``current[n]``:
+        ``g I >= f thr_prog``."""
+        return (self.gains[layer].reshape(-1) * current >=
+                self.threshold_factors[layer].reshape(-1) * threshold_prog.reshape(-1))
 
+    @torch.no_grad()
+    def probe_delay(self, name: str, delay_prog: torch.Tensor, steps: int, generator: torch.Generator
+                    ) -> torch.Tensor:
+        """One spike into every line of delay parameter ``name`` (delays programmed to ``delay_prog``) at
+        ``t = 0``; the output read out for ``steps`` steps with noise of std ``readout_noise``: ``[steps, F]``.
+        The spike arrives at ``d = h d_prog`` (clamped to the ring buffer, modulo its length ``D``); a
+        fractional ``d`` splits it over the two neighbouring steps (``1 - frac`` at ``floor d``, ``frac`` after),
+        as the delay layer interpolates."""
+        if name not in self.delay_factors:
+            raise ValueError(f"no delay parameter {name!r}; delays: {', '.join(self.delay_factors) or 'none'}")
+        d = delay_prog * self.delay_factors[name]
+        if self.profile.delay_buffer is not None:
+            d = d.clamp(0, self.profile.delay_buffer - 1)
+        period = self.delay_periods[name]
+        d = torch.remainder(d, period)
+        k = d.floor()
+        frac = d - k
+        t = torch.arange(steps, dtype=torch.float32).unsqueeze(1)
+        trace = (1 - frac) * (t == k).float() + frac * (t == torch.remainder(k + 1, period)).float()
+        return trace + self._noise(tuple(trace.shape), 1.0, generator)
 
 def assign_fleet(num_clients: int, entries: list[tuple[DeviceProfile, float]], rng: np.random.Generator
                  ) -> list[DeviceProfile]:

@@ -20,12 +20,15 @@ from typing import Any
 
 import torch
 
-from ..snn.models import SpikingMLP
-from ..snn.stacked import cohort_forward, predict_cohort
+from torch import nn
+from torch.func import functional_call
+
 from ..data.compact import as_float_batch
-from ..snn.train import TrainConfig, encode_inputs, input_dtype
+from ..snn.models import SpikingMLP, as_model_output
+from ..snn.stacked import cohort_forward, predict_cohort
+from ..snn.train import TrainConfig, encode_inputs, input_dtype, predict
 from .calibration import Calibration, calibrate
-from .devices import Device, DeviceProfile, full_program, supports_devices
+from .devices import Device, DeviceProfile, full_program, rebin_time, supports_devices
 
 AGGREGATION_MODES = ("calibrated", "naive")
 
@@ -43,7 +46,7 @@ class Fleet:
     ``device_seeds[k]`` draws client k's mismatch; ``calibration_seeds[k]`` its probe read-out noise.
     """
 
-    def __init__(self, model: SpikingMLP, profiles: list[DeviceProfile], mode: str, device_seeds: list[int],
+    def __init__(self, model: nn.Module, profiles: list[DeviceProfile], mode: str, device_seeds: list[int],
                  calibration_seeds: list[int], probe_repeats: int = 16) -> None:
         reason = supports_devices(model)
         if reason is not None:
@@ -61,6 +64,11 @@ class Fleet:
             identity = Calibration.identity(model)
             self.calibrations = [identity] * len(profiles)
         self.trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+        # the stacked forward of the batched engine covers spiking MLPs with LIF/IF neurons; any other model is
+        # evaluated device by device through torch.func.functional_call
+        self._stacked = isinstance(model, SpikingMLP) and all(
+            u.neuron in ("lif", "if", "integrator") and u.recurrent is None for u in self.devices[0].layers) \
+            and not any(getattr(n, "refractory", 0) for n in model.neurons)
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -86,9 +94,31 @@ class Fleet:
         latent = self.calibrations[client].to_latent(full) if self.mode == "calibrated" else full
         return {n: latent[n] for n in self.trainable}
 
+    def device_inputs(self, client: int, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None
+                      ) -> tuple[torch.Tensor, TrainConfig]:
+        """Encode ``x [B, ...]`` for client ``client``'s device: ``(inputs [T_k, B, ...], cfg with T_k)``.
+
+        Event frames are binned at the nominal step, so they are encoded with the nominal ``T`` and rebinned to
+        the device's ``T_k = round(T / dt)`` bins (:func:`~spikefed.hardware.devices.rebin_time`); other encoders
+        encode ``T_k`` steps directly."""
+        steps = self.num_steps(client, cfg.num_steps)
+        dcfg = replace(cfg, num_steps=steps)
+        if cfg.encoder == "events" and steps != cfg.num_steps:
+            return rebin_time(encode_inputs(x, cfg, generator), steps), dcfg
+        return encode_inputs(x, dcfg, generator), dcfg
+
+    def forward(self, client: int, program: dict[str, torch.Tensor], x: torch.Tensor,
+                generator: torch.Generator | None) -> torch.Tensor:
+        """Output of client ``client``'s device running ``program`` on encoded inputs ``x [T, B, ...]`` (lost /
+        jittered steps applied): any model, through ``torch.func.functional_call``."""
+        device = self.devices[client]
+        eff = device.effective(program, generator)
+        out = functional_call(self.model, eff, (device.perturb_input(x, generator),))
+        return as_model_output(out, self.model).output
+
     @torch.no_grad()
     def evaluate(self, latent: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                 generator: torch.Generator, chunk: int = 8) -> FleetEval:
+                 generator: torch.Generator, chunk: int = 8, batch: int = 512) -> FleetEval:
         """Mean accuracy of the latent model ``latent`` deployed on every device (and per profile name)."""
         correct: list[float] = [0.0] * len(self.devices)
         groups: dict[int, list[int]] = {}
@@ -96,18 +126,27 @@ class Fleet:
             groups.setdefault(self.num_steps(k, cfg.num_steps), []).append(k)
         x = as_float_batch(x, input_dtype(self.model))  # a compact test store: float for this evaluation
         for steps, members in groups.items():
-            gcfg = replace(cfg, num_steps=steps)
-            xs = encode_inputs(x, gcfg, generator)  # [T, B, F]
-            for start in range(0, len(members), chunk):
-                part = members[start:start + chunk]
-                eff = [self.devices[k].effective(self.program(k, latent), generator) for k in part]
-                stacked = {n: torch.stack([e[n] for e in eff]) for n in eff[0]}
-                inputs = [self.devices[k].perturb_input(xs, generator) for k in part]
-                xk = torch.stack(inputs, dim=1)  # [T, K, B, F]
-                out, _ = cohort_forward(self.model, stacked, xk)
-                pred = predict_cohort(out, cfg)  # [K, B]
-                for row, k in enumerate(part):
-                    correct[k] = float((pred[row] == y).double().mean())
+            if self._stacked:
+                xs, gcfg = self.device_inputs(members[0], x, cfg, generator)  # [T, B, F]
+                for start in range(0, len(members), chunk):
+                    part = members[start:start + chunk]
+                    eff = [self.devices[k].effective(self.program(k, latent), generator) for k in part]
+                    stacked = {n: torch.stack([e[n] for e in eff]) for n in eff[0]}
+                    inputs = [self.devices[k].perturb_input(xs, generator) for k in part]
+                    xk = torch.stack(inputs, dim=1)  # [T, K, B, F]
+                    out, _ = cohort_forward(self.model, stacked, xk)
+                    pred = predict_cohort(out, gcfg)  # [K, B]
+                    for row, k in enumerate(part):
+                        correct[k] = float((pred[row] == y).double().mean())
+                continue
+            hits = {k: 0 for k in members}
+            for start in range(0, len(y), batch):
+                xs, gcfg = self.device_inputs(members[0], x[start:start + batch], cfg, generator)
+                for k in members:
+                    out = self.forward(k, self.program(k, latent), xs, generator)
+                    hits[k] += int((predict(out, gcfg) == y[start:start + batch]).sum())
+            for k in members:
+                correct[k] = hits[k] / max(len(y), 1)
         by: dict[str, list[float]] = {}
         for k, acc in enumerate(correct):
             by.setdefault(self.profiles[k].name, []).append(acc)

@@ -1,8 +1,10 @@
 """Devices stage: every client runs a simulated neuromorphic chip (``spec.fleet``, :mod:`spikefed.hardware.fleet`).
 
 Client side, each client maps the latent global parameters to its device's program, trains through its device
-(mismatch, quantized weights, lost steps, its own ``dt``) and uploads latent values (:func:`train_local` in
-:mod:`spikefed.federated.simulation` does this for any caller, the Flower node included). Server side, evaluated
+(mismatch, quantized weights, lost steps, its own ``dt``, event frames rebinned to it) and uploads latent values
+(:mod:`spikefed.federated.fleet_training`, called by :func:`train_local` in :mod:`spikefed.federated.simulation`
+for any caller, the Flower node included). The stage decides the engine once (:func:`fleet_engine`: the batched
+engine where it applies, else the sequential device engine, any model) and records why. Server side, evaluated
 rounds report the *deployed* accuracy (the global model on every device of the fleet, ``accuracy``) beside the
 ideal-hardware one (``accuracy_ideal``) and the accuracy per device profile.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...seeding import Purpose, torch_generator
-from ..cohort import supports_cohort
+from ..fleet_training import fleet_engine
 from ..round import RoundContext, Stage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,16 +33,13 @@ class DevicesStage(Stage):
         assert fleet is not None
         if len(fleet) != sim.num_clients:
             raise ValueError(f"the fleet has {len(fleet)} devices for {sim.num_clients} clients")
-        reason = supports_cohort(spec.model, spec.local)
-        if reason is not None:
-            raise ValueError(f"device fleets need the batched engine's model support: {reason}")
         t = spec.local.num_steps
-        if spec.local.encoder == "events" and any(d.num_steps(t) != t for d in fleet.devices):
-            raise ValueError("event data is binned at the nominal step: every device of the fleet needs "
-                             f"dt = 1 (a device with another dt cannot run the {t} bins)")
-        if spec.continual is not None:
-            raise ValueError("continual learning is not supported on device fleets (anchors live in the latent "
-                             "space, local training in device coordinates)")
+        rebinned = spec.local.encoder == "events" and any(d.num_steps(t) != t for d in fleet.devices)
+        scaffold = getattr(spec.strategy, "name", None) == "scaffold"
+        engine, why = fleet_engine(spec.engine, spec.model, spec.local, scaffold=scaffold,
+                                   continual=spec.continual is not None, rebinned_events=rebinned)
+        if engine != spec.engine:  # no silent fallback: the run prints and records the engine that trains
+            spec.engine, spec.engine_note = engine, why
         self.fleet = fleet
 
     def metrics(self, ctx: RoundContext) -> None:

@@ -1,0 +1,34 @@
+"""benchmarks/scenario.py --quick: the whole scenario (conv SNN with delays on event data, heterogeneous fleet,
+calibrated / naive / ideal, energy, engines) runs and ends with its one summary line."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_scenario_quick_prints_the_table_and_the_last_line(tmp_path: Path) -> None:
+    out = tmp_path / "scenario.json"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scenario.py"), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert re.fullmatch(r"calibrated_minus_naive=-?\d+\.\d\d ideal_minus_calibrated=-?\d+\.\d\d "
+                        r"conv_cohort_vs_sequential=(nan|\d+\.\d\d)", lines[-1]), lines[-1]
+    assert "| calibrated |" in r.stdout and "| naive |" in r.stdout and "| ideal |" in r.stdout
+    data = json.loads(out.read_text())
+    rows = {(run["row"], run["seed"]): run for run in data["runs"]}
+    assert set(rows) == {("naive", 0), ("calibrated", 0), ("ideal", 0)}
+    for run in rows.values():
+        assert 0.0 <= run["deployed"] <= 1.0 and run["bytes_up_per_round"] > 0 and run["acs"] > 0
+    ideal = rows[("ideal", 0)]
+    assert ideal["deployed"] == pytest.approx(ideal["on_ideal_hardware"], abs=1e-12)  # ideal devices = ideal hw
+    assert data["engines"]["sequential"] > 0
