@@ -28,8 +28,11 @@ __all__ = ["BASE", "FEATURES", "PairStatus", "matrix", "pair_overrides", "pair_s
 #: a tiny federation: enough to run two rounds of any pair in a second or two
 BASE: tuple[str, ...] = (
     "partition.num_clients=6", "partition.min_size=5", "federation.fraction=0.5", "federation.rounds=2",
-    "model.hidden=[8]", "local.num_steps=4", "local.epochs=1", "local.batch_size=32", "data.limit=240",
+    "local.num_steps=4", "local.epochs=1", "local.batch_size=32", "data.limit=240",
 )
+
+#: the hidden width of the fully connected models (mlp, recurrent)
+MLP_WIDTH = "model.hidden=[8]"
 
 #: the seeds' features, each as the overrides that switch it on
 FEATURES: dict[str, tuple[str, ...]] = {
@@ -43,9 +46,9 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "fedprox": ("federation.strategy=fedprox", "federation.prox_mu=0.01"),
     "attack_defence": ("robustness.attack=sign_flip", "robustness.attack_fraction=0.34", "robustness.defense=median"),
     "faults": ("faults.dropout=0.3",),
-    "conv": ("model.kind=conv",),
+    "conv": ("model.kind=conv", "model.channels=[4]"),
     "recurrent": ("model.kind=recurrent",),
-    "delays": ("model.delays=true",),
+    "delays": ("model.delays=3",),
     "alif": ("model.neuron=alif",),
     "event_data": ("data.name=event_digits", "data.bins=4"),
     "eprop": ("local.method=eprop", "local.loss=ce_membrane", "local.membrane_reduction=time_mean",
@@ -68,8 +71,10 @@ def _keys(overrides: tuple[str, ...]) -> dict[str, str]:
 
 
 def pair_overrides(a: str, b: str) -> list[str]:
-    """The overrides of the pair on the base (``KeyError`` for an unknown feature)."""
-    return [*BASE, *FEATURES[a], *FEATURES[b]]
+    """The overrides of the pair on the base (``KeyError`` for an unknown feature); fully connected models get
+    :data:`MLP_WIDTH` (a conv net takes ``model.channels`` instead)."""
+    extra = [] if "model.kind=conv" in (*FEATURES[a], *FEATURES[b]) else [MLP_WIDTH]
+    return [*BASE, *extra, *FEATURES[a], *FEATURES[b]]
 
 
 def _table_reasons(overrides: list[str]) -> list[str] | None:
