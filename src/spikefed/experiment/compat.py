@@ -122,6 +122,18 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.model.kind == "conv" and s.data.name in ("shd", "ssc"),
             lambda s: f"model.kind=conv convolves a 2-D image plane, but data.name={s.data.name} records a 1-D "
                       "array of cochlea channels; use model.kind=mlp or recurrent"),
+    Refusal("eprop-conv", "run", ("local.method", "model.kind"),
+            lambda s: s.local.method == "eprop" and s.model.kind == "conv",
+            lambda s: "local.method=eprop with model.kind=conv: e-prop's eligibility traces are derived for fully "
+                      "connected (optionally recurrent) LIF layers, e_ji = psi_j * low-pass(x_i); a shared conv "
+                      "kernel would need the trace summed over every position it is applied at; use "
+                      "local.method=bptt or model.kind=mlp/recurrent"),
+    Refusal("eprop-delays", "run", ("local.method", "model.delays"),
+            lambda s: s.local.method == "eprop" and s.model.delays > 0,
+            lambda s: f"local.method=eprop with model.delays={s.model.delays}: e-prop's eligibility traces assume "
+                      "each spike reaches the next layer in the same step (a delay d would need the trace d steps "
+                      "back, and a gradient for d itself, which e-prop does not define); set model.delays=0 or "
+                      "local.method=bptt"),
     Refusal("fleet-eprop", "run", ("devices.fleet", "local.method"),
             lambda s: bool(s.devices.fleet) and s.local.method != "bptt",
             lambda s: f"devices.fleet: local.method={s.local.method} is not supported on a fleet: e-prop's "
