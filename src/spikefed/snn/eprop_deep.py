@@ -34,7 +34,7 @@ from .kernels import lif_update
 from .local import fixed_matrix
 from .models import SpikingMLP
 from .neurons import IF, LIF, RECURRENT_NEURONS, RecurrentLIF
-from .online import EPROP_REDUCTIONS, FEEDBACKS, EpropLayer, Readout, feedback_matrix, loss_weights, presynaptic
+from .online import FEEDBACKS, EpropLayer, Readout, feedback_matrix, eprop_loss_reason, loss_weights, presynaptic
 from .surrogate import heaviside
 
 
@@ -71,12 +71,7 @@ def deep_support(model: torch.nn.Module, reduction: str = "time_mean", populatio
             return "e-prop does not support refractory periods or graded spikes"
     if any(p.requires_grad for p in model.integrator.parameters()) or model.integrator.beta.dim():
         return "e-prop needs a fixed scalar read-out decay"
-    if reduction not in EPROP_REDUCTIONS:
-        return (f"e-prop needs a loss that decomposes over time: loss=ce_membrane with membrane_reduction "
-                f"{' or '.join(EPROP_REDUCTIONS)}, got membrane_reduction={reduction}")
-    if population != 1:
-        return f"e-prop does not support population coding (population must be 1, got {population})"
-    return None
+    return eprop_loss_reason(reduction, population)
 
 
 def deep_modules(model: SpikingMLP, feedback: str = "symmetric",

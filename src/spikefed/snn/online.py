@@ -234,6 +234,17 @@ def state_bytes(state: EpropState) -> int:
 
 # -- the model shell: SpikingMLP -> (EpropLayer, Readout), gradients into .grad ------------------------------
 
+def eprop_loss_reason(reduction: str, population: int) -> str | None:
+    """``None`` if e-prop can train with this loss (it must decompose over time, one neuron per class), else the
+    reason naming the setting."""
+    if reduction not in EPROP_REDUCTIONS:
+        return (f"e-prop needs a loss that decomposes over time: loss=ce_membrane with membrane_reduction "
+                f"{' or '.join(EPROP_REDUCTIONS)}, got membrane_reduction={reduction}")
+    if population != 1:
+        return f"e-prop does not support population coding (population must be 1, got {population})"
+    return None
+
+
 def eprop_support(model: torch.nn.Module, reduction: str = "time_mean", population: int = 1) -> str | None:
     """``None`` if e-prop can train ``model`` with this loss, else the reason (naming the setting to change)."""
     if not isinstance(model, SpikingMLP):
@@ -258,12 +269,7 @@ def eprop_support(model: torch.nn.Module, reduction: str = "time_mean", populati
         return "e-prop does not support refractory periods or graded spikes"
     if model.integrator.beta.dim():
         return "e-prop needs a scalar read-out decay"
-    if reduction not in EPROP_REDUCTIONS:
-        return (f"e-prop needs a loss that decomposes over time: loss=ce_membrane with membrane_reduction "
-                f"{' or '.join(EPROP_REDUCTIONS)}, got membrane_reduction={reduction}")
-    if population != 1:
-        return f"e-prop does not support population coding (population must be 1, got {population})"
-    return None
+    return eprop_loss_reason(reduction, population)
 
 
 def feedback_matrix(shape: tuple[int, int], seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
