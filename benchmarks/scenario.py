@@ -149,15 +149,17 @@ def _loaded(model: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
 
 
 def engine_round(args: argparse.Namespace, seed: int, spec: Any) -> dict[str, Any]:
-    """Seconds of one round of local training of every client with each engine (float32, this machine)."""
+    """Seconds of one round of local training of every client with each engine (float32, this machine), each
+    after an untimed warm-up round."""
     model = DelayedConvNet(args.channels, torch.Generator().manual_seed(derive_seed(seed, Purpose.INIT)))
     clients: list[ClientData] = [build_client(spec, c) for c in range(args.clients)]
     out: dict[str, Any] = {}
     for engine in ("sequential", "cohort"):
-        gens = [client_generator(seed, 1, c) for c in range(args.clients)]
-        start = time.perf_counter()
         try:
-            train_clients(engine, model, params_of(model), clients, gens, spec.local, FitInstructions(1))
+            for timed in (False, True):  # a warm-up round first (allocator, first-call costs), then the timed one
+                gens = [client_generator(seed, 1, c) for c in range(args.clients)]
+                start = time.perf_counter()
+                train_clients(engine, model, params_of(model), clients, gens, spec.local, FitInstructions(1))
         except ValueError as e:
             out[engine] = None
             out[f"{engine}_reason"] = str(e)

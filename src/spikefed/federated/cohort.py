@@ -37,6 +37,7 @@ from ..snn.stacked import cohort_forward as cohort_forward  # re-exported (the h
 from ..snn.stacked import (forward_path, masked_regularizers, per_sample_loss, predict_cohort, stacked_forward,
                            vmap_reason)
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
+from .cohort_memory import clients_per_chunk
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
@@ -213,8 +214,10 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
                  step_budgets: Sequence[int | None] | None = None,
                  devices: Sequence["ClientDevice"] | None = None,
                  penalties: Sequence[StabilityPenalty | None] | None = None,
-                 path: str = "auto") -> list[ClientUpdate]:
-    """Train every client in ``clients`` from ``global_params`` as one batched computation.
+                 path: str = "auto", max_clients: int | None = None) -> list[ClientUpdate]:
+    """Train every client in ``clients`` from ``global_params`` as one batched computation (in chunks of
+    ``max_clients``, by default as many as :func:`~spikefed.federated.cohort_memory.clients_per_chunk` fits in
+    its activation budget; clients are independent, so the updates are the same).
 
     ``path`` picks the stacked forward (:func:`~spikefed.snn.stacked.forward_path`: ``auto``, ``mlp``, ``vmap``).
 
@@ -230,6 +233,14 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     reason = supports_cohort(model, cfg)
     if reason is not None:
         raise ValueError(reason)
+    chunk = max_clients or (clients_per_chunk(model, clients[0].x[:1], cfg) if clients else 1)
+    if len(clients) > chunk:  # independent clients: the same updates, activations that stay in cache
+        return [u for lo in range(0, len(clients), chunk) for u in train_cohort(
+            model, global_params, clients[lo:lo + chunk], generators[lo:lo + chunk], cfg, fit,
+            None if controls is None else controls[lo:lo + chunk],
+            None if step_budgets is None else step_budgets[lo:lo + chunk],
+            None if devices is None else devices[lo:lo + chunk],
+            None if penalties is None else penalties[lo:lo + chunk], path, max_clients=chunk)]
     path = forward_path(model, path)
     k = len(clients)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
