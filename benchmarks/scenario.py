@@ -21,7 +21,7 @@ model with the test inputs; bytes are the uplink bytes actually serialised. "coh
 round of local training of the conv net (every client of the partition) with each engine through
 ``train_clients(engine, ...)``; an engine that cannot train the model is reported with its reason.
 
-Run:  .venv/bin/python benchmarks/scenario.py [--seeds 0 1 2] [--rounds 10] [--quick]
+Run:  .venv/bin/python benchmarks/scenario.py [--seeds 0 1 2] [--rounds 30] [--quick]
 Last line:  calibrated_minus_naive=<points> ideal_minus_calibrated=<points> conv_cohort_vs_sequential=<ratio>
 """
 
@@ -173,7 +173,7 @@ def engine_round(args: argparse.Namespace, seed: int, spec: Any) -> dict[str, An
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--per-round", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=1)
