@@ -93,9 +93,23 @@ class Calibration:
 
     def to_device(self, latent: ParamDict) -> ParamDict:
         """Latent (full: trainable values and per-neuron neuron values) -> program."""
-        out = dict(latent)
+        return self._map(latent, True)
+
+    def to_latent(self, program: ParamDict) -> ParamDict:
+        """Program (full) -> latent; the inverse of :meth:`to_device`."""
+        return self._map(program, False)
+
+    def _map(self, values: ParamDict, to_device: bool) -> ParamDict:
+        """One direction of the latent <-> program map: every factor ``t`` below multiplies towards the device
+        and divides back towards the latent space (decays take the matching powers in :meth:`_decays`)."""
+
+        def scale(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+            return x * t if to_device else x / t
+
+        out = dict(values)
         for i, u in enumerate(self.layers):
-            decays = self._decays(i, u, latent, True)
+            decays = self._decays(i, u, values, to_device)
+            latent = values if to_device else {getattr(u, role): v for role, v in decays.items()}
             z = self._zoh(u, latent[u.beta] if u.beta else None, latent[u.alpha] if u.alpha else None)
             for role, value in decays.items():
                 out[getattr(u, role)] = value
@@ -104,53 +118,22 @@ class Calibration:
                 for role in ("threshold", "gamma"):
                     name = getattr(u, role)
                     if name is not None:
-                        out[name] = latent[name] * c / self.threshold_factors[i]
+                        out[name] = scale(values[name], c / self.threshold_factors[i])
                 if u.reset is not None:
-                    out[u.reset] = latent[u.reset] * c
+                    out[u.reset] = scale(values[u.reset], c)
                 continue
-            scale = z / self.gains[i]
+            w = z / self.gains[i]
             for name in (u.weight, u.recurrent):
-                if name is not None and name in latent:
-                    out[name] = latent[name] * scale.unsqueeze(1)
-            if u.bias is not None and u.bias in latent:
-                out[u.bias] = latent[u.bias] * scale
+                if name is not None and name in values:
+                    out[name] = scale(values[name], w.unsqueeze(1))
+            if u.bias is not None and u.bias in values:
+                out[u.bias] = scale(values[u.bias], w)
             for name in (u.threshold, u.gamma):
                 if name is not None:
-                    out[name] = latent[name] / self.threshold_factors[i]
+                    out[name] = scale(values[name], 1 / self.threshold_factors[i])
         for name, h in self.delay_factors.items():
-            if name in latent:
-                out[name] = latent[name] / (self.dt * h)
-        return out
-
-    def to_latent(self, program: ParamDict) -> ParamDict:
-        """Program (full) -> latent; the inverse of :meth:`to_device`."""
-        out = dict(program)
-        for i, u in enumerate(self.layers):
-            decays = self._decays(i, u, program, False)
-            for role, value in decays.items():
-                out[getattr(u, role)] = value
-            z = self._zoh(u, decays.get("beta"), decays.get("alpha"))
-            if u.fold:
-                c = self.gains[i] / z
-                for role in ("threshold", "gamma"):
-                    name = getattr(u, role)
-                    if name is not None:
-                        out[name] = program[name] * self.threshold_factors[i] / c
-                if u.reset is not None:
-                    out[u.reset] = program[u.reset] / c
-                continue
-            scale = self.gains[i] / z
-            for name in (u.weight, u.recurrent):
-                if name is not None and name in program:
-                    out[name] = program[name] * scale.unsqueeze(1)
-            if u.bias is not None and u.bias in program:
-                out[u.bias] = program[u.bias] * scale
-            for name in (u.threshold, u.gamma):
-                if name is not None:
-                    out[name] = program[name] * self.threshold_factors[i]
-        for name, h in self.delay_factors.items():
-            if name in program:
-                out[name] = program[name] * (self.dt * h)
+            if name in values:
+                out[name] = scale(values[name], 1 / (self.dt * h))
         return out
 
 
