@@ -490,16 +490,22 @@ flower_app = typer.Typer(help="Deploy on real machines through Flower (SuperLink
 app.add_typer(flower_app, name="flower")
 
 
-def _flower_settings(config: Optional[Path], set_: list[str], nodes: int, rounds: int) -> RunSettings:
+def _flower_settings(config: Optional[Path], set_: list[str], nodes: int, rounds: int,
+                     virtual: int = 1) -> RunSettings:
     """The demo's experiment: ``nodes`` clients (one per SuperNode), all of them every round, ``rounds`` rounds;
-    the config file and ``--set`` come on top."""
+    the config file and ``--set`` come on top. ``virtual`` > 1 (``--virtual-clients``): each SuperNode hosts
+    that many virtual clients, ``nodes x virtual`` in all, sampled with the config's ``federation.fraction``."""
     from .deploy.flower import check_deployable
 
-    base = [f"partition.num_clients={nodes}", "federation.fraction=1.0", f"federation.rounds={rounds}"]
+    if virtual < 1:
+        raise ConfigError(f"--virtual-clients must be >= 1, got {virtual}")
+    base = [f"partition.num_clients={nodes * virtual}", f"federation.rounds={rounds}"]
+    base += ["federation.fraction=1.0"] if virtual == 1 else []
     settings = build_settings(RunSettings, config, base + list(set_))
-    if settings.partition.num_clients != nodes:
-        raise ConfigError(f"partition.num_clients={settings.partition.num_clients} must equal --nodes {nodes} "
-                          "(one SuperNode per client)")
+    if settings.partition.num_clients != nodes * virtual:
+        raise ConfigError(f"partition.num_clients={settings.partition.num_clients} must equal --nodes {nodes}"
+                          + (f" x --virtual-clients {virtual} = {nodes * virtual} (each SuperNode hosts "
+                             f"{virtual} clients)" if virtual > 1 else " (one SuperNode per client)"))
     check_deployable(settings)
     return settings
 
@@ -521,6 +527,8 @@ def flower_demo(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --workdir from its checkpoint "
                                                         "(fresh SuperLink and SuperNodes)"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON summary to stdout"),
+    virtual_clients: int = typer.Option(1, "--virtual-clients", help="virtual clients each SuperNode hosts and "
+                                        "trains as one batched cohort (partition.num_clients = nodes x this)"),
 ) -> None:
     """Start a SuperLink and N SuperNodes on 127.0.0.1 as real processes, run spikefed on them with
     ``flwr run``, stream progress, stop every process (also on error or Ctrl-C) and print a summary.
@@ -535,10 +543,12 @@ def flower_demo(
                 raise ConfigError("--resume needs --workdir DIR of an earlier demo (DIR/out/checkpoint.pt)")
             if config is None and (workdir / "out" / "config.yaml").is_file():
                 config = workdir / "out" / "config.yaml"  # the run's own config; --set may still extend rounds
-        settings = _flower_settings(config, set_, nodes, rounds)
+        settings = _flower_settings(config, set_, nodes, rounds, virtual_clients)
         from .deploy.flower import SECURE_MODES
         if secure not in SECURE_MODES:
             raise ConfigError(f"--secure must be one of {', '.join(SECURE_MODES)}, got {secure!r}")
+        if secure != "none" and virtual_clients > 1:
+            raise ConfigError("--secure secaggplus needs one client per SuperNode (--virtual-clients 1)")
         from .deploy.flower_launch import LaunchError, run_demo
     except ConfigError as e:
         _fail(str(e))
@@ -550,7 +560,8 @@ def flower_demo(
     run_config = {"settings": settings.model_dump_json(), "secure": secure, "round-timeout": round_timeout,
                   "resume": resume}
     err.print(f"[bold]spikefed flower demo[/]: SuperLink + {nodes} SuperNodes on 127.0.0.1"
-              f"{' (TLS)' if tls else ''}{' (auth)' if auth else ''}, {rounds} rounds; logs in {work}",
+              + (f" x {virtual_clients} virtual clients" if virtual_clients > 1 else "")
+              + f"{' (TLS)' if tls else ''}{' (auth)' if auth else ''}, {rounds} rounds; logs in {work}",
               highlight=False)
 
     def on_line(line: str) -> None:
@@ -559,7 +570,10 @@ def flower_demo(
 
     started = time.perf_counter()
     try:
-        summary = run_demo(work, nodes, run_config, timeout, tls=tls, auth=auth, on_line=on_line)
+        node_configs = None if virtual_clients == 1 else [
+            f"partition-id={i} num-partitions={nodes} virtual-clients={virtual_clients}" for i in range(nodes)]
+        summary = run_demo(work, nodes, run_config, timeout, tls=tls, auth=auth, on_line=on_line,
+                           node_configs=node_configs)
     except LaunchError as e:
         _fail(str(e), 1)
         return
@@ -567,6 +581,7 @@ def flower_demo(
         err.print("\ninterrupted; every process started was stopped", highlight=False)
         raise typer.Exit(130)
     out = {"final_accuracy": summary.get("final_accuracy"), "rounds": summary.get("rounds"), "nodes": nodes,
+           "clients": nodes * virtual_clients,
            "seconds": time.perf_counter() - started, "secure": secure, "tls": tls, "auth": auth,
            "total_bytes_up": summary.get("total_bytes_up"), "workdir": str(work), "pids": summary["pids"],
            **{k: summary.get(k, 0) for k in ("dropped", "late")}, "rejected_updates": summary.get("rejected_updates"),

@@ -128,6 +128,14 @@ class NodeSettings:
     device_profile: str | None = None
     data_root: str | None = None  # this node's own copy of the recorded data set (overrides data.root)
     data_partition: str = "assigned"  # assigned: its part of the run's partition; all: every training sample
+    virtual_clients: int | None = None  # hierarchical: this node hosts clients i*V..(i+1)*V-1 (flower_cohort)
+
+    def hosted_clients(self) -> list[int]:
+        """The client ids this node serves: its partition, or its block of ``virtual-clients``."""
+        if self.virtual_clients is None:
+            return [self.partition_id]
+        v = self.virtual_clients
+        return list(range(self.partition_id * v, (self.partition_id + 1) * v))
 
 
 #: ``data-partition`` values: the node trains on its part of the run's partition of the files in its data root
@@ -162,12 +170,31 @@ def node_settings(node_config: Mapping[str, Any]) -> NodeSettings:
     if part == "all" and root is None:
         raise DeploymentError("node config data-partition=all needs data-root (the folder of this node's own "
                               "recordings)")
-    return NodeSettings(values["partition-id"], values["num-partitions"], profile or None, root or None, part)
+    virtual = node_config.get("virtual-clients")
+    if virtual is not None:
+        if isinstance(virtual, bool) or not isinstance(virtual, int) or virtual < 1:
+            raise DeploymentError(f"node config 'virtual-clients' must be an integer >= 1, got {virtual!r}")
+        if profile is not None:
+            raise DeploymentError("node config 'device-profile' cannot be combined with 'virtual-clients': each "
+                                  "virtual client trains through the profile devices.fleet assigns to it")
+        if part == "all":
+            raise DeploymentError("node config data-partition=all cannot be combined with 'virtual-clients': the "
+                                  "node's virtual clients share the run's partition of its files")
+    return NodeSettings(values["partition-id"], values["num-partitions"], profile or None, root or None, part,
+                        virtual)
 
 
 def check_node(node: NodeSettings, settings: RunSettings, spec: FederationSpec) -> None:
     """The node config must match the run's config: same number of partitions, same device profile."""
     n = settings.partition.num_clients
+    if node.virtual_clients is not None:
+        v = node.virtual_clients
+        if node.num_partitions * v != n:
+            raise DeploymentError(f"node config num-partitions={node.num_partitions} x virtual-clients={v} = "
+                                  f"{node.num_partitions * v} clients do not cover the run's partition.num_clients="
+                                  f"{n} (every node must host the same number V of clients and N x V must equal "
+                                  "partition.num_clients)")
+        return
     if node.num_partitions != n:
         raise DeploymentError(f"node config num-partitions={node.num_partitions} does not match the run's "
                               f"partition.num_clients={n}")
@@ -249,6 +276,11 @@ def client_query(run_config: Mapping[str, Any], node_config: Mapping[str, Any]) 
     from flwr.app import ConfigRecord, RecordDict
 
     _, spec, node = client_setup(run_config, node_config)
+    if node.virtual_clients is not None:  # a cohort node: the clients it hosts (spikefed.deploy.flower_cohort)
+        hosted = node.hosted_clients()
+        return RecordDict({NODE_KEY: ConfigRecord({"partition-id": node.partition_id,
+                                                   "num-partitions": node.num_partitions, "clients": hosted,
+                                                   "num-samples": int(sum(len(spec.parts[c]) for c in hosted))})})
     return RecordDict({NODE_KEY: ConfigRecord({"partition-id": node.partition_id,
                                                "num-partitions": node.num_partitions,
                                                "num-samples": int(len(spec.parts[node.partition_id]))})})
@@ -266,6 +298,9 @@ def client_train(content: Any, run_config: Mapping[str, Any], node_config: Mappi
     _, spec, node = client_setup(run_config, node_config)
     fit_cfg = content[FIT_KEY]
     rnd, cid = int(fit_cfg["round"]), int(fit_cfg["client"])
+    if node.virtual_clients is not None:
+        raise DeploymentError("this node hosts virtual clients (node config 'virtual-clients'), but the server sent "
+                              "a one-client message")
     if cid != node.partition_id:
         raise DeploymentError(f"the server addressed client {cid} but this node holds partition {node.partition_id}")
     reference = params_of(spec.model)
@@ -364,7 +399,13 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
         round_timeout = float(run_option(run_config, "round-timeout"))
         roster = NodeRoster(grid, sim.num_clients)
         roster.discover(node_timeout, max(spec.min_clients, 2 if secure == "secaggplus" else 1))
-        print(f"spikefed: {len(roster.nodes)} SuperNodes, {settings.federation.strategy}, {spec.rounds} rounds"
+        if secure == "secaggplus" and roster.cohort:
+            raise DeploymentError("secure=secaggplus needs one client per SuperNode; SuperNodes "
+                                  f"{sorted(roster.cohort)} host virtual clients (node config 'virtual-clients')")
+        hosts = len(set(roster.nodes.values()))
+        print(f"spikefed: {hosts} SuperNodes"
+              + (f" hosting {len(roster.nodes)} virtual clients" if roster.cohort else "")
+              + f", {settings.federation.strategy}, {spec.rounds} rounds"
               + (", SecAgg+" if secure == "secaggplus" else "")
               + (f"; resumed after round {sim.state.round}" if resume else ""), flush=True)
         trainer: Any = FlowerTrainer(grid, roster, round_timeout)
@@ -379,7 +420,7 @@ def server_main(grid: Any, context: Any) -> dict[str, Any]:
         while sim.state.round < spec.rounds:
             row = job.step(trainer) if job is not None else sim.run_round(remote=trainer)
             print(progress_line(row, spec.rounds), flush=True)
-        extra = {"nodes": len(roster.nodes), "secure": secure}
+        extra = {"nodes": len(set(roster.nodes.values())), "secure": secure}
         if job is not None:  # global.pt first: summary.json tells a waiting launcher that the run is complete
             torch.save(sim.state.global_params, job.dir / "global.pt")
             summary = job.finish(extra)

@@ -5,7 +5,9 @@ Three pieces, all driven by the simulator's round (:meth:`spikefed.federated.sim
 - :class:`NodeRoster`: partition id -> SuperNode id, kept current. Before every round it asks every SuperNode it
   has not seen yet for its node config (a restarted SuperNode connects with a new node id); the newest node that
   declares a partition serves it from then on, so a restarted node rejoins at the next round.
-- :class:`FlowerTrainer`: the round's remote trainer. It pushes one TRAIN message per client (time to live: the
+- :class:`FlowerTrainer`: the round's remote trainer. It pushes one TRAIN message per client, or per node that
+  hosts a cohort of virtual clients (:mod:`spikefed.deploy.flower_cohort`; all its sampled clients in one message,
+  and a node that goes away takes all of them with it: each is *dropped* or *late*) (time to live: the
   round's deadline, so a node that wakes up later never trains on a stale round), then pulls replies until every
   client answered, its node went offline, or the deadline passed. A reply is used only if it answers a message of
   *this* round (``reply_to_message_id`` among this round's message ids, ``group_id`` the round, sent by the
@@ -49,6 +51,30 @@ def _online(grid: Any) -> set[int]:
     return {int(n) for n in grid.get_node_ids()}
 
 
+def _declared_clients(record: Any, num_clients: int) -> list[int] | None:
+    """The clients a node's QUERY answer declares: ``None`` for a one-client node (its ``partition-id``), the
+    list of virtual clients for a cohort node; ``ValueError`` for an id out of range or named twice."""
+    if "clients" not in record:
+        pid = int(record["partition-id"])
+        if not 0 <= pid < num_clients:
+            raise ValueError(f"partition-id {pid} outside [0, {num_clients})")
+        return None
+    clients = record["clients"]
+    if not isinstance(clients, list) or not clients or not all(isinstance(c, int) for c in clients):
+        raise ValueError(f"'clients' must be a non-empty list of integers, got {clients!r}")
+    bad = sorted(c for c in clients if not 0 <= c < num_clients)
+    if bad:
+        raise ValueError(f"virtual client(s) {bad[:5]} outside [0, {num_clients}) (partition.num_clients)")
+    if len(set(clients)) != len(clients):
+        raise ValueError("a virtual client is declared twice")
+    return [int(c) for c in clients]
+
+
+def _short(ids: list[int], shown: int = 10) -> str:
+    """A list of client ids for a log line: all of them, or the first ``shown`` and how many there are."""
+    return str(ids) if len(ids) <= shown else f"{ids[:shown]}... ({len(ids)} in all)"
+
+
 def _error_code(msg: Any) -> int | None:
     try:
         return int(msg.error.code)
@@ -67,6 +93,7 @@ class NodeRoster:
     pending: dict[str, int] = field(default_factory=dict)  # query message id -> node id
     refused: dict[int, str] = field(default_factory=dict)  # node id -> why it serves nothing
     rejoined: list[int] = field(default_factory=list)  # partitions whose node changed at the last refresh
+    cohort: set[int] = field(default_factory=set)  # node ids that host a cohort of virtual clients
 
     def online(self) -> set[int]:
         return _online(self.grid)
@@ -111,24 +138,37 @@ class NodeRoster:
                 log.warning("spikefed: %s; it serves no partition", reason)
                 continue
             try:
-                pid = int(r.content[NODE_KEY]["partition-id"])
-                if not 0 <= pid < self.num_partitions:
-                    raise ValueError(f"partition-id {pid} outside [0, {self.num_partitions})")
+                hosted = _declared_clients(r.content[NODE_KEY], self.num_partitions)
             except Exception as e:  # noqa: BLE001 - a node's answer is data
                 reason = f"SuperNode {nid} sent a malformed node config: {e}"
                 if strict:
                     raise DeploymentError(reason) from None
                 self.refused[nid] = reason
                 continue
-            if strict and pid in found:
-                raise DeploymentError(f"SuperNodes {found[pid]} and {nid} both declare partition-id={pid}")
-            found[pid] = nid
+            if hosted is None:  # one client: its partition
+                pid = int(r.content[NODE_KEY]["partition-id"])
+                clients = [pid]
+            else:
+                clients = hosted
+                self.cohort.add(nid)
+            for pid in clients:
+                earlier = self.nodes.get(pid) if hosted is not None else None  # a cohort node of an earlier poll
+                if strict and earlier is not None and earlier != nid:
+                    raise DeploymentError(f"SuperNodes {earlier} and {nid} both declare virtual client {pid}")
+                if strict and pid in found:
+                    raise DeploymentError(f"SuperNodes {found[pid]} and {nid} both declare "
+                                          + (f"partition-id={pid}" if hosted is None else f"virtual client {pid}"))
+                found[pid] = nid
+        moved: dict[tuple[int, int], list[int]] = {}
         for pid, nid in found.items():
             old = self.nodes.get(pid)
             if old is not None and old != nid:
                 self.rejoined.append(pid)
-                print(f"spikefed: partition {pid} rejoined on SuperNode {nid} (was {old})", flush=True)
+                moved.setdefault((nid, old), []).append(pid)
             self.nodes[pid] = nid
+        for (nid, old), pids in moved.items():
+            what = f"partition {pids[0]}" if len(pids) == 1 else f"clients {pids[0]}..{pids[-1]} ({len(pids)})"
+            print(f"spikefed: {what} rejoined on SuperNode {nid} (was {old})", flush=True)
 
     def discover(self, timeout: float, min_clients: int) -> dict[int, int]:
         """The first discovery: wait (at most ``timeout`` s) until every partition has a node, then go on with
@@ -144,6 +184,17 @@ class NodeRoster:
                 break
             time.sleep(POLL_S)
         missing = sorted(set(range(self.num_partitions)) - set(self.nodes))
+        if self.cohort:  # nodes that host virtual clients: count clients, not nodes
+            hosts = len(set(self.nodes.values()))
+            if len(self.nodes) < min_clients:
+                raise DeploymentError(f"the {hosts} SuperNodes that connected within node-timeout={timeout:g} s "
+                                      f"host {len(self.nodes)} of the {self.num_partitions} clients "
+                                      f"(partition.num_clients), fewer than federation.min_clients={min_clients}")
+            if missing:
+                print(f"spikefed: {hosts} SuperNodes host {len(self.nodes)} of {self.num_partitions} clients; "
+                      f"clients {_short(missing)} are dropped until a node that hosts them connects", flush=True)
+            self.rejoined.clear()
+            return self.nodes
         if len(self.nodes) < min_clients or not self.nodes:
             raise DeploymentError(f"only {len(self.nodes)} of the {self.num_partitions} SuperNodes "
                                   f"(partition.num_clients) connected within node-timeout={timeout:g} s, fewer "
@@ -192,23 +243,44 @@ class FlowerTrainer:
     def __init__(self, grid: Any, nodes: Mapping[int, int] | NodeRoster, timeout: float) -> None:
         self.grid, self.timeout = grid, timeout
         self.nodes: dict[int, int] = nodes.nodes if isinstance(nodes, NodeRoster) else dict(nodes)
+        self.cohort: set[int] = nodes.cohort if isinstance(nodes, NodeRoster) else set()
         self.outcomes: dict[int, RoundOutcome] = {}
 
-    def __call__(self, rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:
+    def messages(self, rnd: int, received: ParamDict, trained: list[int], fit: Any) -> list[tuple[list[int], Any]]:
+        """The round's TRAIN messages, each with the clients it asks for: one per client of a one-client node,
+        one per cohort node with all its sampled virtual clients (:mod:`spikefed.deploy.flower_cohort`)."""
         from flwr.app import Message
+
+        from .flower_cohort import cohort_train_content
+
+        groups: dict[int, list[int]] = {}
+        out: list[tuple[list[int], Any]] = []
+        for c in trained:
+            nid = self.nodes[c]
+            if nid in self.cohort:
+                groups.setdefault(nid, []).append(c)
+            else:
+                out.append(([c], Message(train_content(rnd, c, received, fit), dst_node_id=nid,
+                                         message_type=MSG_TRAIN, group_id=str(rnd), ttl=self.timeout)))
+        for nid, clients in groups.items():
+            out.append((clients, Message(cohort_train_content(rnd, clients, received, fit), dst_node_id=nid,
+                                         message_type=MSG_TRAIN, group_id=str(rnd), ttl=self.timeout)))
+        return out
+
+    def __call__(self, rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:
+        from .flower_cohort import uploads_from_cohort_reply
 
         started = time.monotonic()
         outcome = self.outcomes[rnd] = RoundOutcome()
         targets = {c: self.nodes[c] for c in trained}
-        msgs = [Message(train_content(rnd, c, received, fit), dst_node_id=targets[c], message_type=MSG_TRAIN,
-                        group_id=str(rnd), ttl=self.timeout) for c in trained]
-        waiting: dict[str, int] = {}
-        for c, mid in zip(trained, self.grid.push_messages(msgs) if msgs else []):
+        batch = self.messages(rnd, received, trained, fit)
+        waiting: dict[str, list[int]] = {}
+        for (clients, _), mid in zip(batch, self.grid.push_messages([m for _, m in batch]) if batch else []):
             if mid:
-                waiting[str(mid)] = c
+                waiting[str(mid)] = clients
             else:  # the SuperLink did not take the message
-                outcome.dropped.append(c)
-        replies: dict[int, Any] = {}
+                outcome.dropped.extend(clients)
+        replies: dict[int, Upload] = {}
         deadline = started + self.timeout
         while waiting:
             for r in self.grid.pull_messages(list(waiting)):
@@ -216,36 +288,32 @@ class FlowerTrainer:
                 if got is None or str(r.metadata.group_id) != str(rnd):
                     outcome.stale += 1  # not an answer to this round's messages: never used
                     continue
-                cid = got
+                nid = targets[got[0]]
                 if r.has_error() and _error_code(r) in (NODE_UNAVAILABLE, REPLY_UNAVAILABLE, MESSAGE_UNAVAILABLE):
-                    outcome.dropped.append(cid)  # Flower says the node is gone
-                elif not r.has_error() and int(r.metadata.src_node_id) != targets[cid]:
+                    outcome.dropped.extend(got)  # Flower says the node is gone
+                elif not r.has_error() and int(r.metadata.src_node_id) != nid:
                     outcome.stale += 1
                     continue
+                elif r.has_error():  # one failing node: a rejection for each of its clients; the round goes on
+                    replies.update({c: Upload(c, 0, b"", error=f"client failed on SuperNode {nid}: "
+                                                                f"{error_text(r)}") for c in got})
+                elif nid in self.cohort:
+                    replies.update(uploads_from_cohort_reply(got, r.content))
                 else:
-                    replies[cid] = r
+                    replies[got[0]] = upload_from_reply(got[0], r.content)
                 waiting.pop(str(r.metadata.reply_to_message_id))
             if not waiting or time.monotonic() >= deadline:
                 break
             online = _online(self.grid)
-            for mid, c in list(waiting.items()):
-                if targets[c] not in online:  # offline (heartbeats stopped): it will not answer
-                    outcome.dropped.append(c)
+            for mid, clients in list(waiting.items()):
+                if targets[clients[0]] not in online:  # offline (heartbeats stopped): it will not answer
+                    outcome.dropped.extend(clients)
                     waiting.pop(mid)
             time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
-        outcome.late = sorted(waiting.values())
+        outcome.late = sorted(c for clients in waiting.values() for c in clients)
         outcome.dropped.sort()
         outcome.waited = time.monotonic() - started
-        uploads = []
-        for c in trained:
-            r = replies.get(c)
-            if r is None:
-                continue
-            if r.has_error():  # one failing node is one rejection; the round goes on
-                uploads.append(Upload(c, 0, b"", error=f"client failed on SuperNode {targets[c]}: {error_text(r)}"))
-            else:
-                uploads.append(upload_from_reply(c, r.content))
-        return uploads
+        return [replies[c] for c in trained if c in replies]  # the simulator's order: the same aggregate
 
 
 class NodeFaultStage(Stage):
@@ -265,7 +333,7 @@ class NodeFaultStage(Stage):
         ctx.plan = FaultPlan(list(ctx.sampled), trained, None, [c for c in ctx.sampled if c not in available],
                              active=True)
         if self.roster.rejoined and self.resets:
-            print(f"spikefed: round {ctx.rnd}: partitions {sorted(self.roster.rejoined)} rejoined on new "
+            print(f"spikefed: round {ctx.rnd}: partitions {_short(sorted(self.roster.rejoined))} rejoined on new "
                   f"SuperNodes; {self.resets}", flush=True)
 
     def server(self, ctx: RoundContext) -> None:
