@@ -40,9 +40,14 @@ from spikefed.federated.simulation import Simulation  # noqa: E402
 from spikefed.federated.types import Upload  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-#: stated tolerance of "equal to the simulator" (float32 parameters; measured 0.0: the cohort engine gives every
-#: client the same numbers whether it trains in a cohort of 6 or of 2)
-PARAM_TOL = 1e-5
+#: stated tolerance of "equal to the simulator" with the batched cohort engine: a node trains its sampled clients
+#: as a cohort of its own (say 10 of the round's 30), and float32 batched reductions over a different number of
+#: clients differ in the last bit (measured: at most 3e-8 per parameter after one round); spiking thresholds
+#: amplify that over rounds (measured 1.6e-5 after 3 rounds of 3 x 50 clients). With engine=sequential the run is
+#: bit-identical (tested below).
+PARAM_TOL = 1e-4
+#: accuracy may differ by at most this many test samples (digits test split: 360 samples)
+ACC_TOL = 2 / 360
 
 
 def _settings(nodes: int, virtual: int, rounds: int, fraction: float, **local: Any) -> dict[str, Any]:
@@ -240,13 +245,18 @@ def test_two_cohort_nodes_that_declare_the_same_client_fail_at_discovery(task_id
 
 
 # -- rounds through Flower's message layer, in process ------------------------------------------------------------
-def test_cohort_nodes_equal_the_simulator_and_send_one_message_per_node(task_identity, tmp_path):
+@pytest.mark.parametrize("engine", ["cohort", "sequential"])
+def test_cohort_nodes_equal_the_simulator_and_send_one_message_per_node(task_identity, tmp_path, engine):
     settings = _settings(3, 5, 2, 0.4, local_steps=3)  # 15 clients, 6 sampled per round
+    settings["federation"]["engine"] = engine
     grid = LoopbackGrid(_node_cfgs(3, 5), {"settings": json.dumps(settings)})
     summary = server_main(grid, _Ctx({**grid.run_config, "out-dir": str(tmp_path)}))
     sim = _simulate(settings)
-    assert _max_diff(torch.load(tmp_path / "global.pt"), sim.state.global_params) <= PARAM_TOL
-    assert summary["final_accuracy"] == pytest.approx(sim.state.metrics[-1]["accuracy"], abs=1e-9)
+    deployed = torch.load(tmp_path / "global.pt")
+    if engine == "sequential":  # every client trains alone either way: bit for bit
+        assert all(torch.equal(deployed[n], t) for n, t in sim.state.global_params.items())
+    assert _max_diff(deployed, sim.state.global_params) <= PARAM_TOL
+    assert summary["final_accuracy"] == pytest.approx(sim.state.metrics[-1]["accuracy"], abs=ACC_TOL)
     assert summary["total_bytes_up"] == sim.state.bytes_up
     for rnd in (1, 2):
         sampled = sim.sample_clients(rnd)
@@ -340,5 +350,5 @@ def test_real_superlink_three_supernodes_hosting_fifty_virtual_clients_each_equa
         assert row["clients"] == row["accepted"] == len(sampled) == 15
         assert len({c // 50 for c in sampled}) >= 2  # several nodes train in this round
     assert _max_diff(torch.load(tmp_path / "demo" / "out" / "global.pt"), sim.state.global_params) <= PARAM_TOL
-    assert summary["final_accuracy"] == pytest.approx(sim.state.metrics[-1]["accuracy"], abs=1e-9)
+    assert summary["final_accuracy"] == pytest.approx(sim.state.metrics[-1]["accuracy"], abs=ACC_TOL)
     assert summary["total_bytes_up"] == sim.state.bytes_up
