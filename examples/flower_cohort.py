@@ -64,7 +64,7 @@ def main() -> None:
     print(f"                    simulator {[round(r['accuracy'], 4) for r in sim.state.metrics]}")
     print(f"bytes up            deployed {summary['total_bytes_up']}  simulator {sim.state.bytes_up}")
     print(f"seconds per round   deployed {dep_round:.2f} (whole demo with process start-up {deploy_s:.1f} s)  "
-          f"simulator {sim_round:.3f}")
+          f"simulator {sim_round:.3f} (whole run {sim_s:.1f} s)")
     print(f"final_accuracy_deployed={summary['final_accuracy']:.4f} "
           f"final_accuracy_simulator={sim.state.metrics[-1]['accuracy']:.4f} max_param_diff={diff:.3g}")
 

@@ -23,7 +23,7 @@ import torch
 
 pytest.importorskip("flwr", reason="Flower (flwr) is not installed: pip install 'flwr>=1.40,<1.42'")
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.app import Array, ConfigRecord, Context, Error, Message, RecordDict  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from spikefed.deploy.flower import DeploymentError, check_node, node_settings, server_main  # noqa: E402

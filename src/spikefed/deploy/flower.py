@@ -13,7 +13,8 @@ What travels (and nothing else; see :func:`train_content` and :func:`client_trai
 - node -> server: the uplink payload (one ``uint8`` array: the serialized, possibly compressed, delta; its
   length is the simulator's ``bytes_up``) and a :class:`~flwr.app.MetricRecord` (samples, steps, loss, accuracy).
 
-Each SuperNode reads ``partition-id``, ``num-partitions`` and optionally ``device-profile``, ``data-root`` (its own
+Each SuperNode reads ``partition-id``, ``num-partitions`` and optionally ``virtual-clients`` (it then hosts a
+batched cohort of virtual clients: :mod:`spikefed.deploy.flower_cohort`), ``device-profile``, ``data-root`` (its own
 copy of a recorded data set, read with the same loaders) and ``data-partition`` from its node config and builds
 its partition locally from ``(seed, partition id, number of partitions)`` with the simulator's
 partitioner; its training data never leaves it. Per-client generators are the simulator's
