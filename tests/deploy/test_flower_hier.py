@@ -273,6 +273,43 @@ def test_cohort_nodes_equal_the_simulator_and_send_one_message_per_node(task_ide
     assert sum(len(a.numpy()) for r in grid.train_replies for a in r.content["update"].values()) == sim.state.bytes_up
 
 
+def test_each_virtual_client_keeps_its_own_error_feedback_residual_on_its_node(task_identity, tmp_path):
+    settings = _settings(2, 3, 3, 0.5, local_steps=2)  # 6 clients, 3 per round: residuals carried across rounds
+    settings["federation"]["engine"] = "sequential"
+    settings["compression"] = {"uplink": "topk", "fraction": 0.1}
+    grid = LoopbackGrid(_node_cfgs(2, 3), {"settings": json.dumps(settings)})
+    summary = server_main(grid, _Ctx({**grid.run_config, "out-dir": str(tmp_path)}))
+    sim = _simulate(settings)
+    assert summary["total_bytes_up"] == sim.state.bytes_up
+    deployed = torch.load(tmp_path / "global.pt")
+    assert all(torch.equal(deployed[n], t) for n, t in sim.state.global_params.items())
+    held = 0
+    for nid, (cfg, state) in grid.nodes.items():
+        for c in range(cfg["partition-id"] * 3, cfg["partition-id"] * 3 + 3):
+            key = f"spikefed.client-state.{c}"
+            if c not in sim.state.client_state:
+                assert key not in state.array_records
+                continue
+            held += 1
+            for n, t in sim.state.client_state[c]["ef_residual"].items():
+                assert torch.equal(torch.from_numpy(state.array_records[key][n].numpy()), t)
+    assert held == len(sim.state.client_state) > 3  # more clients than one round's
+
+
+def test_a_node_asked_for_a_client_it_does_not_host_refuses(task_identity):
+    from spikefed.deploy.flower_cohort import client_cohort_train, cohort_train_content
+    from spikefed.federated.types import FitInstructions, params_of
+
+    settings = _settings(2, 3, 1, 1.0)
+    spec = build_spec(RunSettings.model_validate(settings))
+    run_config = {"settings": json.dumps(settings)}
+    node = {"partition-id": 1, "num-partitions": 2, "virtual-clients": 3}  # hosts 3, 4, 5
+    for clients, word in (([3, 2], r"virtual client\(s\) \[2\], but this node"), ([4, 4], "twice")):
+        content = cohort_train_content(1, clients, params_of(spec.model), FitInstructions(round=1))
+        with pytest.raises(DeploymentError, match=word):
+            client_cohort_train(content, run_config, node, RecordDict())
+
+
 def test_a_tampered_virtual_client_is_rejected_alone(task_identity, tmp_path):
     settings = _settings(2, 3, 1, 1.0, local_steps=2)  # 6 clients, all sampled
 
