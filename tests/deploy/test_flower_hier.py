@@ -152,6 +152,19 @@ def test_virtual_clients_node_config_hosts_a_block_and_bad_values_name_the_key()
         node_settings({"partition-id": 0, "num-partitions": 3, "virtual-clients": 5, "device-profile": "loihi"})
 
 
+def test_a_stated_first_client_block_and_its_errors():
+    node = node_settings({"partition-id": 1, "num-partitions": 2, "virtual-clients": 3, "first-client": 7})
+    assert node.hosted_clients() == [7, 8, 9]
+    with pytest.raises(DeploymentError, match="'first-client' must be an integer >= 0"):
+        node_settings({"partition-id": 1, "num-partitions": 2, "virtual-clients": 3, "first-client": -1})
+    with pytest.raises(DeploymentError, match="'first-client' needs 'virtual-clients'"):
+        node_settings({"partition-id": 1, "num-partitions": 2, "first-client": 4})
+    settings = RunSettings.model_validate(_settings(2, 5, 1, 0.5))  # 10 clients
+    with pytest.raises(DeploymentError, match="names clients up to 10, beyond the run's partition.num_clients=10"):
+        check_node(node_settings({"partition-id": 1, "num-partitions": 2, "virtual-clients": 3, "first-client": 8}),
+                   settings, build_spec(settings))
+
+
 def test_a_node_block_that_does_not_cover_the_run_is_refused():
     settings = RunSettings.model_validate(_settings(3, 5, 1, 0.5))  # 15 clients
     spec = build_spec(settings)
@@ -308,6 +321,33 @@ def test_a_node_asked_for_a_client_it_does_not_host_refuses(task_identity):
         content = cohort_train_content(1, clients, params_of(spec.model), FitInstructions(round=1))
         with pytest.raises(DeploymentError, match=word):
             client_cohort_train(content, run_config, node, RecordDict())
+
+
+def test_nodes_of_unequal_size_equal_the_simulator_and_an_unhosted_client_is_dropped(task_identity, tmp_path):
+    settings = _settings(3, 2, 2, 1.0, local_steps=2)  # 6 clients, all sampled
+    settings["federation"]["engine"] = "sequential"
+    nodes = [{"partition-id": 0, "num-partitions": 2, "virtual-clients": 3, "first-client": 0},  # clients 0, 1, 2
+             {"partition-id": 1, "num-partitions": 2, "virtual-clients": 2, "first-client": 3}]  # clients 3, 4
+    grid = LoopbackGrid(nodes, {"settings": json.dumps(settings)})
+    server_main(grid, _Ctx({**grid.run_config, "out-dir": str(tmp_path), "node-timeout": 1.0}))
+    rows = _rows(tmp_path)
+    for row in rows:  # client 5 has no node: dropped every round, never silently left out
+        assert row["fault_clients"]["dropped"] == [5] and (row["clients"], row["accepted"]) == (6, 5)
+    # reference: the FedAvg formula over the 5 hosted clients, trained with the simulator's client half
+    spec = build_spec(RunSettings.model_validate(settings))
+    from spikefed.federated.simulation import build_client, client_generator, train_local
+    from spikefed.federated.types import FitInstructions, params_of
+
+    params = params_of(spec.model)
+    for rnd in (1, 2):
+        ups = train_local(spec, params, [build_client(spec, c) for c in range(5)],
+                          [client_generator(spec.seed, rnd, c) for c in range(5)], FitInstructions(round=rnd), None,
+                          None)
+        total = sum(u.num_samples for u in ups)
+        params = {n: sum(u.params[n].double() * u.num_samples for u in ups) / total for n in params}
+        params = {n: t.float() for n, t in params.items()}
+    deployed = torch.load(tmp_path / "global.pt")
+    assert _max_diff(deployed, params) <= 1e-6
 
 
 def test_a_tampered_virtual_client_is_rejected_alone(task_identity, tmp_path):

@@ -130,13 +130,15 @@ class NodeSettings:
     data_root: str | None = None  # this node's own copy of the recorded data set (overrides data.root)
     data_partition: str = "assigned"  # assigned: its part of the run's partition; all: every training sample
     virtual_clients: int | None = None  # hierarchical: this node hosts clients i*V..(i+1)*V-1 (flower_cohort)
+    first_client: int | None = None  # a stated block instead: clients first..first+V-1 (nodes of unequal size)
 
     def hosted_clients(self) -> list[int]:
         """The client ids this node serves: its partition, or its block of ``virtual-clients``."""
         if self.virtual_clients is None:
             return [self.partition_id]
         v = self.virtual_clients
-        return list(range(self.partition_id * v, (self.partition_id + 1) * v))
+        first = self.partition_id * v if self.first_client is None else self.first_client
+        return list(range(first, first + v))
 
 
 #: ``data-partition`` values: the node trains on its part of the run's partition of the files in its data root
@@ -181,13 +183,27 @@ def node_settings(node_config: Mapping[str, Any]) -> NodeSettings:
         if part == "all":
             raise DeploymentError("node config data-partition=all cannot be combined with 'virtual-clients': the "
                                   "node's virtual clients share the run's partition of its files")
+    first = node_config.get("first-client")
+    if first is not None:
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            raise DeploymentError(f"node config 'first-client' must be an integer >= 0, got {first!r}")
+        if virtual is None:
+            raise DeploymentError("node config 'first-client' needs 'virtual-clients' (the node hosts clients "
+                                  "first-client .. first-client + virtual-clients - 1)")
     return NodeSettings(values["partition-id"], values["num-partitions"], profile or None, root or None, part,
-                        virtual)
+                        virtual, first)
 
 
 def check_node(node: NodeSettings, settings: RunSettings, spec: FederationSpec) -> None:
     """The node config must match the run's config: same number of partitions, same device profile."""
     n = settings.partition.num_clients
+    if node.first_client is not None:  # a stated block: it must lie among the run's clients
+        last = node.hosted_clients()[-1]
+        if last >= n:
+            raise DeploymentError(f"node config first-client={node.first_client} virtual-clients="
+                                  f"{node.virtual_clients} names clients up to {last}, beyond the run's "
+                                  f"partition.num_clients={n}")
+        return
     if node.virtual_clients is not None:
         v = node.virtual_clients
         if node.num_partitions * v != n:
