@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,9 +31,10 @@ from spikefed.federated.simulation import Simulation
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--virtual-clients", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
+    small = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"  # CI: the same code path, 2 nodes x 10 clients, 1 round
+    ap.add_argument("--nodes", type=int, default=2 if small else 3)
+    ap.add_argument("--virtual-clients", type=int, default=10 if small else 50)
+    ap.add_argument("--rounds", type=int, default=1 if small else 3)
     ap.add_argument("--fraction", type=float, default=0.2)
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
