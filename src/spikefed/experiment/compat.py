@@ -202,7 +202,22 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.compression.downlink != "none",
             lambda s: "compression.downlink is not supported on Flower yet (the nodes receive dense parameters); "
                       "set it to none"),
+    Refusal("device-fleet", "run", ("runtime.device", "devices.fleet"),
+            lambda s: _on_accelerator(s) and bool(s.devices.fleet),
+            lambda s: f"runtime.device={s.runtime.device} does not support devices.fleet yet (each simulated "
+                      "chip's physics, calibration probes and quantizers run on CPU tensors); use runtime.device=cpu"),
+    Refusal("device-continual", "run", ("runtime.device", "continual.regularizer"),
+            lambda s: _on_accelerator(s) and s.continual.regularizer != "none",
+            lambda s: f"runtime.device={s.runtime.device} does not support continual.regularizer yet (the "
+                      "stability anchors and Fisher diagonals live on the CPU server); use runtime.device=cpu"),
 )
+
+
+def _on_accelerator(s: Any) -> bool:
+    """``runtime.device`` names an accelerator (``auto`` counts where it would resolve to one)."""
+    from ..runtime import resolve_device
+
+    return resolve_device(s.runtime.device).type != "cpu"
 
 
 def refusals(settings: Any, where: str = "run") -> list[str]:

@@ -783,6 +783,34 @@ def _continual_compatible(c: ContinualSettings, info: ValidationInfo) -> None:
 FEDERATED_LOCAL_DEFAULTS: dict[str, Any] = {"epochs": 4, "lr": 3e-3, "cosine_schedule": False}
 
 
+class RuntimeSettings(_Section):
+    """Where and how the run computes; none of it changes a CPU run's numbers (docs/performance.md)."""
+
+    device: str = Field("cpu", description="where local training and evaluation run: cpu, cuda, cuda:N, or auto "
+                        "(cuda if torch sees a CUDA device, else cpu); the server side (wire format, validation, "
+                        "aggregation, checkpoints) stays on the CPU. A CUDA run draws from CUDA generators: "
+                        "reproducible on CUDA, not draw for draw equal to the CPU run")
+    threads: int | Literal["auto", "torch"] = Field(
+        "auto", description="torch intra-op threads of the spikefed command: auto (the cores not busy with other "
+        "work when the run starts, from the 1-minute load average), torch (torch's default: every core), or a "
+        "number >= 1; a busy core slows a multi-threaded op several-fold (benchmarks/threads.py)")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        from ..runtime import resolve_device
+
+        resolve_device(v)  # raises DeviceError (a ValueError) naming what is wrong
+        return v.strip().lower()
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"runtime.threads must be auto, torch or an integer >= 1, got {v}")
+        return v
+
+
 def _default_local() -> "LocalTrainSettings":
     return LocalTrainSettings(**FEDERATED_LOCAL_DEFAULTS)
 
@@ -804,6 +832,7 @@ class RunSettings(_Section):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     continual: ContinualSettings = Field(default_factory=ContinualSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
     @field_validator("continual")
     @classmethod
