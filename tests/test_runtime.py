@@ -98,3 +98,14 @@ def test_torch_generator_cuda_is_seeded() -> None:
     b = torch_generator(3, Purpose.CLIENT, 1, 2, device="cuda")
     assert a.device.type == "cuda"
     assert torch.equal(torch.rand(5, generator=a, device="cuda"), torch.rand(5, generator=b, device="cuda"))
+
+
+def test_apply_threads_sets_torch() -> None:
+    from spikefed.runtime import apply_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(1) == 1 and torch.get_num_threads() == 1
+        assert apply_threads("torch") == 1  # leaves the current setting alone
+    finally:
+        torch.set_num_threads(before)

@@ -3,16 +3,16 @@
 :class:`~.kernels.LIFFunction` runs its forward as a Python loop of T fused steps and its backward as a
 reverse-time loop (:func:`~.kernels.reverse_scan_`); each step is a handful of elementwise torch calls that
 each read and write the whole ``[K, B, N]`` slice, so a step costs several passes over memory plus the
-dispatch of every call. Here both loops are handed to ``torch.compile`` (inductor: C++/OpenMP on CPU, Triton on
-CUDA), which fuses the T steps into one pass over the data. The arithmetic per element is the same recurrence
-(out of place instead of ``out=``), so values agree with the loop up to float rounding (the compiler may
-contract ``a * b + c`` into one FMA): the tests compare values and gradients with :func:`~.kernels.lif_reference`
-and the loop in float64 (1e-12) and float32 (1e-5).
+dispatch of every call. Here the forward loop is handed to ``torch.compile`` (inductor: C++/OpenMP on CPU,
+Triton on CUDA), which fuses the T steps into one pass over the data. The backward is the loop kernel's
+(:func:`~.kernels.lif_backward`): its reverse loop is one in-place multiply-add per step, and compiling it
+measured no gain. The arithmetic per element is the same recurrence (out of place instead of ``out=``), so
+values agree with the loop up to float rounding (the compiler may contract ``a * b + c`` into one FMA): the
+tests compare values and gradients with :func:`~.kernels.lif_reference` in float64 (1e-12) and float32 (1e-5).
 
 Selection is explicit (``local.kernel``: ``loop`` | ``compiled`` | ``auto``; :func:`resolve_kernel`). The
 first call for a new dtype/rank compiles (about 50 s on the 2-core development machine; inductor caches the
-result on disk, so later processes take a few seconds); ``benchmarks/snn_step.py --kernel`` measures per step.
-The backward is the loop kernel's (:func:`~.kernels.lif_backward`) with the reverse recurrence compiled.
+result on disk, so later processes take a few seconds); ``benchmarks/kernels.py`` measures both kernels.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from .kernels import LIFFunction, LowpassFunction, lif_backward, lowpass_backward, vmap_sequence
+from .kernels import LIFFunction, LowpassFunction, lif_backward, lowpass_backward, reverse_scan_, vmap_sequence
 from .surrogate import Surrogate
 
 #: values of ``local.kernel``
@@ -62,18 +62,6 @@ def _lif_forward(x: torch.Tensor, u0: torch.Tensor, beta: torch.Tensor, thr: tor
     return torch.stack(spikes), torch.stack(mems)
 
 
-def _reverse_scan(delta: torch.Tensor, A: torch.Tensor, per_step: bool) -> torch.Tensor:
-    """``delta[t] + A[t+1] * delta[t+1]`` from the last step back (out of place, for the compiler)."""
-    steps = delta.shape[0]
-    d = delta[steps - 1]
-    out = [d]
-    for t in range(steps - 2, -1, -1):
-        d = delta[t] + (A[t + 1] if per_step else A) * d
-        out.append(d)
-    out.reverse()
-    return torch.stack(out)
-
-
 def _forward_scan(x: torch.Tensor, a: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
     """``y[t] = x[t] + a * y[t-1]`` (the low-pass filter), for the compiler."""
     y = y0.expand_as(x[0])
@@ -85,12 +73,12 @@ def _forward_scan(x: torch.Tensor, a: torch.Tensor, y0: torch.Tensor) -> torch.T
 
 
 def compiled(name: str, *variant: Any) -> Callable[..., Any]:
-    """The ``torch.compile``-d ``lif_forward`` / ``reverse_scan`` / ``forward_scan``, one per ``variant`` (reset
+    """The ``torch.compile``-d ``lif_forward`` / ``forward_scan``, one per ``variant`` (reset
     mode, dtype, ranks: what the compiled code specialises on), built once per process with dynamic shapes, so
     cohorts of changing size reuse one compiled kernel and no variant uses up another's recompile budget."""
     key = (name, *variant)
     if key not in _compiled:
-        fn = {"lif_forward": _lif_forward, "reverse_scan": _reverse_scan, "forward_scan": _forward_scan}[name]
+        fn = {"lif_forward": _lif_forward, "forward_scan": _forward_scan}[name]
         _compiled[key] = torch.compile(fn, dynamic=True, fullgraph=True)
     return _compiled[key]
 
@@ -99,13 +87,9 @@ def _ranks(*tensors: torch.Tensor) -> tuple[Any, ...]:
     return (tensors[0].dtype, tensors[0].device.type, *(t.dim() for t in tensors))
 
 
-def compiled_scan(delta: torch.Tensor, A: torch.Tensor, per_step: bool) -> torch.Tensor:
-    """The compiled reverse recurrence, a drop-in for :func:`~.kernels.reverse_scan_` (returns a new tensor)."""
-    return compiled("reverse_scan", per_step, *_ranks(delta, A))(delta, A, per_step)
-
-
 class CompiledLIFFunction(LIFFunction):
-    """:class:`~.kernels.LIFFunction` with both time loops compiled (same inputs, outputs and saved tensors)."""
+    """:class:`~.kernels.LIFFunction` with its forward time loop compiled (same inputs, outputs, saved tensors
+    and backward)."""
 
     @staticmethod
     def forward(x, u0, beta, thr, v_r, mode: int, detach_reset: bool, surrogate: Surrogate):  # type: ignore[override]
@@ -120,11 +104,11 @@ class CompiledLIFFunction(LIFFunction):
 
     @staticmethod
     def backward(ctx, gS, gU):  # type: ignore[override]
-        return lif_backward(ctx, gS, gU, compiled_scan)
+        return lif_backward(ctx, gS, gU, reverse_scan_)
 
 
 class CompiledLowpassFunction(LowpassFunction):
-    """:class:`~.kernels.LowpassFunction` with both time loops compiled."""
+    """:class:`~.kernels.LowpassFunction` with its forward time loop compiled (same backward)."""
 
     @staticmethod
     def forward(x, y0, a):  # type: ignore[override]
@@ -137,4 +121,4 @@ class CompiledLowpassFunction(LowpassFunction):
 
     @staticmethod
     def backward(ctx, gY):  # type: ignore[override]
-        return lowpass_backward(ctx, gY, compiled_scan)
+        return lowpass_backward(ctx, gY, reverse_scan_)

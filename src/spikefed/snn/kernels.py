@@ -325,7 +325,8 @@ class LowpassFunction(torch.autograd.Function):
 
 
 def lowpass_backward(ctx, gY: torch.Tensor,  # type: ignore[no-untyped-def]
-                     scan: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+                     scan: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
+                     ) -> tuple[torch.Tensor | None, ...]:
     """The backward of the fused low-pass filter, the reverse recurrence done by ``scan`` (see :func:`lif_backward`)."""
     Y, y0, a = ctx.saved_tensors
     ab = a.expand_as(Y[0])
