@@ -17,6 +17,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from ..events.datasets import EVENT_DATASETS, RECORDED_DATASETS
 from ..federated.compression import COMPRESSORS, CompressionSpec
+from ..runtime import DEVICE_CHOICES
 from ..snn.kernels import RESET_MODES
 from ..snn.surrogate import SURROGATES
 from ..snn.train import LOSSES, OPTIMIZERS, TRAIN_ENCODERS, TrainConfig
@@ -783,10 +784,21 @@ def _continual_compatible(c: ContinualSettings, info: ValidationInfo) -> None:
 FEDERATED_LOCAL_DEFAULTS: dict[str, Any] = {"epochs": 4, "lr": 3e-3, "cosine_schedule": False}
 
 
+def _device_setting(v: str) -> str:
+    """``runtime.device``: resolvable here (a clear error for an unknown name, or CUDA asked for but absent)."""
+    from ..runtime import resolve_device
+
+    resolve_device(v)  # raises DeviceError (a ValueError) naming what is wrong
+    return v.strip().lower()
+
+
+_device_setting.choices = lambda: DEVICE_CHOICES  # type: ignore[attr-defined]
+
+
 class RuntimeSettings(_Section):
     """Where and how the run computes; none of it changes a CPU run's numbers (docs/performance.md)."""
 
-    device: str = Field("cpu", description="where local training and evaluation run: cpu, cuda, cuda:N, or auto "
+    device: Annotated[str, AfterValidator(_device_setting)] = Field("cpu", description="where local training and evaluation run: cpu, cuda, cuda:N, or auto "
                         "(cuda if torch sees a CUDA device, else cpu); the server side (wire format, validation, "
                         "aggregation, checkpoints) stays on the CPU. A CUDA run draws from CUDA generators: "
                         "reproducible on CUDA, not draw for draw equal to the CPU run")
@@ -794,14 +806,6 @@ class RuntimeSettings(_Section):
         "auto", description="torch intra-op threads of the spikefed command: auto (the cores not busy with other "
         "work when the run starts, from the 1-minute load average), torch (torch's default: every core), or a "
         "number >= 1; a busy core slows a multi-threaded op several-fold (benchmarks/threads.py)")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        from ..runtime import resolve_device
-
-        resolve_device(v)  # raises DeviceError (a ValueError) naming what is wrong
-        return v.strip().lower()
 
     @field_validator("threads")
     @classmethod
