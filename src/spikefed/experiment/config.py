@@ -798,10 +798,11 @@ _device_setting.choices = lambda: DEVICE_CHOICES  # type: ignore[attr-defined]
 class RuntimeSettings(_Section):
     """Where and how the run computes; none of it changes a CPU run's numbers (docs/performance.md)."""
 
-    device: Annotated[str, AfterValidator(_device_setting)] = Field("cpu", description="where local training and evaluation run: cpu, cuda, cuda:N, or auto "
-                        "(cuda if torch sees a CUDA device, else cpu); the server side (wire format, validation, "
-                        "aggregation, checkpoints) stays on the CPU. A CUDA run draws from CUDA generators: "
-                        "reproducible on CUDA, not draw for draw equal to the CPU run")
+    device: Annotated[str, AfterValidator(_device_setting)] = Field(
+        "cpu", description="where local training and evaluation run: cpu, cuda, cuda:N, or auto (cuda if torch "
+        "sees a CUDA device, else cpu); the server side (wire format, validation, aggregation, checkpoints) stays "
+        "on the CPU. A CUDA run draws from CUDA generators: reproducible on CUDA, not draw for draw equal to the "
+        "CPU run")
     threads: int | Literal["auto", "torch"] = Field(
         "auto", description="torch intra-op threads of the spikefed command: auto (the cores not busy with other "
         "work when the run starts, from the 1-minute load average), torch (torch's default: every core), or a "

@@ -157,10 +157,10 @@ class StackedOptimizer:
         self.steps[:m] += 1
         self._step_all(grads, m)
 
-    def _step_all(self, grads: ParamDict, m: int | None = None) -> None:
-        """Every client (or the first ``m``) takes a step: the same update in place on the stacks."""
+    def _step_all(self, grads: ParamDict, count: int | None = None) -> None:
+        """Every client (or the first ``count``) takes a step: the same update in place on the stacks."""
         cfg = self.cfg
-        rows = slice(None) if m is None else slice(0, m)
+        rows = slice(None) if count is None else slice(0, count)
         steps = self.steps[rows]
         for name, full in self.params.items():
             p = full[rows]
@@ -188,7 +188,7 @@ class StackedOptimizer:
                 manifold.project_(p)
 
 
-def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tensor]], step: int,
+def _gather_batch(clients: Sequence[ClientData], schedules: Sequence[list[torch.Tensor]], step: int,
                   active: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]`` (the model's float ``dtype``: compact
     stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``."""

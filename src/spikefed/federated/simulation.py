@@ -97,7 +97,7 @@ class FederationSpec:
     continual: ContinualSpec | None = None  # task stream + stability regulariser (None: a stationary federation)
     network: NetworkSpec | None = None  # device links: bytes -> seconds, against the deadline (None: no model)
     selection: SelectionSpec | None = None  # client selection (None: uniform)
-    device: str = "cpu"  # where local training and evaluation run (runtime.device, resolved); spikefed.federated.placement
+    device: str = "cpu"  # where local training and evaluation run (runtime.device resolved; federated.placement)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
