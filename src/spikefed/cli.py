@@ -88,6 +88,17 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _kernel_note(spec: Any, kernel: str) -> str:
+    """Which LIF kernel trains (``local.kernel`` applies to the cohort engine's hand-written MLP path only)."""
+    from .snn.compiled import resolve_kernel
+    from .snn.stacked import mlp_path_reason
+
+    why = "the sequential engine" if spec.engine != "cohort" else mlp_path_reason(spec.model)
+    if why is not None:
+        return f"kernel loop (local.kernel={kernel} applies to the cohort engine's MLP path; here: {why})"
+    return f"kernel {resolve_kernel(kernel, spec.device)} (local.kernel={kernel})"
+
+
 @app.command()
 def run(
     config: Optional[Path] = typer.Argument(None, help="YAML or TOML config file (optional; defaults otherwise)"),
@@ -118,7 +129,7 @@ def run(
     err.print(f"[bold]spikefed run[/]: {settings.partition.num_clients} clients ({settings.partition.method}), "
               f"{f.strategy}, {f.rounds} rounds, {job.sim.spec.engine} engine -> {out_dir}", highlight=False)
     err.print(f"runtime: device {job.sim.spec.device}, {threads} torch thread(s) (runtime.threads="
-              f"{settings.runtime.threads}), kernel {settings.local.kernel}", highlight=False)
+              f"{settings.runtime.threads}), {_kernel_note(job.sim.spec, settings.local.kernel)}", highlight=False)
     if job.sim.spec.engine_note:
         err.print(f"engine: {job.sim.spec.engine}, not {f.engine}: {job.sim.spec.engine_note}", highlight=False)
     columns = (TextColumn("[bold]round[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
