@@ -12,6 +12,7 @@ machine may be shared), and the policy ``runtime.threads=auto`` would pick at th
 Run
     .venv/bin/python benchmarks/threads.py                       # K = 100, 3 timed rounds
     .venv/bin/python benchmarks/threads.py --clients 10 --rounds 1
+The "idle" keys mean "nothing started by this script": read them with the load averages printed beside them.
 Last line: ``threads_idle_1=a threads_idle_2=b threads_idle_default=c threads_busy_1=d threads_busy_2=e
 threads_busy_default=f auto_busy=g bit_identical=h`` (seconds per round; auto_busy: the thread count auto picks
 beside the busy processes).
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     default = torch.get_num_threads()
     counts = sorted({1, 2, default})
     print(f"cpus {os.cpu_count()}, torch default threads {default}, uptime load averages {os.getloadavg()}")
-    idle = measure_all(args.clients, args.rounds, counts, "idle")
+    idle = measure_all(args.clients, args.rounds, counts, "nothing started by this script")
     procs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(args.competitors)]
     try:
         time.sleep(5.0)  # let the load average notice them (it is a 1-minute average: a lower bound)
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             p.wait()
     ref = idle[1][1]
     identical = all(torch.equal(ref[n], res[1][n]) for res in (*idle.values(), *busy.values()) for n in ref)
-    print("\n| threads | idle s/round | beside busy s/round | busy / idle |")
+    print("\n| threads | as is s/round | beside busy s/round | busy / as is |")
     print("|---:|---:|---:|---:|")
     for n in counts:
         print(f"| {n}{' (torch default)' if n == default else ''} | {idle[n][0]:.3f} | {busy[n][0]:.3f} "
