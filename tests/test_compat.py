@@ -53,6 +53,9 @@ TRIGGERS: dict[str, list[str]] = {
     "momentum-correction-ef": ["compression.uplink=topk", "compression.momentum_correction=0.9",
                                "compression.error_feedback=false"],
     "flower-momentum-correction": ["compression.uplink=topk", "compression.momentum_correction=0.9"],
+    "device-fleet": [FLEET, "runtime.device=auto"],
+    "device-continual": ["continual.stream=domain_drift", "continual.regularizer=l2", "continual.lam=1",
+                         "runtime.device=auto"],
 }
 
 

@@ -88,6 +88,17 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def _kernel_note(spec: Any, kernel: str) -> str:
+    """Which LIF kernel trains (``local.kernel`` applies to the cohort engine's hand-written MLP path only)."""
+    from .snn.compiled import resolve_kernel
+    from .snn.stacked import mlp_path_reason
+
+    why = "the sequential engine" if spec.engine != "cohort" else mlp_path_reason(spec.model)
+    if why is not None:
+        return f"kernel loop (local.kernel={kernel} applies to the cohort engine's MLP path; here: {why})"
+    return f"kernel {resolve_kernel(kernel, spec.device)} (local.kernel={kernel})"
+
+
 @app.command()
 def run(
     config: Optional[Path] = typer.Argument(None, help="YAML or TOML config file (optional; defaults otherwise)"),
@@ -99,7 +110,7 @@ def run(
     """Simulate a federated experiment (default: 20 clients on digits, Dirichlet 0.5, FedAvg, 30 rounds)."""
     from .experiment.runner import Run, default_run_dir
     from .experiment.signals import exit_code, terminate_as_interrupt
-    from .runtime import configure_allocator
+    from .runtime import apply_threads, configure_allocator
 
     if resume is not None:
         if config is None and (resume / "config.yaml").is_file():
@@ -109,6 +120,7 @@ def run(
         settings = build_settings(RunSettings, config, set_)
         out_dir = out if out is not None else default_run_dir()
         configure_allocator()
+        threads = apply_threads(settings.runtime.threads)  # before any torch work: a busy core slows every op
         job = Run(settings, out_dir, resume=resume is not None)
     except (ConfigError, ValueError) as e:
         _fail(str(e))
@@ -116,6 +128,8 @@ def run(
     f = settings.federation
     err.print(f"[bold]spikefed run[/]: {settings.partition.num_clients} clients ({settings.partition.method}), "
               f"{f.strategy}, {f.rounds} rounds, {job.sim.spec.engine} engine -> {out_dir}", highlight=False)
+    err.print(f"runtime: device {job.sim.spec.device}, {threads} torch thread(s) (runtime.threads="
+              f"{settings.runtime.threads}), {_kernel_note(job.sim.spec, settings.local.kernel)}", highlight=False)
     if job.sim.spec.engine_note:
         err.print(f"engine: {job.sim.spec.engine}, not {f.engine}: {job.sim.spec.engine_note}", highlight=False)
     columns = (TextColumn("[bold]round[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

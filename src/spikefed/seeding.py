@@ -163,9 +163,15 @@ def derive_seed(seed: int, purpose: Purpose, round: int | None = None, client: i
 
 
 def torch_generator(seed: int, purpose: Purpose, round: int | None = None, client: int | None = None,
-                    index: int | None = None) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with :func:`derive_seed`."""
-    return torch.Generator().manual_seed(derive_seed(seed, purpose, round, client, index))
+                    index: int | None = None, device: torch.device | str | None = None) -> torch.Generator:
+    """A ``torch.Generator`` seeded with :func:`derive_seed`, on the CPU unless ``device`` names another.
+
+    The seed is the same on every device, but a CUDA generator (Philox) draws a different stream from a CPU one
+    (Mersenne Twister): a run on ``cuda`` is reproducible on CUDA, not equal draw for draw to the CPU run."""
+    seed_value = derive_seed(seed, purpose, round, client, index)
+    if device is None or torch.device(device).type == "cpu":
+        return torch.Generator().manual_seed(seed_value)
+    return torch.Generator(device=device).manual_seed(seed_value)
 
 
 def numpy_rng(seed: int, purpose: Purpose, round: int | None = None, client: int | None = None,

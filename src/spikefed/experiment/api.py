@@ -188,7 +188,7 @@ def federate(config: RunSettings | Mapping[str, Any] | str | Path | None = None,
              overrides: Sequence[str] = (), model: torch.nn.Module | None = None,
              data: DatasetSplit | Mapping[str, Any] | None = None, strategy: Strategy | str | None = None,
              out: str | Path | None = None, resume: bool = False,
-             on_round: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+             on_round: Callable[[dict[str, Any]], None] | None = None, device: str | None = None) -> RunResult:
     """Run a federation to ``federation.rounds`` (or continue one, ``resume=True``) and return the result.
 
     Args:
@@ -203,10 +203,15 @@ def federate(config: RunSettings | Mapping[str, Any] | str | Path | None = None,
         out: the run directory (default ``runs/<timestamp>``); ``resume=True`` continues the run there (the same
             config and the same own parts are required: they are checked against the checkpoint).
         on_round: called with each round's metrics row.
+        device: where local training and evaluation run (``cpu``, ``cuda``, ``cuda:N``, ``auto``): the same as
+            ``overrides=["runtime.device=..."]`` (default: the config's ``runtime.device``, ``cpu``). The model
+            you pass stays on the CPU; the run trains a copy on the device and writes the result back.
 
     The directory holds what ``spikefed run`` writes (config.yaml, metrics.jsonl, checkpoint.pt, summary.json,
     report.html) plus ``custom.json`` describing your own parts.
     """
+    if device is not None:
+        overrides = [*overrides, f"runtime.device={device}"]
     if isinstance(strategy, str):
         overrides = [*overrides, f"federation.strategy={strategy}"]
         strategy = None

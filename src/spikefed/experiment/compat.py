@@ -202,7 +202,23 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: s.compression.downlink != "none",
             lambda s: "compression.downlink is not supported on Flower yet (the nodes receive dense parameters); "
                       "set it to none"),
+    Refusal("device-fleet", "run", ("runtime.device", "devices.fleet"),
+            lambda s: _on_accelerator(s) and bool(s.devices.fleet),
+            lambda s: f"runtime.device={s.runtime.device} does not support devices.fleet yet (each simulated "
+                      "chip's physics, calibration probes and quantizers run on CPU tensors; auto may pick cuda); "
+                      "use runtime.device=cpu"),
+    Refusal("device-continual", "run", ("runtime.device", "continual.regularizer"),
+            lambda s: _on_accelerator(s) and s.continual.regularizer != "none",
+            lambda s: f"runtime.device={s.runtime.device} does not support continual.regularizer yet (the "
+                      "stability anchors and Fisher diagonals live on the CPU server; auto may pick cuda); "
+                      "use runtime.device=cpu"),
 )
+
+
+def _on_accelerator(s: Any) -> bool:
+    """``runtime.device`` may name an accelerator: anything but ``cpu`` (``auto`` too, so that whether a config
+    is refused does not depend on the machine that validates it)."""
+    return bool(s.runtime.device != "cpu")
 
 
 def refusals(settings: Any, where: str = "run") -> list[str]:

@@ -17,6 +17,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 
 from ..events.datasets import EVENT_DATASETS, RECORDED_DATASETS
 from ..federated.compression import COMPRESSORS, CompressionSpec
+from ..runtime import DEVICE_CHOICES
 from ..snn.kernels import RESET_MODES
 from ..snn.surrogate import SURROGATES
 from ..snn.train import LOSSES, OPTIMIZERS, TRAIN_ENCODERS, TrainConfig
@@ -392,6 +393,10 @@ class LocalTrainSettings(_Section):
     distill_temperature: float = Field(2.0, gt=0, description="distill: softmax temperature of the soft targets")
     distill_epochs: int = Field(20, ge=1, description="distill: training epochs of the ANN teacher")
     distill_hidden: int = Field(128, ge=1, description="distill: hidden width of the ANN teacher")
+    kernel: Literal["loop", "compiled", "auto"] = Field(
+        "loop", description="LIF / low-pass kernels of the batched cohort engine's MLP path: loop (the fused "
+        "Python time loop, the reference fast path), compiled (torch.compile of both time loops; the first call "
+        "compiles, ~50 s on 2 cores), auto (compiled on CUDA, loop on CPU); docs/performance.md")
 
 
 
@@ -779,6 +784,38 @@ def _continual_compatible(c: ContinualSettings, info: ValidationInfo) -> None:
 FEDERATED_LOCAL_DEFAULTS: dict[str, Any] = {"epochs": 4, "lr": 3e-3, "cosine_schedule": False}
 
 
+def _device_setting(v: str) -> str:
+    """``runtime.device``: resolvable here (a clear error for an unknown name, or CUDA asked for but absent)."""
+    from ..runtime import resolve_device
+
+    resolve_device(v)  # raises DeviceError (a ValueError) naming what is wrong
+    return v.strip().lower()
+
+
+_device_setting.choices = lambda: DEVICE_CHOICES  # type: ignore[attr-defined]
+
+
+class RuntimeSettings(_Section):
+    """Where and how the run computes; none of it changes a CPU run's numbers (docs/performance.md)."""
+
+    device: Annotated[str, AfterValidator(_device_setting)] = Field(
+        "cpu", description="where local training and evaluation run: cpu, cuda, cuda:N, or auto (cuda if torch "
+        "sees a CUDA device, else cpu); the server side (wire format, validation, aggregation, checkpoints) stays "
+        "on the CPU. A CUDA run draws from CUDA generators: reproducible on CUDA, not draw for draw equal to the "
+        "CPU run")
+    threads: int | Literal["auto", "torch"] = Field(
+        "auto", description="torch intra-op threads of the spikefed command: auto (the cores not busy with other "
+        "work when the run starts, from the 1-minute load average), torch (torch's default: every core), or a "
+        "number >= 1; a busy core slows a multi-threaded op several-fold (benchmarks/threads.py)")
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"runtime.threads must be auto, torch or an integer >= 1, got {v}")
+        return v
+
+
 def _default_local() -> "LocalTrainSettings":
     return LocalTrainSettings(**FEDERATED_LOCAL_DEFAULTS)
 
@@ -800,6 +837,7 @@ class RunSettings(_Section):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     continual: ContinualSettings = Field(default_factory=ContinualSettings)
     network: NetworkSettings = Field(default_factory=NetworkSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
 
     @field_validator("continual")
     @classmethod

@@ -26,6 +26,7 @@ from ..events.datasets import EVENT_DATASETS
 from ..data.partition import feature_transforms, label_distribution, partition as split_clients
 from ..federated.simulation import FederationSpec, RemoteTrainer, Simulation
 from ..federated.checkpoint import read_checkpoint
+from ..runtime import resolve_device
 from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
 from ..federated.robust import RobustnessSpec
@@ -83,7 +84,7 @@ LATER_FEDERATION_KEYS = ("weights", "qffl_q", "qffl_lipschitz", "selection", "se
 #: model and local keys added with every model kind (issue 13): out of the fingerprint while at their defaults
 LATER_MODEL_KEYS = ("channels", "kernel", "stride", "padding", "pooling", "pool", "residual", "delays",
                     "learn_reset", "graded", "refractory")
-LATER_LOCAL_KEYS = ("reg_membrane_l1", "reg_membrane_l2")
+LATER_LOCAL_KEYS = ("reg_membrane_l1", "reg_membrane_l2", "kernel")
 
 
 def strategy_kwargs(settings: RunSettings) -> dict[str, Any]:
@@ -176,7 +177,8 @@ def build_spec_and_report(settings: RunSettings, *, frame_store: str = "compact"
                           fleet=build_fleet(settings, model, len(parts)), privacy=settings.privacy.to_spec(),
                           continual=settings.continual.to_spec(f.rounds),
                           network=settings.network.to_spec(),
-                          selection=selection_spec(settings)), report
+                          selection=selection_spec(settings),
+                          device=str(resolve_device(settings.runtime.device))), report
 
 
 def selection_spec(settings: RunSettings) -> SelectionSpec | None:
@@ -261,6 +263,9 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
             d["local"].pop(key)
     if not settings.federation.strategy_args:  # added with the Python API's strategy registry
         d["federation"].pop("strategy_args")
+    d["runtime"].pop("threads")  # threads change no number; a device other than the CPU draws other streams
+    if settings.runtime.device == "cpu":
+        d.pop("runtime")
     return {"sha256": hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()}
 
 

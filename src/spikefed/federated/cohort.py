@@ -66,7 +66,7 @@ def client_schedule(n: int, cfg: TrainConfig, generator: torch.Generator,
     ``budget`` (a per-client step budget, e.g. the steps a straggler finishes before the round deadline): the
     budgeted schedule is a prefix of the full one, drawn identically.
     """
-    perms = [torch.randperm(n, generator=generator) for _ in range(cfg.epochs)]
+    perms = [torch.randperm(n, generator=generator, device=generator.device) for _ in range(cfg.epochs)]
     batches = [p[i:i + cfg.batch_size] for p in perms for i in range(0, n, cfg.batch_size)]
     batches = batches[:cfg.local_steps] if cfg.local_steps else batches
     return batches[:budget] if budget is not None else batches
@@ -109,7 +109,8 @@ class StackedOptimizer:
 
     def __init__(self, params: ParamDict, cfg: TrainConfig, k: int) -> None:
         self.params, self.cfg = params, cfg
-        self.steps = torch.zeros(k, dtype=torch.int64)
+        device = next(iter(params.values())).device if params else torch.device("cpu")
+        self.steps = torch.zeros(k, dtype=torch.int64, device=device)
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}
         self.v = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.optimizer == "adam" else {}
 
@@ -148,44 +149,56 @@ class StackedOptimizer:
                 manifold.project_(p)
 
 
-    def _step_all(self, grads: ParamDict) -> None:
-        """Every client takes a step: the same update in place on the whole stacks (no gather/scatter)."""
+    @torch.no_grad()
+    def step_prefix(self, grads: ParamDict, m: int) -> None:
+        """Clients ``0..m-1`` take a step (``grads[n]`` is ``[m, ...]``): the update in place on views of the
+        first ``m`` rows, no gather/scatter and no index tensor (the cohort engine orders clients by schedule
+        length, so the clients still training are always a prefix)."""
+        self.steps[:m] += 1
+        self._step_all(grads, m)
+
+    def _step_all(self, grads: ParamDict, count: int | None = None) -> None:
+        """Every client (or the first ``count``) takes a step: the same update in place on the stacks."""
         cfg = self.cfg
-        for name, p in self.params.items():
+        rows = slice(None) if count is None else slice(0, count)
+        steps = self.steps[rows]
+        for name, full in self.params.items():
+            p = full[rows]
             g = grads[name]
             if cfg.weight_decay:
                 g = g.add(p, alpha=cfg.weight_decay)
             shape = (-1, *([1] * (p.dim() - 1)))
             if cfg.optimizer == "adam":
                 b1, b2, eps = 0.9, 0.999, 1e-8
-                m = self.m[name].mul_(b1).add_(g, alpha=1 - b1)
-                v = self.v[name].mul_(b2).addcmul_(g, g, value=1 - b2)
-                t = self.steps.to(p.dtype).view(shape)
+                m = self.m[name][rows].mul_(b1).add_(g, alpha=1 - b1)
+                v = self.v[name][rows].mul_(b2).addcmul_(g, g, value=1 - b2)
+                t = steps.to(p.dtype).view(shape)
                 denom = (v.sqrt() / (1 - b2**t).sqrt()).add_(eps)
                 p.addcdiv_(m * (cfg.lr / (1 - b1**t)), denom, value=-1.0)
             else:
                 if cfg.momentum:
-                    first = (self.steps == 1).view(shape)
-                    buf = torch.where(first, g, self.m[name] * cfg.momentum + g)
-                    self.m[name].copy_(buf)
+                    first = (steps == 1).view(shape)
+                    buf = torch.where(first, g, self.m[name][rows] * cfg.momentum + g)
+                    self.m[name][rows].copy_(buf)
                 else:
                     buf = g
                 p.sub_(buf, alpha=cfg.lr)
-            manifold = manifold_of(p)
+            manifold = manifold_of(full)
             if manifold.kind != "euclidean":
                 manifold.project_(p)
 
 
-def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tensor]], step: int,
+def _gather_batch(clients: Sequence[ClientData], schedules: Sequence[list[torch.Tensor]], step: int,
                   active: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]`` (the model's float ``dtype``: compact
     stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``."""
     batches = [schedules[k][step] for k in active]
     bmax = max(len(b) for b in batches)
     feat = clients[active[0]].x.shape[1:]
-    x = torch.zeros((len(active), bmax, *feat), dtype=dtype)
-    y = torch.zeros((len(active), bmax), dtype=torch.int64)
-    mask = torch.zeros((len(active), bmax), dtype=torch.bool)
+    dev = clients[active[0]].x.device
+    x = torch.zeros((len(active), bmax, *feat), dtype=dtype, device=dev)
+    y = torch.zeros((len(active), bmax), dtype=torch.int64, device=dev)
+    mask = torch.zeros((len(active), bmax), dtype=torch.bool, device=dev)
     for row, (k, b) in enumerate(zip(active, batches)):
         x[row, :len(b)] = as_float_batch(clients[k].x[b], dtype)
         y[row, :len(b)] = clients[k].y[b]
@@ -193,17 +206,19 @@ def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tens
     return x, y, mask
 
 
-def _encode_cohort(x: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig, gens: list[torch.Generator]) -> torch.Tensor:
+def _encode_cohort(x: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig, gens: list[torch.Generator],
+                   sizes: Sequence[int] | None = None) -> torch.Tensor:
     """``x [Ka, B, *F]`` -> ``[T, Ka, B, *F]`` (K-major memory). Stochastic encoders draw per client, for its
-    valid samples only (so the draws are those of training the client alone); padded rows stay zero."""
+    valid samples only (so the draws are those of training the client alone); padded rows stay zero.
+    ``sizes`` (the valid samples per row, known on the host) saves reading them back from ``mask``."""
     if cfg.encoder == "direct" and not cfg.encoder_kwargs:
         return x.unsqueeze(0).expand(cfg.num_steps, *x.shape)  # time-constant view
     if cfg.encoder == "events":  # pre-binned frames [Ka, B, T, *F] -> [T, Ka, B, *F], a view
         encode("events", x[0], cfg.num_steps)  # checks T == num_steps
         return x.movedim(2, 0)
-    out = torch.zeros((x.shape[0], cfg.num_steps, *x.shape[1:]), dtype=x.dtype)
+    out = torch.zeros((x.shape[0], cfg.num_steps, *x.shape[1:]), dtype=x.dtype, device=x.device)
     for i, g in enumerate(gens):
-        n = int(mask[i].sum())
+        n = sizes[i] if sizes is not None else int(mask[i].sum())
         out[i, :, :n] = encode(cfg.encoder, x[i, :n], cfg.num_steps, generator=g, **cfg.encoder_kwargs)
     return out.transpose(0, 1)
 
@@ -214,7 +229,8 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
                  step_budgets: Sequence[int | None] | None = None,
                  devices: Sequence["ClientDevice"] | None = None,
                  penalties: Sequence[StabilityPenalty | None] | None = None,
-                 path: str = "auto", max_clients: int | None = None) -> list[ClientUpdate]:
+                 path: str = "auto", max_clients: int | None = None,
+                 schedules: Sequence[list[torch.Tensor]] | None = None) -> list[ClientUpdate]:
     """Train every client in ``clients`` from ``global_params`` as one batched computation (in chunks of
     ``max_clients``, by default as many as :func:`~spikefed.federated.cohort_memory.clients_per_chunk` fits in
     its activation budget; clients are independent, so the updates are the same).
@@ -244,6 +260,24 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     path = forward_path(model, path)
     k = len(clients)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
+    dev = clients[0].x.device if clients else torch.device("cpu")
+    budgets = list(step_budgets) if step_budgets is not None else [None] * k
+    if len(budgets) != k:
+        raise ValueError(f"step_budgets has {len(budgets)} entries for {k} clients")
+    if schedules is None:  # drawn here, or handed down (already drawn) by the reordering call below
+        schedules = [client_schedule(c.num_samples, cfg, g, b) for c, g, b in zip(clients, generators, budgets)]
+    lengths = [len(s) for s in schedules]
+    order = sorted(range(k), key=lambda i: -lengths[i])  # stable: longest schedules first
+    if order != list(range(k)):  # the clients active at step j are then a prefix: slices, no index tensors
+        def perm(seq: Sequence[Any] | None) -> list[Any] | None:
+            return None if seq is None else [seq[i] for i in order]
+        done = train_cohort(model, global_params, perm(clients), perm(generators), cfg, fit,  # type: ignore[arg-type]
+                            perm(controls), perm(budgets), perm(devices), perm(penalties), path,
+                            max_clients=max(k, 1), schedules=perm(schedules))
+        back = [None] * k
+        for pos, i in enumerate(order):
+            back[i] = done[pos]  # type: ignore[call-overload]
+        return back  # type: ignore[return-value]
     fixed: list[ParamDict] = []
     if devices is not None:
         if len(devices) != k:
@@ -258,12 +292,7 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     for n, p in model.named_parameters():
         if n in stacked:
             setattr(stacked[n], "_spikefed_manifold", manifold_of(p))
-    budgets = list(step_budgets) if step_budgets is not None else [None] * k
-    if len(budgets) != k:
-        raise ValueError(f"step_budgets has {len(budgets)} entries for {k} clients")
-    schedules = [client_schedule(c.num_samples, cfg, g, b) for c, g, b in zip(clients, generators, budgets)]
     dtype = input_dtype(model)
-    n_steps = torch.tensor([len(s) for s in schedules], dtype=torch.int64)
     opt = StackedOptimizer(stacked, cfg, k)
     anchor = {n: global_params[n].detach() for n in names}
     if devices is not None:  # FedProx pulls towards the client's own starting program
@@ -279,19 +308,21 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
             raise ValueError("SCAFFOLD needs one client control variate per client")
         correction = {n: torch.stack([fit.server_control[n] - (c[n] if c is not None else 0 * fit.server_control[n])
                                       for c in controls]) for n in names}
-    loss_sum = torch.zeros(k, dtype=torch.float64)
-    correct = torch.zeros(k, dtype=torch.int64)
-    seen = torch.zeros(k, dtype=torch.int64)
-    for j in range(int(n_steps.max()) if k else 0):
-        active_mask = n_steps > j
-        active = active_mask.nonzero().flatten().tolist()
+    loss_sum = torch.zeros(k, dtype=torch.float64, device=dev)
+    correct = torch.zeros(k, dtype=torch.int64, device=dev)
+    seen = torch.zeros(k, dtype=torch.int64, device=dev)
+    # the schedule is known on the host: no device -> host sync inside the loop (no nonzero/tolist/item)
+    for j in range(lengths[0] if k else 0):
+        m = sum(1 for n_j in lengths if n_j > j)  # clients 0..m-1 take step j (lengths are sorted)
+        active = list(range(m))
+        sizes = [len(schedules[a][j]) for a in active]
         xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype)
-        xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
-        leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
+        xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active], sizes)
+        leaves = {n: stacked[n][:m].detach().requires_grad_(True) for n in names}
         if devices is not None:
-            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask, path)
+            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask, path, sizes)
         else:
-            out, spikes = stacked_forward(model, leaves, xs, path)
+            out, spikes = stacked_forward(model, leaves, xs, path, kernel=cfg.kernel)
         per = per_sample_loss(out, yb, cfg)
         w = mask.to(per.dtype)
         counts = w.sum(1)
@@ -299,41 +330,37 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
         reg = masked_regularizers(spikes, mask, cfg) if spikes and (cfg.reg_l1 or cfg.reg_l2 or cfg.reg_bounds) else 0.0
         total = client_loss + reg
         if fit.prox_mu:
-            ref = anchor if devices is None else {n: anchor[n][active] for n in names}
+            ref = anchor if devices is None else {n: anchor[n][:m] for n in names}
             prox = sum(((leaves[n] - ref[n]) ** 2).flatten(1).sum(1) for n in names)
             total = total + 0.5 * fit.prox_mu * prox
-        act_idx = torch.tensor(active)
         if stability is not None:
-            total = total + stacked_penalty(leaves, stability[0], stability[1], act_idx)
+            total = total + stacked_penalty(leaves, stability[0], stability[1], torch.arange(m, device=dev))
         grads_list = torch.autograd.grad(total.sum(), [leaves[n] for n in names])
-        grads = {n: torch.zeros_like(stacked[n]) for n in names}
-        for n, g in zip(names, grads_list):
-            if correction is not None:
-                g = g + correction[n][act_idx]
-            grads[n][act_idx] = g
+        grads = {n: g if correction is None else g + correction[n][:m] for n, g in zip(names, grads_list)}
         if cfg.grad_clip is not None:
             norms = torch.sqrt(tensor_sum((grads[n].flatten(1) ** 2).sum(1) for n in names))
             scale = (cfg.grad_clip / (norms + 1e-6)).clamp(max=1.0)
             for n in names:
                 grads[n].mul_(scale.view(-1, *([1] * (grads[n].dim() - 1))))
-        opt.step(grads, active_mask)
+        opt.step_prefix(grads, m)
         with torch.no_grad():
             pred = predict_cohort(out.detach(), cfg)
-            loss_sum[act_idx] += (per.detach() * w).sum(1).double()
-            correct[act_idx] += ((pred == yb) & mask).sum(1)
-            seen[act_idx] += counts.long()
+            loss_sum[:m] += (per.detach() * w).sum(1).double()
+            correct[:m] += ((pred == yb) & mask).sum(1)
+            seen[:m] += counts.long()
     updates = []
+    losses, corrects, seens = loss_sum.tolist(), correct.tolist(), seen.tolist()  # one sync per cohort
     for i, c in enumerate(clients):
         params = {n: stacked[n][i] for n in names}  # views: the stacks are not touched after training
-        steps = int(n_steps[i])
+        steps = lengths[i]
         control_delta = None
         if correction is not None:
             assert fit.server_control is not None
             control_delta = scaffold_control_delta(params, anchor, fit.server_control, steps, cfg.lr)
         updates.append(ClientUpdate(
             client_id=c.client_id, num_samples=c.num_samples, params=params, steps=steps,
-            metrics={"loss": float(loss_sum[i] / max(int(seen[i]), 1)),
-                     "accuracy": float(correct[i]) / max(int(seen[i]), 1),
+            metrics={"loss": float(losses[i] / max(seens[i], 1)),
+                     "accuracy": float(corrects[i]) / max(seens[i], 1),
                      "steps": steps},
             control_delta=control_delta))
     return updates
@@ -351,7 +378,8 @@ class ClientDevice:
 
 def _device_forward(model: torch.nn.Module, leaves: ParamDict, xs: torch.Tensor, active: list[int],
                     devices: Sequence[ClientDevice], fixed: list[ParamDict], generators: Sequence[torch.Generator],
-                    mask: torch.Tensor, path: str = "auto") -> tuple[torch.Tensor, list[torch.Tensor]]:
+                    mask: torch.Tensor, path: str = "auto",
+                    sizes: Sequence[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Forward of the active clients, each through its own device's physics (effective values, input loss).
 
     Lost steps / jitter draw for the client's valid samples only (``mask [Ka, B]``), so a client's draws do not
@@ -365,7 +393,7 @@ def _device_forward(model: torch.nn.Module, leaves: ParamDict, xs: torch.Tensor,
     if lossy:
         rows = []
         for row, k in enumerate(active):
-            x, n = xs[:, row], int(mask[row].sum())
+            x, n = xs[:, row], (sizes[row] if sizes is not None else int(mask[row].sum()))
             if k in lossy:
                 x = torch.cat([devices[k].device.perturb_input(x[:, :n], generators[k]), x[:, n:]], dim=1)
             rows.append(x)

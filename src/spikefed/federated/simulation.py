@@ -97,6 +97,7 @@ class FederationSpec:
     continual: ContinualSpec | None = None  # task stream + stability regulariser (None: a stationary federation)
     network: NetworkSpec | None = None  # device links: bytes -> seconds, against the deadline (None: no model)
     selection: SelectionSpec | None = None  # client selection (None: uniform)
+    device: str = "cpu"  # where local training and evaluation run (runtime.device resolved; federated.placement)
 
     def __post_init__(self) -> None:
         if not 0 < self.fraction <= 1:
@@ -213,9 +214,36 @@ class Simulation:
 
     def train(self, ctx: RoundContext) -> list[ClientUpdate]:
         """Local training of the round's clients in this process (:func:`train_local`)."""
+        if self.device.type != "cpu":  # data moved once, training on the device, one transfer back per tensor
+            return self.train_placed(ctx)
         gens = [client_generator(self.spec.seed, ctx.rnd, c) for c in ctx.plan.trained]
         return train_local(self.spec, ctx.received, [self.clients[c] for c in ctx.plan.trained], gens, ctx.fit,
                            ctx.controls, ctx.plan.budgets, ctx.penalties)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.spec.device)
+
+    def train_placed(self, ctx: RoundContext) -> list[ClientUpdate]:
+        """:meth:`train` on ``spec.device`` (:mod:`spikefed.federated.placement`): the clients' data and a copy of
+        the model live there, the received parameters go there once, the trained ones come back stacked."""
+        from dataclasses import replace
+
+        from .placement import DeviceData, model_on, params_to, updates_to_host
+
+        dev = self.device
+        if getattr(self, "_placed", None) is None:
+            self._placed = (DeviceData(dev), model_on(self.spec.model, dev))
+        data, model = self._placed
+        clients = [data.get(self.clients[c]) for c in ctx.plan.trained]
+        gens = [client_generator(self.spec.seed, ctx.rnd, c, device=dev) for c in ctx.plan.trained]
+        fit = ctx.fit
+        if fit.server_control is not None:
+            fit = replace(fit, server_control=params_to(fit.server_control, dev))
+        controls = None if ctx.controls is None else [None if c is None else params_to(c, dev) for c in ctx.controls]
+        updates = train_clients(self.spec.engine, model, params_to(ctx.received, dev), clients, gens, self.spec.local,
+                                fit, controls, ctx.plan.budgets, ctx.penalties)
+        return updates_to_host(updates)
 
     def receive(self, ctx: RoundContext) -> None:
         """The trust boundary: each upload is parsed against the model's schema (:func:`parse_upload`), then the
@@ -296,8 +324,11 @@ class Simulation:
         spec = self.spec
         model = spec.model
         load_params_(model, self.state.global_params)
-        res = evaluate(model, spec.data.x_test, spec.data.y_test, spec.local,
-                       torch_generator(spec.seed, Purpose.EVAL, rnd))
+        if self.device.type == "cpu":
+            res = evaluate(model, spec.data.x_test, spec.data.y_test, spec.local,
+                           torch_generator(spec.seed, Purpose.EVAL, rnd))
+        else:
+            res = self.evaluate_placed(rnd)
         confusion = padded_confusion(res.confusion, spec.data.num_classes)
         out: dict[str, Any] = {"accuracy": res.accuracy, "loss": res.loss, "firing_rate": res.firing_rate,
                                "confusion": confusion.tolist(),
@@ -313,6 +344,21 @@ class Simulation:
                     "macs": per["effective_macs"], "dense_ops": per["dense_ops"],
                     "activation_sparsity": m.activation_sparsity, "energy_j": per["energy_j"]})
         return out
+
+    def evaluate_placed(self, rnd: int) -> Any:
+        """The test-set evaluation on ``spec.device`` (test set moved once; the NeuroBench-style counts of
+        :meth:`evaluate` stay on the CPU model)."""
+        from .placement import DeviceData, model_on, params_to
+
+        dev = self.device
+        if getattr(self, "_placed", None) is None:
+            self._placed = (DeviceData(dev), model_on(self.spec.model, dev))
+        if getattr(self, "_test_on_device", None) is None:
+            self._test_on_device = (self.spec.data.x_test.to(dev), self.spec.data.y_test.to(dev))
+        model = self._placed[1]
+        load_params_(model, params_to(self.state.global_params, dev))
+        x, y = self._test_on_device
+        return evaluate(model, x, y, self.spec.local, torch_generator(self.spec.seed, Purpose.EVAL, rnd, device=dev))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def checkpoint_bytes(self, fingerprint: dict[str, Any] | None = None) -> bytes:
@@ -409,9 +455,10 @@ def client_accuracy(confusion: np.ndarray, label_counts: np.ndarray) -> np.ndarr
 
 
 # -- the client's half of a round, shared by the simulation and the Flower deployment ------------------------------
-def client_generator(seed: int, rnd: int, client: int) -> torch.Generator:
-    """Client ``client``'s generator of round ``rnd`` (batch order, input encoding): ``(seed, CLIENT, rnd, k)``."""
-    return torch_generator(seed, Purpose.CLIENT, rnd, client)
+def client_generator(seed: int, rnd: int, client: int, device: torch.device | str | None = None) -> torch.Generator:
+    """Client ``client``'s generator of round ``rnd`` (batch order, input encoding): ``(seed, CLIENT, rnd, k)``,
+    on ``device`` (default CPU; a CUDA generator draws another stream from the same seed)."""
+    return torch_generator(seed, Purpose.CLIENT, rnd, client, device=device)
 
 
 def build_client(spec: FederationSpec, cid: int) -> ClientData:

@@ -115,80 +115,94 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gS, gU):  # type: ignore[override]
-        U, u0, beta, thr, v_r = ctx.saved_tensors
-        mode, detach_reset, sur = ctx.mode, ctx.detach_reset, ctx.surrogate
-        steps = U.shape[0]
-        need_x, need_u0, need_beta, need_thr, need_vr = ctx.needs_input_grad[:5]
+        return lif_backward(ctx, gS, gU, reverse_scan_)
 
-        if gS is None and gU is None:
-            return (None,) * 8
-        need_sg_after = need_thr and gS is not None
-        direct = None
-        if gS is None:
-            sg = None
-            delta = gU.clone(memory_format=torch.contiguous_format)
-        else:
-            sg = sur.derivative_(U - thr)  # dS[t]/du[t], computed in a fresh buffer
-            direct = gS * sg if need_sg_after else None  # dL/ds * ds/du, kept for the threshold gradient
-            delta = sg.mul_(gS) if direct is None else direct.clone()
-            if gU is not None:
-                delta += gU
-        U_prev = R = None
-        if mode == 1 or not detach_reset or need_beta or need_thr or need_vr:
-            U_prev = torch.cat([u0.expand_as(U[0]).unsqueeze(0), U[:-1]], 0)
-            R = heaviside(U_prev - thr)  # reset signal r[t]
 
-        # A[t] = du[t]/du[t-1]
+def reverse_scan_(delta: torch.Tensor, A: torch.Tensor, per_step: bool) -> torch.Tensor:
+    """In place, ``delta[t] += A[t+1] * delta[t+1]`` from ``t = T-2`` down to 0 (``A`` per step ``[T, ...]``
+    if ``per_step``, else one tensor broadcasting to a step); the reference loop of the backward passes."""
+    for t in range(delta.shape[0] - 2, -1, -1):
+        delta[t].addcmul_(A[t + 1] if per_step else A, delta[t + 1])
+    return delta
+
+
+def lif_backward(ctx, gS: torch.Tensor | None, gU: torch.Tensor | None,  # type: ignore[no-untyped-def]
+                 scan: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
+    """The backward of the fused LIF (see the module docstring) with the reverse-time recurrence done by
+    ``scan(delta, A, per_step)`` (:func:`reverse_scan_`, or a compiled one in :mod:`.compiled`)."""
+    U, u0, beta, thr, v_r = ctx.saved_tensors
+    mode, detach_reset, sur = ctx.mode, ctx.detach_reset, ctx.surrogate
+    steps = U.shape[0]
+    need_x, need_u0, need_beta, need_thr, need_vr = ctx.needs_input_grad[:5]
+
+    if gS is None and gU is None:
+        return (None,) * 8
+    need_sg_after = need_thr and gS is not None
+    direct = None
+    if gS is None:
+        sg = None
+        delta = gU.clone(memory_format=torch.contiguous_format)
+    else:
+        sg = sur.derivative_(U - thr)  # dS[t]/du[t], computed in a fresh buffer
+        direct = gS * sg if need_sg_after else None  # dL/ds * ds/du, kept for the threshold gradient
+        delta = sg.mul_(gS) if direct is None else direct.clone()
+        if gU is not None:
+            delta += gU
+    U_prev = R = None
+    if mode == 1 or not detach_reset or need_beta or need_thr or need_vr:
+        U_prev = torch.cat([u0.expand_as(U[0]).unsqueeze(0), U[:-1]], 0)
+        R = heaviside(U_prev - thr)  # reset signal r[t]
+
+    # A[t] = du[t]/du[t-1]
+    if mode == 1:
+        A = beta * (1.0 - R)
+        if not detach_reset:
+            A = A + beta * (v_r - U_prev) * sur.derivative_(U_prev - thr)
+    elif mode == 0 and not detach_reset:
+        A = beta - (thr - v_r) * sur.derivative_(U_prev - thr)
+    else:
+        A = beta.expand_as(U[0])  # constant over time
+    per_step = A.dim() == U.dim() and A.shape[0] == steps
+
+    # reverse-time loop: delta[t] += A[t+1] * delta[t+1]
+    if not delta.is_contiguous():
+        delta = delta.contiguous()
+    delta = scan(delta, A, per_step)
+
+    g_x = delta if need_x else None
+    g_u0 = None
+    if need_u0:
+        g_u0 = _reduce_to((A[0] if per_step else A) * delta[0], u0)
+    g_beta = g_thr = g_vr = None
+    if need_beta:
         if mode == 1:
-            A = beta * (1.0 - R)
-            if not detach_reset:
-                A = A + beta * (v_r - U_prev) * sur.derivative_(U_prev - thr)
-        elif mode == 0 and not detach_reset:
-            A = beta - (thr - v_r) * sur.derivative_(U_prev - thr)
+            pre = (1.0 - R) * U_prev + R * v_r
         else:
-            A = beta.expand_as(U[0])  # constant over time
-        per_step = A.dim() == U.dim() and A.shape[0] == steps
-
-        # reverse-time loop: delta[t] += A[t+1] * delta[t+1]
-        if not delta.is_contiguous():
-            delta = delta.contiguous()
-        for t in range(steps - 2, -1, -1):
-            delta[t].addcmul_(A[t + 1] if per_step else A, delta[t + 1])
-
-        g_x = delta if need_x else None
-        g_u0 = None
-        if need_u0:
-            g_u0 = _reduce_to((A[0] if per_step else A) * delta[0], u0)
-        g_beta = g_thr = g_vr = None
-        if need_beta:
-            if mode == 1:
-                pre = (1.0 - R) * U_prev + R * v_r
-            else:
-                pre = U_prev
-            g_beta = _reduce_to(delta * pre, beta)
-        if need_thr or need_vr:
-            # du[t]/dthr and du[t]/dv_r through the reset; dS/dthr = -sg
-            if mode == 0:
-                du_dthr = -R
-                du_dvr = R
-                if not detach_reset:
-                    du_dthr = du_dthr + (thr - v_r) * sur.derivative_(U_prev - thr)
-            elif mode == 1:
-                du_dvr = beta * R
-                du_dthr = torch.zeros_like(U)
-                if not detach_reset:
-                    du_dthr = -beta * (v_r - U_prev) * sur.derivative_(U_prev - thr)
-            else:
-                du_dthr = torch.zeros_like(U)
-                du_dvr = torch.zeros_like(U)
-            if need_thr:
-                g_thr = delta * du_dthr
-                if direct is not None:
-                    g_thr -= direct
-                g_thr = _reduce_to(g_thr, thr)
-            if need_vr:
-                g_vr = _reduce_to(delta * du_dvr, v_r)
-        return g_x, g_u0, g_beta, g_thr, g_vr, None, None, None
+            pre = U_prev
+        g_beta = _reduce_to(delta * pre, beta)
+    if need_thr or need_vr:
+        # du[t]/dthr and du[t]/dv_r through the reset; dS/dthr = -sg
+        if mode == 0:
+            du_dthr = -R
+            du_dvr = R
+            if not detach_reset:
+                du_dthr = du_dthr + (thr - v_r) * sur.derivative_(U_prev - thr)
+        elif mode == 1:
+            du_dvr = beta * R
+            du_dthr = torch.zeros_like(U)
+            if not detach_reset:
+                du_dthr = -beta * (v_r - U_prev) * sur.derivative_(U_prev - thr)
+        else:
+            du_dthr = torch.zeros_like(U)
+            du_dvr = torch.zeros_like(U)
+        if need_thr:
+            g_thr = delta * du_dthr
+            if direct is not None:
+                g_thr -= direct
+            g_thr = _reduce_to(g_thr, thr)
+        if need_vr:
+            g_vr = _reduce_to(delta * du_dvr, v_r)
+    return g_x, g_u0, g_beta, g_thr, g_vr, None, None, None
 
 
 def _as_tensor(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -206,8 +220,12 @@ def lif_fused(
     reset: ResetMode = "subtract",
     detach_reset: bool = True,
     surrogate: Surrogate | None = None,
+    kernel: str = "loop",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All T steps of the LIF recurrence in one fused call. Returns ``(spikes, membrane)``, both ``[T, ...]``."""
+    """All T steps of the LIF recurrence in one fused call. Returns ``(spikes, membrane)``, both ``[T, ...]``.
+
+    ``kernel``: ``loop`` (:class:`LIFFunction`, the reference fast path) or ``compiled`` (the same recurrence
+    with its time loops compiled, :mod:`.compiled`)."""
     if surrogate is None:
         from .surrogate import get_surrogate
 
@@ -216,7 +234,8 @@ def lif_fused(
         raise ValueError(f"unknown reset {reset!r}; valid: {', '.join(RESET_MODES)}")
     if u0 is None:
         u0 = torch.zeros((), dtype=x.dtype, device=x.device)
-    return LIFFunction.apply(
+    function = LIFFunction if kernel == "loop" else kernel_function("lif", kernel)
+    return function.apply(
         x, u0, _as_tensor(beta, x), _as_tensor(threshold, x), _as_tensor(reset_value, x),
         _MODE_ID[reset], detach_reset, surrogate,
     )
@@ -302,24 +321,43 @@ class LowpassFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gY):  # type: ignore[override]
-        Y, y0, a = ctx.saved_tensors
-        delta = gY.clone(memory_format=torch.contiguous_format)
-        ab = a.expand_as(Y[0])
-        for t in range(Y.shape[0] - 2, -1, -1):
-            delta[t].addcmul_(ab, delta[t + 1])
-        g_y0 = _reduce_to(ab * delta[0], y0) if ctx.needs_input_grad[1] else None
-        g_a = None
-        if ctx.needs_input_grad[2]:
-            Y_prev = torch.cat([y0.expand_as(Y[0]).unsqueeze(0), Y[:-1]], 0)
-            g_a = _reduce_to(delta * Y_prev, a)
-        return delta, g_y0, g_a
+        return lowpass_backward(ctx, gY, reverse_scan_)
 
 
-def lowpass(x: torch.Tensor, a: float | torch.Tensor, y0: torch.Tensor | None = None) -> torch.Tensor:
-    """Leaky integration ``y[t] = a y[t-1] + x[t]`` (fused). ``a`` is a scalar or broadcasts to ``x[0]``."""
+def lowpass_backward(ctx, gY: torch.Tensor,  # type: ignore[no-untyped-def]
+                     scan: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor]
+                     ) -> tuple[torch.Tensor | None, ...]:
+    """The backward of the fused low-pass filter, the reverse recurrence done by ``scan`` (see :func:`lif_backward`)."""
+    Y, y0, a = ctx.saved_tensors
+    ab = a.expand_as(Y[0])
+    delta = scan(gY.clone(memory_format=torch.contiguous_format), ab, False)
+    g_y0 = _reduce_to(ab * delta[0], y0) if ctx.needs_input_grad[1] else None
+    g_a = None
+    if ctx.needs_input_grad[2]:
+        Y_prev = torch.cat([y0.expand_as(Y[0]).unsqueeze(0), Y[:-1]], 0)
+        g_a = _reduce_to(delta * Y_prev, a)
+    return delta, g_y0, g_a
+
+
+def lowpass(x: torch.Tensor, a: float | torch.Tensor, y0: torch.Tensor | None = None,
+            kernel: str = "loop") -> torch.Tensor:
+    """Leaky integration ``y[t] = a y[t-1] + x[t]`` (fused). ``a`` is a scalar or broadcasts to ``x[0]``;
+    ``kernel`` as in :func:`lif_fused`."""
     if y0 is None:
         y0 = torch.zeros((), dtype=x.dtype, device=x.device)
-    return LowpassFunction.apply(x, y0, _as_tensor(a, x))
+    function = LowpassFunction if kernel == "loop" else kernel_function("lowpass", kernel)
+    return function.apply(x, y0, _as_tensor(a, x))
+
+
+def kernel_function(which: str, kernel: str) -> type[torch.autograd.Function]:
+    """The autograd function of ``which`` (``lif`` | ``lowpass``) for ``kernel`` (``loop`` | ``compiled``)."""
+    if kernel == "loop":
+        return LIFFunction if which == "lif" else LowpassFunction
+    if kernel != "compiled":
+        raise ValueError(f"unknown kernel {kernel!r}; valid: loop, compiled")
+    from .compiled import CompiledLIFFunction, CompiledLowpassFunction  # compiles lazily, on first use
+
+    return CompiledLIFFunction if which == "lif" else CompiledLowpassFunction
 
 
 def lowpass_reference(x: torch.Tensor, a: float | torch.Tensor, y0: torch.Tensor | None = None) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compiled import resolve_kernel
 from .kernels import lif_fused, lowpass
 from .losses import soft_first_spike_time
 from .models import SpikingMLP, as_model_output, is_time_constant
@@ -119,10 +120,14 @@ def vmap_forward(model: nn.Module, params: Mapping[str, torch.Tensor],
 
 
 def stacked_forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
-                    path: str = "auto") -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Forward of K stacked copies by the path :func:`forward_path` picks (same numbers either way)."""
+                    path: str = "auto", kernel: str = "loop") -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Forward of K stacked copies by the path :func:`forward_path` picks (same numbers either way).
+
+    ``kernel`` (``loop`` | ``compiled`` | ``auto``, :func:`~.compiled.resolve_kernel` on ``x``'s device) picks the
+    LIF / low-pass kernels of the hand-written ``mlp`` path; the ``vmap`` path runs the model's own neurons,
+    which use the loop kernel."""
     if forward_path(model, path) == "mlp":
-        return cohort_forward(model, params, x)  # type: ignore[arg-type]
+        return cohort_forward(model, params, x, kernel)  # type: ignore[arg-type]
     return vmap_forward(model, params, x)
 
 
@@ -135,11 +140,13 @@ def stacked_param(params: Mapping[str, torch.Tensor], name: str, default: torch.
 
 
 def cohort_forward(model: SpikingMLP, params: Mapping[str, torch.Tensor],
-                   x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                   x: torch.Tensor, kernel: str = "loop") -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Forward of K stacked copies of ``model``: ``x [T, K, B, in]`` -> output ``[T, K, B, C]``, spiking layers.
 
-    ``params[name]`` has shape ``[K, *shape]`` for every ``model.named_parameters()`` name.
+    ``params[name]`` has shape ``[K, *shape]`` for every ``model.named_parameters()`` name; ``kernel``: the LIF /
+    low-pass kernels (``loop``, ``compiled`` or ``auto``: :func:`~.compiled.resolve_kernel`).
     """
+    kernel = resolve_kernel(kernel, x.device)
     steps, k, b, _ = x.shape
     h = x
     spikes: list[torch.Tensor] = []
@@ -164,14 +171,14 @@ def cohort_forward(model: SpikingMLP, params: Mapping[str, torch.Tensor],
                 beta = beta.clamp(1e-4, 1 - 1e-4)
             if f"neurons.{i}.threshold" in params:
                 thr = thr.clamp(min=1e-4)
-            s, _ = lif_fused(h, None, beta, thr, vr, neuron.reset, neuron.detach_reset, neuron.surrogate)
+            s, _ = lif_fused(h, None, beta, thr, vr, neuron.reset, neuron.detach_reset, neuron.surrogate, kernel)
             if neuron.graded:
                 s = s * stacked_param(params, f"neurons.{i}.amplitude", neuron.amplitude, k)
             h = s
             spikes.append(s)
     if model.integrator is not None:
         beta = stacked_param(params, "integrator.beta", model.integrator.beta, k)
-        out = lowpass(h, beta)
+        out = lowpass(h, beta, kernel=kernel)
         return out, spikes
     return h, spikes
 
@@ -218,7 +225,7 @@ def masked_regularizers(spikes: list[torch.Tensor], mask: torch.Tensor, cfg: Tra
     positions of multi-dimensional layers are pooled as there)."""
     k = mask.shape[0]
     flat = [s.flatten(3) for s in spikes]  # [T, K, B, N]
-    total = torch.zeros(k, dtype=flat[0].dtype)
+    total = torch.zeros(k, dtype=flat[0].dtype, device=mask.device)
     n_valid = mask.sum(1).clamp(min=1)  # [K]
     w = mask.to(flat[0].dtype)
     if cfg.reg_l1:

@@ -117,6 +117,7 @@ class TrainConfig:
     distill_temperature: float = 2.0  # softmax temperature of the soft targets
     distill_epochs: int = 20  # epochs of the ANN teacher
     distill_hidden: int = 128  # hidden width of the ANN teacher
+    kernel: str = "loop"  # LIF / low-pass kernels of the cohort engine: loop | compiled | auto (snn.compiled)
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -160,6 +161,8 @@ class TrainConfig:
         if self.method in RULE_METHODS:
             self._check_rule()
         self._check_robust()
+        if self.kernel not in ("loop", "compiled", "auto"):
+            raise ValueError(f"unknown kernel {self.kernel!r}; valid: loop, compiled, auto")
 
     def _check_robust(self) -> None:
         if not (math.isfinite(self.ib_weight) and self.ib_weight >= 0):
