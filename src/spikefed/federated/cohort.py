@@ -177,11 +177,15 @@ class StackedOptimizer:
 
 
 def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tensor]], step: int,
-                  active: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  active: list[int], dtype: torch.dtype, width: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]`` (the model's float ``dtype``: compact
-    stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``."""
+    stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``. ``Bmax`` is at least
+    ``width``: padded to the configured batch size, a client's arithmetic does not depend on which clients share
+    its cohort (the reductions over the batch keep their length), so a cohort split across ranks or chunks gives
+    bit-identical updates."""
     batches = [schedules[k][step] for k in active]
-    bmax = max(len(b) for b in batches)
+    bmax = max(width, max(len(b) for b in batches))
     feat = clients[active[0]].x.shape[1:]
     x = torch.zeros((len(active), bmax, *feat), dtype=dtype)
     y = torch.zeros((len(active), bmax), dtype=torch.int64)
@@ -285,7 +289,7 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     for j in range(int(n_steps.max()) if k else 0):
         active_mask = n_steps > j
         active = active_mask.nonzero().flatten().tolist()
-        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype)
+        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype, cfg.batch_size)
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
         leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
         if devices is not None:
