@@ -180,13 +180,14 @@ def _run_distributed(env: Any, config: Optional[Path], set_: list[str], out: Opt
     try:
         job, group = open_run(settings, out_dir, resume is not None, env, timeout, start_error=start_error)
     except (ConfigError, ValueError, RankFailure) as e:
-        _fail(str(e) if primary else f"rank {env.rank}: {e}")
+        _fail(str(e) if primary else f"rank {env.rank} stops: {e}")
         return
     f = job.settings.federation
     if primary:
         err.print(f"[bold]spikefed run[/] (torchrun, {env.world} ranks): {job.settings.partition.num_clients} "
                   f"clients, {f.strategy}, {f.rounds} rounds, {job.sim.spec.engine} engine -> {out_dir}",
                   highlight=False)
+    failure = None
     try:
         with terminate_as_interrupt(), Progress(TextColumn("[bold]round[/]"), BarColumn(), MofNCompleteColumn(),
                                                 TimeElapsedColumn(), console=err, disable=not primary) as bar:
@@ -195,13 +196,17 @@ def _run_distributed(env: Any, config: Optional[Path], set_: list[str], out: Opt
                 try:
                     job.step()
                 except RankFailure as e:
-                    _fail(f"round {job.sim.state.round + 1} stopped: {e}; the last complete checkpoint is in "
-                          f"{out_dir} (round {job.sim.state.round}); resume with: torchrun ... -m spikefed run "
-                          f"--resume {out_dir}", 1)
+                    failure = (f"round {job.sim.state.round + 1} stopped: {e}; the last complete checkpoint is "
+                               f"in {out_dir} (round {job.sim.state.round}); resume with: torchrun ... -m spikefed "
+                               f"run --resume {out_dir}")
+                    break
                 except (ValueError, FloatingPointError, RuntimeError) as e:
-                    _fail(f"rank {env.rank}: round {job.sim.state.round + 1} failed: {e}", 1)
+                    failure = f"rank {env.rank}: round {job.sim.state.round + 1} failed: {e}"
+                    break
                 bar.update(task, advance=1)
-            summary = job.finish()
+            summary = job.finish() if failure is None else {}
+        if failure is not None:
+            _fail(failure, 1)
     except KeyboardInterrupt as e:
         print(f"\nrank {env.rank}: stopped after round {job.sim.state.round}; checkpoint in {out_dir}; resume "
               f"with: torchrun ... -m spikefed run --resume {out_dir}", file=sys.stderr)
