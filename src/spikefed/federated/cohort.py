@@ -181,9 +181,9 @@ def _gather_batch(clients: Sequence[ClientData], schedules: list[list[torch.Tens
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]`` (the model's float ``dtype``: compact
     stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``. ``Bmax`` is at least
-    ``width``: padded to the configured batch size, a client's arithmetic does not depend on which clients share
-    its cohort (the reductions over the batch keep their length), so a cohort split across ranks or chunks gives
-    bit-identical updates."""
+    ``width`` (``TrainConfig.batch_width``): padded to a width that does not depend on the cohort, a client's
+    arithmetic does not depend on which clients share it (the reductions over the batch keep their length), so
+    a cohort split across ranks or chunks gives bit-identical updates."""
     batches = [schedules[k][step] for k in active]
     bmax = max(width, max(len(b) for b in batches))
     feat = clients[active[0]].x.shape[1:]
@@ -289,7 +289,7 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     for j in range(int(n_steps.max()) if k else 0):
         active_mask = n_steps > j
         active = active_mask.nonzero().flatten().tolist()
-        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype, cfg.batch_size)
+        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype, cfg.batch_width)
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active])
         leaves = {n: stacked[n][active].detach().requires_grad_(True) for n in names}
         if devices is not None:
