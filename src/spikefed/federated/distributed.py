@@ -205,7 +205,8 @@ class RankGroup:
                 who = ", ".join(str(r) for r in dead)
                 msg = f"rank {who} stopped (died or hung) during {what}; this is rank {self.rank} ({first})"
             else:
-                msg = f"a collective failed during {what} on rank {self.rank}; the dead rank could not be told ({first})"
+                msg = (f"a collective failed during {what} on rank {self.rank}; the dead rank could not be told "
+                       f"({first})")
             raise RankFailure(msg, dead or ()) from None
 
     def _silent(self, n: int) -> list[int] | None:
