@@ -135,6 +135,26 @@ def test_a_dead_rank_ends_the_run_and_resume_reaches_the_uninterrupted_result(tm
     _assert_same_run(tmp_path / "ref", run)
 
 
+def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path: Path) -> None:
+    args = ["--set", "federation.rounds=3", "--set", "partition.num_clients=6", "--set", "model.hidden=[8]",
+            "--set", "local.epochs=1", "--out", str(tmp_path / "run"), "--dist-timeout", "15"]
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "spikefed", "run", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True,
+                              env=_env(RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1",
+                                       MASTER_PORT=port, **{KILL_ENV: "1:2:hang"})) for r in range(2)]
+    try:
+        start = time.monotonic()
+        err = procs[0].communicate(timeout=120)[1]
+        assert time.monotonic() - start < 100
+        assert procs[0].returncode == 1, err[-2000:]
+        assert "rank 1 stopped (died or hung)" in err.strip().splitlines()[-1]
+        assert read_checkpoint(tmp_path / "run" / "checkpoint.pt")["round"] == 1
+    finally:
+        procs[1].kill()  # stopped by the hook: SIGKILL ends it
+        procs[1].communicate(timeout=30)
+
+
 def test_a_start_up_error_on_rank_0_ends_every_rank(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

@@ -46,7 +46,8 @@ __all__ = ["BLOCK_HEAD", "KILL_ENV", "DistributedSimulation", "RankFailure", "Ra
 
 #: the integer header of one update in a block: client id, samples, local steps, has a SCAFFOLD control delta
 BLOCK_HEAD = ("client_id", "num_samples", "steps", "has_control")
-#: test hook, ``"<rank>:<round>"``: that rank kills itself (SIGKILL) when it starts training that round
+#: test hook, ``"<rank>:<round>"``: that rank kills itself (SIGKILL) when it starts training that round;
+#: ``"<rank>:<round>:hang"``: it stops itself (SIGSTOP) instead, a rank that hangs
 KILL_ENV = "SPIKEFED_TEST_KILL_RANK"
 
 
@@ -341,5 +342,5 @@ class DistributedSimulation(Simulation):
 def _maybe_die(rank: int, rnd: int) -> None:
     """The :data:`KILL_ENV` test hook."""
     spec = os.environ.get(KILL_ENV)
-    if spec and spec == f"{rank}:{rnd}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    if spec and spec in (f"{rank}:{rnd}", f"{rank}:{rnd}:hang"):
+        os.kill(os.getpid(), signal.SIGSTOP if spec.endswith(":hang") else signal.SIGKILL)
