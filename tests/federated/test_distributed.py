@@ -131,6 +131,16 @@ def test_backend_follows_the_device() -> None:
             backend_for("cuda:1")
 
 
+def test_the_backend_reads_the_runs_device_setting() -> None:
+    from types import SimpleNamespace
+
+    from spikefed.experiment.distributed import run_device
+
+    assert run_device(SimpleNamespace(runtime=SimpleNamespace(device="cuda:1"))) == "cuda:1"
+    assert run_device(SimpleNamespace(device="auto")) == "auto"
+    assert run_device(SimpleNamespace()) is None
+
+
 def test_torchrun_environment_is_read_and_checked() -> None:
     assert torchrun_env({}) is None
     assert torchrun_env({"WORLD_SIZE": "1", "RANK": "0"}) is None  # one process: a plain run

@@ -68,9 +68,11 @@ def torchrun_env(environ: Mapping[str, str] | None = None) -> TorchrunEnv | None
     return TorchrunEnv(rank, world, number("LOCAL_RANK", "0"), env.get("MASTER_ADDR") or "127.0.0.1", port)
 
 
-def run_device(settings: RunSettings) -> str | None:
-    """The run's configured device (the ``device`` setting where the config has one), for the backend."""
-    value = getattr(settings, "device", None)
+def run_device(settings: Any) -> str | None:
+    """The run's configured device (``runtime.device``, or a top-level ``device``, where the config has one; None
+    otherwise), for the backend."""
+    runtime = getattr(settings, "runtime", None)
+    value = getattr(runtime, "device", None) if runtime is not None else getattr(settings, "device", None)
     return value if isinstance(value, str) else None
 
 
