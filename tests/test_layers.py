@@ -13,6 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "spikefed"
 
 # top to bottom; modules of one tuple are one layer (they may import each other)
 LAYERS: list[tuple[str, ...]] = [
+    ("__main__",),
     ("cli",),
     ("deploy",),
     ("experiment",),

@@ -106,8 +106,12 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<timestamp>)"),
     resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
     json_out: bool = typer.Option(False, "--json", help="print summary.json to stdout"),
+    dist_timeout: float = typer.Option(600.0, "--dist-timeout", help="under torchrun: seconds a rank waits for "
+                                       "the others before the run stops (a dead rank is noticed at once)"),
 ) -> None:
-    """Simulate a federated experiment (default: 20 clients on digits, Dirichlet 0.5, FedAvg, 30 rounds)."""
+    """Simulate a federated experiment (default: 20 clients on digits, Dirichlet 0.5, FedAvg, 30 rounds).
+    Under torchrun (``torchrun --nproc_per_node N -m spikefed run ...``) the clients train split across ranks."""
+    from .experiment.distributed import torchrun_env
     from .experiment.runner import Run, default_run_dir
     from .experiment.signals import exit_code, terminate_as_interrupt
     from .runtime import apply_threads, configure_allocator
@@ -116,6 +120,14 @@ def run(
         if config is None and (resume / "config.yaml").is_file():
             config = resume / "config.yaml"  # the run's own resolved config; --set may still extend rounds
         out = resume
+    try:
+        env = torchrun_env()
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    if env is not None:
+        _run_distributed(env, config, set_, out, resume, json_out, dist_timeout)
+        return
     try:
         settings = build_settings(RunSettings, config, set_)
         out_dir = out if out is not None else default_run_dir()
@@ -160,6 +172,67 @@ def run(
         return
     _print_summary(summary, f"spikefed run: {out_dir}")
     Console().print(f"report: {out_dir / 'report.html'}", highlight=False)
+
+
+def _run_distributed(env: Any, config: Optional[Path], set_: list[str], out: Optional[Path],
+                     resume: Optional[Path], json_out: bool, timeout: float) -> None:
+    """``spikefed run`` on one rank of a torchrun launch (docs/distributed.md): rank 0 prints and writes."""
+    from .experiment.distributed import open_run
+    from .experiment.runner import default_run_dir
+    from .experiment.signals import exit_code, terminate_as_interrupt
+    from .federated.distributed import RankFailure, stop_group
+    from .runtime import configure_allocator
+
+    primary = env.rank == 0
+    settings, start_error = None, None
+    try:
+        settings = build_settings(RunSettings, config, set_)
+    except ConfigError as e:
+        start_error = str(e)
+    out_dir = out if out is not None else default_run_dir()  # without --out: rank 0's name is the one written
+    configure_allocator()
+    try:
+        job, group = open_run(settings, out_dir, resume is not None, env, timeout, start_error=start_error)
+    except (ConfigError, ValueError, RankFailure) as e:
+        _fail(str(e) if primary else f"rank {env.rank} stops: {e}")
+        return
+    f = job.settings.federation
+    if primary:
+        err.print(f"[bold]spikefed run[/] (torchrun, {env.world} ranks): {job.settings.partition.num_clients} "
+                  f"clients, {f.strategy}, {f.rounds} rounds, {job.sim.spec.engine} engine -> {out_dir}",
+                  highlight=False)
+    failure = None
+    try:
+        with terminate_as_interrupt(), Progress(TextColumn("[bold]round[/]"), BarColumn(), MofNCompleteColumn(),
+                                                TimeElapsedColumn(), console=err, disable=not primary) as bar:
+            task = bar.add_task("rounds", total=f.rounds, completed=job.sim.state.round)
+            while not job.done:
+                try:
+                    job.step()
+                except RankFailure as e:
+                    failure = (f"round {job.sim.state.round + 1} stopped: {e}; the last complete checkpoint is "
+                               f"in {out_dir} (round {job.sim.state.round}); resume with: torchrun ... -m spikefed "
+                               f"run --resume {out_dir}")
+                    break
+                except (ValueError, FloatingPointError, RuntimeError) as e:
+                    failure = f"rank {env.rank}: round {job.sim.state.round + 1} failed: {e}"
+                    break
+                bar.update(task, advance=1)
+            summary = job.finish() if failure is None else {}
+        if failure is not None:
+            _fail(failure, 1)
+    except KeyboardInterrupt as e:
+        print(f"\nrank {env.rank}: stopped after round {job.sim.state.round}; checkpoint in {out_dir}; resume "
+              f"with: torchrun ... -m spikefed run --resume {out_dir}", file=sys.stderr)
+        raise typer.Exit(exit_code(e))
+    finally:
+        stop_group()
+    if not primary:
+        return
+    if json_out:
+        print(json.dumps(summary))
+        return
+    _print_summary(summary, f"spikefed run (torchrun, {env.world} ranks): {out_dir}")
 
 
 def _print_summary(summary: dict, title: str) -> None:

@@ -384,36 +384,52 @@ class Run:
     """A run directory plus its simulation: create fresh or resume, step rounds, write files."""
 
     def __init__(self, settings: RunSettings, out_dir: Path, resume: bool = False,
-                 spec: FederationSpec | None = None, custom: dict[str, Any] | None = None) -> None:
+                 spec: FederationSpec | None = None, custom: dict[str, Any] | None = None, *,
+                 simulation: Callable[[FederationSpec], Simulation] = Simulation, writer: bool = True,
+                 checkpoint_source: Path | None = None) -> None:
         """``spec``/``custom`` (Python API): a spec holding your own data, model or strategy, and a description of
-        them (written to ``custom.json`` and matched on resume, as the config is)."""
+        them (written to ``custom.json`` and matched on resume, as the config is).
+
+        Distributed runs (:mod:`spikefed.experiment.distributed`): ``simulation`` builds the simulation from the
+        spec; ``writer=False`` (every rank but 0) writes nothing to ``out_dir``; ``checkpoint_source`` is the
+        file a resume loads (default ``out_dir/checkpoint.pt``; a rank's private copy of rank 0's)."""
         self.settings = settings
         self.dir = Path(out_dir)
         self.checkpoint = self.dir / "checkpoint.pt"
+        self.writer = writer
+        source = checkpoint_source or self.checkpoint
         if resume:
-            if not self.checkpoint.is_file():
+            if not source.is_file():
                 raise ConfigError(f"--resume {self.dir}: no checkpoint.pt there")
-            read_checkpoint(self.checkpoint)  # fail fast: the file verified (hash, schema, finite) before any work
+            read_checkpoint(source)  # fail fast: the file verified (hash, schema, finite) before any work
         if spec is None:
             self.spec, report = build_spec_and_report(settings)
         else:
             self.spec, report = spec, {}
-        self.sim = Simulation(self.spec)
+        self.sim = simulation(self.spec)
         self.sim.heterogeneity.update(report)  # event data: divergence of the clients' event statistics
         self.started = time.perf_counter()
         self.elapsed_before, self.session = 0.0, 1
         self.fingerprint = fingerprint(settings) if not custom else {**fingerprint(settings), "custom": custom}
         if resume:  # nothing in the directory is written before the checkpoint has loaded and matched
-            self.sim.load_checkpoint(self.checkpoint, self.fingerprint)
+            self.sim.load_checkpoint(source, self.fingerprint)
             if self.sim.state.round > settings.federation.rounds:
                 raise ConfigError(f"checkpoint is at round {self.sim.state.round}, beyond federation.rounds="
                                   f"{settings.federation.rounds}")
-        else:
+        elif writer:
             if (self.dir / "checkpoint.pt").exists() or (self.dir / "metrics.jsonl").exists():
                 raise ConfigError(f"{self.dir} already holds a run; continue it with --resume {self.dir} "
                                   "or choose another --out")
             self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.dir / "config.yaml", dump_yaml(settings))
+        if writer:
+            self._write_start(resume, custom)
+        if resume:
+            before, sessions = elapsed_before(self.sim.state.metrics)
+            self.elapsed_before, self.session = before, sessions + 1
+
+    def _write_start(self, resume: bool, custom: dict[str, Any] | None) -> None:
+        """The files a run writes when it starts (or resumes): config, partition, round-0 checkpoint, metrics."""
+        write_atomic(self.dir / "config.yaml", dump_yaml(self.settings))
         if custom:
             write_json_atomic(self.dir / "custom.json", custom, indent=2)
         het = self.sim.heterogeneity
@@ -424,9 +440,6 @@ class Run:
         if not resume:  # the round-0 checkpoint: a run killed during its first round can be resumed too
             self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         self._rewrite_metrics()  # on resume: exactly the checkpoint's rows (drops rows of an unfinished round)
-        if resume:
-            before, sessions = elapsed_before(self.sim.state.metrics)
-            self.elapsed_before, self.session = before, sessions + 1
 
     @property
     def elapsed(self) -> float:
@@ -451,6 +464,8 @@ class Run:
         """
         row = self.sim.run_round(remote)
         row["elapsed_seconds"], row["session"] = self.elapsed, self.session  # stored in the checkpoint too
+        if not self.writer:
+            return row
         self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
         with open(self.dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(json_safe(row)) + "\n")
@@ -459,6 +474,8 @@ class Run:
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Write ``summary.json`` (with ``extra`` entries on top) and the report; returns the summary."""
         summary = {**summarize(self.sim, self.settings, self.elapsed), "sessions": self.session, **(extra or {})}
+        if not self.writer:
+            return summary
         write_json_atomic(self.dir / "summary.json", summary, indent=2)
         write_run_report(self)
         return summary

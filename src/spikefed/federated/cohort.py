@@ -189,11 +189,15 @@ class StackedOptimizer:
 
 
 def _gather_batch(clients: Sequence[ClientData], schedules: Sequence[list[torch.Tensor]], step: int,
-                  active: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                  active: list[int], dtype: torch.dtype, width: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]`` (the model's float ``dtype``: compact
-    stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``."""
+    stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``. ``Bmax`` is at least
+    ``width`` (``TrainConfig.batch_width``): padded to a width that does not depend on the cohort, a client's
+    arithmetic does not depend on which clients share it (the reductions over the batch keep their length), so
+    a cohort split across ranks or chunks gives bit-identical updates."""
     batches = [schedules[k][step] for k in active]
-    bmax = max(len(b) for b in batches)
+    bmax = max(width, max(len(b) for b in batches))
     feat = clients[active[0]].x.shape[1:]
     dev = clients[active[0]].x.device
     x = torch.zeros((len(active), bmax, *feat), dtype=dtype, device=dev)
@@ -316,7 +320,7 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
         m = sum(1 for n_j in lengths if n_j > j)  # clients 0..m-1 take step j (lengths are sorted)
         active = list(range(m))
         sizes = [len(schedules[a][j]) for a in active]
-        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype)
+        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype, cfg.batch_width)
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active], sizes)
         leaves = {n: stacked[n][:m].detach().requires_grad_(True) for n in names}
         if devices is not None:

@@ -14,6 +14,7 @@ run would. Communication cost is the length of the bytes actually serialized.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -108,6 +109,9 @@ class FederationSpec:
             raise ValueError(f"min_clients={self.min_clients} exceeds the {len(self.parts)} clients")
         if self.norm_bound is not None and not (math.isfinite(self.norm_bound) and self.norm_bound >= 1):
             raise ValueError(f"norm_bound must be a finite number >= 1 or None, got {self.norm_bound}")
+        if self.local.batch_width == 0:  # the federation's widest batch: cohort-independent client updates
+            widest = min(self.local.batch_size, max(len(p) for p in self.parts))
+            self.local = dataclasses.replace(self.local, batch_width=widest)
 
 
 @dataclass

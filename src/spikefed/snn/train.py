@@ -118,6 +118,10 @@ class TrainConfig:
     distill_epochs: int = 20  # epochs of the ANN teacher
     distill_hidden: int = 128  # hidden width of the ANN teacher
     kernel: str = "loop"  # LIF / low-pass kernels of the cohort engine: loop | compiled | auto (snn.compiled)
+    # cohort engine: pad each step's batch to at least this many samples (0: the cohort's widest batch).
+    # FederationSpec sets it to the federation's widest batch, so a client's update is the same bits whichever
+    # clients share its cohort (one process, chunks, or torchrun ranks: spikefed.federated.distributed)
+    batch_width: int = 0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, v: Any) -> None:
@@ -129,6 +133,8 @@ class TrainConfig:
         for name in ("tbptt", "local_steps"):
             if getattr(self, name) is not None:
                 positive_int(name, getattr(self, name))
+        if isinstance(self.batch_width, bool) or not isinstance(self.batch_width, int) or self.batch_width < 0:
+            raise ValueError(f"batch_width must be an integer >= 0, got {self.batch_width!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.optimizer not in OPTIMIZERS:
