@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, MutableMapping
+from typing import Any, MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from .aggregation import InvalidUpdate, validate_updates
 from .boundary import parse_upload
 from .checkpoint import encode_state, read_checkpoint
 from .client_state import TENSOR_KINDS, ClientStateStore
+from .lazy_clients import LazyClients
 from .cohort import ClientData, train_clients
 from .compression import CompressionSpec
 from .continual import ContinualSpec
@@ -134,13 +135,16 @@ class Simulation:
     def __init__(self, spec: FederationSpec) -> None:
         self.spec = spec
         self.num_clients = len(spec.parts)
-        self.clients = [build_client(spec, cid) for cid in range(self.num_clients)]
+        # built on demand (no per-client object): the same values on every access
+        self.clients: Sequence[ClientData] = LazyClients(self.num_clients, lambda k: build_client(spec, k))
+        untouched = self.clients
         self.manifolds = {n: manifold_of(p) for n, p in spec.model.named_parameters()}
         self.stages: list[Stage] = build_stages(self)  # may rewrite self.clients (label flips, task data)
         self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), [],
                                      client_state=ClientStateStore(self.num_clients, self.layout))
         features = spec.data.x_train.clone()  # as the clients see them (feature skew applied)
-        for c, idx in zip(self.clients, spec.parts):
+        plain = self.clients is untouched and spec.client_transforms is None  # then features = x_train already
+        for c, idx in zip(() if plain else self.clients, spec.parts):
             if c.x.dtype != features.dtype:  # a transform made a compact store's client float
                 features = as_float_batch(features, c.x.dtype)
             features[torch.as_tensor(np.asarray(idx), dtype=torch.int64)] = c.x
@@ -178,7 +182,9 @@ class Simulation:
         method's aggregation factors for the round (``Strategy.weight_factors``, ``None`` when it needs none).
         Power-of-choice candidates report their loss at the current global model."""
         assert self.spec.selection is not None
-        sizes = [c.num_samples for c in self.clients]
+        clients = self.clients  # sizes without building every client while the data is the partition's
+        sizes = [len(p) for p in self.spec.parts] if isinstance(clients, LazyClients) else \
+            [c.num_samples for c in clients]
         sel = select(self.spec.selection, self.spec.seed, rnd, sizes, m,
                      lambda cand: client_losses(self, self.state.global_params, cand, rnd))
         self.spec.strategy.weight_factors = sel.factors
