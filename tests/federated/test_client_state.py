@@ -166,6 +166,7 @@ def test_stages_with_the_store_equal_the_plain_dict(tmp_path: Path, extra: tuple
     _same_state(compact.state.client_state, plain.state.client_state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", FEATURES)
 def test_run_resumed_from_files_equals_the_straight_run(tmp_path: Path, extra: tuple[str, ...]) -> None:
     straight = Run(_small(*extra), tmp_path / "straight")
