@@ -95,6 +95,8 @@ class Purpose(enum.IntEnum):
     # neurons, coding and robust training (issue 17, part B)
     DROPOUT = 7201  # masks of the time-fixed dropout layers (model.dropout; index: layer)
     ADVERSARIAL = 7202  # benchmarks/adversarial.py and examples: training shuffles (index 0), PGD random starts (1)
+    # per-client state at scale (issue 15, part D)
+    SCALE_DATA = 7301  # benchmarks/scale.py: the seeded synthetic training set of a large population
 
     @property
     def layout(self) -> _Layout:

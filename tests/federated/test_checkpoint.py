@@ -325,7 +325,8 @@ def _state_tree(sim: Simulation) -> dict[str, Any]:
     st = sim.state
     return {"round": st.round, "global_params": st.global_params, "strategy_state": st.strategy_state,
             "metrics": st.metrics, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
-            "seconds": st.seconds, "client_state": st.client_state, "server_state": st.server_state}
+            "seconds": st.seconds, "client_state": st.client_state.checkpoint_tree(),
+            "server_state": st.server_state}
 
 
 @pytest.mark.parametrize("extra", [
@@ -359,6 +360,7 @@ def test_simulation_state_round_trips_exactly_and_resumes_bit_identically(tmp_pa
         assert history and all(type(h) is tuple and type(h[1]) is bytes for h in history)
         held = {c for c, s in partial.state.client_state.items() if "scaffold_control" in s}
         assert held and all(type(c) is int for c in held)
+        assert set(loaded["client_state"]["kinds"]["scaffold_control"]["clients"].tolist()) == held
     if "privacy.dp=true" in extra:
         assert partial.state.server_state["privacy"]["rounds"] == 2
     if "continual.regularizer=ewc" in extra:
@@ -366,30 +368,33 @@ def test_simulation_state_round_trips_exactly_and_resumes_bit_identically(tmp_pa
 
 
 def test_load_checkpoint_refuses_a_non_finite_weight_and_wrong_kinds(tmp_path: Path) -> None:
-    sim = Simulation(build_spec(_small()))
+    sim = Simulation(build_spec(_small("compression.uplink=topk", "compression.fraction=0.1")))
     sim.run_round()
     good = _saved(sim, tmp_path / "good.pt")
     name = next(iter(good["global_params"]))
     cases = {
         "nan weight": (lambda d: d["global_params"][name].view(-1).__setitem__(0, math.nan),
                        f"global_params['{name}'] holds a non-finite value (nan"),
-        "inf residual": (lambda d: d["client_state"].__setitem__(0, {"ef_residual": {name: torch.tensor([math.inf])}}),
-                         "client_state[0]['ef_residual']"),
+        "inf residual": (lambda d: d["client_state"]["kinds"]["ef_residual"]["values"].view(-1).__setitem__(
+            0, math.inf), "client_state['kinds']['ef_residual']['values']"),
         "float64 weights": (lambda d: d["global_params"].__setitem__(name, d["global_params"][name].double()),
                             "different model"),
-        "string key client": (lambda d: d["client_state"].__setitem__("0", {}), "client ids"),
-        "client out of range": (lambda d: d["client_state"].__setitem__(99, {}), "outside 0..5"),
-        "control of another model": (lambda d: d["client_state"].__setitem__(1, {"scaffold_control": {
-            "other": torch.ones(1)}}), "client_state[1]['scaffold_control']"),
-        "residual of another shape": (lambda d: d["client_state"].__setitem__(2, {"ef_residual": {
-            n: torch.ones(1) for n in d["global_params"]}}), "client_state[2]['ef_residual']"),
+        "client_state not a dict": (lambda d: d.__setitem__("client_state", [1]), "client_state is not a dict"),
+        "string key client (plain form)": (lambda d: d.__setitem__("client_state", {"0": {}}), "client '0'"),
+        "client out of range": (lambda d: d["client_state"]["kinds"]["ef_residual"].__setitem__(
+            "clients", torch.tensor([99] * len(d["client_state"]["kinds"]["ef_residual"]["clients"]))),
+            "outside 0..5"),
+        "control of another model (plain form)": (lambda d: d.__setitem__("client_state", {1: {"scaffold_control": {
+            "other": torch.ones(1)}}}), "client_state[1]['scaffold_control']"),
+        "residual of another shape": (lambda d: d["client_state"]["kinds"]["ef_residual"].__setitem__(
+            "values", torch.ones(1, 3)), "client_state kinds['ef_residual']['values'] must be a torch.float32"),
         "negative bytes": (lambda d: d.__setitem__("bytes_up", -1), "bytes_up"),
         "seconds not a number": (lambda d: d.__setitem__("seconds", "soon"), "seconds"),
         "missing server_state": (lambda d: d.pop("server_state"), "incomplete"),
         "round far beyond its rows": (lambda d: d.__setitem__("round", 10**30), "inconsistent"),
         "old version": (lambda d: d.__setitem__("version", 1), "unknown format"),
     }
-    fresh = Simulation(build_spec(_small()))
+    fresh = Simulation(build_spec(_small("compression.uplink=topk", "compression.fraction=0.1")))
     for case, (mutate, needle) in cases.items():
         data = read_checkpoint(tmp_path / "good.pt")
         mutate(data)

@@ -499,6 +499,10 @@ class FederationSettings(_Section):
     engine: Literal["cohort", "sequential"] = Field(
         "cohort", description="cohort: sampled clients train as one batched computation; sequential: one by one")
     eval_every: int = Field(1, ge=1, description="evaluate the global model every n rounds (and the last)")
+    client_state_memory_mb: float = Field(
+        256.0, ge=0, description="per-client state (error-feedback residuals, SCAFFOLD controls, DGC velocities) "
+        "is kept in memory up to this many MiB, then in files under the run directory's client_state/ (0: files "
+        "from the start); where it lives never changes a result")
     max_update_norm: float | None = Field(None, gt=0, description="reject client updates whose L2 delta exceeds it")
     weights: Literal["samples", "uniform"] = Field(
         "samples", description="aggregation weights: samples (p_k = n_k / sum n, FedAvg) or uniform (p_k = 1/K over "

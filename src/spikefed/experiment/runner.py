@@ -27,6 +27,7 @@ from ..data.partition import feature_transforms, label_distribution, partition a
 from ..federated.simulation import FederationSpec, RemoteTrainer, Simulation
 from ..federated.checkpoint import read_checkpoint
 from ..runtime import resolve_device
+from ..federated.client_state import STATE_DIR
 from ..seeding import Purpose, derive_seed, numpy_rng, torch_generator
 from ..federated.faults import FaultSpec
 from ..federated.robust import RobustnessSpec
@@ -236,6 +237,7 @@ def fingerprint(settings: RunSettings) -> dict[str, Any]:
     """What must match for a resume: every setting except the number of rounds."""
     d = settings.model_dump(mode="json")
     d["federation"].pop("rounds")
+    d["federation"].pop("client_state_memory_mb")  # where per-client state lives changes no result
     if settings.data.name not in EVENT_DATASETS:  # static-data runs keep the fingerprint they had before
         for key in ("bins", "frame_mode", "downsample", "noise_rate"):
             d["data"].pop(key)
@@ -421,7 +423,10 @@ class Run:
                 raise ConfigError(f"{self.dir} already holds a run; continue it with --resume {self.dir} "
                                   "or choose another --out")
             self.dir.mkdir(parents=True, exist_ok=True)
-        if writer:
+        if writer:  # per-client state above the memory limit: files here (other torchrun ranks keep it in memory:
+            # two processes must not write one file; see docs/distributed.md)
+            self.sim.state.client_state.set_directory(
+                self.dir / STATE_DIR, int(settings.federation.client_state_memory_mb * 2**20))
             self._write_start(resume, custom)
         if resume:
             before, sessions = elapsed_before(self.sim.state.metrics)

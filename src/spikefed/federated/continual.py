@@ -57,7 +57,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -416,7 +416,7 @@ class ContinualStream:
         return out if any(p is not None for p in out) else None
 
     def penalty_downlink(self, rnd: int, trained: Sequence[int], penalties: Sequence[StabilityPenalty | None] | None,
-                         client_state: dict[int, dict[str, Any]]) -> int:
+                         client_state: MutableMapping[int, Any]) -> int:
         """Downlink bytes of the stability terms: a client receives its task's anchor (and Fisher) once per task,
         the first round it trains with it (``client_state[k]["continual_task"]`` records what it holds)."""
         from .serialization import encode_params

@@ -14,8 +14,9 @@ A round (``Simulation.run_round``; the Flower ServerApp runs the same one)::
 
 A stage is a small object with these hooks (all optional) and its own state (:meth:`Stage.state_dict`, saved in
 the checkpoint under :attr:`Stage.key`). Client-side state that lives on the client between rounds (error-feedback
-residuals, SCAFFOLD control variates) is kept per client in ``SimulationState.client_state[k]``: on a Flower
-node it is the node's own state.
+residuals, SCAFFOLD control variates) is kept per client in ``SimulationState.client_state[k]`` (a compact
+:class:`~spikefed.federated.client_state.ClientStateStore`: one row per client and kind, in memory or in files):
+on a Flower node it is the node's own state.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +38,8 @@ from ..snn.train import TrainConfig, encode_inputs, evaluate, input_dtype
 from .aggregation import InvalidUpdate, validate_updates
 from .boundary import parse_upload
 from .checkpoint import encode_state, read_checkpoint
+from .client_state import TENSOR_KINDS, ClientStateStore
+from .lazy_clients import LazyClients
 from .cohort import ClientData, train_clients
 from .compression import CompressionSpec
 from .continual import ContinualSpec
@@ -126,8 +128,8 @@ class SimulationState:
     bytes_down: int = 0
     seconds: float = 0.0
     #: per-client state that lives on the client across rounds (error-feedback residuals, SCAFFOLD control
-    #: variates, the continual task it holds), by client id
-    client_state: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: variates, the continual task it holds), by client id: a compact :class:`ClientStateStore` in a simulation
+    client_state: MutableMapping[int, Any] = field(default_factory=dict)
     #: the stages' server-side state (``{stage key: stage.state_dict()}``)
     server_state: dict[str, Any] = field(default_factory=dict)
 
@@ -138,12 +140,16 @@ class Simulation:
     def __init__(self, spec: FederationSpec) -> None:
         self.spec = spec
         self.num_clients = len(spec.parts)
-        self.clients = [build_client(spec, cid) for cid in range(self.num_clients)]
+        # built on demand (no per-client object): the same values on every access
+        self.clients: Sequence[ClientData] = LazyClients(self.num_clients, lambda k: build_client(spec, k))
+        untouched = self.clients
         self.manifolds = {n: manifold_of(p) for n, p in spec.model.named_parameters()}
         self.stages: list[Stage] = build_stages(self)  # may rewrite self.clients (label flips, task data)
-        self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), [])
+        self.state = SimulationState(0, params_of(spec.model), spec.strategy.state_dict(), [],
+                                     client_state=ClientStateStore(self.num_clients, self.layout))
         features = spec.data.x_train.clone()  # as the clients see them (feature skew applied)
-        for c, idx in zip(self.clients, spec.parts):
+        plain = self.clients is untouched and spec.client_transforms is None  # then features = x_train already
+        for c, idx in zip(() if plain else self.clients, spec.parts):
             if c.x.dtype != features.dtype:  # a transform made a compact store's client float
                 features = as_float_batch(features, c.x.dtype)
             features[torch.as_tensor(np.asarray(idx), dtype=torch.int64)] = c.x
@@ -181,7 +187,9 @@ class Simulation:
         method's aggregation factors for the round (``Strategy.weight_factors``, ``None`` when it needs none).
         Power-of-choice candidates report their loss at the current global model."""
         assert self.spec.selection is not None
-        sizes = [c.num_samples for c in self.clients]
+        clients = self.clients  # sizes without building every client while the data is the partition's
+        sizes = [len(p) for p in self.spec.parts] if isinstance(clients, LazyClients) else \
+            [c.num_samples for c in clients]
         sel = select(self.spec.selection, self.spec.seed, rnd, sizes, m,
                      lambda cand: client_losses(self, self.state.global_params, cand, rnd))
         self.spec.strategy.weight_factors = sel.factors
@@ -365,14 +373,22 @@ class Simulation:
         return evaluate(model, x, y, self.spec.local, torch_generator(self.spec.seed, Purpose.EVAL, rnd, device=dev))
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def checkpoint_bytes(self, fingerprint: dict[str, Any] | None = None) -> bytes:
+    @property
+    def layout(self) -> dict[str, tuple[int, ...]]:
+        """The model's parameter names and shapes (the rows of the per-client state)."""
+        return {n: tuple(p.shape) for n, p in self.spec.model.named_parameters()}
+
+    def checkpoint_bytes(self, fingerprint: dict[str, Any] | None = None, folder: Path | None = None) -> bytes:
         """The checkpoint of the current state in the verified format of :mod:`spikefed.federated.checkpoint`
-        (a JSON tree plus the wire-format tensor section under a SHA-256; no pickle)."""
+        (a JSON tree plus the wire-format tensor section under a SHA-256; no pickle). ``folder``: where the
+        checkpoint goes (per-client state kept in files there is referenced, not copied)."""
         st = self.state
+        held = st.client_state
+        client_state = held.checkpoint_tree(folder) if isinstance(held, ClientStateStore) else held
         return encode_state({"version": CHECKPOINT_VERSION, "round": st.round, "global_params": st.global_params,
                              "strategy_state": st.strategy_state, "metrics": st.metrics,
                              "bytes_up": st.bytes_up, "bytes_down": st.bytes_down, "seconds": st.seconds,
-                             "client_state": st.client_state, "server_state": st.server_state,
+                             "client_state": client_state, "server_state": st.server_state,
                              "fingerprint": fingerprint or {}})
 
     def save_checkpoint(self, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
@@ -391,7 +407,9 @@ class Simulation:
                 def hold(_tmp: Path) -> None:  # tell the test the temp file is complete, then hold
                     path.with_name(path.name + ".paused").touch()
                     time.sleep(float(seconds))
-        write_atomic(path, self.checkpoint_bytes(fingerprint), before_replace=hold)
+        write_atomic(path, self.checkpoint_bytes(fingerprint, path.parent), before_replace=hold)
+        if isinstance(self.state.client_state, ClientStateStore):
+            self.state.client_state.committed()  # rows superseded before this checkpoint are free now
 
     def load_checkpoint(self, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
         """Restore the state of a checkpoint; a corrupt or mismatched one raises ``ValueError``
@@ -408,21 +426,24 @@ class Simulation:
         if list(gp) != list(reference) or any(gp[n].shape != reference[n].shape or gp[n].dtype != reference[n].dtype
                                               for n in reference):
             raise ValueError(f"checkpoint {path} holds parameters of a different model")
-        for cid, held in data["client_state"].items():
-            if not 0 <= cid < self.num_clients:
-                raise ValueError(f"checkpoint {path} is corrupt: client_state names a client outside "
-                                 f"0..{self.num_clients - 1}")
-            for key in CLIENT_TENSOR_STATE:  # SCAFFOLD control variate, error-feedback residual
-                kept = held.get(key)
-                if kept is not None and (not isinstance(kept, dict) or list(kept) != list(reference) or any(
-                        not isinstance(t, torch.Tensor) or t.shape != reference[n].shape for n, t in kept.items())):
-                    raise ValueError(f"checkpoint {path} is corrupt: client_state[{cid}][{key!r}] does not fit the "
-                                     "model's parameters")
-        self.load_stage_states(data["server_state"], path)
+        previous = self.state.client_state
+        limit = previous.memory_limit if isinstance(previous, ClientStateStore) else None
+        try:
+            store = ClientStateStore.from_tree(data["client_state"], self.num_clients, self.layout, Path(path).parent,
+                                               **({"memory_limit": limit} if limit is not None else {}))
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path} is corrupt: {e}") from None
+        try:
+            self.load_stage_states(data["server_state"], path)
+        except ValueError:
+            store.close()
+            raise
+        if isinstance(previous, ClientStateStore):
+            previous.close()
         self.spec.strategy.load_state_dict(data["strategy_state"])
         self.state = SimulationState(data["round"], gp, data["strategy_state"], data["metrics"],
                                      data["bytes_up"], data["bytes_down"], data["seconds"],
-                                     data["client_state"], data["server_state"])
+                                     store, data["server_state"])
 
 
 
@@ -497,7 +518,7 @@ def train_local(spec: FederationSpec, received: ParamDict, clients: list[ClientD
 _CHECKPOINT_KEYS = ("round", "global_params", "strategy_state", "metrics", "bytes_up", "bytes_down", "seconds",
                     "client_state", "server_state")
 #: per-client state entries that hold one tensor per model parameter
-CLIENT_TENSOR_STATE = ("scaffold_control", "ef_residual", "dgc_velocity")
+CLIENT_TENSOR_STATE = TENSOR_KINDS
 
 
 def _check_checkpoint_structure(path: Path, data: dict[str, Any]) -> None:
@@ -523,10 +544,8 @@ def _check_checkpoint_structure(path: Path, data: dict[str, Any]) -> None:
     for key in ("strategy_state", "server_state"):
         if not isinstance(data[key], dict):
             raise ValueError(f"checkpoint {path} is corrupt: {key} is not a dict")
-    per_client = data["client_state"]
-    if not isinstance(per_client, dict) or not all(
-            isinstance(c, int) and not isinstance(c, bool) and isinstance(v, dict) for c, v in per_client.items()):
-        raise ValueError(f"checkpoint {path} is corrupt: client_state is not a dict from client ids to dicts")
+    if not isinstance(data["client_state"], dict):  # its contents: ClientStateStore.from_tree
+        raise ValueError(f"checkpoint {path} is corrupt: client_state is not a dict")
 
 
 def _weighted(values: list[float], weights: list[int]) -> float | None:

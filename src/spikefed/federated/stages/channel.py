@@ -6,13 +6,14 @@ Downlink: the global parameters serialized (``len(payload)`` per sampled client)
 last synchronised, or for the dense model; the reference lives in this stage's state). Uplink: each client's
 delta, dense (against the global model: under a dense downlink the received model equals it exactly) or
 compressed with error feedback against what it received (:func:`client_upload`; the residual stays on the
-client, ``client_state[k]["ef_residual"]``, draws from ``(seed, COMPRESS, r, k)``). The server's half, parsing
+client, ``client_state[k]["ef_residual"]``, a row of the compact store :mod:`spikefed.federated.client_state`;
+draws from ``(seed, COMPRESS, r, k)``). The server's half, parsing
 the bytes against the schema, is the trust boundary (:mod:`spikefed.federated.boundary`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ...seeding import SERVER_STREAM, Purpose, torch_generator
@@ -98,7 +99,7 @@ def uplink_mode(spec: FederationSpec) -> str:
 
 
 def client_upload(spec: FederationSpec, rnd: int, upd: ClientUpdate, base: ParamDict,
-                  client_state: dict[int, dict[str, Any]]) -> Upload:
+                  client_state: MutableMapping[int, Any]) -> Upload:
     """The client half of the uplink: ``delta = w_k - base`` serialized densely, or compressed with error
     feedback (residual in ``client_state[k]["ef_residual"]``, generator from ``(seed, COMPRESS, rnd, k)``).
     ``base`` is the global model for a dense uplink and the received reference otherwise."""
@@ -119,7 +120,7 @@ def client_upload(spec: FederationSpec, rnd: int, upd: ClientUpdate, base: Param
 
 
 def uplink_diagnostics(uploads: list[Upload], updates: list[ClientUpdate], base: ParamDict,
-                       client_state: dict[int, dict[str, Any]]) -> dict[str, float]:
+                       client_state: MutableMapping[int, Any]) -> dict[str, float]:
     """Metrics-row entries of a compressed uplink with error feedback, means over the round's clients:
     ``uplink_energy_kept`` = ``||sent||^2 / (||sent||^2 + ||residual||^2)`` (the share of the compressor's input
     that was sent) and ``uplink_residual_ratio`` = ``||residual|| / ||delta||`` after the step."""
