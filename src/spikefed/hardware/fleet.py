@@ -94,6 +94,23 @@ class Fleet:
         latent = self.calibrations[client].to_latent(full) if self.mode == "calibrated" else full
         return {n: latent[n] for n in self.trainable}
 
+    def device_config(self, client: int, cfg: TrainConfig) -> TrainConfig:
+        """The training configuration of client ``client``'s device: ``T_k = round(T / dt)`` steps and, on a
+        calibrated fleet with ``loss = mse_count``, target counts in nominal time.
+
+        The calibrated map makes a device spike stand for the ``dt`` nominal steps it covers, so a device's spike
+        count estimates the nominal network's count over the same stretch of time (not ``1 / dt`` of it): the
+        target counts stay ``rate * T``, capped at the ``T_k`` spikes the device can emit, i.e. per device step
+        ``min(1, rate T / T_k)``. A naive client ignores its device's ``dt`` and keeps ``rate * T_k``."""
+        steps = self.num_steps(client, cfg.num_steps)
+        if steps == cfg.num_steps:
+            return cfg
+        if self.mode != "calibrated" or cfg.loss != "mse_count":
+            return replace(cfg, num_steps=steps)
+        ratio = cfg.num_steps / steps
+        return replace(cfg, num_steps=steps, correct_rate=min(1.0, cfg.correct_rate * ratio),
+                       incorrect_rate=min(1.0, cfg.incorrect_rate * ratio))
+
     def device_inputs(self, client: int, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None
                       ) -> tuple[torch.Tensor, TrainConfig]:
         """Encode ``x [B, ...]`` for client ``client``'s device: ``(inputs [T_k, B, ...], cfg with T_k)``.
@@ -101,8 +118,8 @@ class Fleet:
         Event frames are binned at the nominal step, so they are encoded with the nominal ``T`` and rebinned to
         the device's ``T_k = round(T / dt)`` bins (:func:`~spikefed.hardware.devices.rebin_time`); other encoders
         encode ``T_k`` steps directly."""
-        steps = self.num_steps(client, cfg.num_steps)
-        dcfg = replace(cfg, num_steps=steps)
+        dcfg = self.device_config(client, cfg)
+        steps = dcfg.num_steps
         if cfg.encoder == "events" and steps != cfg.num_steps:
             return rebin_time(encode_inputs(x, cfg, generator), steps), dcfg
         return encode_inputs(x, dcfg, generator), dcfg
