@@ -95,21 +95,11 @@ class Fleet:
         return {n: latent[n] for n in self.trainable}
 
     def device_config(self, client: int, cfg: TrainConfig) -> TrainConfig:
-        """The training configuration of client ``client``'s device: ``T_k = round(T / dt)`` steps and, on a
-        calibrated fleet with ``loss = mse_count``, target counts in nominal time.
-
-        The calibrated map makes a device spike stand for the ``dt`` nominal steps it covers, so a device's spike
-        count estimates the nominal network's count over the same stretch of time (not ``1 / dt`` of it): the
-        target counts stay ``rate * T``, capped at the ``T_k`` spikes the device can emit, i.e. per device step
-        ``min(1, rate T / T_k)``. A naive client ignores its device's ``dt`` and keeps ``rate * T_k``."""
+        """The training configuration of client ``client``'s device: ``T_k = round(T / dt)`` steps, the rest as
+        configured (``mse_count`` targets ``rate * T_k``: counts in the device's own steps; targets in nominal
+        time, ``min(rate T, T_k)``, deployed worse on the seeds' scenario, see docs/hardware.md)."""
         steps = self.num_steps(client, cfg.num_steps)
-        if steps == cfg.num_steps:
-            return cfg
-        if self.mode != "calibrated" or cfg.loss != "mse_count":
-            return replace(cfg, num_steps=steps)
-        ratio = cfg.num_steps / steps
-        return replace(cfg, num_steps=steps, correct_rate=min(1.0, cfg.correct_rate * ratio),
-                       incorrect_rate=min(1.0, cfg.incorrect_rate * ratio))
+        return cfg if steps == cfg.num_steps else replace(cfg, num_steps=steps)
 
     def device_inputs(self, client: int, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None
                       ) -> tuple[torch.Tensor, TrainConfig]:
