@@ -84,7 +84,7 @@ def _walk(model: nn.Module) -> tuple[list[Unit], str | None]:
     if len(synapses) != len(neurons):
         return [], (f"device simulation pairs the i-th Linear/Conv2d with the i-th neuron module; {name} has "
                     f"{len(synapses)} synapse layers and {len(neurons)} neuron modules")
-    units = []
+    units: list[Unit] = []
     for (sname, syn), (nname, neu) in zip(synapses, neurons):
         conv = isinstance(syn, nn.Conv2d)
         kind = _neuron_kind(neu)
