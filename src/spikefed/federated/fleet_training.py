@@ -27,7 +27,6 @@ engine's training without a fleet.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import torch
@@ -178,7 +177,7 @@ def train_on_fleet(engine: str, fleet: Any, model: nn.Module, received: ParamDic
         groups.setdefault(fleet.num_steps(c, cfg.num_steps), []).append(row)
     updates: list[ClientUpdate | None] = [None] * len(trained)
     for steps, rows in groups.items():
-        gcfg = dataclasses.replace(cfg, num_steps=steps)
+        gcfg = fleet.device_config(trained[rows[0]], cfg)  # the same for every device with these steps
         starts = [fleet.program(trained[r], received) for r in rows]
         devices = [ClientDevice(p, fleet.devices[trained[r]]) for r, p in zip(rows, starts)]
         group_budgets = [budgets[r] for r in rows] if budgets is not None else None

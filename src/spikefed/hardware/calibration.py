@@ -17,8 +17,15 @@ Estimation (:func:`calibrate`), per linear layer ``i`` and neuron ``n``, using o
 Maps (``dt``: the device's step in nominal steps; ``z = (1 - beta^dt) / (1 - beta)`` is the input a nominal
 network integrates over ``dt`` steps, exact for a constant input (zero-order hold); ``z = dt`` without leak)::
 
-    to_device:  beta_p = (beta^dt)^m_hat       W_p = W z / g_hat      b_p = b z / g_hat      thr_p = thr / f_hat
-    to_latent:  beta = (beta_p^(1/m_hat))^(1/dt)   W = W_p g_hat / z   b = b_p g_hat / z      thr = thr_p f_hat
+    to_device:  beta_p = (beta^dt)^m_hat       W_p = W k / g_hat      b_p = b z / g_hat      thr_p = thr / f_hat
+    to_latent:  beta = (beta_p^(1/m_hat))^(1/dt)   W = W_p g_hat / k   b = b_p g_hat / z      thr = thr_p f_hat
+
+with the input scale ``k`` of what the synapses receive: ``k = z`` for the model's input (data reach the device
+as a per-step mean: event frames rebinned by the mean, constant currents, per-step rates) and ``k = z / dt`` for
+spikes (the first unit's input is data, every other unit's and every recurrent matrix's input is spikes). A
+device neuron emits at most one spike per device step, and that spike stands for the ``dt`` nominal steps it
+covers: a spike train of rate ``r`` per nominal step arrives as ``dt r`` per device step, so its per-step mean is
+the device value divided by ``dt`` (``k = z`` there would count ``dt`` twice).
 
 ``to_latent(to_device(x)) == x`` up to float rounding. :meth:`Calibration.identity` is the map of a client that
 ignores its hardware (naive averaging of device parameters).
@@ -65,11 +72,15 @@ class Calibration:
         ones = [torch.ones(u.shape) for u in units]
         return cls(ones, [o.clone() for o in ones], [o.clone() for o in ones], 1.0, units)
 
-    def _zoh(self, u: Unit, beta: torch.Tensor | None, alpha: torch.Tensor | None) -> torch.Tensor:
-        """Input scale ``z`` of unit ``u``: ``(1 - beta^dt) / (1 - beta)`` (``dt`` without leak) times, for a
-        synaptic filter, ``(1 - alpha^dt) / (1 - alpha)``."""
+    def _zoh(self, u: Unit, beta: torch.Tensor | None, alpha: torch.Tensor | None, spikes: bool = False
+             ) -> torch.Tensor:
+        """Input scale of unit ``u``: ``z = (1 - beta^dt) / (1 - beta)`` (``dt`` without leak) times, for a
+        synaptic filter, ``(1 - alpha^dt) / (1 - alpha)``; for an input of ``spikes`` ``z / dt`` (module
+        docstring)."""
         if self.dt == 1.0:
             return torch.ones(u.shape)
+        if spikes:
+            return (self._zoh(u, beta, alpha).double() / self.dt).float()
         z = torch.full(u.shape, float(self.dt), dtype=torch.float64)
         if beta is not None:
             b = beta.double().clamp(1e-12, 1 - 1e-12)
@@ -110,24 +121,29 @@ class Calibration:
         for i, u in enumerate(self.layers):
             decays = self._decays(i, u, values, to_device)
             latent = values if to_device else {getattr(u, role): v for role, v in decays.items()}
-            z = self._zoh(u, latent[u.beta] if u.beta else None, latent[u.alpha] if u.alpha else None)
+            beta, alpha = latent[u.beta] if u.beta else None, latent[u.alpha] if u.alpha else None
+            z = self._zoh(u, beta, alpha)  # biases: a constant input in every step
+            k = self._zoh(u, beta, alpha, spikes=u.source == "spikes")  # the synapses' input
             for role, value in decays.items():
                 out[getattr(u, role)] = value
             if u.fold:  # the kernel is shared: gain and dt scale go into the threshold (device.effective)
-                c = self.gains[i] / z
+                c = self.gains[i] / k
                 for role in ("threshold", "gamma"):
                     name = getattr(u, role)
                     if name is not None:
                         out[name] = scale(values[name], c / self.threshold_factors[i])
                 if u.reset is not None:
                     out[u.reset] = scale(values[u.reset], c)
+                if u.bias is not None and u.bias in values and u.source == "spikes":  # z / k = dt: a constant
+                    out[u.bias] = scale(values[u.bias], self.dt)  # input beside the kernel's spikes
                 continue
-            w = z / self.gains[i]
-            for name in (u.weight, u.recurrent):
+            g = self.gains[i]
+            rec = self._zoh(u, beta, alpha, spikes=True)  # a recurrent matrix receives the unit's own spikes
+            for name, t in ((u.weight, k / g), (u.recurrent, rec / g)):
                 if name is not None and name in values:
-                    out[name] = scale(values[name], w.unsqueeze(1))
+                    out[name] = scale(values[name], t.unsqueeze(1))
             if u.bias is not None and u.bias in values:
-                out[u.bias] = scale(values[u.bias], w)
+                out[u.bias] = scale(values[u.bias], z / g)
             for name in (u.threshold, u.gamma):
                 if name is not None:
                     out[name] = scale(values[name], 1 / self.threshold_factors[i])

@@ -94,6 +94,13 @@ class Fleet:
         latent = self.calibrations[client].to_latent(full) if self.mode == "calibrated" else full
         return {n: latent[n] for n in self.trainable}
 
+    def device_config(self, client: int, cfg: TrainConfig) -> TrainConfig:
+        """The training configuration of client ``client``'s device: ``T_k = round(T / dt)`` steps, the rest as
+        configured (``mse_count`` targets ``rate * T_k``: counts in the device's own steps; targets in nominal
+        time, ``min(rate T, T_k)``, deployed worse on the seeds' scenario, see docs/hardware.md)."""
+        steps = self.num_steps(client, cfg.num_steps)
+        return cfg if steps == cfg.num_steps else replace(cfg, num_steps=steps)
+
     def device_inputs(self, client: int, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None
                       ) -> tuple[torch.Tensor, TrainConfig]:
         """Encode ``x [B, ...]`` for client ``client``'s device: ``(inputs [T_k, B, ...], cfg with T_k)``.
@@ -101,8 +108,8 @@ class Fleet:
         Event frames are binned at the nominal step, so they are encoded with the nominal ``T`` and rebinned to
         the device's ``T_k = round(T / dt)`` bins (:func:`~spikefed.hardware.devices.rebin_time`); other encoders
         encode ``T_k`` steps directly."""
-        steps = self.num_steps(client, cfg.num_steps)
-        dcfg = replace(cfg, num_steps=steps)
+        dcfg = self.device_config(client, cfg)
+        steps = dcfg.num_steps
         if cfg.encoder == "events" and steps != cfg.num_steps:
             return rebin_time(encode_inputs(x, cfg, generator), steps), dcfg
         return encode_inputs(x, dcfg, generator), dcfg

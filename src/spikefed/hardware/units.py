@@ -33,6 +33,10 @@ class Unit:
     """One synapse array and the neuron population it feeds (parameter names; ``None`` where absent).
 
     ``fold``: the synaptic gain is expressed through the threshold (conv kernels are shared by every position).
+    ``source``: what the synapse array receives: ``"data"`` (the model's encoded input: the first unit) or
+    ``"spikes"`` (spikes of an earlier unit). A device with a coarser time step ``dt`` receives data as a
+    per-step mean (event frames are rebinned by the mean) but spikes as one event per device step, which stands
+    for the spikes of ``dt`` nominal steps, so the calibration scales the two differently (its ``_zoh``).
     """
 
     weight: str
@@ -47,6 +51,7 @@ class Unit:
     gamma: str | None = None
     reset: str | None = None
     recurrent: str | None = None
+    source: str = "spikes"  # "data" | "spikes"
 
     @property
     def fold(self) -> bool:
@@ -79,7 +84,7 @@ def _walk(model: nn.Module) -> tuple[list[Unit], str | None]:
     if len(synapses) != len(neurons):
         return [], (f"device simulation pairs the i-th Linear/Conv2d with the i-th neuron module; {name} has "
                     f"{len(synapses)} synapse layers and {len(neurons)} neuron modules")
-    units = []
+    units: list[Unit] = []
     for (sname, syn), (nname, neu) in zip(synapses, neurons):
         conv = isinstance(syn, nn.Conv2d)
         kind = _neuron_kind(neu)
@@ -109,7 +114,8 @@ def _walk(model: nn.Module) -> tuple[list[Unit], str | None]:
             gamma=f"{nname}.gamma" if kind == "alif" else None,
             # the reset offset is a program value of its own only where the map changes it (conv) or it is learned
             reset=f"{nname}.reset_value" if spiking and (conv or "reset_value" in params) else None,
-            recurrent=f"{nname}.recurrent" if "recurrent" in has else None))
+            recurrent=f"{nname}.recurrent" if "recurrent" in has else None,
+            source="spikes" if units else "data"))
     return units, None
 
 
