@@ -60,17 +60,29 @@ def _rows(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def _assert_same_tree(x: Any, y: Any, where: str) -> None:
+    """Nested dicts/lists of tensors and plain values: the same keys, the same bits."""
+    if isinstance(x, dict):
+        assert isinstance(y, dict) and sorted(x, key=str) == sorted(y, key=str), where
+        for key in x:
+            _assert_same_tree(x[key], y[key], f"{where}.{key}")
+    elif isinstance(x, (list, tuple)):
+        assert isinstance(y, (list, tuple)) and len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y)):
+            _assert_same_tree(u, v, f"{where}[{i}]")
+    elif isinstance(x, torch.Tensor):
+        assert isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y), where
+    else:
+        assert x == y, where
+
+
 def _assert_same_run(a: Path, b: Path) -> None:
     """Same global model (bits), per-client state, rows (but wall-clock times) and summary."""
     ca, cb = read_checkpoint(a / "checkpoint.pt"), read_checkpoint(b / "checkpoint.pt")
     assert ca["round"] == cb["round"]
     assert all(torch.equal(ca["global_params"][n], cb["global_params"][n]) for n in ca["global_params"])
     assert ca["bytes_up"] == cb["bytes_up"] and ca["bytes_down"] == cb["bytes_down"]
-    assert sorted(ca["client_state"]) == sorted(cb["client_state"])
-    for c, held in ca["client_state"].items():
-        for key, value in held.items():
-            if isinstance(value, dict):
-                assert all(torch.equal(value[n], cb["client_state"][c][key][n]) for n in value), (c, key)
+    _assert_same_tree(ca["client_state"], cb["client_state"], "client_state")
     ra, rb = _rows(a), _rows(b)
     assert len(ra) == len(rb) == ca["round"]
     for x, y in zip(ra, rb):
