@@ -34,6 +34,10 @@ class DelayNet(nn.Module):
         self.fc1, self.lif1 = nn.Linear(5, 6), LIF(6, learn_threshold=True)
         self.delay = Delay(6, max_delay=max_delay, init="uniform", generator=gen)
         self.fc2, self.lif2 = nn.Linear(6, 3), LIF(3)
+        for lin in (self.fc1, self.fc2):  # from the own generator: not from torch's global one (test order)
+            bound = 1 / math.sqrt(lin.in_features)
+            nn.init.uniform_(lin.weight, -bound, bound, generator=gen)
+            nn.init.uniform_(lin.bias, -bound, bound, generator=gen)
 
     def forward(self, x: torch.Tensor, state: Any = None) -> ModelOutput:
         s1 = self.lif1.run(self.fc1(x)).spikes
