@@ -4,7 +4,9 @@ Phases (the stage hooks of ``Simulation.run_round``, timed with perf_counter aro
 ``configure`` (sampling, strategy instructions, stages' configure: the broadcast), ``train`` (local training),
 ``upload`` (the stages' client hooks: each client's delta serialized), ``receive`` (the trust boundary: parse,
 validate), ``server`` (the stages' server hooks: client drift), ``aggregate`` (the weighted mean and the server
-optimizer), ``row`` (the metrics row and the commit). Median over ``--rounds`` rounds after one warm-up.
+optimizer), ``row`` (the metrics row and the commit). Median over ``--rounds`` rounds after one warm-up. The table shows the
+process's CPU seconds (``time.process_time``) per phase: with one torch thread they measure the work done even
+on a machine shared with other jobs, where wall seconds stretch with the load (also printed).
 
 Run: ``python benchmarks/round_phases.py --clients 100,1000 --rounds 5`` (add ``--profile`` for a cProfile
 listing of one more round at the largest K). Prints one Markdown table.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import sys
@@ -29,6 +32,7 @@ from fl_round import make_settings  # noqa: E402
 
 from spikefed.experiment.runner import build_spec  # noqa: E402
 from spikefed.federated.simulation import Simulation  # noqa: E402
+from spikefed.runtime import configure_allocator  # noqa: E402
 
 PHASES = ("configure", "train", "upload", "receive", "server", "aggregate", "row")
 
@@ -36,13 +40,13 @@ PHASES = ("configure", "train", "upload", "receive", "server", "aggregate", "row
 def timed_round(sim: Simulation) -> dict[str, float]:
     """One round, the same hooks in the same order as ``Simulation.run_round``, timed per phase."""
     times: dict[str, float] = {}
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
 
     def lap(phase: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        times[phase] = now - t
-        t = now
+        nonlocal t, c
+        now, cpu = time.perf_counter(), time.process_time()
+        times[phase], times["cpu_" + phase] = now - t, cpu - c
+        t, c = now, cpu
 
     ctx = sim.round_context(sim.state.round + 1)
     for s in sim.stages:
@@ -74,7 +78,7 @@ def measure(k: int, rounds: int) -> dict[str, Any]:
     sim = Simulation(build_spec(make_settings(k)))
     timed_round(sim)  # warm-up
     runs = [timed_round(sim) for _ in range(rounds)]
-    return {p: statistics.median(r[p] for r in runs) for p in PHASES}
+    return {p: statistics.median(r[p] for r in runs) for p in runs[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,16 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     if args.rounds < 1 or not clients or min(clients) < 1:
         ap.error("--rounds and every --clients value must be >= 1")
+    configure_allocator()  # as fl_round.py
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
-    print("| clients | " + " | ".join(PHASES) + " | total s | bookkeeping share |")
-    print("|---:|" + "---:|" * (len(PHASES) + 2))
+    print("CPU seconds of this process per phase (load-independent with 1 thread), wall seconds in the last columns")
+    print("| clients | " + " | ".join(PHASES) + " | CPU total | bookkeeping share (CPU) | wall total | load |")
+    print("|---:|" + "---:|" * (len(PHASES) + 4))
     for k in clients:
         m = measure(k, args.rounds)
-        total = sum(m.values())
-        share = (total - m["train"]) / total
-        print(f"| {k:,} | " + " | ".join(f"{m[p]:.4f}" for p in PHASES) + f" | {total:.4f} | {share:.0%} |")
+        cpu = sum(m["cpu_" + p] for p in PHASES)
+        share = (cpu - m["cpu_train"]) / cpu
+        print(f"| {k:,} | " + " | ".join(f"{m['cpu_' + p]:.4f}" for p in PHASES)
+              + f" | {cpu:.4f} | {share:.0%} | {sum(m[p] for p in PHASES):.4f} | {os.getloadavg()[0]:.1f} |")
     if args.profile:
         sim = Simulation(build_spec(make_settings(max(clients))))
         sim.run_round()

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from spikefed.federated.aggregation import InvalidUpdate, stacked_rows
+from spikefed.experiment.config import RunSettings, build_settings
+from spikefed.experiment.runner import build_spec
+from spikefed.federated.aggregation import InvalidUpdate, stacked_rows, validate_updates
 from spikefed.federated.boundary import parse_upload, parse_uploads
 from spikefed.federated.dissimilarity import client_drift
 from spikefed.federated.serialization import (
@@ -24,6 +26,7 @@ from spikefed.federated.serialization import (
     encode_params,
     encode_params_batch,
 )
+from spikefed.federated.simulation import Simulation, client_generator, client_upload, train_local
 from spikefed.federated.stages.channel import dense_uploads
 from spikefed.federated.types import ClientUpdate, ParamDict, Upload
 from spikefed.manifold import POSITIVE, circular
@@ -219,3 +222,65 @@ def test_client_drift_of_stacked_rows_matches_the_formula():
     norm = sum(pk * dot(d, d) for pk, d in zip(p, deltas)) / dot(mean, mean)
     assert got["client_drift_cosine"] == pytest.approx(cos, rel=1e-12)
     assert got["client_drift_norm"] == pytest.approx(norm, rel=1e-12)
+
+
+# -- a whole round: the batched path against the per-client one ----------------------------------------------------
+class _PerClientSimulation(Simulation):
+    """The receive loop as it was before batching: parse_upload for each upload in turn."""
+
+    def receive(self, ctx: Any) -> None:
+        spec, st = self.spec, self.state
+        expected, answered, parsed = set(ctx.plan.trained), set(), []
+        for up in ctx.uploads:
+            ctx.bytes_up += len(up.payload) + (len(up.control_payload) if up.control_payload else 0)
+            try:
+                parsed.append(parse_upload(up, "dense", st.global_params, ctx.received, self.manifolds, expected,
+                                           answered))
+                expected.discard(up.client_id)
+                answered.add(up.client_id)
+            except InvalidUpdate as e:
+                ctx.reject(e.client_id, e.reason)
+        ctx.accepted, invalid = validate_updates(parsed, st.global_params, spec.max_update_norm, self.manifolds,
+                                                 spec.norm_bound)
+        for bad in invalid:
+            ctx.reject(bad.client_id, bad.reason)
+
+
+def _trainer(sim: Simulation, encode: Any, malformed: bool) -> Any:
+    """A remote trainer: the round's clients trained in this process, their uploads made by ``encode``."""
+
+    def remote(rnd: int, received: ParamDict, trained: list[int], fit: Any, budgets: Any) -> list[Upload]:
+        gens = [client_generator(sim.spec.seed, rnd, c) for c in trained]
+        held = sim.state.client_state
+        controls = ([held.get(c, {}).get("scaffold_control") for c in trained]
+                    if fit.server_control is not None else None)
+        updates = train_local(sim.spec, received, [sim.clients[c] for c in trained], gens, fit, controls, budgets)
+        uploads = encode(sim, rnd, updates)
+        if malformed:  # one truncated upload in each round: rejected by both paths
+            uploads[1].payload = uploads[1].payload[:-1]
+        return uploads
+
+    return remote
+
+
+def _per_client_uploads(sim: Simulation, rnd: int, updates: list[ClientUpdate]) -> list[Upload]:
+    return [client_upload(sim.spec, rnd, u, sim.state.global_params, {}) for u in updates]
+
+
+@pytest.mark.parametrize("strategy,malformed", [("fedavg", False), ("fedavg", True), ("scaffold", True)])
+def test_rounds_equal_the_per_client_path_in_bytes_rows_and_weights(strategy, malformed):
+    settings = build_settings(RunSettings, None, [
+        "partition.num_clients=8", "partition.min_size=5", "federation.rounds=2", "federation.fraction=0.75",
+        "federation.eval_every=2", "model.hidden=[16]", "local.num_steps=6", f"federation.strategy={strategy}"])
+    batched, reference = Simulation(build_spec(settings)), _PerClientSimulation(build_spec(settings))
+    # batched: the channel stage's own uplink (dense_uploads) in process, or the same encoder through a remote
+    batched_remote = (_trainer(batched, lambda sim, rnd, ups: dense_uploads(ups, sim.state.global_params), True)
+                      if malformed else None)
+    reference_remote = _trainer(reference, _per_client_uploads, malformed)
+    for _ in range(2):
+        rows = batched.run_round(remote=batched_remote), reference.run_round(remote=reference_remote)
+        got, want = ({k: v for k, v in r.items() if k != "seconds"} for r in rows)
+        assert got == want and got["rejected"] == int(malformed)
+    assert batched.state.bytes_up == reference.state.bytes_up > 0
+    for n, t in reference.state.global_params.items():
+        assert torch.equal(batched.state.global_params[n], t)

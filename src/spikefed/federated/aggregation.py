@@ -216,7 +216,7 @@ def weighted_mean(
             mean = torch.where(degenerate, x[heaviest], mean)
         return wrap_circular(mean.to(stack.dtype), period)
 
-    y = to_chart(x, manifold)
+    y = x if manifold.kind == "euclidean" else to_chart(x, manifold)  # x is not written to: no copy needed
     if manifold.kind == "euclidean":
         mean_chart = torch.tensordot(p.to(torch.float64), y, dims=1)  # one pass; exact ties restored below
     else:
@@ -433,9 +433,9 @@ def validate_updates(
                 reasons[i] = (f"parameter {name!r}: contains non-finite values (nan/inf)" if not finite[i]
                               else f"parameter {name!r}: values do not lie on its manifold {m}")
         if max_norm is not None or relative_bound is not None:
-            a, b = stack.to(torch.float64), ref.detach().to(torch.float64)
-            d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a - b
-            norm_sq += (d * d).flatten(1).sum(1)
+            a, b = stack.to(torch.float64, copy=True), ref.detach().to(torch.float64)
+            d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a.sub_(b)  # a is our copy
+            norm_sq += d.mul_(d).reshape(k, -1).sum(1)
     with_control = [i for i, u in enumerate(ok) if u.control_delta is not None]
     if with_control:
         for name in reference:

@@ -184,7 +184,10 @@ def parse_uploads(uploads: list[Upload], mode: str, global_params: ParamDict, re
         stacks: dict[str, torch.Tensor] = {}
         for n, p in global_params.items():
             d = deltas[n] if every else deltas[n].index_select(0, index)
-            stacks[n] = p.unsqueeze(0) + d.to(device=p.device, dtype=p.dtype)  # in the global dtype, as parse_upload adds it
+            if d.dtype == p.dtype and d.device == p.device:  # the decoded buffer is ours: x + d written into it
+                stacks[n] = d.add_(p.unsqueeze(0))
+            else:  # in the global dtype, as parse_upload adds it
+                stacks[n] = p.unsqueeze(0) + d.to(device=p.device, dtype=p.dtype)
             m = manifolds.get(n)
             if mode != "dense" and m is not None and m.kind != "euclidean":
                 m.project_(stacks[n])  # elementwise: the same values as projecting each client's tensor

@@ -77,7 +77,10 @@ def client_drift(updates: Sequence[object], base: Mapping[str, torch.Tensor], we
         if missing:
             raise ValueError(f"update lacks parameters {missing}")
     # row k is flat_delta(params[k], base); per parameter on the stack of the clients' tensors
-    deltas = torch.cat([(stacked_rows([p[n] for p in params], dtype=torch.float64) - base[n].detach().double())
-                        .reshape(len(params), -1) for n in base], dim=1)
+    sizes = [base[n].numel() for n in base]
+    deltas = torch.empty((len(params), sum(sizes)), dtype=torch.float64)
+    for n, part in zip(base, deltas.split(sizes, dim=1)):
+        part.copy_(stacked_rows([p[n] for p in params]).reshape(len(params), -1))
+        part.sub_(base[n].detach().double().reshape(1, -1))
     cos, norm = update_dissimilarity(deltas, weights)
     return dict(zip(DRIFT_KEYS, (cos, norm)))

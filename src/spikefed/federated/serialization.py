@@ -339,7 +339,7 @@ def encode_params_batch(stacks: Mapping[str, torch.Tensor], dtype: torch.dtype =
     k = ks.pop()
     layout = WireLayout({n: tuple(t.shape[1:]) for n, t in stacks.items()}, dtype)
     out = np.empty((k, layout.size), dtype=np.uint8)
-    out[:] = layout.template  # header bytes (data spans are overwritten below)
+    out[:, layout.header] = layout.template[layout.header]  # the data spans are written below
     for name, start, stop, _ in layout.spans:
         src = stacks[name].detach().to(dtype).cpu().contiguous().reshape(k, -1)
         if src.dtype == torch.bfloat16:
@@ -354,22 +354,35 @@ def decode_params_batch(payloads: list[bytes | bytearray | memoryview | None], l
     """The payloads of ``layout`` as stacks: ``(rows, stacks)`` with ``rows[i]`` the row of payload ``i`` in
     ``stacks[name]`` (``[R, *shape]``, ``layout.dtype``), or ``None`` for a payload that is not bytes of exactly
     the layout's size and header bytes (parse that one with :func:`decode_params`). A payload given a row
-    decodes by :func:`decode_params` to the same names, order, shapes, dtype and values."""
+    decodes by :func:`decode_params` to the same names, order, shapes, dtype and values.
+
+    Each payload's data is copied once, straight into its row (no joined buffer: one pass over the bytes)."""
     rows: list[int | None] = [None] * len(payloads)
-    fits = [i for i, p in enumerate(payloads)
-            if isinstance(p, (bytes, bytearray, memoryview)) and len(p) == layout.size]
-    stacks: dict[str, torch.Tensor] = {}
-    buf = (np.frombuffer(b"".join(bytes(payloads[i]) for i in fits), dtype=np.uint8).reshape(len(fits), layout.size)
-           if fits else np.zeros((0, layout.size), dtype=np.uint8))  # type: ignore[arg-type]
-    same = (buf[:, layout.header] == layout.template[layout.header]).all(1)
-    buf = buf[same] if not same.all() else buf
-    for r, i in enumerate(i for i, ok in zip(fits, same) if ok):
-        rows[i] = r
+    header = layout.template.tobytes()
+    pieces, pos = [], 0  # the header runs between the data spans
+    for _, start, stop, _ in layout.spans:
+        pieces.append((pos, start, header[pos:start]))
+        pos = stop
+    pieces.append((pos, layout.size, header[pos:]))
+    fits: list[memoryview] = []
+    for i, p in enumerate(payloads):
+        if isinstance(p, memoryview):
+            p = p.tobytes()  # as decode_params reads it: bytes(data)
+        if not isinstance(p, (bytes, bytearray)) or len(p) != layout.size:
+            continue
+        view = memoryview(p)
+        if all(view[a:b] == want for a, b, want in pieces):
+            rows[i] = len(fits)
+            fits.append(view)
     native = layout.wire_dtype.newbyteorder("=")
+    stacks: dict[str, torch.Tensor] = {}
     for name, start, stop, shape in layout.spans:
-        data = np.ascontiguousarray(buf[:, start:stop]).view(layout.wire_dtype).astype(native, copy=False)
+        count = (stop - start) // layout.wire_dtype.itemsize
+        data = np.empty((len(fits), count), dtype=native)
+        for r, view in enumerate(fits):
+            data[r] = np.frombuffer(view, dtype=layout.wire_dtype, count=count, offset=start)
         t = torch.from_numpy(data.view(np.int16) if layout.dtype == torch.bfloat16 else data)
         if layout.dtype == torch.bfloat16:
             t = t.view(torch.bfloat16)
-        stacks[name] = t.reshape((buf.shape[0],) + shape)
+        stacks[name] = t.reshape((len(fits),) + shape)
     return rows, stacks
