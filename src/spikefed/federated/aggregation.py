@@ -376,6 +376,9 @@ def _on_manifold_rows(stack: torch.Tensor, m: Manifold) -> torch.Tensor:
     return torch.ones(stack.shape[0], dtype=torch.bool)
 
 
+_NORM_CHUNK = 2**19  # float64 elements per chunk of validate_updates' norms (4 MiB: stays in cache)
+
+
 def validate_updates(
     updates: Sequence[ClientUpdate],
     reference: ParamDict,
@@ -433,9 +436,12 @@ def validate_updates(
                 reasons[i] = (f"parameter {name!r}: contains non-finite values (nan/inf)" if not finite[i]
                               else f"parameter {name!r}: values do not lie on its manifold {m}")
         if max_norm is not None or relative_bound is not None:
-            a, b = stack.to(torch.float64, copy=True), ref.detach().to(torch.float64)
-            d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a.sub_(b)  # a is our copy
-            norm_sq += d.mul_(d).reshape(k, -1).sum(1)
+            b = ref.detach().to(torch.float64)
+            rows = max(1, _NORM_CHUNK // max(ref.numel(), 1))  # row by row sums: chunks give the same values
+            for lo in range(0, k, rows):
+                a = stack[lo:lo + rows].to(torch.float64, copy=True)
+                d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a.sub_(b)  # our copy
+                norm_sq[lo:lo + rows] += d.mul_(d).reshape(a.shape[0], -1).sum(1)
     with_control = [i for i, u in enumerate(ok) if u.control_delta is not None]
     if with_control:
         for name in reference:

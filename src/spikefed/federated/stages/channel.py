@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..simulation import FederationSpec, Simulation
 
 
+#: bytes of float32 deltas serialized at once by :func:`dense_uploads` (a few MiB: they stay in cache)
+CHUNK_BYTES = 4 * 2**20
+
+
 class ChannelStage(Stage):
     key = "channel"
 
@@ -132,8 +136,12 @@ def dense_uploads(updates: list[ClientUpdate], base: ParamDict) -> list[Upload]:
         list(u.params) == names and all(u.params[n].is_floating_point() and u.params[n].shape == base[n].shape
                                         for n in names) for u in updates)
     if uniform:
-        stacks = {n: stacked_rows([u.params[n] for u in updates]) - base[n] for n in names}
-        payloads = encode_params_batch(stacks)
+        stacks = {n: stacked_rows([u.params[n] for u in updates]) for n in names}
+        # in chunks of clients whose deltas and payloads fit in cache (elementwise work: the same bytes)
+        per_client = sum(base[n].numel() for n in names) * 4
+        chunk = max(1, CHUNK_BYTES // max(per_client, 1))
+        payloads = [p for lo in range(0, len(updates), chunk)
+                    for p in encode_params_batch({n: stacks[n][lo:lo + chunk] - base[n] for n in names})]
     else:
         payloads = [encode_params({n: u.params[n] - base[n] for n in u.params}) for u in updates]
     return [Upload(u.client_id, u.num_samples, payload, u.metrics, u.steps,
