@@ -357,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {k:,} | {cell(row['cohort'])} | " + " | ".join(cell(row.get(p)) for p in peers)
               + f" | {row['floor_s']:.4f} | {row['floor_ratio']:.1f} | " + " | ".join(speedups) + " |")
     print(f"\nfloor: copy bandwidth {bandwidth / 1e9:.2f} GB/s (read + write); bytes per round: "
-          + "; ".join(f"{k:,} clients {row['floor_bytes']['total'] / 1e6:.0f} MB (activations "
-                      f"{row['floor_bytes']['activations'] / 1e6:.0f}, optimizer {row['floor_bytes']['optimizer'] / 1e6:.0f}, "
-                      f"uplink {row['floor_bytes']['uplink'] / 1e6:.0f})" for k, row in results.items()))
+          + "; ".join(f"{k:,} clients {fb['total'] / 1e6:.0f} MB (activations {fb['activations'] / 1e6:.0f}, "
+                      f"optimizer {fb['optimizer'] / 1e6:.0f}, uplink {fb['uplink'] / 1e6:.0f})"
+                      for k, fb in ((k, row["floor_bytes"]) for k, row in results.items())))
     print("\n" + (f"- Flower not run: {flower_reason}\n" if flower_reason else "")
           + ("" if 100 in results else "- 100 clients per round not measured: the last line reads nan\n"), end="")
     for k, row in results.items():

@@ -4,8 +4,8 @@ Phases (the stage hooks of ``Simulation.run_round``, timed with perf_counter aro
 ``configure`` (sampling, strategy instructions, stages' configure: the broadcast), ``train`` (local training),
 ``upload`` (the stages' client hooks: each client's delta serialized), ``receive`` (the trust boundary: parse,
 validate), ``server`` (the stages' server hooks: client drift), ``aggregate`` (the weighted mean and the server
-optimizer), ``row`` (the metrics row and the commit). Median over ``--rounds`` rounds after one warm-up. The table shows the
-process's CPU seconds (``time.process_time``) per phase: with one torch thread they measure the work done even
+optimizer), ``row`` (the metrics row and the commit). Median over ``--rounds`` rounds after one warm-up. The table shows
+the process's CPU seconds (``time.process_time``) per phase: with one torch thread they measure the work done even
 on a machine shared with other jobs, where wall seconds stretch with the load (also printed).
 
 Run: ``python benchmarks/round_phases.py --clients 100,1000 --rounds 5`` (add ``--profile`` for a cProfile

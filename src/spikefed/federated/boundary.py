@@ -154,7 +154,7 @@ def parse_uploads(uploads: list[Upload], mode: str, global_params: ParamDict, re
         for d in deltas.values():
             finite &= torch.isfinite(d).reshape(d.shape[0], -1).all(1)
         rows = [r if r is not None and bool(finite[r]) else None for r in rows]  # non-finite: parse_upload says so
-    pending, answered = set(expected), set()
+    pending, answered = set(expected), set[int]()
     parsed: list[ClientUpdate] = []
     rejected: list[InvalidUpdate] = []
     batched: list[tuple[ClientUpdate, int]] = []  # accepted uploads read from the stacks, and their rows

@@ -35,9 +35,9 @@ def flat_delta(params: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tens
 
 def update_dissimilarity(deltas: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]
                          ) -> tuple[float, float]:
-    """``(D_cos, D_norm)`` of flat updates ``deltas`` (a list of vectors, or their stack ``[K, P]``) with weights ``weights`` (normalised to sum 1; see the
-    module docstring). ``ValueError`` for no update, mismatched lengths or shapes, or weights that are negative,
-    non-finite or all zero."""
+    """``(D_cos, D_norm)`` of flat updates ``deltas`` (a list of vectors, or their stack ``[K, P]``) with weights
+    ``weights`` (normalised to sum 1; see the module docstring). ``ValueError`` for no update, mismatched lengths
+    or shapes, or weights that are negative, non-finite or all zero."""
     if len(deltas) == 0 or len(deltas) != len(weights):
         raise ValueError(f"need one weight per update and at least one update, got {len(deltas)} updates and "
                          f"{len(weights)} weights")
