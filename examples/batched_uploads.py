@@ -5,11 +5,12 @@ payload laid out like the model's float32 header straight into its row of one [K
 and hands anything else (here: a truncated payload and one carrying NaN) to the per-client parser, which names
 the fault.
 
-    python examples/batched_uploads.py
+    python examples/batched_uploads.py       (SPIKEFED_EXAMPLE_SMALL=1: 100 clients instead of 500)
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -57,4 +58,4 @@ def main(k: int = 500) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(100 if os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1" else 500)
