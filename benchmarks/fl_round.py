@@ -19,18 +19,31 @@ What is timed (perf_counter, one process, one run, same machine)
                        end of its ``aggregate_train``: sampling, messages, Ray scheduling, client training,
                        serialization and aggregation; the ServerApp's logging between rounds is left out. Each Ray
                        actor builds the federation once (data and model stay resident, as on a real device).
+    4. ``snntorch``    the stack a user writes without a framework: the same MLP as ``snntorch.Leaky`` layers
+                       stepped over T (``fl_peers.SnnTorchNet``, spikefed's initial weights), each client trained in
+                       turn in a plain Python loop (same shards, same seeded batches, snnTorch's mse_count_loss,
+                       Adam), FedAvg of the state dicts.
+    5. ``flower_snntorch``  Flower's simulation as in 3, with that snnTorch client in the ClientApp.
     Each engine runs one warm-up round (Flower: Ray and actor start-up, first imports), then ``--rounds`` timed
     rounds (table: median; speedup = median(peer) / median(cohort)). A configuration whose warm-up round exceeds
     ``--max-seconds`` is skipped, and the notes say so.
     Threads: spikefed runs with torch's default threads (``--threads``), each Flower actor with one (Ray sets
     OMP_NUM_THREADS), so all use every core. Multi-threaded torch slows down several-fold on a busy machine.
 
+Floor: the bytes a single-pass LIF round must move, over a measured copy bandwidth (``torch`` copy of a 256 MiB
+float32 tensor: read + write bytes per second). Counted, in float32: every trained sample reads its input and
+writes then reads back each activation of each layer (pre-activation, membrane, spikes) once per time step
+(forward writes, backward reads); every optimizer step reads and writes the weights, writes and reads the
+gradient, reads and writes Adam's two moments (8 passes over the P parameters); every client writes its upload
+once and the server reads it once (2 K P). ``floor_ratio`` = cohort seconds per round / floor.
+
 Run
     .venv/bin/pip install -e '.[flower]' -c constraints.txt        # Flower + Ray (optional extra)
     .venv/bin/python benchmarks/fl_round.py                        # K = 10, 100, 1000; 3 timed rounds
     .venv/bin/python benchmarks/fl_round.py --clients 10,100 --rounds 1 --skip-flower --json /tmp/x.json
 Prints a Markdown table, writes ``--json`` (default benchmarks/results/fl_round.json) and last the line
-``speedup_vs_flower=<x> speedup_vs_sequential=<y>`` at 100 clients per round ("nan" where a peer did not run).
+``speedup_vs_flower_snntorch=<x> speedup_vs_flower=<y> speedup_vs_sequential=<z> floor_ratio=<w>`` at 100 clients
+per round ("nan" where a peer did not run).
 """
 
 from __future__ import annotations
@@ -91,12 +104,64 @@ def time_spikefed(k: int, engine: str, rounds: int, max_seconds: float) -> dict[
             "final_params": sim.state.global_params}
 
 
+def time_snntorch(k: int, rounds: int, max_seconds: float) -> dict[str, Any]:
+    """The plain snnTorch per-client loop (``fl_peers.snntorch_round``), timed like the spikefed engines."""
+    from fl_peers import make_net, snntorch_round, snntorch_state
+
+    spec, clients = actor_federation(k)
+    params = snntorch_state(params_of(spec.model))
+    net = make_net(params)
+    done = 0
+
+    def timed_round() -> float:
+        nonlocal params, done
+        t0 = time.perf_counter()
+        done += 1
+        params = snntorch_round(net, params, clients, spec.local, SEED, done)
+        return time.perf_counter() - t0
+
+    warmup = timed_round()
+    if warmup > max_seconds:
+        return {"status": "skipped", "warmup_s": warmup,
+                "reason": f"warm-up round took {warmup:.1f} s > --max-seconds {max_seconds:g}"}
+    times = [timed_round() for _ in range(rounds)]
+    return {"status": "ok", "warmup_s": warmup, "rounds_s": times, "median_s": statistics.median(times)}
+
+
+def copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+    """Bytes per second a torch copy moves (read + write) for a ``mib`` MiB float32 tensor: best of ``repeats``."""
+    src = torch.ones(mib * 2**18)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / best
+
+
+def floor_bytes(k: int) -> dict[str, int]:
+    """The bytes a single-pass LIF round of the K-client workload moves (see the module docstring)."""
+    spec = build_spec(make_settings(k))
+    cfg, sizes = spec.local, [64, 256, 10]
+    counts = [len(p) for p in spec.parts]
+    samples = cfg.epochs * sum(counts)
+    steps = cfg.epochs * sum(-(-n // cfg.batch_size) for n in counts)
+    p = sum(t.numel() for t in spec.model.parameters())
+    activations = samples * cfg.num_steps * (sizes[0] + 2 * 3 * sum(sizes[1:])) * 4
+    optimizer = steps * 8 * p * 4
+    uplink = 2 * k * p * 4
+    return {"activations": activations, "optimizer": optimizer, "uplink": uplink,
+            "total": activations + optimizer + uplink}
+
+
 # -- Flower client side (runs inside the Ray actors; importable as module ``fl_round``) ------------------------
 
 _ACTOR_FEDERATIONS: dict[int, tuple[Any, list[ClientData]]] = {}
 
 
-def _actor_federation(k: int) -> tuple[Any, list[ClientData]]:
+def actor_federation(k: int) -> tuple[Any, list[ClientData]]:
     """The federation of K clients, built once per actor process (same seed, so the same shards and model)."""
     if k not in _ACTOR_FEDERATIONS:
         configure_allocator()
@@ -113,7 +178,7 @@ def flower_train(msg: Any, context: Any) -> Any:
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
     cid = int(context.node_config["partition-id"])
-    spec, clients = _actor_federation(int(context.node_config["num-partitions"]))
+    spec, clients = actor_federation(int(context.node_config["num-partitions"]))
     config = msg.content["config"]
     rnd = int(config["server-round"]) + int(config["round-offset"])
     global_params = dict(msg.content["arrays"].to_torch_state_dict())
@@ -133,7 +198,10 @@ def make_client_app() -> Any:
 
 # -- Flower server side (this process) --------------------------------------------------------------------
 
-def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool) -> dict[str, Any]:
+def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool, client: str = "spikefed"
+                ) -> dict[str, Any]:
+    """Flower's simulation with ``client`` (``spikefed``: train_sequential; ``snntorch``: fl_peers) in the
+    ClientApp."""
     import ray
     from flwr.app import ArrayRecord, ConfigRecord
     from flwr.serverapp import ServerApp
@@ -144,7 +212,8 @@ def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool) -> dict[
     # the actors import it (and keep their cached federation) instead of receiving a copy with every message.
     if str(Path(__file__).resolve().parent) not in sys.path:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-    client_module = importlib.import_module("fl_round")
+    client_module = importlib.import_module("fl_round" if client == "spikefed" else "fl_peers")
+    make_app = client_module.make_client_app if client == "spikefed" else client_module.make_snntorch_client_app
     round_times: list[float] = []
     out: dict[str, Any] = {}
 
@@ -165,19 +234,23 @@ def time_flower(k: int, rounds: int, max_seconds: float, verbose: bool) -> dict[
 
     @server.main()
     def main(grid: Any, context: Any) -> None:
-        init = ArrayRecord(params_of(build_spec(make_settings(k)).model))
+        first = params_of(build_spec(make_settings(k)).model)
+        if client != "spikefed":
+            first = importlib.import_module("fl_peers").snntorch_state(first)
+        init = ArrayRecord(first)
         strategy = TimedFedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=k, min_train_nodes=k)
         res = strategy.start(grid, init, num_rounds=1, train_config=ConfigRecord({"round-offset": 0}))
         if round_times[0] > max_seconds:
             return out.update(status="skipped", reason=f"warm-up round took {round_times[0]:.1f} s > --max-seconds "
                                                        f"{max_seconds:g}")
         res = strategy.start(grid, res.arrays, num_rounds=rounds, train_config=ConfigRecord({"round-offset": 1}))
-        out["final_params"] = dict(res.arrays.to_torch_state_dict())
+        if client == "spikefed":
+            out["final_params"] = dict(res.arrays.to_torch_state_dict())
 
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}}
     try:
-        run_simulation(server, client_module.make_client_app(), num_supernodes=k, backend_config=backend)
+        run_simulation(server, make_app(), num_supernodes=k, backend_config=backend)
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -239,18 +312,22 @@ def main(argv: list[str] | None = None) -> int:
     if flower_reason is None and not args.verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
 
+    bandwidth = copy_bandwidth()
     results: dict[int, dict[str, Any]] = {}
     for k in clients:
         row: dict[str, Any] = {}
         for engine in ("cohort", "sequential"):
             print(f"[{k} clients] spikefed {engine} ...", file=sys.stderr, flush=True)
             row[engine] = time_spikefed(k, engine, args.rounds, args.max_seconds)
+        print(f"[{k} clients] snnTorch loop ...", file=sys.stderr, flush=True)
+        row["snntorch"] = time_snntorch(k, args.rounds, args.max_seconds)
         if flower_reason is None:
-            print(f"[{k} clients] Flower ...", file=sys.stderr, flush=True)
-            try:
-                row["flower"] = time_flower(k, args.rounds, args.max_seconds, args.verbose)
-            except Exception as e:  # noqa: BLE001 - report and go on with the other configurations
-                row["flower"] = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+            for peer, client in (("flower", "spikefed"), ("flower_snntorch", "snntorch")):
+                print(f"[{k} clients] Flower ({client} client) ...", file=sys.stderr, flush=True)
+                try:
+                    row[peer] = time_flower(k, args.rounds, args.max_seconds, args.verbose, client)
+                except Exception as e:  # noqa: BLE001 - report and go on with the other configurations
+                    row[peer] = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
         base = row["cohort"].pop("final_params", None)
         for entry in list(row.values()):
             if "final_params" in entry and base is not None:
@@ -259,29 +336,42 @@ def main(argv: list[str] | None = None) -> int:
         cohort = median_of(row["cohort"])
         row["speedup_vs_sequential"] = median_of(row["sequential"]) / cohort
         row["speedup_vs_flower"] = median_of(row.get("flower")) / cohort
+        row["speedup_vs_snntorch"] = median_of(row.get("snntorch")) / cohort
+        row["speedup_vs_flower_snntorch"] = median_of(row.get("flower_snntorch")) / cohort
+        row["floor_bytes"] = floor_bytes(k)
+        row["floor_s"] = row["floor_bytes"]["total"] / bandwidth
+        row["floor_ratio"] = cohort / row["floor_s"]
         results[k] = row
 
-    print(f"\nSeconds per round (median of {args.rounds} after 1 warm-up); digits, spiking MLP 64-256-10, T=25, "
+    print(f"\nload average {os.getloadavg()[0]:.2f} (1 min) at the end; "
+          f"seconds per round (median of {args.rounds} after 1 warm-up); digits, spiking MLP 64-256-10, T=25, "
           f"1 local epoch, batch 32, Adam, FedAvg; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| clients per round | cohort s/round | sequential s/round | Flower s/round | speedup vs sequential "
-          "| speedup vs Flower |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    peers = ("sequential", "flower", "snntorch", "flower_snntorch")
+    print("| clients per round | cohort s/round | sequential | Flower (spikefed client) | snnTorch loop "
+          "| Flower + snnTorch | floor s | floor ratio | speedup vs sequential | vs Flower | vs snnTorch "
+          "| vs Flower + snnTorch |")
+    print("|---:|" + "---:|" * 11)
     for k, row in results.items():
-        speedups = [f"{row[s]:.2f}x" if math.isfinite(row[s]) else "n/a"
-                    for s in ("speedup_vs_sequential", "speedup_vs_flower")]
-        print(f"| {k:,} | {cell(row['cohort'])} | {cell(row['sequential'])} | {cell(row.get('flower'))} | "
-              f"{speedups[0]} | {speedups[1]} |")
+        speedups = [f"{row['speedup_vs_' + p]:.1f}x" if math.isfinite(row["speedup_vs_" + p]) else "n/a"
+                    for p in peers]
+        print(f"| {k:,} | {cell(row['cohort'])} | " + " | ".join(cell(row.get(p)) for p in peers)
+              + f" | {row['floor_s']:.4f} | {row['floor_ratio']:.1f} | " + " | ".join(speedups) + " |")
+    print(f"\nfloor: copy bandwidth {bandwidth / 1e9:.2f} GB/s (read + write); bytes per round: "
+          + "; ".join(f"{k:,} clients {fb['total'] / 1e6:.0f} MB (activations {fb['activations'] / 1e6:.0f}, "
+                      f"optimizer {fb['optimizer'] / 1e6:.0f}, uplink {fb['uplink'] / 1e6:.0f})"
+                      for k, fb in ((k, row["floor_bytes"]) for k, row in results.items())))
     print("\n" + (f"- Flower not run: {flower_reason}\n" if flower_reason else "")
           + ("" if 100 in results else "- 100 clients per round not measured: the last line reads nan\n"), end="")
     for k, row in results.items():
         for peer, entry in row.items():
-            if isinstance(entry, dict) and entry["status"] != "ok":
+            if isinstance(entry, dict) and entry.get("status", "ok") != "ok":
                 print(f"- {k:,} clients, {peer}: {entry['status']} ({entry['reason']})")
             if isinstance(entry, dict) and "max_abs_diff_vs_cohort" in entry:
                 print(f"- {k:,} clients, {peer}: max |w - w_cohort| after {args.rounds + 1} rounds = "
                       f"{entry['max_abs_diff_vs_cohort']:.2e}")
 
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
+            "load_average": os.getloadavg(), "copy_bandwidth_bytes_per_s": bandwidth,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "rounds": args.rounds, "max_seconds": args.max_seconds, "flower_skipped_reason": flower_reason}
     if flower_reason is None:
@@ -290,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(json_safe({"meta": meta, "results": results}), indent=2) + "\n")
     print(f"\nraw numbers: {args.json}")  # the last line follows
     at100 = results.get(100, {})
-    print(f"speedup_vs_flower={at100.get('speedup_vs_flower', math.nan):.2f} "
-          f"speedup_vs_sequential={at100.get('speedup_vs_sequential', math.nan):.2f}")
+    print(f"speedup_vs_flower_snntorch={at100.get('speedup_vs_flower_snntorch', math.nan):.2f} "
+          f"speedup_vs_flower={at100.get('speedup_vs_flower', math.nan):.2f} "
+          f"speedup_vs_sequential={at100.get('speedup_vs_sequential', math.nan):.2f} "
+          f"floor_ratio={at100.get('floor_ratio', math.nan):.2f}")
     return 0
 
 

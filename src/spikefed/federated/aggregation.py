@@ -44,6 +44,7 @@ __all__ = [
     "chart_difference",
     "from_chart",
     "normalized_weights",
+    "stacked_rows",
     "to_chart",
     "update_delta_norm",
     "validate_update",
@@ -150,6 +151,28 @@ def chart_difference(a: torch.Tensor, b: torch.Tensor, manifold: Manifold) -> to
     return torch.where(d <= -half, d + period, d)  # float rounding can land remainder() on P itself
 
 
+# ------------------------------------------------------------------------------------------------ stacks
+
+
+def stacked_rows(tensors: Sequence[torch.Tensor], device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch.stack([t.to(device, dtype) for t in tensors])`` (detached), without the copy when ``tensors`` are
+    views of one storage at evenly spaced offsets with one shape and strides (the rows ``0..K-1`` of a tensor
+    ``[K, ...]``, as :func:`~spikefed.federated.boundary.parse_uploads` hands out a round's parameters): then a
+    strided view of that storage. Treat the result as read-only."""
+    first = tensors[0] if len(tensors) else None
+    base = first._base if isinstance(first, torch.Tensor) else None
+    if base is not None and first is not None:
+        start = first.storage_offset()
+        step = tensors[1].storage_offset() - start if len(tensors) > 1 else first.numel()
+        shape, stride = first.shape, first.stride()
+        if step > 0 and all(t._base is base and t.storage_offset() == start + i * step and t.shape == shape
+                            and t.stride() == stride for i, t in enumerate(tensors)):
+            view = base.detach().as_strided((len(tensors), *shape), (step, *stride), start)
+            return view.to(device=device, dtype=dtype)
+    return torch.stack([t.detach().to(device=device, dtype=dtype) for t in tensors])
+
+
 # ------------------------------------------------------------------------------------------------- means
 
 
@@ -193,7 +216,7 @@ def weighted_mean(
             mean = torch.where(degenerate, x[heaviest], mean)
         return wrap_circular(mean.to(stack.dtype), period)
 
-    y = to_chart(x, manifold)
+    y = x if manifold.kind == "euclidean" else to_chart(x, manifold)  # x is not written to: no copy needed
     if manifold.kind == "euclidean":
         mean_chart = torch.tensordot(p.to(torch.float64), y, dims=1)  # one pass; exact ties restored below
     else:
@@ -243,7 +266,7 @@ def aggregate_params(
         for upd in updates[1:]:
             dtype = torch.promote_types(dtype, upd[name].dtype)
         # the stack keeps the clients' (promoted) precision: it sets the circular degeneracy tolerance
-        stack = torch.stack([upd[name].detach().to(device=ref.device, dtype=dtype) for upd in updates])
+        stack = stacked_rows([upd[name] for upd in updates], ref.device, dtype)
         try:
             mean = weighted_mean(stack, weights, manifolds.get(name, EUCLIDEAN))
         except ValueError as e:
@@ -353,6 +376,9 @@ def _on_manifold_rows(stack: torch.Tensor, m: Manifold) -> torch.Tensor:
     return torch.ones(stack.shape[0], dtype=torch.bool)
 
 
+_NORM_CHUNK = 2**19  # float64 elements per chunk of validate_updates' norms (4 MiB: stays in cache)
+
+
 def validate_updates(
     updates: Sequence[ClientUpdate],
     reference: ParamDict,
@@ -401,7 +427,7 @@ def validate_updates(
     reasons: list[str | None] = [None] * k
     norm_sq = torch.zeros(k, dtype=torch.float64)
     for name, ref in reference.items():
-        stack = torch.stack([u.params[name].detach().to(ref.device) for u in ok])
+        stack = stacked_rows([u.params[name] for u in ok], ref.device)
         finite = torch.isfinite(stack).flatten(1).all(1)
         m = (manifolds or {}).get(name, EUCLIDEAN)
         on = _on_manifold_rows(stack, m) if manifolds is not None else torch.ones(k, dtype=torch.bool)
@@ -410,9 +436,12 @@ def validate_updates(
                 reasons[i] = (f"parameter {name!r}: contains non-finite values (nan/inf)" if not finite[i]
                               else f"parameter {name!r}: values do not lie on its manifold {m}")
         if max_norm is not None or relative_bound is not None:
-            a, b = stack.to(torch.float64), ref.detach().to(torch.float64)
-            d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a - b
-            norm_sq += (d * d).flatten(1).sum(1)
+            b = ref.detach().to(torch.float64)
+            rows = max(1, _NORM_CHUNK // max(ref.numel(), 1))  # row by row sums: chunks give the same values
+            for lo in range(0, k, rows):
+                a = stack[lo:lo + rows].to(torch.float64, copy=True)
+                d = chart_difference(a, b.unsqueeze(0), m) if m.kind == "circular" else a.sub_(b)  # our copy
+                norm_sq[lo:lo + rows] += d.mul_(d).reshape(a.shape[0], -1).sum(1)
     with_control = [i for i, u in enumerate(ok) if u.control_delta is not None]
     if with_control:
         for name in reference:

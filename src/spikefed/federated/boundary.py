@@ -14,6 +14,15 @@ Only then is the delta added to the server's parameters (``x_t + delta``, in the
 projected back onto a non-euclidean parameter's manifold). The round's accepted updates then pass
 :func:`~spikefed.federated.aggregation.validate_updates` (on the manifold, update-norm bounds). Any failure is one
 :class:`~spikefed.federated.aggregation.InvalidUpdate` with a reason: the round logs it and goes on.
+
+A round's uploads go through :func:`parse_uploads`: the same decisions, reasons and values as
+:func:`parse_upload` applied one after another, with the common case batched. Dense payloads laid out exactly as
+the model's float32 header (:class:`~spikefed.federated.serialization.WireLayout`) are read as ``[K, ...]``
+stacks in one pass, checked for finiteness per row and added to the global parameters as stacks; every other
+upload (another layout or dtype, a malformed payload, a row with non-finite values, a compressed message) takes
+:func:`parse_upload` itself, which names its fault. Each accepted client's parameters are rows (views) of the
+round's stacks, so the validation and the weighted mean read them back without copying
+(:func:`~spikefed.federated.aggregation.stacked_rows`).
 """
 
 from __future__ import annotations
@@ -28,10 +37,10 @@ import torch
 from ..manifold import Manifold
 from .aggregation import InvalidUpdate, check_structure
 from .compression import decode_message, decompress
-from .serialization import PayloadError, decode_params
+from .serialization import PayloadError, WireLayout, decode_params, decode_params_batch
 from .types import ClientUpdate, ParamDict, Upload
 
-__all__ = ["UPLINK_MODES", "check_metadata", "parse_delta", "parse_upload"]
+__all__ = ["UPLINK_MODES", "check_metadata", "parse_delta", "parse_upload", "parse_uploads"]
 
 #: how deltas travel: dense against the global model, dense against the received reference, compressed
 UPLINK_MODES = ("dense", "dense-received", "compressed")
@@ -125,3 +134,63 @@ def parse_upload(up: Upload, mode: str, global_params: ParamDict, received: Para
                 m.project_(p)
     metrics: dict[str, Any] = {k: float(v) for k, v in up.metrics.items()}
     return ClientUpdate(cid, int(up.num_samples), params, metrics, control, int(up.steps))
+
+
+def parse_uploads(uploads: list[Upload], mode: str, global_params: ParamDict, received: ParamDict,
+                  manifolds: Mapping[str, Manifold], expected: set[int] | frozenset[int]
+                  ) -> tuple[list[ClientUpdate], list[InvalidUpdate]]:
+    """A round's uploads, in order: ``(parsed, rejected)``, what :func:`parse_upload` gives for each upload in
+    turn (a client counts as answered after its first accepted upload), with dense float32 payloads batched.
+
+    Arithmetic with the global parameters happens after every check, on the accepted rows only."""
+    if mode not in UPLINK_MODES:
+        raise ValueError(f"unknown uplink mode {mode!r}; valid: {', '.join(UPLINK_MODES)}")
+    rows: list[int | None] = [None] * len(uploads)
+    deltas: dict[str, torch.Tensor] = {}
+    if mode != "compressed" and uploads:
+        layout = WireLayout({n: tuple(p.shape) for n, p in global_params.items()}, torch.float32)
+        rows, deltas = decode_params_batch([u.payload for u in uploads], layout)
+        finite = torch.ones(next(iter(deltas.values())).shape[0], dtype=torch.bool)
+        for d in deltas.values():
+            finite &= torch.isfinite(d).reshape(d.shape[0], -1).all(1)
+        rows = [r if r is not None and bool(finite[r]) else None for r in rows]  # non-finite: parse_upload says so
+    pending, answered = set(expected), set[int]()
+    parsed: list[ClientUpdate] = []
+    rejected: list[InvalidUpdate] = []
+    batched: list[tuple[ClientUpdate, int]] = []  # accepted uploads read from the stacks, and their rows
+    for up, row in zip(uploads, rows):
+        try:
+            if row is None:
+                upd = parse_upload(up, mode, global_params, received, manifolds, pending, answered)
+            else:
+                check_metadata(up, pending, answered)
+                cid = int(up.client_id)
+                control = None
+                if up.control_payload is not None:
+                    control = parse_delta(cid, bytes(up.control_payload), global_params, False, "control_delta")
+                upd = ClientUpdate(cid, int(up.num_samples), {}, {k: float(v) for k, v in up.metrics.items()},
+                                   control, int(up.steps))
+                batched.append((upd, row))
+        except InvalidUpdate as e:
+            rejected.append(e)
+            continue
+        parsed.append(upd)
+        pending.discard(upd.client_id)
+        answered.add(upd.client_id)
+    if batched:
+        taken = [row for _, row in batched]
+        every = taken == list(range(next(iter(deltas.values())).shape[0]))
+        index = torch.as_tensor(taken, dtype=torch.int64)
+        stacks: dict[str, torch.Tensor] = {}
+        for n, p in global_params.items():
+            d = deltas[n] if every else deltas[n].index_select(0, index)
+            if d.dtype == p.dtype and d.device == p.device:  # the decoded buffer is ours: x + d written into it
+                stacks[n] = d.add_(p.unsqueeze(0))
+            else:  # in the global dtype, as parse_upload adds it
+                stacks[n] = p.unsqueeze(0) + d.to(device=p.device, dtype=p.dtype)
+            m = manifolds.get(n)
+            if mode != "dense" and m is not None and m.kind != "euclidean":
+                m.project_(stacks[n])  # elementwise: the same values as projecting each client's tensor
+        for j, (upd, _) in enumerate(batched):
+            upd.params = {n: stacks[n][j] for n in global_params}
+    return parsed, rejected

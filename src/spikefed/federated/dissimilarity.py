@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from .aggregation import stacked_rows
+
 #: metrics-row keys written by :func:`client_drift`
 DRIFT_KEYS = ("client_drift_cosine", "client_drift_norm")
 
@@ -31,21 +33,27 @@ def flat_delta(params: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tens
     return torch.cat([(params[n].detach().double() - base[n].detach().double()).flatten() for n in base])
 
 
-def update_dissimilarity(deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> tuple[float, float]:
-    """``(D_cos, D_norm)`` of flat updates ``deltas`` with weights ``weights`` (normalised to sum 1; see the
-    module docstring). ``ValueError`` for no update, mismatched lengths or shapes, or weights that are negative,
-    non-finite or all zero."""
-    if not deltas or len(deltas) != len(weights):
+def update_dissimilarity(deltas: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]
+                         ) -> tuple[float, float]:
+    """``(D_cos, D_norm)`` of flat updates ``deltas`` (a list of vectors, or their stack ``[K, P]``) with weights
+    ``weights`` (normalised to sum 1; see the module docstring). ``ValueError`` for no update, mismatched lengths
+    or shapes, or weights that are negative, non-finite or all zero."""
+    if len(deltas) == 0 or len(deltas) != len(weights):
         raise ValueError(f"need one weight per update and at least one update, got {len(deltas)} updates and "
                          f"{len(weights)} weights")
     w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
     if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
         raise ValueError(f"weights must be finite, >= 0 and not all zero, got {list(weights)}")
     w = w / w.sum()
-    shape = deltas[0].shape
-    if any(d.shape != shape or d.dim() != 1 for d in deltas):
-        raise ValueError("updates must be flat vectors of one length")
-    d = torch.stack([x.double() for x in deltas])
+    if isinstance(deltas, torch.Tensor):
+        if deltas.dim() != 2:
+            raise ValueError("updates must be flat vectors of one length (a stack [K, P])")
+        d = deltas.double()
+    else:
+        shape = deltas[0].shape
+        if any(x.shape != shape or x.dim() != 1 for x in deltas):
+            raise ValueError("updates must be flat vectors of one length")
+        d = torch.stack([x.double() for x in deltas])
     mean = (w[:, None] * d).sum(0)
     mean_sq = float(mean.dot(mean))
     norms = d.norm(dim=1)
@@ -63,6 +71,16 @@ def client_drift(updates: Sequence[object], base: Mapping[str, torch.Tensor], we
     ``base`` they started from; ``None`` for both when the round accepted no update."""
     if not updates:
         return dict.fromkeys(DRIFT_KEYS)
-    deltas = [flat_delta(u.params, base) for u in updates]  # type: ignore[attr-defined]
+    params = [u.params for u in updates]  # type: ignore[attr-defined]
+    for p in params:
+        missing = [n for n in base if n not in p]
+        if missing:
+            raise ValueError(f"update lacks parameters {missing}")
+    # row k is flat_delta(params[k], base); per parameter on the stack of the clients' tensors
+    sizes = [base[n].numel() for n in base]
+    deltas = torch.empty((len(params), sum(sizes)), dtype=torch.float64)
+    for n, part in zip(base, deltas.split(sizes, dim=1)):
+        part.copy_(stacked_rows([p[n] for p in params]).reshape(len(params), -1))
+        part.sub_(base[n].detach().double().reshape(1, -1))
     cos, norm = update_dissimilarity(deltas, weights)
     return dict(zip(DRIFT_KEYS, (cos, norm)))

@@ -17,6 +17,13 @@ dtype codes: 1 float32, 2 float16, 3 float64, 4 int64, 5 int8, 6 uint8, 7 bool, 
 for any malformed payload (bad magic or version, truncation, unknown dtype, over-long or non-minimal varint,
 invalid UTF-8, duplicate name, bad boolean byte, trailing bytes); it never raises anything else on bytes input.
 No pickle is involved.
+
+Batches (a round's K uploads of one model): :func:`encode_params_batch` writes K payloads from stacks ``[K, ...]``,
+each byte for byte what :func:`encode_params` writes for that client's tensors; :func:`decode_params_batch` reads
+the payloads whose bytes outside the tensor data equal the model's header (:class:`WireLayout`) as stacks in one
+pass. Any float32 (or float16/float64) bit pattern is valid data, so such a payload decodes by
+:func:`decode_params` to exactly these values; every other payload is left to :func:`decode_params` (and to its
+error message).
 """
 
 from __future__ import annotations
@@ -28,7 +35,8 @@ import torch
 
 from spikefed.federated.types import ParamDict
 
-__all__ = ["MAGIC", "MAX_NDIM", "VERSION", "PayloadError", "decode_params", "encode_params", "payload_size"]
+__all__ = ["MAGIC", "MAX_NDIM", "VERSION", "PayloadError", "WireLayout", "decode_params", "decode_params_batch",
+           "encode_params", "encode_params_batch", "payload_size"]
 
 MAGIC = b"SPKF"
 VERSION = 1
@@ -274,3 +282,107 @@ def decode_params(data: bytes | bytearray | memoryview) -> ParamDict:
         raise PayloadError(r.pos, f"{len(buf) - r.pos} trailing bytes after the {count} tensors announced at byte "
                                   f"{count_at}")
     return out
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+class WireLayout:
+    """Where each tensor's data sits in the payload of a fixed ``name -> shape`` dict sent in one float ``dtype``.
+
+    ``template``: the payload of all-zero tensors (``encode_params`` of zeros); ``spans``: ``(name, start, stop,
+    shape)`` of each tensor's data bytes; ``header``: the positions of every other byte (magic, version, count,
+    names, dtype codes, dimensions). Two payloads of this layout differ only inside the spans.
+    """
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype = torch.float32) -> None:
+        zeros = {n: torch.zeros(tuple(s), dtype=dtype) for n, s in shapes.items()}
+        if dtype not in _CODE_OF or not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating wire dtype, got {dtype!r}")
+        self.dtype = dtype
+        self.wire_dtype = _CODES[_CODE_OF[dtype]][1]
+        self.template = np.frombuffer(encode_params(zeros, dtype), dtype=np.uint8)
+        self.spans: list[tuple[str, int, int, tuple[int, ...]]] = []
+        pos = len(MAGIC) + 1 + _varint_len(len(zeros))
+        for name, t in zeros.items():
+            raw_len = len(_name_bytes(name))
+            pos += _varint_len(raw_len) + raw_len + 2 + sum(_varint_len(int(d)) for d in t.shape)
+            stop = pos + t.numel() * self.wire_dtype.itemsize
+            self.spans.append((name, pos, stop, tuple(t.shape)))
+            pos = stop
+        data = np.zeros(len(self.template), dtype=bool)
+        for _, start, stop, _ in self.spans:
+            data[start:stop] = True
+        self.header = np.flatnonzero(~data)
+
+    @property
+    def size(self) -> int:
+        """Bytes of one payload."""
+        return len(self.template)
+
+
+def encode_params_batch(stacks: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> list[bytes]:
+    """K payloads from floating stacks ``[K, *shape]`` (one per parameter, order kept): payload ``k`` equals
+    ``encode_params({n: stacks[n][k] for n in stacks}, dtype)`` byte for byte. ValueError for an empty dict, a
+    non-floating stack or stacks of different K."""
+    _check_args(stacks, dtype)
+    if not stacks:
+        raise ValueError("encode_params_batch needs at least one stack")
+    ks = {int(t.shape[0]) if isinstance(t, torch.Tensor) and t.ndim >= 1 else -1 for t in stacks.values()}
+    if len(ks) != 1 or -1 in ks:
+        raise ValueError(f"stacks must be tensors [K, ...] with one K, got leading sizes {sorted(ks)}")
+    for name, t in stacks.items():
+        if not t.is_floating_point():
+            raise ValueError(f"stack {name!r}: expected a floating tensor, got {t.dtype}")
+        if t.ndim - 1 > MAX_NDIM:
+            raise ValueError(f"parameter {name!r}: {t.ndim - 1} dimensions exceed the wire limit of {MAX_NDIM}")
+    k = ks.pop()
+    layout = WireLayout({n: tuple(t.shape[1:]) for n, t in stacks.items()}, dtype)
+    out = np.empty((k, layout.size), dtype=np.uint8)
+    out[:, layout.header] = layout.template[layout.header]  # the data spans are written below
+    for name, start, stop, _ in layout.spans:
+        src = stacks[name].detach().to(dtype).cpu().contiguous().reshape(k, -1)
+        if src.dtype == torch.bfloat16:
+            src = src.view(torch.int16)
+        arr = np.ascontiguousarray(src.numpy(), dtype=layout.wire_dtype)
+        out[:, start:stop] = arr.view(np.uint8).reshape(k, stop - start)
+    return [row.tobytes() for row in out]
+
+
+def decode_params_batch(payloads: list[bytes | bytearray | memoryview | None], layout: WireLayout
+                        ) -> tuple[list[int | None], dict[str, torch.Tensor]]:
+    """The payloads of ``layout`` as stacks: ``(rows, stacks)`` with ``rows[i]`` the row of payload ``i`` in
+    ``stacks[name]`` (``[R, *shape]``, ``layout.dtype``), or ``None`` for a payload that is not bytes of exactly
+    the layout's size and header bytes (parse that one with :func:`decode_params`). A payload given a row
+    decodes by :func:`decode_params` to the same names, order, shapes, dtype and values.
+
+    Each payload's data is copied once, straight into its row (no joined buffer: one pass over the bytes)."""
+    rows: list[int | None] = [None] * len(payloads)
+    header = layout.template.tobytes()
+    pieces, pos = [], 0  # the header runs between the data spans
+    for _, start, stop, _ in layout.spans:
+        pieces.append((pos, start, header[pos:start]))
+        pos = stop
+    pieces.append((pos, layout.size, header[pos:]))
+    fits: list[memoryview] = []
+    for i, p in enumerate(payloads):
+        if isinstance(p, memoryview):
+            p = p.tobytes()  # as decode_params reads it: bytes(data)
+        if not isinstance(p, (bytes, bytearray)) or len(p) != layout.size:
+            continue
+        view = memoryview(p)
+        if all(view[a:b] == want for a, b, want in pieces):
+            rows[i] = len(fits)
+            fits.append(view)
+    native = layout.wire_dtype.newbyteorder("=")
+    stacks: dict[str, torch.Tensor] = {}
+    for name, start, stop, shape in layout.spans:
+        count = (stop - start) // layout.wire_dtype.itemsize
+        data = np.empty((len(fits), count), dtype=native)
+        for r, view in enumerate(fits):
+            data[r] = np.frombuffer(view, dtype=layout.wire_dtype, count=count, offset=start)
+        t = torch.from_numpy(data.view(np.int16) if layout.dtype == torch.bfloat16 else data)
+        if layout.dtype == torch.bfloat16:
+            t = t.view(torch.bfloat16)
+        stacks[name] = t.reshape((len(fits),) + shape)
+    return rows, stacks

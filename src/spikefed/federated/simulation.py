@@ -35,8 +35,8 @@ from ..io import write_atomic
 from ..manifold import manifold_of
 from ..seeding import Purpose, numpy_rng, torch_generator
 from ..snn.train import TrainConfig, encode_inputs, evaluate, input_dtype
-from .aggregation import InvalidUpdate, validate_updates
-from .boundary import parse_upload
+from .aggregation import validate_updates
+from .boundary import parse_uploads
 from .checkpoint import encode_state, read_checkpoint
 from .client_state import TENSOR_KINDS, ClientStateStore
 from .lazy_clients import LazyClients
@@ -258,21 +258,16 @@ class Simulation:
         return updates_to_host(updates)
 
     def receive(self, ctx: RoundContext) -> None:
-        """The trust boundary: each upload is parsed against the model's schema (:func:`parse_upload`), then the
+        """The trust boundary: each upload is parsed against the model's schema (:func:`parse_uploads`: what
+        :func:`~spikefed.federated.boundary.parse_upload` does for each in turn, batched), then the
         round's updates are validated together (on the manifold, the absolute and the relative norm bound).
         Every failure is one rejection with its reason; nothing rejected is used."""
         spec, st = self.spec, self.state
-        mode, expected, parsed = uplink_mode(spec), set(ctx.plan.trained), []
-        answered: set[int] = set()
-        for up in ctx.uploads:
-            ctx.bytes_up += _length(up.payload) + _length(up.control_payload)
-            try:
-                parsed.append(parse_upload(up, mode, st.global_params, ctx.received, self.manifolds, expected,
-                                           answered))
-                expected.discard(up.client_id)
-                answered.add(up.client_id)
-            except InvalidUpdate as e:
-                ctx.reject(e.client_id, e.reason)
+        ctx.bytes_up += sum(_length(up.payload) + _length(up.control_payload) for up in ctx.uploads)
+        parsed, refused = parse_uploads(ctx.uploads, uplink_mode(spec), st.global_params, ctx.received,
+                                        self.manifolds, set(ctx.plan.trained))
+        for e in refused:
+            ctx.reject(e.client_id, e.reason)
         relative = spec.norm_bound if spec.privacy is None else None  # DP clips; secure sums hide norms
         ctx.accepted, invalid = validate_updates(parsed, st.global_params, spec.max_update_norm, self.manifolds,
                                                  relative)

@@ -20,11 +20,16 @@ from ...seeding import SERVER_STREAM, Purpose, torch_generator
 from ..compression import EF_KEY, client_uplink, decode_update, downlink_broadcast
 from ..dgc import energy_kept, momentum_uplink
 from ..round import RoundContext, Stage, check_int, check_params
-from ..serialization import decode_params, encode_params
+from ..aggregation import stacked_rows
+from ..serialization import decode_params, encode_params, encode_params_batch
 from ..types import ClientUpdate, ParamDict, Upload
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..simulation import FederationSpec, Simulation
+
+
+#: bytes of float32 deltas serialized at once by :func:`dense_uploads` (a few MiB: they stay in cache)
+CHUNK_BYTES = 4 * 2**20
 
 
 class ChannelStage(Stage):
@@ -58,7 +63,10 @@ class ChannelStage(Stage):
         received."""
         sim = ctx.sim
         base = sim.state.global_params if self.mode == "dense" else ctx.received
-        ctx.uploads = [client_upload(sim.spec, ctx.rnd, u, base, sim.state.client_state) for u in ctx.updates]
+        if self.mode == "dense":
+            ctx.uploads = dense_uploads(ctx.updates, base)
+        else:
+            ctx.uploads = [client_upload(sim.spec, ctx.rnd, u, base, sim.state.client_state) for u in ctx.updates]
         comp = sim.spec.compression
         if self.mode == "compressed" and comp is not None and comp.error_feedback:
             ctx.row.update(uplink_diagnostics(ctx.uploads, ctx.updates, base, sim.state.client_state))
@@ -117,6 +125,29 @@ def client_upload(spec: FederationSpec, rnd: int, upd: ClientUpdate, base: Param
         payload = encode_params(delta)
     control = encode_params(upd.control_delta) if upd.control_delta is not None else None
     return Upload(upd.client_id, upd.num_samples, payload, upd.metrics, upd.steps, control)
+
+
+def dense_uploads(updates: list[ClientUpdate], base: ParamDict) -> list[Upload]:
+    """The dense uplink of a whole round: ``[client_upload(spec, rnd, u, base, ...) for u in updates]`` for a dense
+    uplink, byte for byte, with the deltas taken and serialized as stacks ``[K, ...]`` (one subtraction and one
+    serialization per parameter instead of per client and parameter). Updates that do not all hold exactly the
+    names (in order) and shapes of ``base`` in floating dtypes are serialized one by one."""
+    names = list(base)
+    uniform = bool(updates) and all(
+        list(u.params) == names and all(u.params[n].is_floating_point() and u.params[n].shape == base[n].shape
+                                        for n in names) for u in updates)
+    if uniform:
+        stacks = {n: stacked_rows([u.params[n] for u in updates]) for n in names}
+        # in chunks of clients whose deltas and payloads fit in cache (elementwise work: the same bytes)
+        per_client = sum(base[n].numel() for n in names) * 4
+        chunk = max(1, CHUNK_BYTES // max(per_client, 1))
+        payloads = [p for lo in range(0, len(updates), chunk)
+                    for p in encode_params_batch({n: stacks[n][lo:lo + chunk] - base[n] for n in names})]
+    else:
+        payloads = [encode_params({n: u.params[n] - base[n] for n in u.params}) for u in updates]
+    return [Upload(u.client_id, u.num_samples, payload, u.metrics, u.steps,
+                   encode_params(u.control_delta) if u.control_delta is not None else None)
+            for u, payload in zip(updates, payloads)]
 
 
 def uplink_diagnostics(uploads: list[Upload], updates: list[ClientUpdate], base: ParamDict,
