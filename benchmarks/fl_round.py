@@ -59,7 +59,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -87,6 +87,16 @@ def make_settings(k: int, engine: str = "cohort") -> RunSettings:
     })
 
 
+def time_rounds(timed_round: Callable[[], float], rounds: int, max_seconds: float) -> dict[str, Any]:
+    """One warm-up round (skipped beyond ``max_seconds``), then ``rounds`` timed ones: their median."""
+    warmup = timed_round()
+    if warmup > max_seconds:
+        return {"status": "skipped", "warmup_s": warmup,
+                "reason": f"warm-up round took {warmup:.1f} s > --max-seconds {max_seconds:g}"}
+    times = [timed_round() for _ in range(rounds)]
+    return {"status": "ok", "warmup_s": warmup, "rounds_s": times, "median_s": statistics.median(times)}
+
+
 def time_spikefed(k: int, engine: str, rounds: int, max_seconds: float) -> dict[str, Any]:
     sim = Simulation(build_spec(make_settings(k, engine)))
 
@@ -95,13 +105,8 @@ def time_spikefed(k: int, engine: str, rounds: int, max_seconds: float) -> dict[
         sim.run_round()
         return time.perf_counter() - t0
 
-    warmup = timed_round()
-    if warmup > max_seconds:
-        return {"status": "skipped", "warmup_s": warmup,
-                "reason": f"warm-up round took {warmup:.1f} s > --max-seconds {max_seconds:g}"}
-    times = [timed_round() for _ in range(rounds)]
-    return {"status": "ok", "warmup_s": warmup, "rounds_s": times, "median_s": statistics.median(times),
-            "final_params": sim.state.global_params}
+    res = time_rounds(timed_round, rounds, max_seconds)
+    return {**res, "final_params": sim.state.global_params} if res["status"] == "ok" else res
 
 
 def time_snntorch(k: int, rounds: int, max_seconds: float) -> dict[str, Any]:
@@ -120,12 +125,7 @@ def time_snntorch(k: int, rounds: int, max_seconds: float) -> dict[str, Any]:
         params = snntorch_round(net, params, clients, spec.local, SEED, done)
         return time.perf_counter() - t0
 
-    warmup = timed_round()
-    if warmup > max_seconds:
-        return {"status": "skipped", "warmup_s": warmup,
-                "reason": f"warm-up round took {warmup:.1f} s > --max-seconds {max_seconds:g}"}
-    times = [timed_round() for _ in range(rounds)]
-    return {"status": "ok", "warmup_s": warmup, "rounds_s": times, "median_s": statistics.median(times)}
+    return time_rounds(timed_round, rounds, max_seconds)
 
 
 def copy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
