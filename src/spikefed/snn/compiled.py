@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 import torch
 
-from .kernels import LIFFunction, LowpassFunction, lif_backward, lowpass_backward, reverse_scan_, vmap_sequence
+from .kernels import (LIFFunction, LowpassFunction, lif_backward, lif_vmap, lowpass_backward, lowpass_vmap,
+                      reverse_scan_)
 from .surrogate import Surrogate
 
 #: values of ``local.kernel``
@@ -97,10 +98,7 @@ class CompiledLIFFunction(LIFFunction):
 
     @staticmethod
     def vmap(info, in_dims, x, u0, beta, thr, v_r, mode, detach_reset, surrogate):  # type: ignore[override]
-        xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
-        S, U = CompiledLIFFunction.apply(xs, lift(u0, in_dims[1]), lift(beta, in_dims[2]), lift(thr, in_dims[3]),
-                                         lift(v_r, in_dims[4]), mode, detach_reset, surrogate)
-        return (S, U), (1, 1)
+        return lif_vmap(CompiledLIFFunction, info, in_dims, x, u0, beta, thr, v_r, mode, detach_reset, surrogate)
 
     @staticmethod
     def backward(ctx, gS, gU):  # type: ignore[override]
@@ -116,8 +114,7 @@ class CompiledLowpassFunction(LowpassFunction):
 
     @staticmethod
     def vmap(info, in_dims, x, y0, a):  # type: ignore[override]
-        xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
-        return CompiledLowpassFunction.apply(xs, lift(y0, in_dims[1]), lift(a, in_dims[2])), 1
+        return lowpass_vmap(CompiledLowpassFunction, info, in_dims, x, y0, a)
 
     @staticmethod
     def backward(ctx, gY):  # type: ignore[override]

@@ -29,7 +29,7 @@ used for current-based synapses and leaky read-outs.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -70,6 +70,23 @@ def vmap_sequence(k: int, x_dim: int | None, x: torch.Tensor) -> tuple[torch.Ten
     return xs, lift
 
 
+def lif_vmap(fn: Any, info: Any, in_dims: tuple, x: torch.Tensor, u0: Any, beta: Any, thr: Any, v_r: Any,
+             mode: int, detach_reset: bool, surrogate: Any
+             ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[int, int]]:
+    """The vmap rule of a LIF autograd function ``fn`` (:class:`LIFFunction` or a compiled variant): one fused call
+    of ``fn`` on ``[T, K, ...]`` with the per-copy parameters lifted (:func:`vmap_sequence`); outputs batched on 1."""
+    xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
+    S, U = fn.apply(xs, lift(u0, in_dims[1]), lift(beta, in_dims[2]), lift(thr, in_dims[3]), lift(v_r, in_dims[4]),
+                    mode, detach_reset, surrogate)
+    return (S, U), (1, 1)
+
+
+def lowpass_vmap(fn: Any, info: Any, in_dims: tuple, x: torch.Tensor, y0: Any, a: Any) -> tuple[torch.Tensor, int]:
+    """The vmap rule of a low-pass autograd function ``fn`` (see :func:`lif_vmap`)."""
+    xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
+    return fn.apply(xs, lift(y0, in_dims[1]), lift(a, in_dims[2])), 1
+
+
 class LIFFunction(torch.autograd.Function):
     """Fused multi-step LIF: ``(x [T,...], u0, beta, thr, v_r) -> (spikes [T,...], membrane [T,...])``."""
 
@@ -108,10 +125,7 @@ class LIFFunction(torch.autograd.Function):
     def vmap(info, in_dims, x, u0, beta, thr, v_r, mode, detach_reset, surrogate):  # type: ignore[override]
         """Under ``torch.func.vmap`` (K stacked copies): one fused call on ``[T, K, ...]`` with the per-copy
         parameters broadcast as ``[K, 1, ..., *shape]``; see :func:`vmap_sequence`."""
-        xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
-        S, U = LIFFunction.apply(xs, lift(u0, in_dims[1]), lift(beta, in_dims[2]), lift(thr, in_dims[3]),
-                                 lift(v_r, in_dims[4]), mode, detach_reset, surrogate)
-        return (S, U), (1, 1)
+        return lif_vmap(LIFFunction, info, in_dims, x, u0, beta, thr, v_r, mode, detach_reset, surrogate)
 
     @staticmethod
     def backward(ctx, gS, gU):  # type: ignore[override]
@@ -316,8 +330,7 @@ class LowpassFunction(torch.autograd.Function):
     @staticmethod
     def vmap(info, in_dims, x, y0, a):  # type: ignore[override]
         """Under ``torch.func.vmap``: one fused call on ``[T, K, ...]`` (see :func:`vmap_sequence`)."""
-        xs, lift = vmap_sequence(info.batch_size, in_dims[0], x)
-        return LowpassFunction.apply(xs, lift(y0, in_dims[1]), lift(a, in_dims[2])), 1
+        return lowpass_vmap(LowpassFunction, info, in_dims, x, y0, a)
 
     @staticmethod
     def backward(ctx, gY):  # type: ignore[override]
