@@ -63,7 +63,7 @@ FLEET = [  # (profile overrides, share): 4/8-bit x dt 1/2, all with 20% mismatch
 ]
 
 
-ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only")
+ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_twin")
 
 
 class DelayedConvNet(nn.Module):
@@ -110,7 +110,8 @@ def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
         profiles = assign_fleet(n, entries, numpy_rng(seed, Purpose.FLEET))
     return Fleet(model, profiles, "naive" if row.startswith("naive") else "calibrated",
                  [derive_seed(seed, Purpose.DEVICE, client=c) for c in range(n)],
-                 [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16)
+                 [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16,
+                 training_step="nominal" if row.endswith("_twin") else "device")
 
 
 def base_spec(args: argparse.Namespace, seed: int) -> Any:
@@ -184,6 +185,8 @@ def main() -> None:
     ap.add_argument("--energy-samples", type=int, default=200)
     ap.add_argument("--ablation", action="store_true", help="calibrated fleets with only 8-bit weights / only "
                     "dt = 1 (where the gap to ideal hardware comes from); no summary line")
+    ap.add_argument("--rows", nargs="+", default=None, help="ablation: these rows instead of the default ablation "
+                    f"rows (any of naive, calibrated, ideal, {', '.join(ABLATION)})")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 round, 6 clients")
     ap.add_argument("--json", default="benchmarks/results/scenario.json")
     args = ap.parse_args()
@@ -196,7 +199,7 @@ def main() -> None:
         base = base_spec(args, seed)
         if seed == args.seeds[0] and not args.ablation:
             timing = engine_round(args, seed, base)
-        for row in (ABLATION if args.ablation else ("naive", "calibrated", "ideal")):
+        for row in ((args.rows or ABLATION) if args.ablation else ("naive", "calibrated", "ideal")):
             r = run_row(args, row, seed, base)
             runs.append(r)
             print(f"{row} seed {seed}: deployed {r['deployed']:.4f} (ideal hw {r['on_ideal_hardware']:.4f}) "

@@ -26,6 +26,7 @@ TRIGGERS: dict[str, list[str]] = {
     "natural-partition-data": ["data.name=event_digits", "partition.method=subject"],
     "fleet-eprop": [FLEET, "local.method=eprop", "local.loss=ce_membrane", "local.membrane_reduction=time_mean",
                     "model.readout=membrane"],
+    "fleet-naive-twin": [FLEET, "devices.aggregation=naive", "devices.training_step=nominal"],
     "fleet-blocks": [FLEET, "model.norm=tdbn"],
     "fleet-robust-training": [FLEET, "local.ib_weight=0.1"],
     "eprop-conv": ["model.kind=conv", "local.method=eprop", "local.loss=ce_membrane",

@@ -209,7 +209,7 @@ def build_fleet(settings: RunSettings, model: torch.nn.Module, num_clients: int)
     return Fleet(model, profiles, d.aggregation,
                  [derive_seed(settings.seed, Purpose.DEVICE, client=c) for c in range(num_clients)],
                  [derive_seed(settings.seed, Purpose.CALIBRATION, client=c) for c in range(num_clients)],
-                 probe_repeats=d.probe_repeats)
+                 probe_repeats=d.probe_repeats, training_step=d.training_step)
 
 
 def fault_spec(settings: RunSettings) -> FaultSpec | None:

@@ -21,6 +21,9 @@ Terms that belong to the latent space are evaluated there, differentiably throug
 - FedProx ``mu/2 ||p - p0||^2`` pulls towards the program written at the start of the round (as the batched
   engine does).
 
+With ``devices.training_step=nominal`` a client whose chip has another ``dt`` trains its chip's digital twin at
+the nominal step (:meth:`~spikefed.hardware.fleet.Fleet.for_training`); both engines train on that view.
+
 On a fleet of ideal devices (``to_latent`` and ``effective`` are identities) this is exactly the sequential
 engine's training without a fleet.
 """
@@ -102,6 +105,7 @@ def train_on_devices(fleet: Any, model: nn.Module, received: ParamDict, clients:
     if cfg.method != "bptt":
         raise ValueError(f"device fleets train with BPTT (local.method={cfg.method} computes its eligibility "
                          "traces from the module's own parameters, not through the device's effective values)")
+    fleet = fleet.for_training()  # digital twins at the nominal step with devices.training_step=nominal
     updates = []
     for i, (c, gen) in enumerate(zip(clients, generators)):
         k = c.client_id
@@ -164,6 +168,7 @@ def train_on_fleet(engine: str, fleet: Any, model: nn.Module, received: ParamDic
                    ) -> list[ClientUpdate]:
     """Local training of ``clients`` on their devices with ``engine`` (as :func:`fleet_engine` decides it for
     these clients; the devices stage has recorded the decision for the run)."""
+    fleet = fleet.for_training()
     t = cfg.num_steps
     rebinned = cfg.encoder == "events" and any(fleet.num_steps(c.client_id, t) != t for c in clients)
     engine, _ = fleet_engine(engine, model, cfg, scaffold=fit.server_control is not None,

@@ -33,6 +33,8 @@ ignores its hardware (naive averaging of device parameters).
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -234,3 +236,32 @@ def calibrate(device: Device, generator: torch.Generator, repeats: int = 16, ste
             lst.append(v.float().reshape(u.shape))
     return Calibration(gains, thr_factors, tau_factors, float(device.profile.dt), device.layers,
                        alpha_factors, rho_factors, _calibrate_delays(device, generator, repeats))
+
+
+def digital_twin(device: Device, calibration: Calibration, dt: float = 1.0) -> Device:
+    """A simulation of ``device`` built from what its client measured (its ``calibration``), running with time
+    step ``dt`` (default: the nominal step).
+
+    The twin has the calibration's estimated per-neuron gains, threshold factors, membrane / synaptic /
+    adaptation time-constant factors and delay-line factors in place of the chip's (hidden) ones, no per-synapse
+    mismatch (no probe sees it), and the chip's number format, delay buffer, lost steps and jitter. A client whose
+    chip runs a coarse step trains this twin at the nominal step (``devices.training_step=nominal``); the chip
+    itself keeps its step when the model is deployed on it. Only the twin's training uses it: its probes are
+    not meaningful (they would measure the estimates)."""
+    if dt <= 0 or not math.isfinite(dt):
+        raise ValueError(f"digital_twin needs a finite dt > 0, got {dt!r}")
+    if len(calibration.layers) != len(device.layers):
+        raise ValueError(f"the calibration has {len(calibration.layers)} units, the device "
+                         f"{len(device.layers)}: not this device's calibration")
+    twin = copy.copy(device)
+    twin.profile = device.profile.replace(dt=float(dt))
+    twin.gains = [g.clone() for g in calibration.gains]
+    twin.threshold_factors = [f.clone() for f in calibration.threshold_factors]
+    twin.tau_factors = [m.clone() for m in calibration.tau_factors]
+    assert calibration.alpha_factors is not None and calibration.rho_factors is not None
+    twin.alpha_factors = [a.clone() for a in calibration.alpha_factors]
+    twin.rho_factors = [r.clone() for r in calibration.rho_factors]
+    twin.synapse_factors = {}
+    twin.delay_factors = {n: calibration.delay_factors.get(n, torch.ones_like(h)).clone()
+                          for n, h in device.delay_factors.items()}
+    return twin

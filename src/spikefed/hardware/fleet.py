@@ -10,10 +10,19 @@ Aggregation modes (``devices.aggregation``):
 
 The deployed accuracy of a global model is its mean accuracy over every device of the fleet, each device
 running the program its client would write (``to_device_k(global)`` or the raw global values).
+
+Training step (``devices.training_step``, calibrated fleets): ``device`` (default) trains every client through
+its chip at the chip's own step ``dt`` (``round(T / dt)`` steps on rebinned inputs); ``nominal`` lets a client
+whose chip has ``dt != 1`` train the chip's *digital twin* at the nominal step instead
+(:func:`~spikefed.hardware.calibration.digital_twin`: its calibrated mismatch, its bits and delay buffer, ``T``
+steps on the nominal inputs) and map the program with the twin's ``dt = 1`` calibration. Deployment and the
+deployed accuracy are unchanged: the chip runs its own ``dt`` through the dt map. :meth:`Fleet.for_training`
+is the fleet the clients train on.
 """
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -27,10 +36,11 @@ from ..data.compact import as_float_batch
 from ..snn.models import SpikingMLP, as_model_output
 from ..snn.stacked import cohort_forward, predict_cohort
 from ..snn.train import TrainConfig, encode_inputs, input_dtype, predict
-from .calibration import Calibration, calibrate
+from .calibration import Calibration, calibrate, digital_twin
 from .devices import Device, DeviceProfile, full_program, rebin_time, supports_devices
 
 AGGREGATION_MODES = ("calibrated", "naive")
+TRAINING_STEPS = ("device", "nominal")
 
 
 @dataclass
@@ -47,15 +57,20 @@ class Fleet:
     """
 
     def __init__(self, model: nn.Module, profiles: list[DeviceProfile], mode: str, device_seeds: list[int],
-                 calibration_seeds: list[int], probe_repeats: int = 16) -> None:
+                 calibration_seeds: list[int], probe_repeats: int = 16, training_step: str = "device") -> None:
         reason = supports_devices(model)
         if reason is not None:
             raise ValueError(reason)
         if mode not in AGGREGATION_MODES:
             raise ValueError(f"unknown device aggregation {mode!r}; valid: {', '.join(AGGREGATION_MODES)}")
+        if training_step not in TRAINING_STEPS:
+            raise ValueError(f"unknown training step {training_step!r}; valid: {', '.join(TRAINING_STEPS)}")
+        if training_step == "nominal" and mode != "calibrated":
+            raise ValueError("training_step='nominal' trains a digital twin built from the device's calibration; "
+                             "naive aggregation has no calibration (use training_step='device')")
         if not len(profiles) == len(device_seeds) == len(calibration_seeds):
             raise ValueError("a fleet needs one profile, device seed and calibration seed per client")
-        self.model, self.profiles, self.mode = model, profiles, mode
+        self.model, self.profiles, self.mode, self.training_step = model, profiles, mode, training_step
         self.devices = [Device(p, model, s) for p, s in zip(profiles, device_seeds)]
         if mode == "calibrated":
             self.calibrations = [calibrate(d, torch.Generator().manual_seed(s), repeats=probe_repeats)
@@ -69,6 +84,25 @@ class Fleet:
         self._stacked = isinstance(model, SpikingMLP) and all(
             u.neuron in ("lif", "if", "integrator") and u.recurrent is None for u in self.devices[0].layers) \
             and not any(getattr(n, "refractory", 0) for n in model.neurons)
+
+        self._training: Fleet | None = None
+
+    def for_training(self) -> "Fleet":
+        """The fleet the clients train on: this one, or with ``training_step='nominal'`` a view in which every
+        device with ``dt != 1`` is its digital twin at the nominal step (calibration with ``dt = 1``). Built once;
+        shares everything else with this fleet."""
+        if self.training_step == "device" or all(p.dt == 1.0 for p in self.profiles):
+            return self
+        if self._training is None:
+            view = copy.copy(self)
+            view.devices, view.calibrations = list(self.devices), list(self.calibrations)
+            for k, (dev, cal) in enumerate(zip(self.devices, self.calibrations)):
+                if dev.profile.dt != 1.0:
+                    view.devices[k] = digital_twin(dev, cal, 1.0)
+                    view.calibrations[k] = replace(cal, dt=1.0)
+            view.training_step = "device"  # the view trains on its (twin) devices as they are
+            self._training = view
+        return self._training
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -160,5 +194,5 @@ class Fleet:
         return FleetEval(sum(correct) / len(correct), {n: sum(v) / len(v) for n, v in by.items()}, correct)
 
     def describe(self) -> dict[str, Any]:
-        return {"aggregation": self.mode, "composition": self.composition(),
+        return {"aggregation": self.mode, "training_step": self.training_step, "composition": self.composition(),
                 "client_profiles": [p.name for p in self.profiles]}

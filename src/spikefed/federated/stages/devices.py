@@ -34,7 +34,8 @@ class DevicesStage(Stage):
         if len(fleet) != sim.num_clients:
             raise ValueError(f"the fleet has {len(fleet)} devices for {sim.num_clients} clients")
         t = spec.local.num_steps
-        rebinned = spec.local.encoder == "events" and any(d.num_steps(t) != t for d in fleet.devices)
+        trains_on = fleet.for_training().devices  # digital twins with devices.training_step=nominal
+        rebinned = spec.local.encoder == "events" and any(d.num_steps(t) != t for d in trains_on)
         scaffold = getattr(spec.strategy, "name", None) == "scaffold"
         engine, why = fleet_engine(spec.engine, spec.model, spec.local, scaffold=scaffold,
                                    continual=spec.continual is not None, rebinned_events=rebinned)
