@@ -12,7 +12,9 @@ lines CV 0.2); 8-bit and 4-bit weights; two time steps (dt = 1 and dt = 2: half 
 event frames rebinned to them); delay ring buffers of 3 slots. Rows:
 
 - naive: every client writes the global values to its chip as they are and uploads its raw program;
-- calibrated: each client calibrates its chip from probes and speaks the latent language (docs/hardware.md);
+- calibrated: each client calibrates its chip from probes and speaks the latent language (docs/hardware.md); a
+  client whose chip runs dt = 2 trains the chip's digital twin (its calibrated mismatch, bits and delay buffer)
+  at the nominal step (``devices.training_step=nominal``); every chip is deployed at its own dt;
 - ideal: the same run on ideal hardware (no mismatch, float weights, dt = 1).
 
 Deployed accuracy is the global model written to every device of the fleet (each with its client's map), mean
@@ -63,7 +65,7 @@ FLEET = [  # (profile overrides, share): 4/8-bit x dt 1/2, all with 20% mismatch
 ]
 
 
-ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_twin")
+ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step")
 
 
 class DelayedConvNet(nn.Module):
@@ -111,7 +113,7 @@ def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
     return Fleet(model, profiles, "naive" if row.startswith("naive") else "calibrated",
                  [derive_seed(seed, Purpose.DEVICE, client=c) for c in range(n)],
                  [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16,
-                 training_step="nominal" if row.endswith("_twin") else "device")
+                 training_step="device" if row.startswith("naive") or row.endswith("_chip_step") else "nominal")
 
 
 def base_spec(args: argparse.Namespace, seed: int) -> Any:
@@ -184,20 +186,32 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=400, help="held-out samples for the deployed accuracy")
     ap.add_argument("--energy-samples", type=int, default=200)
     ap.add_argument("--ablation", action="store_true", help="calibrated fleets with only 8-bit weights / only "
-                    "dt = 1 (where the gap to ideal hardware comes from); no summary line")
+                    "dt = 1 / training through the dt = 2 chips at their own step (where the gap to ideal hardware "
+                    "comes from); no summary line")
     ap.add_argument("--rows", nargs="+", default=None, help="ablation: these rows instead of the default ablation "
                     f"rows (any of naive, calibrated, ideal, {', '.join(ABLATION)})")
+    ap.add_argument("--no-engines", action="store_true", help="skip the cohort vs sequential timing")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="print the summary of these result "
+                    "files (one per seed, run in parallel with --seeds S --json FILE) and write --json")
     ap.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 1 round, 6 clients")
-    ap.add_argument("--json", default="benchmarks/results/scenario.json")
+    ap.add_argument("--json", default=None, help="result file (default: benchmarks/results/scenario.json; "
+                    "ablations write one only when given)")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.rounds, args.clients, args.per_round, args.epochs = [0], 1, 6, 3, 1
         args.energy_samples, args.test = 8, 32
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        runs = [r for part in parts for r in part["runs"]]
+        timing = next((part["engines"] for part in parts if part["engines"]), {})
+        args.seeds = sorted({r["seed"] for r in runs})
+        summarize(args, runs, timing)
+        return
     configure_allocator()
     runs, timing = [], {}
     for seed in args.seeds:
         base = base_spec(args, seed)
-        if seed == args.seeds[0] and not args.ablation:
+        if seed == args.seeds[0] and not args.ablation and not args.no_engines:
             timing = engine_round(args, seed, base)
         for row in ((args.rows or ABLATION) if args.ablation else ("naive", "calibrated", "ideal")):
             r = run_row(args, row, seed, base)
@@ -207,9 +221,16 @@ def main() -> None:
 
     if args.ablation:
         for r in runs:
-            print(f"| {r['row']} | seed {r['seed']} | {r['deployed']:.4f} | {r['on_ideal_hardware']:.4f} |")
+            by = " / ".join(f"{v:.3f}" for _, v in sorted(r["by_device"].items()))
+            print(f"| {r['row']} | seed {r['seed']} | {r['deployed']:.4f} | {r['on_ideal_hardware']:.4f} | {by} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "engines": timing}, indent=1))
         return
+    summarize(args, runs, timing)
 
+
+def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], timing: dict[str, Any]) -> None:
+    """The table, the engine timing, the result file and the last line."""
     def mean(row: str, key: str) -> float:
         return statistics.fmean(r[key] for r in runs if r["row"] == row)
 
@@ -221,15 +242,18 @@ def main() -> None:
         print(f"| {row} | {mean(row, 'deployed'):.4f} | {per} | {mean(row, 'acs'):.3g} | {mean(row, 'macs'):.3g} | "
               f"{mean(row, 'energy_j') * 1e9:.2f} nJ | {mean(row, 'bytes_up_per_round'):.0f} |")
     for engine in ("sequential", "cohort"):
+        if engine not in timing:
+            continue
         v = timing[engine]
         print(f"\n{engine} engine, one round of {args.clients} clients (conv net): "
               + (f"{v:.2f} s" if v is not None else f"not available: {timing[engine + '_reason']}"))
+    args.json = args.json or "benchmarks/results/scenario.json"
     a = 100 * (mean("calibrated", "deployed") - mean("naive", "deployed"))
     b = 100 * (mean("ideal", "deployed") - mean("calibrated", "deployed"))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "engines": timing}, indent=1))
     print(f"calibrated_minus_naive={a:.2f} ideal_minus_calibrated={b:.2f} conv_cohort_vs_sequential="
-          f"{timing['ratio']:.2f}")
+          f"{timing.get('ratio', math.nan):.2f}")
 
 
 if __name__ == "__main__":
