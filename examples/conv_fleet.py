@@ -5,7 +5,9 @@ Every client owns a simulated chip: 20% per-neuron mismatch of gain, threshold a
 feature map), 4- or 8-bit weights, and half of the chips run with a coarser time step (dt = 2, T/2 steps). Each
 round, the clients train their device's program through the device (``train_on_devices``), upload latent values
 (calibrated) or raw programs (naive), and the server averages them; the deployed accuracy is the global model
-written to every device. The same loop works for any model the devices accept (recurrent, CuBa, ALIF, delays).
+written to every device. A third row lets the dt = 2 clients train their chip's digital twin at the nominal
+step instead (``training_step="nominal"``: calibrated mismatch, bits, T steps); the chips are still deployed at
+their own dt. The same loop works for any model the devices accept (recurrent, CuBa, ALIF, delays).
 
 Run:  .venv/bin/python examples/conv_fleet.py [--rounds 6]
 """
@@ -48,11 +50,12 @@ def main() -> None:
     analog = get_profile("analog20")
     kinds = [analog.replace(name=f"{b}bit_dt{dt:g}", weight_bits=b, dt=dt) for b in (8, 4) for dt in (1.0, 2.0)]
     profiles = [kinds[k % len(kinds)] for k in range(args.clients)]
-    for mode in ("naive", "calibrated"):
+    for mode, step in (("naive", "device"), ("calibrated", "device"), ("calibrated", "nominal")):
         model = SpikingConvNet((1, 8, 8), 10, channels=(6,), generator=torch.Generator().manual_seed(args.seed))
         fleet = Fleet(model, profiles, mode,
                       [derive_seed(args.seed, Purpose.DEVICE, client=k) for k in range(args.clients)],
-                      [derive_seed(args.seed, Purpose.CALIBRATION, client=k) for k in range(args.clients)])
+                      [derive_seed(args.seed, Purpose.CALIBRATION, client=k) for k in range(args.clients)],
+                      training_step=step)
         latent = params_of(model)
         for rnd in range(1, args.rounds + 1):
             gens = [torch_generator(args.seed, Purpose.CLIENT, rnd, k) for k in range(args.clients)]
@@ -60,7 +63,8 @@ def main() -> None:
             total = sum(u.num_samples for u in ups)
             latent = {n: sum(u.params[n] * (u.num_samples / total) for u in ups) for n in latent}  # FedAvg
         ev = fleet.evaluate(latent, x_test, y_test, cfg, torch_generator(args.seed, Purpose.EVAL, args.rounds))
-        print(f"{mode:>10}: deployed accuracy {ev.accuracy:.3f} "
+        label = f"{mode}, {step} step"
+        print(f"{label:>24}: deployed accuracy {ev.accuracy:.3f} "
               f"(per device kind { {k: round(v, 3) for k, v in ev.by_profile.items()} })")
 
 
