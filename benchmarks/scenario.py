@@ -65,7 +65,7 @@ FLEET = [  # (profile overrides, share): 4/8-bit x dt 1/2, all with 20% mismatch
 ]
 
 
-ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step")
+ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_mixed")
 
 
 class DelayedConvNet(nn.Module):
@@ -98,7 +98,8 @@ def settings_for(args: argparse.Namespace, seed: int) -> RunSettings:
         "partition.method=dirichlet", "partition.alpha=0.3", f"partition.num_clients={args.clients}",
         "partition.min_size=5", f"federation.rounds={args.rounds}",
         f"federation.fraction={args.per_round / args.clients}", f"federation.eval_every={args.rounds}",
-        f"local.epochs={args.epochs}", "local.batch_size=32", f"local.lr={args.lr}", f"seed={seed}"])
+        f"local.epochs={args.epochs}", "local.batch_size=32", f"local.lr={args.lr}", f"seed={seed}",
+        *args.set])
 
 
 def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
@@ -113,7 +114,8 @@ def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
     return Fleet(model, profiles, "naive" if row.startswith("naive") else "calibrated",
                  [derive_seed(seed, Purpose.DEVICE, client=c) for c in range(n)],
                  [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16,
-                 training_step="device" if row.startswith("naive") or row.endswith("_chip_step") else "nominal")
+                 training_step="device" if row.startswith("naive") or row.endswith("_chip_step") else
+                 "mixed" if row.endswith("_mixed") else "nominal")
 
 
 def base_spec(args: argparse.Namespace, seed: int) -> Any:
@@ -190,6 +192,8 @@ def main() -> None:
                     "comes from); no summary line")
     ap.add_argument("--rows", nargs="+", default=None, help="ablation: these rows instead of the default ablation "
                     f"rows (any of naive, calibrated, ideal, {', '.join(ABLATION)})")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a further run-config "
+                    "override for every row (ablations)")
     ap.add_argument("--no-engines", action="store_true", help="skip the cohort vs sequential timing")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="print the summary of these result "
                     "files (one per seed, run in parallel with --seeds S --json FILE) and write --json")

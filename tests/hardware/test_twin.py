@@ -124,7 +124,7 @@ def test_bad_training_step_is_one_clear_error() -> None:
     model = _model()
     with pytest.raises(ValueError, match="unknown training step 'twin'"):
         _fleet(model, [COARSE], "twin")
-    with pytest.raises(ValueError, match="naive aggregation has no calibration"):
+    with pytest.raises(ValueError, match="calibration; naive aggregation has no calibration"):
         Fleet(model, [COARSE], "naive", [1], [2], training_step="nominal")
     base = ["partition.num_clients=4", "partition.min_size=5", "model.hidden=[16]",
             "devices.fleet=[{profile: coarse_dt}]"]
@@ -132,3 +132,35 @@ def test_bad_training_step_is_one_clear_error() -> None:
         build_settings(RunSettings, None, base + ["devices.training_step=twin"])
     spec = build_spec(build_settings(RunSettings, None, base + ["devices.training_step=nominal"]))
     assert spec.fleet.training_step == "nominal" and spec.fleet.describe()["training_step"] == "nominal"
+
+
+def test_mixed_step_adds_the_chips_loss_to_the_twins() -> None:
+    """``training_step=mixed`` on a mismatch-free dt = 2 chip (float weights, noise-free probes): one SGD step on
+    one batch equals a hand step on the latent values with the gradient of the nominal network's loss (T = 8)
+    plus the loss of the same network through the exact dt = 2 map (T = 4 device steps)."""
+    from spikefed.hardware.calibration import Calibration
+    from spikefed.snn.train import encode_inputs, task_loss
+
+    model = _model()
+    chip = DeviceProfile("ideal_coarse", dt=2.0, readout_noise=0.0)
+    latent = params_of(model)
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.rand(24, 6, generator=g), torch.randint(0, 4, (24,), generator=g)
+    cfg = TrainConfig(epochs=1, batch_size=24, num_steps=8, lr=0.05, optimizer="sgd", momentum=0.0)
+    up = train_on_fleet("sequential", _fleet(model, [chip], "mixed"), model, latent, [ClientData(0, x, y)],
+                        [torch.Generator().manual_seed(1)], cfg, FitInstructions(1), None, None)[0]
+    exact = Calibration.identity(model)
+    exact.dt = 2.0
+    leaves = {n: v.clone().requires_grad_(True) for n, v in latent.items()}
+    full = full_program(model, leaves)
+    nominal = as_model_output(functional_call(model, full, (encode_inputs(x, cfg, None),)), model).output
+    cfg4 = TrainConfig(num_steps=4)
+    coarse = as_model_output(functional_call(model, exact.to_device(full), (encode_inputs(x, cfg4, None),)),
+                             model).output
+    loss = task_loss(nominal, y, cfg) + task_loss(coarse, y, cfg4)
+    grads = torch.autograd.grad(loss, list(leaves.values()))
+    for (n, v), gr in zip(latent.items(), grads):
+        assert torch.allclose(up.params[n], v - cfg.lr * gr, atol=1e-5), n
+    twin_only = train_on_fleet("sequential", _fleet(model, [chip], "nominal"), model, latent, [ClientData(0, x, y)],
+                               [torch.Generator().manual_seed(1)], cfg, FitInstructions(1), None, None)[0]
+    assert max(float((twin_only.params[n] - up.params[n]).abs().max()) for n in latent) > 1e-4

@@ -143,11 +143,11 @@ REFUSALS: tuple[Refusal, ...] = (
                       "use local.method=bptt (full or truncated) on a fleet"),
     Refusal("fleet-naive-twin", "run", ("devices.aggregation", "devices.training_step"),
             lambda s: bool(s.devices.fleet) and s.devices.aggregation == "naive" and s.devices.training_step
-            == "nominal",
-            lambda s: "devices.training_step=nominal trains each coarse-step chip's digital twin, which is built "
-                      "from the chip's calibration (its measured gains, thresholds, time constants and delays); "
-                      "devices.aggregation=naive measures nothing, so there is no twin to train: use "
-                      "devices.aggregation=calibrated or devices.training_step=device"),
+            != "device",
+            lambda s: f"devices.training_step={s.devices.training_step} trains each coarse-step chip's digital "
+                      "twin, which is built from the chip's calibration (its measured gains, thresholds, time "
+                      "constants and delays); devices.aggregation=naive measures nothing, so there is no twin to "
+                      "train: use devices.aggregation=calibrated or devices.training_step=device"),
     Refusal("fleet-blocks", "run", ("devices.fleet", "model.norm", "model.dropout", "model.residual"),
             lambda s: bool(s.devices.fleet) and bool(s.model.blocks()),
             lambda s: "devices.fleet: a device runs Linear -> LIF/IF layers (its mismatch and calibration model "

@@ -46,6 +46,22 @@ from .types import ClientUpdate, FitInstructions, ParamDict, tensor_sum
 __all__ = ["OnDevice", "fleet_engine", "train_on_devices", "train_on_fleet"]
 
 
+class ChipOfTwin(nn.Module):
+    """The chip behind a digital twin (``devices.training_step=mixed``): its program is derived from the twin's
+    trainable program ``p`` as ``to_device_k(to_latent_twin(p))`` (differentiable), run through the chip."""
+
+    def __init__(self, twin: "OnDevice", twin_calibration: Any, chip_calibration: Any, chip: Any) -> None:
+        super().__init__()
+        self._twin = [twin]  # not a submodule: the leaves belong to the twin
+        self.twin_calibration, self.chip_calibration, self.chip = twin_calibration, chip_calibration, chip
+
+    def forward(self, x: torch.Tensor, state: Any = None) -> Any:
+        twin = self._twin[0]
+        program = self.chip_calibration.to_device(self.twin_calibration.to_latent(twin.program()))
+        eff = self.chip.effective(program, twin.generator)
+        return functional_call(twin._base[0], eff, (x,) if state is None else (x, state))
+
+
 class OnDevice(nn.Module):
     """``model`` running on ``device``: the module's parameters are the program's trainable values ``names``;
     ``forward(x, state)`` is ``model``'s with the device's effective values of the full program."""
@@ -81,7 +97,7 @@ class OnDevice(nn.Module):
 
 
 def fleet_engine(requested: str, model: nn.Module, cfg: TrainConfig, *, scaffold: bool, continual: bool,
-                 rebinned_events: bool) -> tuple[str, str | None]:
+                 rebinned_events: bool, mixed: bool = False) -> tuple[str, str | None]:
     """The engine that trains a fleet: ``(engine, why it is not the requested one or None)``."""
     if requested != "cohort":
         return requested, None
@@ -90,6 +106,8 @@ def fleet_engine(requested: str, model: nn.Module, cfg: TrainConfig, *, scaffold
         reason = "SCAFFOLD's latent control variates on a fleet train on the sequential device engine"
     if reason is None and continual:
         reason = "continual stability terms on a fleet (evaluated in latent space) train on the sequential engine"
+    if reason is None and mixed:
+        reason = "devices.training_step=mixed (twin and chip losses) trains on the sequential device engine"
     if reason is None and rebinned_events:
         reason = "event frames rebinned to a device's dt train on the sequential device engine"
     return ("cohort", None) if reason is None else ("sequential", reason)
@@ -133,6 +151,9 @@ def train_on_devices(fleet: Any, model: nn.Module, received: ParamDict, clients:
             return out
 
         needs_extra = bool(fit.prox_mu) or penalty is not None or correction is not None
+        chips = fleet.chips  # devices.training_step=mixed: the twin's loss plus the chip's
+        chip = chips.devices[k] if chips is not None and chips.devices[k].profile.dt != 1.0 else None
+        on_chip = ChipOfTwin(net, fleet.calibrations[k], chips.calibrations[k], chip) if chip is not None else None
         budget = step_budgets[i] if step_budgets is not None else None
         schedule = client_schedule(c.num_samples, cfg, gen, budget)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -142,6 +163,9 @@ def train_on_devices(fleet: Any, model: nn.Module, received: ParamDict, clients:
             xs = device.perturb_input(xs, gen)
             opt.zero_grad(set_to_none=True)
             _, out = backward_batch(net, xs, yb, dcfg, extra if needs_extra else None)
+            if on_chip is not None and chips is not None:  # gradients add up on the same leaves
+                xc, ccfg = chips.device_inputs(k, xb, cfg, gen)
+                backward_batch(on_chip, chip.perturb_input(xc, gen), yb, ccfg)
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(leaves, cfg.grad_clip)
             opt.step()
@@ -173,7 +197,7 @@ def train_on_fleet(engine: str, fleet: Any, model: nn.Module, received: ParamDic
     rebinned = cfg.encoder == "events" and any(fleet.num_steps(c.client_id, t) != t for c in clients)
     engine, _ = fleet_engine(engine, model, cfg, scaffold=fit.server_control is not None,
                              continual=penalties is not None and any(p is not None for p in penalties),
-                             rebinned_events=rebinned)
+                             rebinned_events=rebinned, mixed=fleet.chips is not None)
     if engine != "cohort":
         return train_on_devices(fleet, model, received, clients, gens, cfg, fit, controls, budgets, penalties)
     trained = [c.client_id for c in clients]

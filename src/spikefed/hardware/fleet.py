@@ -17,7 +17,8 @@ whose chip has ``dt != 1`` train the chip's *digital twin* at the nominal step i
 (:func:`~spikefed.hardware.calibration.digital_twin`: its calibrated mismatch, its bits and delay buffer, ``T``
 steps on the nominal inputs) and map the program with the twin's ``dt = 1`` calibration. Deployment and the
 deployed accuracy are unchanged: the chip runs its own ``dt`` through the dt map. :meth:`Fleet.for_training`
-is the fleet the clients train on.
+is the fleet the clients train on. ``mixed``: such a client's loss is the twin's (nominal step) plus its chip's
+(own step, program ``to_device_k(to_latent_twin(p))``), one optimiser step on the sum (sequential device engine).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from .calibration import Calibration, calibrate, digital_twin
 from .devices import Device, DeviceProfile, full_program, rebin_time, supports_devices
 
 AGGREGATION_MODES = ("calibrated", "naive")
-TRAINING_STEPS = ("device", "nominal")
+TRAINING_STEPS = ("device", "nominal", "mixed")
 
 
 @dataclass
@@ -65,9 +66,9 @@ class Fleet:
             raise ValueError(f"unknown device aggregation {mode!r}; valid: {', '.join(AGGREGATION_MODES)}")
         if training_step not in TRAINING_STEPS:
             raise ValueError(f"unknown training step {training_step!r}; valid: {', '.join(TRAINING_STEPS)}")
-        if training_step == "nominal" and mode != "calibrated":
-            raise ValueError("training_step='nominal' trains a digital twin built from the device's calibration; "
-                             "naive aggregation has no calibration (use training_step='device')")
+        if training_step != "device" and mode != "calibrated":
+            raise ValueError(f"training_step={training_step!r} trains a digital twin built from the device's "
+                             "calibration; naive aggregation has no calibration (use training_step='device')")
         if not len(profiles) == len(device_seeds) == len(calibration_seeds):
             raise ValueError("a fleet needs one profile, device seed and calibration seed per client")
         self.model, self.profiles, self.mode, self.training_step = model, profiles, mode, training_step
@@ -86,11 +87,12 @@ class Fleet:
             and not any(getattr(n, "refractory", 0) for n in model.neurons)
 
         self._training: Fleet | None = None
+        self.chips: Fleet | None = None  # on a mixed training view: the fleet of the real chips
 
     def for_training(self) -> "Fleet":
-        """The fleet the clients train on: this one, or with ``training_step='nominal'`` a view in which every
-        device with ``dt != 1`` is its digital twin at the nominal step (calibration with ``dt = 1``). Built once;
-        shares everything else with this fleet."""
+        """The fleet the clients train on: this one, or with ``training_step`` nominal / mixed a view in which
+        every device with ``dt != 1`` is its digital twin at the nominal step (calibration with ``dt = 1``; mixed:
+        ``view.chips`` is this fleet). Built once; shares everything else with this fleet."""
         if self.training_step == "device" or all(p.dt == 1.0 for p in self.profiles):
             return self
         if self._training is None:
@@ -101,6 +103,7 @@ class Fleet:
                     view.devices[k] = digital_twin(dev, cal, 1.0)
                     view.calibrations[k] = replace(cal, dt=1.0)
             view.training_step = "device"  # the view trains on its (twin) devices as they are
+            view.chips = self if self.training_step == "mixed" else None  # mixed: the chips' loss as well
             self._training = view
         return self._training
 

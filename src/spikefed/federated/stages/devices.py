@@ -38,7 +38,8 @@ class DevicesStage(Stage):
         rebinned = spec.local.encoder == "events" and any(d.num_steps(t) != t for d in trains_on)
         scaffold = getattr(spec.strategy, "name", None) == "scaffold"
         engine, why = fleet_engine(spec.engine, spec.model, spec.local, scaffold=scaffold,
-                                   continual=spec.continual is not None, rebinned_events=rebinned)
+                                   continual=spec.continual is not None, rebinned_events=rebinned,
+                                   mixed=fleet.for_training().chips is not None)
         if engine != spec.engine:  # no silent fallback: the run prints and records the engine that trains
             spec.engine, spec.engine_note = engine, why
         self.fleet = fleet
