@@ -22,7 +22,8 @@ Terms that belong to the latent space are evaluated there, differentiably throug
   engine does).
 
 With ``devices.training_step=nominal`` a client whose chip has another ``dt`` trains its chip's digital twin at
-the nominal step (:meth:`~spikefed.hardware.fleet.Fleet.for_training`); both engines train on that view.
+the nominal step (:meth:`~spikefed.hardware.fleet.Fleet.for_training`); both engines train on that view. With
+``mixed`` its loss is the twin's plus its chip's (:class:`ChipOfTwin`, sequential device engine).
 
 On a fleet of ideal devices (``to_latent`` and ``effective`` are identities) this is exactly the sequential
 engine's training without a fleet.
@@ -163,7 +164,7 @@ def train_on_devices(fleet: Any, model: nn.Module, received: ParamDict, clients:
             xs = device.perturb_input(xs, gen)
             opt.zero_grad(set_to_none=True)
             _, out = backward_batch(net, xs, yb, dcfg, extra if needs_extra else None)
-            if on_chip is not None and chips is not None:  # gradients add up on the same leaves
+            if on_chip is not None and chips is not None and chip is not None:  # gradients add up on the leaves
                 xc, ccfg = chips.device_inputs(k, xb, cfg, gen)
                 backward_batch(on_chip, chip.perturb_input(xc, gen), yb, ccfg)
             if cfg.grad_clip is not None:
