@@ -21,7 +21,7 @@ from spikefed.runtime import apply_threads, resolve_device
 SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"
 parser = argparse.ArgumentParser()
 parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if present, else cpu)")
-parser.add_argument("--kernel", default="loop", choices=("loop", "compiled", "auto"))
+parser.add_argument("--kernel", default="loop", choices=("loop", "compiled", "numba", "auto"))
 parser.add_argument("--threads", default="auto", help="auto, torch or a number")
 args = parser.parse_args()
 

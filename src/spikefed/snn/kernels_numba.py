@@ -20,7 +20,10 @@ part of the neuron axis; LIF is elementwise across neurons).
 Tensors are handed to numba without copies: a ``[T, *step]`` tensor is viewed as ``[T, A, C]`` (step dims split
 so that ``C`` is contiguous; a time-constant input, stride 0 over T, stays one), and the kernel indexes its
 storage with the strides. Threads: numba's thread count is set to torch's before every call
-(:func:`sync_threads`), so the two pools never oversubscribe the cores.
+(:func:`sync_threads`), so the two pools never oversubscribe the cores; numba's threading layer is its own
+``workqueue`` pool (unless ``NUMBA_THREADING_LAYER`` says otherwise), whose threads sleep between launches, so
+no OpenMP runtime spins beside torch's. Results do not depend on the thread count: every element's time loop
+runs in one thread in a fixed order.
 
 The low-pass filter keeps the loop kernel: it runs only on membrane read-outs (``[T, K, B, classes]``), a few
 per cent of a round. Values agree with :func:`~.kernels.lif_reference` to float rounding (tests: float64
@@ -31,6 +34,8 @@ dtype compiles (a few seconds; ``cache=True`` keeps the machine code in ``__pyca
 from __future__ import annotations
 
 import math
+import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -69,6 +74,22 @@ def sync_threads() -> int:
     return n
 
 
+_LAUNCH = threading.Lock()
+
+
+def _launch(name: str, *args: Any) -> None:
+    """Run kernel ``name`` with numba's threads = torch's, one launch at a time (the workqueue layer does not
+    nest), and torch's thread count as it was (numba's OpenMP layer, where a user picks it, resets it when its
+    pool starts)."""
+    kernel = _kernel(name)
+    with _LAUNCH:
+        torch_threads = torch.get_num_threads()
+        sync_threads()
+        kernel(*args)
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
+
+
 def _sg_py(z: float, sid: int, a: float) -> float:
     """The surrogate derivative ``dS/dz`` of :mod:`.surrogate` (same formulas, same order of operations)."""
     if sid == 0:  # atan: 1 / (2/a + (pi^2 a / 2) z^2)
@@ -89,8 +110,10 @@ _sg = njit(inline="always", cache=True)(_sg_py) if numba is not None else _sg_py
 
 def _forward(x, xt, xa, u0, beta, thr, vr, mode, U, S, ot, oa, T, A, C, blk):  # type: ignore[no-untyped-def]
     """Forward: ``x`` / ``U`` / ``S`` are 1-D storage spans indexed ``t * st_t + a * st_a + c``; the parameters
-    are contiguous ``[A * C]``."""
+    are contiguous ``[A * C]``. Every step of a block works on row slices (LLVM vectorises those loops; with
+    offsets inside the index it does not) and uses float32 constants (no promotion of float32 arithmetic)."""
     nb = (C + blk - 1) // blk
+    zero, one = np.float32(0.0), np.float32(1.0)
     for job in prange(A * nb):
         a = job // nb
         lo = (job - a * nb) * blk
@@ -100,108 +123,154 @@ def _forward(x, xt, xa, u0, beta, thr, vr, mode, U, S, ot, oa, T, A, C, blk):  #
         bb = beta[p:p + n]
         th = thr[p:p + n]
         v = vr[p:p + n]
+        jump = th - v
         for t in range(T):
             xb = t * xt + a * xa + lo
             ob = t * ot + a * oa + lo
+            xr = x[xb:xb + n]
+            ur = U[ob:ob + n]
+            sr = S[ob:ob + n]
             if mode == 0:
                 for j in range(n):
                     prev = u[j]
-                    nu = x[xb + j] + bb[j] * prev
-                    if prev > th[j]:
-                        nu = nu - (th[j] - v[j])
+                    nu = xr[j] + bb[j] * prev - (jump[j] if prev > th[j] else zero)
                     u[j] = nu
-                    U[ob + j] = nu
-                    S[ob + j] = 1.0 if nu > th[j] else 0.0
+                    ur[j] = nu
+                    sr[j] = one if nu > th[j] else zero
             elif mode == 1:
                 for j in range(n):
-                    prev = u[j]
-                    nu = x[xb + j] + bb[j] * (v[j] if prev > th[j] else prev)
+                    nu = xr[j] + bb[j] * (v[j] if u[j] > th[j] else u[j])
                     u[j] = nu
-                    U[ob + j] = nu
-                    S[ob + j] = 1.0 if nu > th[j] else 0.0
+                    ur[j] = nu
+                    sr[j] = one if nu > th[j] else zero
             else:
                 for j in range(n):
-                    nu = x[xb + j] + bb[j] * u[j]
+                    nu = xr[j] + bb[j] * u[j]
                     u[j] = nu
-                    U[ob + j] = nu
-                    S[ob + j] = 1.0 if nu > th[j] else 0.0
+                    ur[j] = nu
+                    sr[j] = one if nu > th[j] else zero
 
 
-def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sga, sg0, sid, slope,  # type: ignore[no-untyped-def]
+def _sg_row_py(out, ur, th, n, sid, a, consts):  # type: ignore[no-untyped-def]
+    """``out[j] = sg(ur[j] - th[j])`` for a block row, the surrogate branch outside the loop (vectorises);
+    atan in the data's dtype with ``consts = [pi^2 a / 2, 2 / a, 1]`` of that dtype (as torch computes it)."""
+    if sid == 0:
+        c1, c2, one = consts[0], consts[1], consts[2]
+        for j in range(n):
+            z = ur[j] - th[j]
+            out[j] = one / (z * z * c1 + c2)
+    else:
+        for j in range(n):
+            out[j] = _sg(ur[j] - th[j], sid, a)
+
+
+_sg_row = njit(inline="always", cache=True)(_sg_row_py) if numba is not None else _sg_row_py
+
+
+def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sga, sg0, sid, slope, consts,  # type: ignore[no-untyped-def]
               u0, beta, thr, vr, mode, detach, D, dt, da, gu0, gbeta, gthr, gvr, T, A, C, blk):
     """Reverse-time recurrence (see :func:`~.kernels.lif_backward`): writes ``delta = dL/du`` into ``D`` and the
     per-element sums over T of the parameter gradients into ``gu0 / gbeta / gthr / gvr`` (contiguous
     ``[A * C]``; a length-0 array means "not needed"). ``sid < 0``: the surrogate derivative at ``U - thr`` is
-    given in ``sg`` (and at ``u0 - thr`` in ``sg0``)."""
+    given in ``sg`` (and at ``u0 - thr`` in ``sg0``). Per block and step, on row slices: the direct term
+    ``gU + gS * sg`` in one loop, the recurrence ``delta[t] = direct + A[t+1] delta[t+1]`` in another, and only
+    where needed (a reset that depends on ``u``, parameter gradients) the per-step ``A[t]`` and the parameter
+    terms."""
     nb = (C + blk - 1) // blk
     need_u0 = gu0.shape[0] > 0
     need_beta = gbeta.shape[0] > 0
     need_thr = gthr.shape[0] > 0
     need_vr = gvr.shape[0] > 0
+    a_const = mode != 1 and detach  # A[t] = beta for every t
+    per_step = not a_const or need_beta or need_thr or need_vr or need_u0
     for job in prange(A * nb):
         a = job // nb
         lo = (job - a * nb) * blk
         n = min(lo + blk, C) - lo
         p = a * C + lo
-        dn = np.zeros(n)  # delta[t + 1]
-        an = np.zeros(n)  # A[t + 1] = du[t + 1] / du[t]
+        th = thr[p:p + n]
+        b = beta[p:p + n]
+        v = vr[p:p + n]
+        dn = np.zeros(n, dtype=D.dtype)  # delta[t + 1]
+        an = b.copy()  # A[t + 1] = du[t + 1] / du[t]
+        g = np.zeros(n, dtype=D.dtype)  # the direct term gU + gS * sg
+        direct = np.zeros(n, dtype=D.dtype)  # gS * sg (also the threshold gradient's own term)
         acc_b = np.zeros(n)
         acc_t = np.zeros(n)
         acc_v = np.zeros(n)
         for t in range(T - 1, -1, -1):
             ub = t * ut + a * ua + lo
-            for j in range(n):
-                i = p + j
-                th = thr[i]
-                b = beta[i]
-                v = vr[i]
-                ucur = U[ub + j]
-                d = an[j] * dn[j]
-                direct = 0.0
-                if has_gu:
-                    d += gU[t * gut + a * gua + lo + j]
+            ur = U[ub:ub + n]
+            if has_gs:
+                if sid >= 0:
+                    _sg_row(direct, ur, th, n, sid, slope, consts)
+                else:
+                    sb = t * sgt + a * sga + lo
+                    direct[:] = sg[sb:sb + n]
+                gb = t * gst + a * gsa + lo
+                gr = gS[gb:gb + n]
+                for j in range(n):
+                    direct[j] = gr[j] * direct[j]
+            if has_gu:
+                gb = t * gut + a * gua + lo
+                gr = gU[gb:gb + n]
                 if has_gs:
-                    if sid >= 0:
-                        s_t = _sg(ucur - th, sid, slope)
-                    else:
-                        s_t = sg[t * sgt + a * sga + lo + j]
-                    direct = gS[t * gst + a * gsa + lo + j] * s_t
-                    d += direct
-                D[t * dt + a * da + lo + j] = d
-                up = U[ub - ut + j] if t > 0 else u0[i]
-                r = 1.0 if up > th else 0.0
+                    for j in range(n):
+                        g[j] = gr[j] + direct[j]
+                else:
+                    g[:] = gr
+            else:
+                g[:] = direct
+            db = t * dt + a * da + lo
+            dr = D[db:db + n]
+            for j in range(n):
+                d = g[j] + an[j] * dn[j]
+                dn[j] = d
+                dr[j] = d
+            if not per_step:
+                continue
+            if t > 0:
+                upr = U[ub - ut:ub - ut + n]
+            else:
+                upr = u0[p:p + n]
+            if not detach and mode != 2 and sid < 0:
+                if t > 0:
+                    sb = (t - 1) * sgt + a * sga + lo
+                    sgpr = sg[sb:sb + n]
+                else:
+                    sgpr = sg0[p:p + n]
+            else:
+                sgpr = dn  # unused
+            for j in range(n):
+                d = dn[j]
+                up = upr[j]
+                r = 1.0 if up > th[j] else 0.0
                 sgp = 0.0
                 if not detach and mode != 2:
-                    if sid >= 0:
-                        sgp = _sg(up - th, sid, slope)
-                    elif t > 0:
-                        sgp = sg[(t - 1) * sgt + a * sga + lo + j]
-                    else:
-                        sgp = sg0[i]
+                    sgp = _sg(up - th[j], sid, slope) if sid >= 0 else sgpr[j]
                 if mode == 1:
-                    at = b * (1.0 - r)
+                    at = b[j] * (1.0 - r)
                     if not detach:
-                        at += b * (v - up) * sgp
+                        at += b[j] * (v[j] - up) * sgp
                 elif mode == 0 and not detach:
-                    at = b - (th - v) * sgp
+                    at = b[j] - (th[j] - v[j]) * sgp
                 else:
-                    at = b
+                    at = b[j]
                 an[j] = at
-                dn[j] = d
                 if need_beta:
-                    acc_b[j] += d * ((v if r > 0.0 else up) if mode == 1 else up)
+                    acc_b[j] += d * ((v[j] if r > 0.0 else up) if mode == 1 else up)
                 if need_thr:
                     if mode == 0:
                         dthr = -r
                         if not detach:
-                            dthr += (th - v) * sgp
+                            dthr += (th[j] - v[j]) * sgp
                     elif mode == 1 and not detach:
-                        dthr = -b * (v - up) * sgp
+                        dthr = -b[j] * (v[j] - up) * sgp
                     else:
                         dthr = 0.0
-                    acc_t[j] += d * dthr - direct
+                    acc_t[j] += d * dthr - (direct[j] if has_gs else 0.0)
                 if need_vr:
-                    acc_v[j] += d * (r if mode == 0 else (b * r if mode == 1 else 0.0))
+                    acc_v[j] += d * (r if mode == 0 else (b[j] * r if mode == 1 else 0.0))
         for j in range(n):
             if need_u0:
                 gu0[p + j] = an[j] * dn[j]
@@ -222,6 +291,9 @@ def _kernel(name: str) -> Any:
         reason = numba_reason()
         if reason is not None:
             raise RuntimeError(f"local.kernel=numba: {reason}")
+        if "NUMBA_THREADING_LAYER" not in os.environ:
+            # numba's own thread pool (no OpenMP runtime beside torch's; read at the first parallel launch)
+            numba.config.THREADING_LAYER = "workqueue"
         fn = {"forward": _forward, "backward": _backward}[name]
         _jit[name] = njit(parallel=True, fastmath=False, cache=True, error_model="numpy")(fn)
     return _jit[name]
@@ -296,9 +368,8 @@ def numba_lif_forward(x: torch.Tensor, u0: torch.Tensor, beta: torch.Tensor, thr
     xs, xt, xa = _span(x, a, c)
     us, ot, oa = _span(U, a, c)
     ss, _, _ = _span(S, a, c)
-    sync_threads()
-    _kernel("forward")(xs, xt, xa, _param(u0, step), _param(beta, step), _param(thr, step), _param(v_r, step),
-                       mode, us, ss, ot, oa, steps, a, c, _BLOCK)
+    _launch("forward", xs, xt, xa, _param(u0, step), _param(beta, step), _param(thr, step), _param(v_r, step),
+            mode, us, ss, ot, oa, steps, a, c, _BLOCK)
     return S, U
 
 
@@ -333,12 +404,13 @@ def numba_lif_backward(ctx: Any, gS: torch.Tensor | None, gU: torch.Tensor | Non
     gus, gut, gua = _span(gU, a, c) if gU is not None else (dummy, 0, 0)
     sgs, sgt, sga = _span(sg, a, c) if sg is not None else (dummy, 0, 0)
     sg0s = _param(sg0, step) if sg0 is not None else dummy
+    slope = float(sur.slope or 0.0)
+    consts = np.array([math.pi ** 2 * slope / 2.0, 2.0 / slope if slope else 0.0, 1.0], dtype=dummy.dtype)
     m = a * c
     outs = [np.zeros(m if need else 0, dtype=dummy.dtype) for need in (need_u0, need_beta, need_thr, need_vr)]
-    sync_threads()
-    _kernel("backward")(us, ut, ua, gss, gst, gsa, gS is not None, gus, gut, gua, gU is not None, sgs, sgt, sga,
-                        sg0s, sid, float(sur.slope or 0.0), _param(u0, step), _param(beta, step), _param(thr, step),
-                        _param(v_r, step), mode, detach, ds, dt, da, *outs, steps, a, c, _BLOCK)
+    _launch("backward", us, ut, ua, gss, gst, gsa, gS is not None, gus, gut, gua, gU is not None, sgs, sgt, sga,
+            sg0s, sid, slope, consts, _param(u0, step), _param(beta, step), _param(thr, step),
+            _param(v_r, step), mode, detach, ds, dt, da, *outs, steps, a, c, _BLOCK)
     grads = [(_grad_sum(g, step, p) if need else None)
              for g, need, p in zip(outs, (need_u0, need_beta, need_thr, need_vr), (u0, beta, thr, v_r))]
     return (D if need_x else None, *grads, None, None, None)
