@@ -108,6 +108,16 @@ def _sg_py(z: float, sid: int, a: float) -> float:
 _sg = njit(inline="always", cache=True)(_sg_py) if numba is not None else _sg_py
 
 
+def _row_py(arr, p, n):  # type: ignore[no-untyped-def]
+    """Elements ``p .. p + n`` of a parameter given per element (length ``A * C``) or as one value (length 1)."""
+    if arr.shape[0] == 1:
+        return np.full(n, arr[0], dtype=arr.dtype)
+    return arr[p:p + n].copy()
+
+
+_row = njit(inline="always", cache=True)(_row_py) if numba is not None else _row_py
+
+
 def _forward(x, xt, xa, u0, beta, thr, vr, mode, U, S, ot, oa, T, A, C, blk):  # type: ignore[no-untyped-def]
     """Forward: ``x`` / ``U`` / ``S`` are 1-D storage spans indexed ``t * st_t + a * st_a + c``; the parameters
     are contiguous ``[A * C]``. Every step of a block works on row slices (LLVM vectorises those loops; with
@@ -119,10 +129,10 @@ def _forward(x, xt, xa, u0, beta, thr, vr, mode, U, S, ot, oa, T, A, C, blk):  #
         lo = (job - a * nb) * blk
         n = min(lo + blk, C) - lo
         p = a * C + lo
-        u = u0[p:p + n].copy()
-        bb = beta[p:p + n]
-        th = thr[p:p + n]
-        v = vr[p:p + n]
+        u = _row(u0, p, n)
+        bb = _row(beta, p, n)
+        th = _row(thr, p, n)
+        v = _row(vr, p, n)
         jump = th - v
         for t in range(T):
             xb = t * xt + a * xa + lo
@@ -188,9 +198,10 @@ def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sg
         lo = (job - a * nb) * blk
         n = min(lo + blk, C) - lo
         p = a * C + lo
-        th = thr[p:p + n]
-        b = beta[p:p + n]
-        v = vr[p:p + n]
+        th = _row(thr, p, n)
+        b = _row(beta, p, n)
+        v = _row(vr, p, n)
+        u0r = _row(u0, p, n)
         dn = np.zeros(n, dtype=D.dtype)  # delta[t + 1]
         an = b.copy()  # A[t + 1] = du[t + 1] / du[t]
         g = np.zeros(n, dtype=D.dtype)  # the direct term gU + gS * sg
@@ -201,6 +212,27 @@ def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sg
         for t in range(T - 1, -1, -1):
             ub = t * ut + a * ua + lo
             ur = U[ub:ub + n]
+            db = t * dt + a * da + lo
+            dr = D[db:db + n]
+            if sid == 0 and has_gs and not per_step:  # the default: atan, spikes' gradient only, A = beta
+                gb = t * gst + a * gsa + lo
+                gr = gS[gb:gb + n]
+                c1, c2, one = consts[0], consts[1], consts[2]
+                if has_gu:
+                    gb = t * gut + a * gua + lo
+                    gur = gU[gb:gb + n]
+                    for j in range(n):
+                        z = ur[j] - th[j]
+                        d = gr[j] * (one / (z * z * c1 + c2)) + gur[j] + an[j] * dn[j]
+                        dn[j] = d
+                        dr[j] = d
+                else:
+                    for j in range(n):
+                        z = ur[j] - th[j]
+                        d = gr[j] * (one / (z * z * c1 + c2)) + an[j] * dn[j]
+                        dn[j] = d
+                        dr[j] = d
+                continue
             if has_gs:
                 if sid >= 0:
                     _sg_row(direct, ur, th, n, sid, slope, consts)
@@ -221,8 +253,6 @@ def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sg
                     g[:] = gr
             else:
                 g[:] = direct
-            db = t * dt + a * da + lo
-            dr = D[db:db + n]
             for j in range(n):
                 d = g[j] + an[j] * dn[j]
                 dn[j] = d
@@ -232,13 +262,13 @@ def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sg
             if t > 0:
                 upr = U[ub - ut:ub - ut + n]
             else:
-                upr = u0[p:p + n]
+                upr = u0r
             if not detach and mode != 2 and sid < 0:
                 if t > 0:
                     sb = (t - 1) * sgt + a * sga + lo
                     sgpr = sg[sb:sb + n]
                 else:
-                    sgpr = sg0[p:p + n]
+                    sgpr = _row(sg0, p, n)
             else:
                 sgpr = dn  # unused
             for j in range(n):
@@ -299,18 +329,22 @@ def _kernel(name: str) -> Any:
     return _jit[name]
 
 
-def _split(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+def _split(x: torch.Tensor, *others: torch.Tensor | None) -> tuple[torch.Tensor, int, int]:
     """``(x, A, C)``: ``A * C`` = the step's size, ``C`` the longest suffix of the step dims that ``x``
-    (``[T, *step]``) views as one contiguous run, the rest as one strided axis; ``x`` is made contiguous where
-    that run would be short (< 256 elements and not the whole step)."""
+    (``[T, *step]``) and every tensor of ``others`` view as one contiguous run, the rest as one strided axis
+    (so a K-major gradient and a contiguous membrane share the split ``[T, K, B * N]`` without a copy). Where no
+    split leaves a run of >= 256 elements (or the whole step), ``x`` is made contiguous and the split is
+    ``(1, step size)``; an ``other`` that does not fit the split is copied by :func:`_fit`."""
     step = tuple(x.shape[1:])
     m = math.prod(step)
-    for j in range(len(step) + 1):
-        a, c = math.prod(step[:j]), math.prod(step[j:])
-        if _view3(x, a, c) is not None:
-            if c >= min(m, 256):
+    present = [t for t in others if t is not None]
+    for group in ([x, *present], [x]):
+        for j in range(len(step) + 1):
+            a, c = math.prod(step[:j]), math.prod(step[j:])
+            if c < min(m, 256):
+                break
+            if all(_view3(t, a, c) is not None for t in group):
                 return x, a, c
-            break
     return x.contiguous(), 1, m
 
 
@@ -339,6 +373,9 @@ def _span(t: torch.Tensor, a: int, c: int) -> tuple[np.ndarray, int, int]:
 
 
 def _param(p: torch.Tensor, step: tuple[int, ...]) -> np.ndarray:
+    """A parameter for the kernels: one value (length 1) if it is one number, else per element ``[A * C]``."""
+    if p.numel() == 1:
+        return p.detach().reshape(1).contiguous().numpy()
     return p.detach().expand(step).contiguous().view(-1).numpy()
 
 
@@ -394,7 +431,7 @@ def numba_lif_backward(ctx: Any, gS: torch.Tensor | None, gU: torch.Tensor | Non
     if sid < 0 and (gS is not None or (not detach and mode != 2)):
         sg = sur.derivative((U - thr).contiguous())
         sg0 = sur.derivative(u0.expand(step) - thr)
-    U, a, c = _split(U)  # U was allocated to view as [T, a, c] in the forward: no copy
+    U, a, c = _split(U, gS, gU)  # U was allocated to view as [T, a, c] in the forward: no copy
     D = _alloc_like(U)
     gS, gU = _fit(gS, a, c), _fit(gU, a, c)
     dummy = np.zeros(1, dtype=np.float64 if dtype == torch.float64 else np.float32)
