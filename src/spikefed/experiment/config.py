@@ -397,8 +397,8 @@ class LocalTrainSettings(_Section):
         "loop", description="LIF / low-pass kernels of the batched cohort engine's MLP path: loop (the fused "
         "Python time loop, the reference fast path), compiled (torch.compile of the forward time loop; the first "
         "call compiles, ~50 s on 2 cores), numba (CPU only: forward and backward time loops in one parallel numba "
-        "call each; the first call per dtype compiles once, ~20 s, then loads from numba's cache), auto (numba on "
-        "CPU, compiled on CUDA); docs/performance.md")
+        "call each; the first call per dtype compiles once, ~20 s, then loads from numba's cache; needs the numba "
+        "extra), auto (compiled on CUDA, loop on CPU); docs/performance.md")
 
 
 

@@ -34,18 +34,15 @@ _compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 def resolve_kernel(kernel: str, device: torch.device | str = "cpu") -> str:
     """``loop``, ``compiled`` or ``numba`` for ``local.kernel``. ``auto``: on CUDA ``compiled`` (one Triton
-    kernel per time loop instead of T launches of several kernels); on CPU ``numba`` (:mod:`.kernels_numba`,
-    measured faster per round, docs/performance.md), or ``loop`` where numba cannot be imported. ``numba`` on a
-    CUDA device is refused: it is a CPU kernel."""
+    kernel per time loop instead of T launches of several kernels); on CPU ``loop``: neither the compiled nor
+    the numba kernel (:mod:`.kernels_numba`) measured >= 1.3x per round at 100 clients on the 2-core machine
+    (docs/performance.md has the numbers), so neither pays its first-call compile or load. ``numba`` on a CUDA
+    device is refused: it is a CPU kernel."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown local.kernel {kernel!r}; valid: {', '.join(KERNELS)}")
     kind = torch.device(device).type
     if kernel == "auto":
-        if kind == "cuda":
-            return "compiled"
-        from .kernels_numba import numba_reason
-
-        return "numba" if numba_reason() is None else "loop"
+        return "compiled" if kind == "cuda" else "loop"
     if kernel == "numba" and kind != "cpu":
         raise ValueError(f"local.kernel=numba runs on the CPU only, not on {device}; use compiled, loop or auto")
     return kernel

@@ -44,7 +44,7 @@ import torch
 from .kernels import LIFFunction, lif_vmap
 from .surrogate import Surrogate
 
-try:  # numba is a requirement of spikefed; the guard keeps an import error readable
+try:  # numba is the optional extra ``spikefed[numba]``; without it the kernel says so when selected
     import numba
     from numba import njit, prange
 except ImportError as _e:  # pragma: no cover - exercised only where numba is missing
@@ -62,7 +62,7 @@ SURROGATE_IDS = {"atan": 0, "fast_sigmoid": 1, "sigmoid": 2, "triangular": 3, "s
 def numba_reason() -> str | None:
     """``None`` if the numba kernel can run here, else why not."""
     if _IMPORT_ERROR is not None:
-        return f"numba is not importable ({_IMPORT_ERROR}); pip install 'numba>=0.59'"
+        return f"numba is not importable ({_IMPORT_ERROR}); pip install 'spikefed[numba]'"
     return None
 
 
