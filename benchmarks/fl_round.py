@@ -326,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads of the spikefed engines (0: torch's default); 1 is steadier on a busy machine")
     ap.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     ap.add_argument("--kernel", default="loop", choices=("loop", "compiled", "numba", "auto"),
-                    help="local.kernel of the cohort engine (the sequential engine and the Flower clients run the model's own neurons: the loop kernel)")
+                    help="local.kernel of the cohort engine (the sequential engine and the Flower clients run "
+                         "the model's own neurons: the loop kernel)")
     args = ap.parse_args(argv)
     global KERNEL
     KERNEL = args.kernel
