@@ -27,8 +27,10 @@ runs in one thread in a fixed order.
 
 The low-pass filter keeps the loop kernel: it runs only on membrane read-outs (``[T, K, B, classes]``), a few
 per cent of a round. Values agree with :func:`~.kernels.lif_reference` to float rounding (tests: float64
-1e-12, float32 1e-5, ``torch.autograd.gradcheck``, and under vmap against the loop kernel). The first call per
-dtype compiles (a few seconds; ``cache=True`` keeps the machine code in ``__pycache__`` for later processes).
+1e-12, float32 2e-6 relative, ``torch.autograd.gradcheck``, and under vmap against the loop kernel). The first
+call per dtype compiles (about 20 s on 2 cores; ``cache=True`` keeps the machine code in ``__pycache__``, so later
+processes load it in about a second). Measured per round it is not faster than the loop kernel by the 1.3x that
+would make it ``local.kernel=auto``'s CPU choice (docs/performance.md), so it is opt-in.
 """
 
 from __future__ import annotations
