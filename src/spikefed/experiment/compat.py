@@ -216,7 +216,8 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: _on_accelerator(s) and s.local.kernel == "numba",
             lambda s: f"runtime.device={s.runtime.device} cannot run local.kernel=numba (a CPU kernel: numba "
                       "compiles the LIF time loops to machine code that reads the tensors' host memory; auto may "
-                      "pick cuda); use runtime.device=cpu, or local.kernel=loop or auto (compiled on CUDA, loop on CPU)"),
+                      "pick cuda); use runtime.device=cpu, or local.kernel=loop or auto (compiled on CUDA, loop "
+                      "on CPU)"),
 )
 
 
