@@ -37,13 +37,20 @@ writes then reads back each activation of each layer (pre-activation, membrane, 
 gradient, reads and writes Adam's two moments (8 passes over the P parameters); every client writes its upload
 once and the server reads it once (2 K P). ``floor_ratio`` = cohort seconds per round / floor.
 
+Compute floor (``floors.py``): the FLOPs of the round's matrix products (forward, input-gradient and
+weight-gradient products of every Linear over T x samples; the first layer, whose direct input is the same at
+every step, once per sample and without an input gradient) over a GEMM rate measured in the same run
+(``torch.bmm`` of the round's own stacked float32 shapes, the same threads). Printed with the bandwidth floor,
+and ``ratio_to_max_floor`` = cohort seconds per round / max(bandwidth floor, compute floor).
+
 Run
     .venv/bin/pip install -e '.[flower]' -c constraints.txt        # Flower + Ray (optional extra)
     .venv/bin/python benchmarks/fl_round.py                        # K = 10, 100, 1000; 3 timed rounds
     .venv/bin/python benchmarks/fl_round.py --clients 10,100 --rounds 1 --skip-flower --json /tmp/x.json
-Prints a Markdown table, writes ``--json`` (default benchmarks/results/fl_round.json) and last the line
+Prints a Markdown table, writes ``--json`` (default benchmarks/results/fl_round.json), then the line
+``bandwidth_floor_s=<a> compute_floor_s=<b> gemm_gflop_per_s=<c> ratio_to_max_floor=<d>`` and last the line
 ``speedup_vs_flower_snntorch=<x> speedup_vs_flower=<y> speedup_vs_sequential=<z> floor_ratio=<w>`` at 100 clients
-per round ("nan" where a peer did not run).
+per round ("nan" where a peer did not run). ``--kernel`` sets ``local.kernel`` of the spikefed engines.
 """
 
 from __future__ import annotations
@@ -63,6 +70,9 @@ from typing import Any, Callable
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floors import gemm_flops, gemm_rate  # noqa: E402
+
 from spikefed.experiment.config import RunSettings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.cohort import ClientData, train_sequential
@@ -74,6 +84,7 @@ from spikefed.runtime import configure_allocator
 SEED = 0
 NEVER = 10**9  # federation.rounds / eval_every: no evaluation inside the timed rounds
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "fl_round.json"
+KERNEL = "loop"  # local.kernel of the spikefed engines (--kernel)
 
 
 def make_settings(k: int, engine: str = "cohort") -> RunSettings:
@@ -81,7 +92,8 @@ def make_settings(k: int, engine: str = "cohort") -> RunSettings:
         "seed": SEED,
         "partition": {"method": "iid", "num_clients": k},
         "model": {"kind": "mlp", "hidden": [256], "neuron": "lif"},
-        "local": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "num_steps": 25, "encoder": "direct"},
+        "local": {"epochs": 1, "batch_size": 32, "optimizer": "adam", "num_steps": 25, "encoder": "direct",
+                  "kernel": KERNEL},
         "federation": {"rounds": NEVER, "eval_every": NEVER, "fraction": 1.0, "min_clients": k,
                        "strategy": "fedavg", "engine": engine},
     })
@@ -154,6 +166,18 @@ def floor_bytes(k: int) -> dict[str, int]:
     uplink = 2 * k * p * 4
     return {"activations": activations, "optimizer": optimizer, "uplink": uplink,
             "total": activations + optimizer + uplink}
+
+
+def compute_floor(k: int) -> dict[str, Any]:
+    """The round's GEMM FLOPs, the GEMM rate measured on its own shapes, and their ratio (``floors.py``)."""
+    spec = build_spec(make_settings(k))
+    cfg, sizes = spec.local, [64, 256, 10]
+    counts = [len(p) for p in spec.parts]
+    samples = cfg.epochs * sum(counts)
+    width = min(cfg.batch_size, max(counts))  # samples per client per step, as the cohort engine pads them
+    flops = gemm_flops(samples, cfg.num_steps, sizes)
+    rate, products = gemm_rate(k, width, cfg.num_steps, sizes)
+    return {"gemm_flops": flops, "gemm_flops_per_s": rate, "compute_floor_s": flops / rate, "products": products}
 
 
 # -- Flower client side (runs inside the Ray actors; importable as module ``fl_round``) ------------------------
@@ -301,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads of the spikefed engines (0: torch's default); 1 is steadier on a busy machine")
     ap.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    ap.add_argument("--kernel", default="loop", choices=("loop", "compiled", "numba", "auto"),
+                    help="local.kernel of the cohort engine (the sequential engine and the Flower clients run "
+                         "the model's own neurons: the loop kernel)")
     args = ap.parse_args(argv)
+    global KERNEL
+    KERNEL = args.kernel
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     if args.rounds < 1 or not clients or min(clients) < 1:
         ap.error("--rounds and every --clients value must be >= 1")
@@ -341,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         row["floor_bytes"] = floor_bytes(k)
         row["floor_s"] = row["floor_bytes"]["total"] / bandwidth
         row["floor_ratio"] = cohort / row["floor_s"]
+        row.update(compute_floor(k))
+        row["ratio_to_max_floor"] = cohort / max(row["floor_s"], row["compute_floor_s"])
         results[k] = row
 
     print(f"\nload average {os.getloadavg()[0]:.2f} (1 min) at the end; "
@@ -360,6 +391,11 @@ def main(argv: list[str] | None = None) -> int:
           + "; ".join(f"{k:,} clients {fb['total'] / 1e6:.0f} MB (activations {fb['activations'] / 1e6:.0f}, "
                       f"optimizer {fb['optimizer'] / 1e6:.0f}, uplink {fb['uplink'] / 1e6:.0f})"
                       for k, fb in ((k, row["floor_bytes"]) for k, row in results.items())))
+    for k, row in results.items():
+        print(f"compute floor, {k:,} clients: {row['gemm_flops'] / 1e9:.2f} GFLOP of matrix products at "
+              f"{row['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s (torch.bmm, the round's shapes) = "
+              f"{row['compute_floor_s']:.4f} s ({row['compute_floor_s'] / median_of(row['cohort']):.0%} of the cohort "
+              f"round); bandwidth floor {row['floor_s']:.4f} s; cohort / max(floors) = {row['ratio_to_max_floor']:.1f}")
     print("\n" + (f"- Flower not run: {flower_reason}\n" if flower_reason else "")
           + ("" if 100 in results else "- 100 clients per round not measured: the last line reads nan\n"), end="")
     for k, row in results.items():
@@ -373,13 +409,18 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "python": platform.python_version(),
             "load_average": os.getloadavg(), "copy_bandwidth_bytes_per_s": bandwidth,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-            "rounds": args.rounds, "max_seconds": args.max_seconds, "flower_skipped_reason": flower_reason}
+            "rounds": args.rounds, "max_seconds": args.max_seconds, "flower_skipped_reason": flower_reason,
+            "kernel": args.kernel}
     if flower_reason is None:
         meta.update(flwr=importlib.import_module("flwr").__version__, ray=importlib.import_module("ray").__version__)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(json_safe({"meta": meta, "results": results}), indent=2) + "\n")
-    print(f"\nraw numbers: {args.json}")  # the last line follows
+    print(f"\nraw numbers: {args.json}")  # the floor line and the last line follow
     at100 = results.get(100, {})
+    print(f"bandwidth_floor_s={at100.get('floor_s', math.nan):.4f} "
+          f"compute_floor_s={at100.get('compute_floor_s', math.nan):.4f} "
+          f"gemm_gflop_per_s={at100.get('gemm_flops_per_s', math.nan) / 1e9:.1f} "
+          f"ratio_to_max_floor={at100.get('ratio_to_max_floor', math.nan):.2f}")
     print(f"speedup_vs_flower_snntorch={at100.get('speedup_vs_flower_snntorch', math.nan):.2f} "
           f"speedup_vs_flower={at100.get('speedup_vs_flower', math.nan):.2f} "
           f"speedup_vs_sequential={at100.get('speedup_vs_sequential', math.nan):.2f} "

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=100, help="clients per round")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds (after one warm-up)")
     ap.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (a smoke test of the script)")
-    ap.add_argument("--kernel", default="loop", choices=("loop", "compiled", "auto"),
+    ap.add_argument("--kernel", default="loop", choices=("loop", "compiled", "numba", "auto"),
                     help="local.kernel (compiled: torch.compile / Triton on CUDA; its first round compiles)")
     ap.add_argument("--flower", action="store_true", help="also time Flower (needs flwr; its clients run on CPU)")
     ap.add_argument("--skip-sequential", action="store_true")

@@ -1,14 +1,15 @@
 """Where a run computes: runtime.device (cpu, cuda, cuda:N, auto), runtime.threads and local.kernel
 (docs/performance.md).
 
-Run:  .venv/bin/python examples/device_threads.py  [--device auto] [--kernel loop|compiled|auto]
+Run:  .venv/bin/python examples/device_threads.py  [--device auto] [--kernel loop|compiled|numba|auto]
       (SPIKEFED_EXAMPLE_SMALL=1 runs a small version, as CI does)
 
 The script resolves the device and the thread policy as the ``spikefed`` command does, federates the digits
 data set there with the Python API (``federate(..., device=...)``) and prints where it ran, the accuracy and the
 measured upload bytes (the same on every device: the wire format is serialized on the CPU). With
 ``--kernel compiled`` the cohort engine's LIF / low-pass time loops run through ``torch.compile`` (the first
-round compiles, ~50 s on 2 cores).
+round compiles, ~50 s on 2 cores); with ``--device cpu --kernel numba`` they run as one numba call per direction
+(CPU only: ``--device auto`` with numba is refused, since auto may pick CUDA).
 """
 
 import argparse
@@ -21,7 +22,7 @@ from spikefed.runtime import apply_threads, resolve_device
 SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"
 parser = argparse.ArgumentParser()
 parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if present, else cpu)")
-parser.add_argument("--kernel", default="loop", choices=("loop", "compiled", "auto"))
+parser.add_argument("--kernel", default="loop", choices=("loop", "compiled", "numba", "auto"))
 parser.add_argument("--threads", default="auto", help="auto, torch or a number")
 args = parser.parse_args()
 

@@ -57,6 +57,7 @@ TRIGGERS: dict[str, list[str]] = {
     "device-fleet": [FLEET, "runtime.device=auto"],
     "device-continual": ["continual.stream=domain_drift", "continual.regularizer=l2", "continual.lam=1",
                          "runtime.device=auto"],
+    "device-numba": ["local.kernel=numba", "runtime.device=auto"],
 }
 
 

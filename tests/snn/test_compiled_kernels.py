@@ -27,13 +27,16 @@ def inputs(dtype: torch.dtype, seed: int):
 
 
 def test_resolve_kernel() -> None:
-    assert KERNELS == ("loop", "compiled", "auto")
+    assert KERNELS == ("loop", "compiled", "numba", "auto")
     assert resolve_kernel("loop", "cuda") == "loop"
     assert resolve_kernel("compiled", "cpu") == "compiled"
+    assert resolve_kernel("numba", "cpu") == "numba"
     assert resolve_kernel("auto", "cpu") == "loop"
     assert resolve_kernel("auto", torch.device("cuda", 1)) == "compiled"
     with pytest.raises(ValueError, match="unknown local.kernel 'triton'"):
         resolve_kernel("triton")
+    with pytest.raises(ValueError, match="local.kernel=numba runs on the CPU only"):
+        resolve_kernel("numba", "cuda")
     with pytest.raises(ValueError, match="unknown kernel 'fast'"):
         kernel_function("lif", "fast")
 

@@ -219,6 +219,12 @@ REFUSALS: tuple[Refusal, ...] = (
             lambda s: f"runtime.device={s.runtime.device} does not support continual.regularizer yet (the "
                       "stability anchors and Fisher diagonals live on the CPU server; auto may pick cuda); "
                       "use runtime.device=cpu"),
+    Refusal("device-numba", "run", ("runtime.device", "local.kernel"),
+            lambda s: _on_accelerator(s) and s.local.kernel == "numba",
+            lambda s: f"runtime.device={s.runtime.device} cannot run local.kernel=numba (a CPU kernel: numba "
+                      "compiles the LIF time loops to machine code that reads the tensors' host memory; auto may "
+                      "pick cuda); use runtime.device=cpu, or local.kernel=loop or auto (compiled on CUDA, loop "
+                      "on CPU)"),
 )
 
 

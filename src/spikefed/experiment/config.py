@@ -393,10 +393,12 @@ class LocalTrainSettings(_Section):
     distill_temperature: float = Field(2.0, gt=0, description="distill: softmax temperature of the soft targets")
     distill_epochs: int = Field(20, ge=1, description="distill: training epochs of the ANN teacher")
     distill_hidden: int = Field(128, ge=1, description="distill: hidden width of the ANN teacher")
-    kernel: Literal["loop", "compiled", "auto"] = Field(
+    kernel: Literal["loop", "compiled", "numba", "auto"] = Field(
         "loop", description="LIF / low-pass kernels of the batched cohort engine's MLP path: loop (the fused "
-        "Python time loop, the reference fast path), compiled (torch.compile of both time loops; the first call "
-        "compiles, ~50 s on 2 cores), auto (compiled on CUDA, loop on CPU); docs/performance.md")
+        "Python time loop, the reference fast path), compiled (torch.compile of the forward time loop; the first "
+        "call compiles, ~50 s on 2 cores), numba (CPU only: forward and backward time loops in one parallel numba "
+        "call each; the first call per dtype compiles once, ~20 s, then loads from numba's cache; needs the numba "
+        "extra), auto (compiled on CUDA, loop on CPU); docs/performance.md")
 
 
 

@@ -10,7 +10,8 @@ measured no gain. The arithmetic per element is the same recurrence (out of plac
 values agree with the loop up to float rounding (the compiler may contract ``a * b + c`` into one FMA): the
 tests compare values and gradients with :func:`~.kernels.lif_reference` in float64 (1e-12) and float32 (1e-5).
 
-Selection is explicit (``local.kernel``: ``loop`` | ``compiled`` | ``auto``; :func:`resolve_kernel`). The
+Selection is explicit (``local.kernel``: ``loop`` | ``compiled`` | ``numba`` | ``auto``; :func:`resolve_kernel`;
+the numba kernel is :mod:`.kernels_numba`). The
 first call for a new dtype/rank compiles (about 50 s on the 2-core development machine; inductor caches the
 result on disk, so later processes take a few seconds); ``benchmarks/kernels.py`` measures both kernels.
 """
@@ -26,19 +27,24 @@ from .kernels import (LIFFunction, LowpassFunction, lif_backward, lif_vmap, lowp
 from .surrogate import Surrogate
 
 #: values of ``local.kernel``
-KERNELS = ("loop", "compiled", "auto")
+KERNELS = ("loop", "compiled", "numba", "auto")
 
 _compiled: dict[tuple[Any, ...], Callable[..., Any]] = {}
 
 
 def resolve_kernel(kernel: str, device: torch.device | str = "cpu") -> str:
-    """``loop`` or ``compiled`` for ``local.kernel``: ``auto`` compiles on CUDA (one Triton kernel per time loop
-    instead of T launches of several kernels) and keeps the loop on CPU, where the one-off compile (~50 s on
-    2 cores) outweighs the per-step gain in short runs (docs/performance.md has the numbers)."""
+    """``loop``, ``compiled`` or ``numba`` for ``local.kernel``. ``auto``: on CUDA ``compiled`` (one Triton
+    kernel per time loop instead of T launches of several kernels); on CPU ``loop``: neither the compiled nor
+    the numba kernel (:mod:`.kernels_numba`) measured >= 1.3x per round at 100 clients on the 2-core machine
+    (docs/performance.md has the numbers), so neither pays its first-call compile or load. ``numba`` on a CUDA
+    device is refused: it is a CPU kernel."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown local.kernel {kernel!r}; valid: {', '.join(KERNELS)}")
+    kind = torch.device(device).type
     if kernel == "auto":
-        return "compiled" if torch.device(device).type == "cuda" else "loop"
+        return "compiled" if kind == "cuda" else "loop"
+    if kernel == "numba" and kind != "cpu":
+        raise ValueError(f"local.kernel=numba runs on the CPU only, not on {device}; use compiled, loop or auto")
     return kernel
 
 

@@ -238,8 +238,9 @@ def lif_fused(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """All T steps of the LIF recurrence in one fused call. Returns ``(spikes, membrane)``, both ``[T, ...]``.
 
-    ``kernel``: ``loop`` (:class:`LIFFunction`, the reference fast path) or ``compiled`` (the same recurrence
-    with its time loops compiled, :mod:`.compiled`)."""
+    ``kernel``: ``loop`` (:class:`LIFFunction`, the reference fast path), ``compiled`` (the forward time loop
+    compiled by torch, :mod:`.compiled`) or ``numba`` (both time loops in one numba call each, CPU only,
+    :mod:`.kernels_numba`)."""
     if surrogate is None:
         from .surrogate import get_surrogate
 
@@ -363,11 +364,18 @@ def lowpass(x: torch.Tensor, a: float | torch.Tensor, y0: torch.Tensor | None = 
 
 
 def kernel_function(which: str, kernel: str) -> type[torch.autograd.Function]:
-    """The autograd function of ``which`` (``lif`` | ``lowpass``) for ``kernel`` (``loop`` | ``compiled``)."""
+    """The autograd function of ``which`` (``lif`` | ``lowpass``) for ``kernel`` (``loop`` | ``compiled`` |
+    ``numba``). The numba kernel is a LIF kernel; its low-pass filter is the loop's (:mod:`.kernels_numba`)."""
     if kernel == "loop":
         return LIFFunction if which == "lif" else LowpassFunction
+    if kernel == "numba":
+        if which != "lif":
+            return LowpassFunction
+        from .kernels_numba import NumbaLIFFunction  # compiles lazily, on first use
+
+        return NumbaLIFFunction
     if kernel != "compiled":
-        raise ValueError(f"unknown kernel {kernel!r}; valid: loop, compiled")
+        raise ValueError(f"unknown kernel {kernel!r}; valid: loop, compiled, numba")
     from .compiled import CompiledLIFFunction, CompiledLowpassFunction  # compiles lazily, on first use
 
     return CompiledLIFFunction if which == "lif" else CompiledLowpassFunction

@@ -117,7 +117,7 @@ class TrainConfig:
     distill_temperature: float = 2.0  # softmax temperature of the soft targets
     distill_epochs: int = 20  # epochs of the ANN teacher
     distill_hidden: int = 128  # hidden width of the ANN teacher
-    kernel: str = "loop"  # LIF / low-pass kernels of the cohort engine: loop | compiled | auto (snn.compiled)
+    kernel: str = "loop"  # LIF / low-pass kernels of the cohort engine: loop | compiled | numba | auto (snn.compiled)
     # cohort engine: pad each step's batch to at least this many samples (0: the cohort's widest batch).
     # FederationSpec sets it to the federation's widest batch, so a client's update is the same bits whichever
     # clients share its cohort (one process, chunks, or torchrun ranks: spikefed.federated.distributed)
@@ -167,8 +167,8 @@ class TrainConfig:
         if self.method in RULE_METHODS:
             self._check_rule()
         self._check_robust()
-        if self.kernel not in ("loop", "compiled", "auto"):
-            raise ValueError(f"unknown kernel {self.kernel!r}; valid: loop, compiled, auto")
+        if self.kernel not in ("loop", "compiled", "numba", "auto"):
+            raise ValueError(f"unknown kernel {self.kernel!r}; valid: loop, compiled, numba, auto")
 
     def _check_robust(self) -> None:
         if not (math.isfinite(self.ib_weight) and self.ib_weight >= 0):
