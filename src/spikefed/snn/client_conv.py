@@ -64,8 +64,6 @@ class ClientConv(torch.autograd.Function):
         unbatched = x.dim() == dims + 1
         xb, gb = (x.unsqueeze(0), grad.unsqueeze(0)) if unbatched else (x, grad)
         needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
-        if isinstance(padding, str):
-            raise NotImplementedError("ClientConv backward outside vmap needs numeric padding")
         gx, gw, gbias = torch.ops.aten.convolution_backward(
             gb, xb, weight, [weight.shape[0]] if has_bias else None, tup(stride), tup(padding), tup(dilation),
             False, [0] * dims, groups, needs)
@@ -107,6 +105,8 @@ class _LoopConvMode(TorchFunctionMode):
         names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
         defaults: dict[str, Any] = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1}
         values = {**defaults, **dict(zip(names, args)), **kwargs}
+        if isinstance(values["padding"], str):  # "same" / "valid": PyTorch's own rule (no numeric padding here)
+            return func(*args, **kwargs)
         return ClientConv.apply(values["input"], values["weight"], values["bias"], values["stride"],
                                 values["padding"], values["dilation"], values["groups"], dims)
 
