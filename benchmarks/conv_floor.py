@@ -81,7 +81,8 @@ def layers(model: nn.Module, sample: torch.Tensor, cfg: TrainConfig) -> list[dic
             macs = out[0].numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
             found.append({"kind": "conv", "module": m, "in": tuple(inp[0].shape[1:]), "macs": macs})
         else:
-            found.append({"kind": "linear", "module": m, "in": (m.in_features,), "macs": m.in_features * m.out_features})
+            macs = m.in_features * m.out_features
+            found.append({"kind": "linear", "module": m, "in": (m.in_features,), "macs": macs})
 
     hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():  # one image at one step: the first T*1 calls record the shapes
@@ -222,7 +223,8 @@ def main() -> None:
         images = cfg.num_steps * sum(c.num_samples for c in clients) * cfg.epochs
         found = layers(model, clients[0].x, cfg)
         print(f"## {net}: {len(clients)} clients, {sum(c.num_samples for c in clients)} samples, T = "
-              f"{cfg.num_steps}\n\n| layer | input | MACs / image | GFLOP / round | rate GFLOP/s |\n|---|---|---|---|---|")
+              f"{cfg.num_steps}\n\n| layer | input | MACs / image | GFLOP / round | rate GFLOP/s |\n"
+              "|---|---|---|---|---|")
         flops_total, floor_conv = 0.0, 0.0
         for layer in found:
             flops = images * layer["macs"] * (6 if layer["input_grad"] else 4)
@@ -244,7 +246,7 @@ def main() -> None:
         seq = engine_seconds(model, clients, cfg, "sequential")
         loop = engine_seconds(model, clients, cfg, "cohort", "loop")
         grouped = engine_seconds(model, clients, cfg, "cohort", "grouped")
-        print(f"\n| engine | s / round | / floor (conv rate) | / floor (gemm rate) |\n|---|---|---|---|")
+        print("\n| engine | s / round | / floor (conv rate) | / floor (gemm rate) |\n|---|---|---|---|")
         for name, s in (("sequential", seq), ("cohort, conv=loop", loop), ("cohort, conv=grouped", grouped)):
             print(f"| {name} | {s:.3f} | {s / floor_conv:.1f} | {s / floor_gemm:.1f} |")
         print(f"\n{net}: cohort vs sequential {seq / loop:.2f}x (loop), {seq / grouped:.2f}x (grouped); "

@@ -18,8 +18,9 @@ event frames rebinned to them); delay ring buffers of 3 slots. Rows:
 Deployed accuracy is the global model written to every device of the fleet (each with its client's map), mean
 over the 50 devices. Energy per inference (45 nm: 0.9 pJ per AC, 4.6 pJ per MAC) is measured on the final latent
 model with the test inputs; bytes are the uplink bytes actually serialised. "cohort vs sequential" times one
-round of local training of the conv net (every client of the partition) with each engine through
-``train_clients(engine, ...)``; an engine that cannot train the model is reported with its reason.
+round of local training of the conv net with each engine through ``train_clients(engine, ...)``: every client of
+its own Dirichlet(0.3) partition into ``--engine-clients`` clients (100, as the issue asks); an engine that cannot
+train the model is reported with its reason.
 
 Run:  .venv/bin/python benchmarks/scenario.py [--seeds 0 1 2] [--rounds 30] [--quick]
 Last line:  calibrated_minus_naive=<points> ideal_minus_calibrated=<points> conv_cohort_vs_sequential=<ratio>
@@ -32,6 +33,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -156,7 +158,8 @@ def engine_round(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     spec = build_spec(settings_for(argparse.Namespace(**{**vars(args), "clients": k, "per_round": k}), seed))
     model = DelayedConvNet(args.channels, torch.Generator().manual_seed(derive_seed(seed, Purpose.INIT)))
     clients: list[ClientData] = [build_client(spec, c) for c in range(k)]
-    out: dict[str, Any] = {"clients": k, "samples": sum(c.num_samples for c in clients)}
+    out: dict[str, Any] = {"clients": k, "samples": sum(c.num_samples for c in clients),
+                           "threads": torch.get_num_threads(), "load_1min": os.getloadavg()[0]}
     for engine in ("sequential", "cohort"):
         try:
             for timed in (False, True):  # a warm-up round first (allocator, first-call costs), then the timed one

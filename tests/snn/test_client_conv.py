@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spikefed.snn.client_conv import CONV_MODES, ClientConv, conv_mode
+from spikefed.snn.client_conv import CONV_MODES, ClientConv, conv_mode, resolve_conv_mode
 
 FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -52,7 +52,7 @@ def _stacked_case(k: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
     return x, w, b, up
 
 
-@pytest.mark.parametrize("mode", CONV_MODES)
+@pytest.mark.parametrize("mode", ["loop", "grouped"])
 @pytest.mark.parametrize("keywords", [False, True])
 def test_stacked_kernels_under_vmap_equal_one_convolution_per_client(mode: str, keywords: bool,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +106,27 @@ def test_string_padding_keeps_torchs_rule() -> None:
         assert torch.allclose(out[k], F.conv2d(x[k], w[k], b[k], padding=1), rtol=0, atol=1e-12)
 
 
+def test_auto_is_the_loop_on_a_cpu_and_grouped_on_a_gpu() -> None:
+    assert CONV_MODES == ("auto", "grouped", "loop")
+    assert resolve_conv_mode("auto", "cpu") == "loop"
+    assert resolve_conv_mode("auto", torch.device("cuda", 0)) == "grouped"
+    assert resolve_conv_mode("grouped", "cpu") == "grouped" and resolve_conv_mode("loop", "cuda") == "loop"
+
+
 def test_unknown_mode_is_refused_with_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match="'fast'.*grouped, loop"):
+    with pytest.raises(ValueError, match="'fast'.*auto, grouped, loop"):
         with conv_mode("fast"):
             pass
+
+
+def test_train_cohort_refuses_an_unknown_rule_before_training() -> None:
+    from spikefed.federated.cohort import ClientData, train_cohort
+    from spikefed.federated.types import FitInstructions, params_of
+    from spikefed.snn.models import SpikingConvNet
+    from spikefed.snn.train import TrainConfig
+
+    model = SpikingConvNet((1, 6, 6), 2, channels=(2,), generator=_gen())
+    clients = [ClientData(0, torch.rand(3, 2, 1, 6, 6), torch.tensor([0, 1, 0]))]
+    cfg = TrainConfig(epochs=1, batch_size=2, num_steps=2, encoder="events")
+    with pytest.raises(ValueError, match="unknown stacked convolution mode 'fast'"):
+        train_cohort(model, params_of(model), clients, [torch.Generator()], cfg, FitInstructions(1), conv="fast")

@@ -32,10 +32,11 @@ import torch
 
 from ..data.compact import as_float_batch
 from ..manifold import manifold_of
+from ..snn.client_conv import resolve_conv_mode
 from ..snn.encoding import encode
 from ..snn.stacked import cohort_forward as cohort_forward  # re-exported (the hand-written LIF/IF MLP forward)
-from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, per_sample_loss, predict_cohort, stacked_forward,
-                           vmap_reason)
+from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, per_sample_loss, predict_cohort,
+                           stacked_forward, vmap_reason)
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .cohort_memory import clients_per_chunk
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
@@ -241,7 +242,8 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     its activation budget; clients are independent, so the updates are the same).
 
     ``path`` picks the stacked forward (:func:`~spikefed.snn.stacked.forward_path`: ``auto``, ``mlp``, ``vmap``),
-    ``conv`` how its ``vmap`` path runs convolutions (:mod:`spikefed.snn.client_conv`: ``loop`` | ``grouped``).
+    ``conv`` how its ``vmap`` path runs convolutions (:mod:`spikefed.snn.client_conv`: ``auto`` |
+    ``loop`` | ``grouped``).
     ``checked=True`` skips :func:`supports_cohort` (for the chunk and reordering calls below, already checked).
 
     With ``devices``, client k starts from ``devices[k].program`` and its forward runs through its device's
@@ -253,6 +255,7 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     its own number of steps (step ``j`` only moves the clients whose schedule is longer than ``j``), so a
     budget is just a shorter schedule. Returns one update per client.
     """
+    resolve_conv_mode(conv)  # a bad rule name fails here, before any work
     reason = None if checked else supports_cohort(model, cfg)
     if reason is not None:
         raise ValueError(reason)

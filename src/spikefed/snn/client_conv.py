@@ -12,7 +12,9 @@ the copies into the grouped layout come on top.
 - ``grouped``: PyTorch's rule (one grouped convolution);
 - ``loop``: one ordinary ``conv1d/2d/3d`` per client on its own slice, stacked (:class:`ClientConv`'s vmap
   rule). Each client's call is exactly the call the sequential engine makes, so the numbers are the same
-  (tested in float64 against the sequential engine).
+  (tested in float64 against the sequential engine);
+- ``auto``: ``loop`` on a CPU, ``grouped`` on a GPU, where K small calls are bound by kernel launches and one
+  grouped call is the usual remedy (not measured here: no GPU was available to this work).
 
 A convolution whose kernel is shared by all copies (not stacked) runs as one call on the folded batch in
 either mode. Outside ``torch.func.vmap`` nothing changes.
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 #: convolution rules of the stacked forward (see the module docstring)
-CONV_MODES = ("grouped", "loop")
+CONV_MODES = ("auto", "grouped", "loop")
 
 _CONVS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
 _FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -111,12 +113,20 @@ class _LoopConvMode(TorchFunctionMode):
                                 values["padding"], values["dilation"], values["groups"], dims)
 
 
-@contextlib.contextmanager
-def conv_mode(mode: str) -> Iterator[None]:
-    """Within the block, convolutions under ``torch.func.vmap`` follow rule ``mode`` (:data:`CONV_MODES`)."""
+def resolve_conv_mode(mode: str, device: torch.device | str = "cpu") -> str:
+    """``grouped`` or ``loop``: ``mode`` itself, or for ``auto`` the rule for ``device`` (``loop`` on a CPU)."""
     if mode not in CONV_MODES:
         raise ValueError(f"unknown stacked convolution mode {mode!r}; valid: {', '.join(CONV_MODES)}")
-    if mode == "grouped":
+    if mode == "auto":
+        return "grouped" if torch.device(device).type == "cuda" else "loop"
+    return mode
+
+
+@contextlib.contextmanager
+def conv_mode(mode: str, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Within the block, convolutions under ``torch.func.vmap`` follow rule ``mode`` (:data:`CONV_MODES`;
+    ``auto`` resolved for ``device`` by :func:`resolve_conv_mode`)."""
+    if resolve_conv_mode(mode, device) == "grouped":
         yield
         return
     with _LoopConvMode():

@@ -37,9 +37,9 @@ from .train import TrainConfig, group_population, predict
 PATHS = ("auto", "mlp", "vmap")
 
 #: how the ``vmap`` path runs convolutions over stacked kernels (:mod:`.client_conv`): ``loop`` (one ordinary
-#: convolution per client) or ``grouped`` (PyTorch's grouped convolution); ``benchmarks/conv_floor.py`` measures
-#: both
-DEFAULT_CONV = "loop"
+#: convolution per client), ``grouped`` (PyTorch's grouped convolution) or ``auto`` (``loop`` on a CPU,
+#: ``grouped`` on a GPU); ``benchmarks/conv_floor.py`` measures both rules
+DEFAULT_CONV = "auto"
 
 #: torch layers that update state in place or draw random numbers per call: vmap over clients cannot
 #: reproduce one client trained alone with them
@@ -117,12 +117,12 @@ def vmap_forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.
 
     ``params[name]`` has shape ``[K, *shape]``; names not given keep the module's own tensor (shared by all
     copies). Random draws inside the forward are refused (``randomness="error"``). ``conv`` picks the rule of
-    convolutions over stacked kernels (:func:`~.client_conv.conv_mode`: ``loop`` or ``grouped``)."""
+    convolutions over stacked kernels (:func:`~.client_conv.conv_mode`: ``auto``, ``loop`` or ``grouped``)."""
     def one(p: dict[str, torch.Tensor], xk: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         out = as_model_output(torch.func.functional_call(model, p, (xk,)), model)
         return out.output, list(out.hidden)
 
-    with conv_mode(conv):
+    with conv_mode(conv, x.device):
         output, hidden = torch.func.vmap(one, in_dims=(0, 1), out_dims=1, randomness="error")(dict(params), x)
     return output, hidden
 
