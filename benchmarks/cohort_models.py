@@ -12,7 +12,8 @@ Models
               LIF/IF MLPs) and ``vmap`` (the generic functional_call + vmap forward that covers every model)
     conv      SpikingConvNet on two-polarity 34x34 event frames (the seeds' event-camera setting), channels
               (8, 16), kernel 3, max-pool 2, LIF, T = 10 bins (``encoder = events``), 50 samples per client
-              (event MNIST 5k over 100 clients); generic ``vmap`` path (grouped convolutions)
+              (event MNIST 5k over 100 clients); generic ``vmap`` path (one convolution per client,
+              snn/client_conv.py; benchmarks/conv_floor.py compares the convolution rules and the compute floor)
     recurrent SpikingMLP 64-128-10 with RLIF neurons, T = 25, direct input; generic ``vmap`` path
 
 Run

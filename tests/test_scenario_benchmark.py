@@ -32,3 +32,4 @@ def test_scenario_quick_prints_the_table_and_the_last_line(tmp_path: Path) -> No
     ideal = rows[("ideal", 0)]
     assert ideal["deployed"] == pytest.approx(ideal["on_ideal_hardware"], abs=1e-12)  # ideal devices = ideal hw
     assert data["engines"]["sequential"] > 0
+    assert data["engines"]["clients"] == 6  # --quick times its own 6-client partition (--engine-clients)

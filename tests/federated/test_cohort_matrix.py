@@ -223,10 +223,12 @@ def test_cohort_matches_sequential(case: dict[str, str]) -> None:
         assert torch.allclose(agg_a[n], agg_b[n], rtol=0, atol=1e-10), n
 
 
-@pytest.mark.parametrize("max_clients", [1, 2])
-def test_chunked_cohort_matches_sequential(max_clients: int) -> None:
+@pytest.mark.parametrize("conv", ["loop", "grouped"])
+@pytest.mark.parametrize("max_clients", [1, 2, None])
+def test_chunked_cohort_matches_sequential(max_clients: int | None, conv: str) -> None:
     """Chunks of the cohort (federated.cohort_memory): the same updates as the sequential engine, with per-client
-    SCAFFOLD controls, step budgets and continual penalties sliced along with the clients."""
+    SCAFFOLD controls, step budgets and continual penalties sliced along with the clients; both convolution
+    rules of the stacked forward (snn/client_conv.py: one convolution per client, or PyTorch's grouped one)."""
     case = {"model": "conv", "neuron": "lif", "loss": "ce_count", "reduction": "max", "encoder": "rate",
             "readout": "spikes", "population": "1", "regulariser": "l1", "term": "scaffold", "optimizer": "adam",
             "path": "vmap"}
@@ -238,7 +240,8 @@ def test_chunked_cohort_matches_sequential(max_clients: int) -> None:
     def gens() -> list[torch.Generator]:
         return [torch.Generator().manual_seed(100 + i) for i in range(len(clients))]
 
-    a = train_cohort(model, g, clients, gens(), cfg, fit, controls, budgets, path="vmap", max_clients=max_clients)
+    a = train_cohort(model, g, clients, gens(), cfg, fit, controls, budgets, path="vmap", max_clients=max_clients,
+                     conv=conv)
     b = train_sequential(model, g, clients, gens(), cfg, fit, controls, budgets)
     assert [u.client_id for u in a] == [u.client_id for u in b] and [u.steps for u in a] == [u.steps for u in b]
     for ua, ub in zip(a, b):

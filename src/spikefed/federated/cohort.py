@@ -32,10 +32,11 @@ import torch
 
 from ..data.compact import as_float_batch
 from ..manifold import manifold_of
+from ..snn.client_conv import resolve_conv_mode
 from ..snn.encoding import encode
 from ..snn.stacked import cohort_forward as cohort_forward  # re-exported (the hand-written LIF/IF MLP forward)
-from ..snn.stacked import (forward_path, masked_regularizers, per_sample_loss, predict_cohort, stacked_forward,
-                           vmap_reason)
+from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, per_sample_loss, predict_cohort,
+                           stacked_forward, vmap_reason)
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .cohort_memory import clients_per_chunk
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
@@ -234,12 +235,16 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
                  devices: Sequence["ClientDevice"] | None = None,
                  penalties: Sequence[StabilityPenalty | None] | None = None,
                  path: str = "auto", max_clients: int | None = None,
-                 schedules: Sequence[list[torch.Tensor]] | None = None) -> list[ClientUpdate]:
+                 schedules: Sequence[list[torch.Tensor]] | None = None,
+                 conv: str = DEFAULT_CONV, checked: bool = False) -> list[ClientUpdate]:
     """Train every client in ``clients`` from ``global_params`` as one batched computation (in chunks of
     ``max_clients``, by default as many as :func:`~spikefed.federated.cohort_memory.clients_per_chunk` fits in
     its activation budget; clients are independent, so the updates are the same).
 
-    ``path`` picks the stacked forward (:func:`~spikefed.snn.stacked.forward_path`: ``auto``, ``mlp``, ``vmap``).
+    ``path`` picks the stacked forward (:func:`~spikefed.snn.stacked.forward_path`: ``auto``, ``mlp``, ``vmap``),
+    ``conv`` how its ``vmap`` path runs convolutions (:mod:`spikefed.snn.client_conv`: ``auto`` |
+    ``loop`` | ``grouped``).
+    ``checked=True`` skips :func:`supports_cohort` (for the chunk and reordering calls below, already checked).
 
     With ``devices``, client k starts from ``devices[k].program`` and its forward runs through its device's
     physics (mismatch, quantization-aware training, lost steps); the returned parameters are programs.
@@ -250,7 +255,8 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     its own number of steps (step ``j`` only moves the clients whose schedule is longer than ``j``), so a
     budget is just a shorter schedule. Returns one update per client.
     """
-    reason = supports_cohort(model, cfg)
+    resolve_conv_mode(conv)  # a bad rule name fails here, before any work
+    reason = None if checked else supports_cohort(model, cfg)
     if reason is not None:
         raise ValueError(reason)
     chunk = max_clients or (clients_per_chunk(model, clients[0].x[:1], cfg) if clients else 1)
@@ -260,7 +266,8 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
             None if controls is None else controls[lo:lo + chunk],
             None if step_budgets is None else step_budgets[lo:lo + chunk],
             None if devices is None else devices[lo:lo + chunk],
-            None if penalties is None else penalties[lo:lo + chunk], path, max_clients=chunk)]
+            None if penalties is None else penalties[lo:lo + chunk], path, max_clients=chunk, conv=conv,
+            checked=True)]
     path = forward_path(model, path)
     k = len(clients)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -277,7 +284,8 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
             return None if seq is None else [seq[i] for i in order]
         done = train_cohort(model, global_params, perm(clients), perm(generators), cfg, fit,  # type: ignore[arg-type]
                             perm(controls), perm(budgets), perm(devices), perm(penalties), path,
-                            max_clients=max(k, 1), schedules=perm(schedules))
+                            max_clients=max(k, 1), schedules=perm(schedules), conv=conv,
+                            checked=True)
         back = [None] * k
         for pos, i in enumerate(order):
             back[i] = done[pos]  # type: ignore[call-overload]
@@ -324,9 +332,10 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
         xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active], sizes)
         leaves = {n: stacked[n][:m].detach().requires_grad_(True) for n in names}
         if devices is not None:
-            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask, path, sizes)
+            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask, path, sizes,
+                                          conv)
         else:
-            out, spikes = stacked_forward(model, leaves, xs, path, kernel=cfg.kernel)
+            out, spikes = stacked_forward(model, leaves, xs, path, kernel=cfg.kernel, conv=conv)
         per = per_sample_loss(out, yb, cfg)
         w = mask.to(per.dtype)
         counts = w.sum(1)
@@ -382,8 +391,8 @@ class ClientDevice:
 
 def _device_forward(model: torch.nn.Module, leaves: ParamDict, xs: torch.Tensor, active: list[int],
                     devices: Sequence[ClientDevice], fixed: list[ParamDict], generators: Sequence[torch.Generator],
-                    mask: torch.Tensor, path: str = "auto",
-                    sizes: Sequence[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                    mask: torch.Tensor, path: str = "auto", sizes: Sequence[int] | None = None,
+                    conv: str = DEFAULT_CONV) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Forward of the active clients, each through its own device's physics (effective values, input loss).
 
     Lost steps / jitter draw for the client's valid samples only (``mask [Ka, B]``), so a client's draws do not
@@ -402,7 +411,7 @@ def _device_forward(model: torch.nn.Module, leaves: ParamDict, xs: torch.Tensor,
                 x = torch.cat([devices[k].device.perturb_input(x[:, :n], generators[k]), x[:, n:]], dim=1)
             rows.append(x)
         xs = torch.stack(rows, dim=1)
-    return stacked_forward(model, stacked, xs, path)
+    return stacked_forward(model, stacked, xs, path, conv=conv)
 
 
 def scaffold_control_delta(params: ParamDict, anchor: ParamDict, server_control: ParamDict, steps: int,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .client_conv import conv_mode
 from .compiled import resolve_kernel
 from .kernels import lif_fused, lowpass
 from .losses import soft_first_spike_time
@@ -34,6 +35,11 @@ from .train import TrainConfig, group_population, predict
 
 #: forward paths of the stacked engine: ``auto`` picks ``mlp`` where it applies, else ``vmap``
 PATHS = ("auto", "mlp", "vmap")
+
+#: how the ``vmap`` path runs convolutions over stacked kernels (:mod:`.client_conv`): ``loop`` (one ordinary
+#: convolution per client), ``grouped`` (PyTorch's grouped convolution) or ``auto`` (``loop`` on a CPU,
+#: ``grouped`` on a GPU); ``benchmarks/conv_floor.py`` measures both rules
+DEFAULT_CONV = "auto"
 
 #: torch layers that update state in place or draw random numbers per call: vmap over clients cannot
 #: reproduce one client trained alone with them
@@ -104,31 +110,34 @@ def forward_path(model: nn.Module, requested: str = "auto") -> str:
     return requested
 
 
-def vmap_forward(model: nn.Module, params: Mapping[str, torch.Tensor],
-                 x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def vmap_forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                 conv: str = DEFAULT_CONV) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The model's own forward over K stacked copies: ``x [T, K, B, *F]`` -> output ``[T, K, B, C]`` and the
     hidden spike trains ``[T, K, B, *f]`` the model reports (what the activity regularisers see).
 
     ``params[name]`` has shape ``[K, *shape]``; names not given keep the module's own tensor (shared by all
-    copies). Random draws inside the forward are refused (``randomness="error"``)."""
+    copies). Random draws inside the forward are refused (``randomness="error"``). ``conv`` picks the rule of
+    convolutions over stacked kernels (:func:`~.client_conv.conv_mode`: ``auto``, ``loop`` or ``grouped``)."""
     def one(p: dict[str, torch.Tensor], xk: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         out = as_model_output(torch.func.functional_call(model, p, (xk,)), model)
         return out.output, list(out.hidden)
 
-    output, hidden = torch.func.vmap(one, in_dims=(0, 1), out_dims=1, randomness="error")(dict(params), x)
+    with conv_mode(conv, x.device):
+        output, hidden = torch.func.vmap(one, in_dims=(0, 1), out_dims=1, randomness="error")(dict(params), x)
     return output, hidden
 
 
 def stacked_forward(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor,
-                    path: str = "auto", kernel: str = "loop") -> tuple[torch.Tensor, list[torch.Tensor]]:
+                    path: str = "auto", kernel: str = "loop",
+                    conv: str = DEFAULT_CONV) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Forward of K stacked copies by the path :func:`forward_path` picks (same numbers either way).
 
     ``kernel`` (``loop`` | ``compiled`` | ``auto``, :func:`~.compiled.resolve_kernel` on ``x``'s device) picks the
     LIF / low-pass kernels of the hand-written ``mlp`` path; the ``vmap`` path runs the model's own neurons,
-    which use the loop kernel."""
+    which use the loop kernel; ``conv`` its convolution rule (:func:`vmap_forward`)."""
     if forward_path(model, path) == "mlp":
         return cohort_forward(model, params, x, kernel)  # type: ignore[arg-type]
-    return vmap_forward(model, params, x)
+    return vmap_forward(model, params, x, conv)
 
 
 def stacked_param(params: Mapping[str, torch.Tensor], name: str, default: torch.Tensor, k: int) -> torch.Tensor:
