@@ -22,7 +22,6 @@ one it raises.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 
