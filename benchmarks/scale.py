@@ -168,6 +168,8 @@ def main() -> None:
     ap.add_argument("--scaffold", action="store_true", help="SCAFFOLD (per-client control variates) too")
     ap.add_argument("--state-memory-mb", type=float, default=256.0, help="federation.client_state_memory_mb")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    ap.add_argument("--setup-only", action="store_true",
+                    help="time the setup (data, partition, heterogeneity report, Run) and stop: last line setup_s=X")
     ap.add_argument("--tracemalloc", action="store_true",
                     help="also trace Python allocations from the end of warm-up and print the largest growth")
     args = ap.parse_args()
@@ -195,16 +197,22 @@ def main() -> None:
               f"({args.clients} clients, {'synthetic' if synthetic else 'digits'}, {settings.partition.method}, "
               f"{fraction:g} sampled, state {'ef' if state else 'none'}{' + scaffold' if args.scaffold else ''})",
               flush=True)
+        if args.setup_only:
+            run.sim.state.client_state.close()
+            print(f"setup_s={setup_s:.2f} rss_setup_mb={rss_setup:.1f}")
+            return
         rss: list[float] = []
         heap_used: list[float] = []
         heap_free: list[float] = []
         trained: list[int] = []
         seconds: list[float] = []
+        ckpt_sizes: list[int] = []
         dropped = late = 0
         while not run.done:
             t = time.perf_counter()
             row = run.step()
             seconds.append(time.perf_counter() - t)
+            ckpt_sizes.append(run.checkpoint.stat().st_size)
             rss.append(rss_mb())
             heap = heap_mb()
             if heap is not None:
@@ -252,7 +260,8 @@ def main() -> None:
     heap_growth = heap_used[-1] - heap_used[w - 1] if heap_used else float("nan")
     print(f"\nsetup {setup_s:.1f} s; RSS after setup {rss_setup:.1f} MiB; max per round {max(rss):.1f} MiB; peak "
           f"{peak:.1f} MiB; growth after warm-up (round {w} -> {len(rss)}): {growth:+.1f} MiB; least-squares slope "
-          f"{per100:+.2f} MiB per 100 rounds; checkpoint {ckpt_bytes / 1e6:.2f} MB; per-client state: "
+          f"{per100:+.2f} MiB per 100 rounds; checkpoint {ckpt_bytes / 1e6:.2f} MB (after round {w}: "
+          f"{ckpt_sizes[w - 1] / 1e6:.3f} MB); per-client state: "
           f"{state_info['clients_with_state']} clients, {'files' if state_info['in_file'] else 'memory'} "
           f"(resident {state_info['resident_mb']:.1f} MiB, files {state_info['files_mb']:.1f} MiB); dropped "
           f"{dropped}, late {late} client-rounds; heap in use after warm-up: {heap_growth:+.2f} MiB; "
@@ -269,7 +278,8 @@ def main() -> None:
         "heap_in_use_mb": heap_used, "heap_free_mb": heap_free, "heap_in_use_growth_mb": heap_growth,
         "clients_trained": trained, "client_state": state_info,
         "setup_s": setup_s, "rss_growth_mb": growth, "slope_mb_per_100_rounds": per100,
-        "checkpoint_bytes": ckpt_bytes, "final_accuracy": final.get("accuracy"),
+        "checkpoint_bytes": ckpt_bytes, "checkpoint_bytes_by_round": ckpt_sizes,
+        "final_accuracy": final.get("accuracy"),
         "dropped": dropped, "late": late, "tracemalloc_top": traced,
         "machine": {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
                     "threads": torch.get_num_threads(), "loadavg": os.getloadavg()},

@@ -4,6 +4,9 @@ Runs ``spikefed flower demo --nodes 3 --rounds 5`` and, while it runs, does to r
 do: after round 2 it kills SuperNode 1 with SIGKILL; after round 3 it starts a new SuperNode for partition 1
 (it rejoins); it prints the round-by-round timeline from ``metrics.jsonl``. Every process it starts is stopped by
 PID. Run: ``python examples/flower_faults.py [WORKDIR]`` (about 3-4 minutes on 2 cores).
+
+With ``SPIKEFED_EXAMPLE_SMALL=1`` (CI) the same steps run on 2 SuperNodes for 3 rounds: the kill after round 1,
+the restart after round 2 (tests/deploy/test_flower_faults_real.py runs the 3-node, 5-round case and checks it).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import tempfile
 from pathlib import Path
 
 from spikefed.deploy.flower_launch import free_port, pid_alive
+
+SMALL = os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1"
+# SuperNodes, rounds, kill -9 of partition 1 after this round's line, its restart after this one's
+NODES, ROUNDS, KILL_AFTER, RESTART_AFTER = (2, 3, 1, 2) if SMALL else (3, 5, 2, 3)
 
 
 def demo_processes(work: Path, needle: str) -> list[int]:
@@ -37,27 +44,27 @@ def demo_processes(work: Path, needle: str) -> list[int]:
 
 def main() -> None:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="spikefed-faults-")).resolve()
-    demo = subprocess.Popen([sys.executable, "-m", "spikefed.cli", "flower", "demo", "--nodes", "3", "--rounds", "5",
-                             "--json", "--workdir", str(work)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    demo = subprocess.Popen([sys.executable, "-m", "spikefed.cli", "flower", "demo", "--nodes", str(NODES),
+                             "--rounds", str(ROUNDS), "--json", "--workdir", str(work)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     restarted: subprocess.Popen[bytes] | None = None
     killed = False
     try:
         assert demo.stderr is not None
         for line in demo.stderr:
             print(line, end="", flush=True)
-            if "round 2/5" in line and not killed:
+            if f"round {KILL_AFTER}/{ROUNDS}" in line and not killed:
                 for pid in demo_processes(work, "partition-id=1 "):
                     os.kill(pid, signal.SIGKILL)
                     print(f"example: kill -9 {pid} (SuperNode of partition 1)", flush=True)
                 killed = True
-            if "round 3/5" in line and restarted is None:
+            if f"round {RESTART_AFTER}/{ROUNDS}" in line and restarted is None:
                 link = demo_processes(work, "flower-superlink")[0]
                 argv = Path(f"/proc/{link}/cmdline").read_bytes().decode().split("\0")
                 port = argv[argv.index("--port") + 1]
                 restarted = subprocess.Popen(
                     ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{port}", "--port", str(free_port()),
-                     "--node-config", "partition-id=1 num-partitions=3"],
+                     "--node-config", f"partition-id=1 num-partitions={NODES}"],
                     env={**os.environ, "FLWR_HOME": str(work / "flwr-home")}, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, start_new_session=True)
                 print(f"example: restarted partition 1 as PID {restarted.pid}", flush=True)

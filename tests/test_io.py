@@ -58,3 +58,20 @@ def test_json_safe_and_write_json_atomic(tmp_path: Path) -> None:
     write_json_atomic(tmp_path / "s.json", value, indent=2)
     text = (tmp_path / "s.json").read_text()
     assert json.loads(text) == safe and text == json.dumps(safe, indent=2)
+
+
+def test_json_safe_flat_number_lists_keep_their_values_and_drop_non_finite() -> None:
+    import math
+
+    import numpy as np
+
+    from spikefed.io import json_safe
+
+    plain = [1, 2.5, True, -0.0]
+    out = json_safe(plain)
+    assert out == plain and out is not plain and [type(v) for v in out] == [int, float, bool, float]
+    assert json_safe((3, 4.0)) == [3, 4.0]
+    assert json_safe([1.0, math.nan, math.inf, -math.inf]) == [1.0, None, None, None]
+    mixed = json_safe([np.int64(7), np.float32(0.5), 2])
+    assert mixed == [7, 0.5, 2] and [type(v) for v in mixed] == [int, float, int]
+    assert json_safe([[1.0, math.nan], {"a": [math.nan]}]) == [[1.0, None], {"a": [None]}]

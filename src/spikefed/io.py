@@ -69,6 +69,9 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *,
     _fsync_dir(path.parent)
 
 
+_PLAIN_NUMBERS = frozenset({int, float, bool})
+
+
 def json_safe(value: Any) -> Any:
     """``value`` with every non-finite float replaced by ``None``, tuples as lists and numpy scalars as Python
     numbers (recursively through dicts, lists and tuples), so ``json.dumps`` writes standard JSON."""
@@ -77,6 +80,8 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
+        if _PLAIN_NUMBERS.issuperset(map(type, value)) and all(map(math.isfinite, value)):
+            return list(value)  # a flat list of finite Python numbers (100,000 clients' sizes): as it is
         return [json_safe(v) for v in value]
     if isinstance(value, (np.floating, np.integer)):
         return json_safe(value.item())

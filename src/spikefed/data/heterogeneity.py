@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from spikefed.data.partition import as_indices, check_int, as_labels, label_distribution
+from spikefed.data.heterogeneity_batch import BATCH_COVARIANCE_BYTES, batch_gaussian_fits, batch_hellinger, batch_jsd
+from spikefed.data.partition import batch_label_counts, check_int, as_labels, concat_parts
 
 #: Column names of the rows returned by :func:`format_table`.
 TABLE_COLUMNS: tuple[str, ...] = ("client", "size", "classes", "jsd", "hellinger")
@@ -166,7 +167,8 @@ EXACT_PCA_MAX = 1000
 def _principal_projection(centred: np.ndarray, k: int, power_iterations: int = 8) -> np.ndarray:
     """``X V_k``: centred rows ``X [N, D]`` on their top-k principal axes.
 
-    A full SVD when ``min(N, D) <= EXACT_PCA_MAX`` (digits: D = 64). Larger sets (event frames ``[N, T, F]``
+    A full SVD when ``min(N, D) <= EXACT_PCA_MAX`` (digits: D = 64; when ``N > 4 D`` the same axes as the
+    eigenvectors of the ``D x D`` matrix ``X^T X``). Larger sets (event frames ``[N, T, F]``
     flattened: 1437 x 8000, 4000 x 5780) would take minutes; there a seeded randomized subspace iteration
     (Halko, Martinsson & Tropp 2011: ``Y = (X X^T)^q X G``, ``G`` Gaussian ``[D, k + 10]``, re-orthonormalised
     every step; then the SVD of ``Q^T X``) gives the same axes to within ``(s_{k+11} / s_k)^(2q+1)``, up to
@@ -175,6 +177,10 @@ def _principal_projection(centred: np.ndarray, k: int, power_iterations: int = 8
     n, d = centred.shape
     k = min(k, n, d)
     if min(n, d) <= EXACT_PCA_MAX:
+        if n > 4 * d:  # many more rows than columns (100,000 clients' samples x 64 pixels): the right singular
+            # vectors of X are the eigenvectors of X^T X (D x D), in descending order of the eigenvalues
+            _, vecs = np.linalg.eigh(centred.T @ centred)
+            return centred @ vecs[:, ::-1][:, :k]
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         return centred @ vt[:k].T
     width = min(k + 10, n, d)
@@ -300,24 +306,38 @@ def client_heterogeneity(
     if pca_dims is not None:
         k = check_int("pca_dims", pca_dims, 1)
         feats = _principal_projection(feats - feats.mean(axis=0), k)
-    counts = label_distribution(y, parts, c)
+    if y.size and y.max() >= c:
+        raise ValueError(f"labels must lie in [0, {c}) for num_classes = {c}, got maximum {int(y.max())}")
+    if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence):
+        raise ValueError(f"parts must be a sequence of index arrays, got {type(parts).__name__}")
     global_counts = np.bincount(y, minlength=c)
     diag = covariance == "diag"
     mu_all, cov_all = fit_gaussian(feats, diag)
+    flat, part_sizes = concat_parts(parts, y.size)
+    counts = batch_label_counts(y, flat, part_sizes, c)
+    jsd = batch_jsd(counts, global_counts).tolist()
+    d = feats.shape[1]
+    if len(parts) * d * d * 8 <= BATCH_COVARIANCE_BYTES:  # all clients' fits stacked
+        mu, cov = batch_gaussian_fits(feats, flat, part_sizes, diag)
 
-    sizes: list[int] = []
-    jsd: list[float] = []
-    hell: list[float] = []
-    for i, p in enumerate(parts):
-        idx = as_indices(p, y.size, f"parts[{i}]")
-        sizes.append(int(idx.size))
-        if idx.size == 0:
-            jsd.append(math.nan)
-            hell.append(math.nan)
-            continue
-        jsd.append(js_divergence(counts[i], global_counts, base=2.0))
-        mu_i, cov_i = fit_gaussian(feats[idx], diag)
-        hell.append(hellinger_gaussian(mu_i, cov_i, mu_all, cov_all, eps=eps))
+        def one(i: int) -> None:  # the per-client function's error for a failing factorisation
+            mu_i, cov_i = fit_gaussian(feats[flat[offsets[i]:offsets[i + 1]]], diag)
+            hellinger_gaussian(mu_i, cov_i, mu_all, cov_all, eps=eps)
+
+        offsets = np.concatenate([[0], np.cumsum(part_sizes)])
+        hell = batch_hellinger(mu, cov, mu_all, cov_all, eps, fallback=one).tolist()
+    else:  # wide features with full covariances: one client at a time (D x D each)
+        hell = []
+        start = 0
+        for size in part_sizes.tolist():
+            idx = flat[start:start + size]
+            start += size
+            if size == 0:
+                hell.append(math.nan)
+                continue
+            mu_i, cov_i = fit_gaussian(feats[idx], diag)
+            hell.append(hellinger_gaussian(mu_i, cov_i, mu_all, cov_all, eps=eps))
+    sizes = part_sizes.tolist()
 
     def summary(values: list[float], how: Any) -> float:
         kept = [v for v in values if not math.isnan(v)]
@@ -325,7 +345,7 @@ def client_heterogeneity(
 
     return {
         "sizes": sizes,
-        "classes": [int(np.count_nonzero(row)) for row in counts],
+        "classes": np.count_nonzero(counts, axis=1).tolist(),
         "label_counts": counts.tolist(),
         "jsd": jsd,
         "hellinger": hell,

@@ -392,11 +392,8 @@ def label_distribution(
         raise ValueError(f"labels must lie in [0, {c}) for num_classes = {c}, got maximum {int(y.max())}")
     if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence):
         raise ValueError(f"parts must be a sequence of index arrays, got {type(parts).__name__}")
-    out = np.zeros((len(parts), c), dtype=np.int64)
-    for i, p in enumerate(parts):
-        idx = as_indices(p, y.size, f"parts[{i}]")
-        out[i] = np.bincount(y[idx], minlength=c)
-    return out
+    flat, sizes = concat_parts(parts, y.size)
+    return batch_label_counts(y, flat, sizes, c)
 
 
 def as_indices(p: object, n: int, name: str) -> np.ndarray:
@@ -407,3 +404,27 @@ def as_indices(p: object, n: int, name: str) -> np.ndarray:
     if arr.size and (arr.min() < 0 or arr.max() >= n):
         raise ValueError(f"{name} indices must lie in [0, {n}), got range [{int(arr.min())}, {int(arr.max())}]")
     return arr
+
+
+def concat_parts(parts: Sequence[object], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat, sizes)``: the parts' indices concatenated in order (int64) and each part's length; every part a
+    1-D integer array with indices in ``[0, n)`` (``ValueError`` naming the first part that is not)."""
+    arrays = []
+    for i, p in enumerate(parts):
+        arr = np.asarray(p) if isinstance(p, np.ndarray) else as_indices(p, n, f"parts[{i}]")
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+            as_indices(arr, n, f"parts[{i}]")  # raises, naming the part
+        arrays.append(arr.astype(np.int64, copy=False) if arr.size else np.zeros(0, np.int64))
+    sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= n):
+        for i, a in enumerate(arrays):  # name the part
+            as_indices(a, n, f"parts[{i}]")
+    return flat, sizes
+
+
+def batch_label_counts(y: np.ndarray, flat: np.ndarray, sizes: np.ndarray, num_classes: int) -> np.ndarray:
+    """``out[i, c] = #{j in part i : y[j] = c}`` (int64 ``[N, C]``) from :func:`concat_parts`' output."""
+    owner = np.repeat(np.arange(sizes.size, dtype=np.int64), sizes)
+    counts = np.bincount(owner * num_classes + y[flat], minlength=sizes.size * num_classes)
+    return counts.reshape(sizes.size, num_classes).astype(np.int64, copy=False)

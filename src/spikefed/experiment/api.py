@@ -36,6 +36,7 @@ from ..seeding import Purpose, torch_generator
 from ..snn.train import EvalResult, TrainConfig, evaluate
 from .centralized import build_model
 from .config import ConfigError, RunSettings, TrainSettings, build_settings
+from .metrics_rows import whole_rows
 from .runner import Run, build_spec, default_run_dir, load_data
 
 __all__ = ["RunResult", "as_dataset", "describe_custom", "federate", "load_run", "run_settings"]
@@ -233,8 +234,8 @@ def federate(config: RunSettings | Mapping[str, Any] | str | Path | None = None,
             on_round(row)
     summary = run.finish()
     load_params_(spec.model, run.sim.state.global_params)
-    return RunResult(out_dir, settings, spec.model, list(run.sim.state.metrics), summary, run.sim.state.round,
-                     custom, spec.data)
+    rows = whole_rows(out_dir / "metrics.jsonl", run.sim.state.metrics, last_whole=False)  # per-client lists too
+    return RunResult(out_dir, settings, spec.model, rows, summary, run.sim.state.round, custom, spec.data)
 
 
 def load_run(path: str | Path, model: torch.nn.Module | None = None,
@@ -275,8 +276,9 @@ def load_run(path: str | Path, model: torch.nn.Module | None = None,
     summary = None
     if (d / "summary.json").is_file():
         summary = json.loads((d / "summary.json").read_text())
-    return RunResult(d, settings, model, list(state.get("metrics", [])), summary, int(state.get("round", 0)),
-                     custom, dataset)
+    rows = state.get("metrics", [])
+    rows = whole_rows(d / "metrics.jsonl", rows) if isinstance(rows, list) else []
+    return RunResult(d, settings, model, rows, summary, int(state.get("round", 0)), custom, dataset)
 
 
 def _config_model(settings: RunSettings, custom: dict[str, Any], data: DatasetSplit | None) -> torch.nn.Module:

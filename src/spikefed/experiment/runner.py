@@ -4,7 +4,7 @@ Run directory::
 
     config.yaml        fully resolved settings
     partition.json     per-client sizes, label distribution, heterogeneity (JSD, Hellinger)
-    metrics.jsonl      one JSON row per round
+    metrics.jsonl      one JSON row per round (whole; memory and the checkpoint keep compact rows: metrics_rows)
     summary.json       final/best accuracy, rounds, bytes, wall time, heterogeneity
     checkpoint.pt      everything needed to resume (written atomically every round)
     report.html        plots (accuracy/loss, accuracy vs bytes, label heatmap, firing rates)
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +40,7 @@ from ..io import json_safe, write_atomic, write_json_atomic
 from .centralized import build_model, load_dataset
 from .compat import engine_for
 from .config import ConfigError, FaultSettings, RunSettings, TrainSettings, dump_yaml
+from .metrics_rows import compact_row, restore_rows, row_line
 
 
 def load_data(settings: RunSettings) -> DatasetSplit:
@@ -431,6 +433,7 @@ class Run:
         if resume:
             before, sessions = elapsed_before(self.sim.state.metrics)
             self.elapsed_before, self.session = before, sessions + 1
+        self._compact_rows()  # the last row is whole in the checkpoint; in metrics.jsonl now
 
     def _write_start(self, resume: bool, custom: dict[str, Any] | None) -> None:
         """The files a run writes when it starts (or resumes): config, partition, round-0 checkpoint, metrics."""
@@ -456,8 +459,23 @@ class Run:
         return self.sim.state.round >= self.settings.federation.rounds
 
     def _rewrite_metrics(self) -> None:
-        text = "".join(json.dumps(json_safe(r)) + "\n" for r in self.sim.state.metrics)
-        write_atomic(self.dir / "metrics.jsonl", text)
+        """``metrics.jsonl`` = the checkpoint's rows, the earlier rounds' per-client lists taken from the file
+        (:func:`~spikefed.experiment.metrics_rows.restore_rows`)."""
+        path = self.dir / "metrics.jsonl"
+        text, missing = restore_rows(path, self.sim.state.metrics)
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            warnings.warn(f"{path}: rows of round(s) {shown} were not in the file; they are rewritten from the "
+                          "checkpoint without their per-client lists (participation, client_accuracy)",
+                          stacklevel=2)
+        write_atomic(path, text)
+
+    def _compact_rows(self) -> None:
+        """Drop the per-client lists of every row but the ones ``metrics.jsonl`` does not hold yet: memory and
+        checkpoint size stay flat over the rounds."""
+        rows = self.sim.state.metrics
+        for i, row in enumerate(rows):
+            rows[i] = compact_row(row)
 
     def step(self, remote: RemoteTrainer | None = None) -> dict[str, Any]:
         """One round (``remote``: the clients train elsewhere, as in a Flower deployment); writes the checkpoint
@@ -469,11 +487,11 @@ class Run:
         """
         row = self.sim.run_round(remote)
         row["elapsed_seconds"], row["session"] = self.elapsed, self.session  # stored in the checkpoint too
-        if not self.writer:
-            return row
-        self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(json_safe(row)) + "\n")
+        if self.writer:  # the checkpoint holds this row whole (the file may miss it after a kill) ...
+            self.sim.save_checkpoint(self.checkpoint, self.fingerprint)
+            with open(self.dir / "metrics.jsonl", "a") as f:
+                f.write(row_line(row))
+        self.sim.state.metrics[-1] = compact_row(row)  # ... and the next one holds it compact
         return row
 
     def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, MutableMapping, Sequence
+from typing import Any, Iterable, MutableMapping, Sequence
 
 import numpy as np
 import torch
@@ -187,13 +187,18 @@ class Simulation:
         method's aggregation factors for the round (``Strategy.weight_factors``, ``None`` when it needs none).
         Power-of-choice candidates report their loss at the current global model."""
         assert self.spec.selection is not None
-        clients = self.clients  # sizes without building every client while the data is the partition's
-        sizes = [len(p) for p in self.spec.parts] if isinstance(clients, LazyClients) else \
-            [c.num_samples for c in clients]
+        sizes = self.client_sizes(range(self.num_clients))
         sel = select(self.spec.selection, self.spec.seed, rnd, sizes, m,
                      lambda cand: client_losses(self, self.state.global_params, cand, rnd))
         self.spec.strategy.weight_factors = sel.factors
         return sel.clients
+
+    def client_sizes(self, clients: Iterable[int]) -> list[int]:
+        """The training-sample counts of ``clients``: read from the partition while the clients' data is the
+        partition's (:class:`LazyClients`: nothing is built), else from the clients a stage put in place."""
+        if isinstance(self.clients, LazyClients):
+            return [len(self.spec.parts[c]) for c in clients]
+        return [self.clients[c].num_samples for c in clients]
 
     # -- one round ---------------------------------------------------------------------------------------------
     def run_round(self, remote: RemoteTrainer | None = None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A finished run has all four. An interrupted run (killed, Ctrl-C, SIGTERM, a time limit) has no ``summary.json``:
 :func:`load_run` then derives the summary from the metrics rows (:func:`summary_from_rows`) and the partition file,
 and marks it ``status: interrupted``. When the checkpoint holds more rows than ``metrics.jsonl`` (a process killed
-between writing the checkpoint and appending the row) the checkpoint's rows are used.
+between writing the checkpoint and appending the row) the checkpoint's rows the file lacks are added (the
+checkpoint keeps earlier rows without their per-client lists: :mod:`spikefed.experiment.metrics_rows`).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> RunData:
     if (root / SUMMARY_FILE).is_file():
         return RunData(config, metrics, _load_mapping(root / SUMMARY_FILE, SUMMARY_FILE), root, complete=True)
     kept = _checkpoint_rows(root / CHECKPOINT_FILE)
-    if kept is not None and len(kept) > len(metrics):
-        metrics = kept
+    if kept is not None and len(kept) > len(metrics):  # the file's whole rows, then the checkpoint's newer ones
+        metrics = [*metrics, *kept[len(metrics):]]  # (earlier checkpoint rows are compact: metrics_rows)
     partition = _load_mapping(root / PARTITION_FILE, PARTITION_FILE) if (root / PARTITION_FILE).is_file() else None
     return RunData(config, metrics, summary_from_rows(metrics, partition, config), root, complete=False)

@@ -43,7 +43,7 @@ class FaultStage(Stage):
         """Which sampled clients train in ``ctx.rnd`` and with how many steps (with a network model the deadline
         waits for the measured bytes: :meth:`network_cutoff`)."""
         sim, seed = ctx.sim, self.seed
-        planned = [planned_steps(sim.clients[c].num_samples, sim.spec.local) for c in ctx.sampled]
+        planned = [planned_steps(n, sim.spec.local) for n in sim.client_sizes(ctx.sampled)]
         speeds = [client_speed(self.spec.straggler_sigma, numpy_rng(seed, Purpose.FAULT, client=c))
                   for c in ctx.sampled]
         rngs = [numpy_rng(seed, Purpose.FAULT, ctx.rnd, c) for c in ctx.sampled]
