@@ -118,3 +118,48 @@ def test_rows_missing_from_the_file_are_rewritten_compact_with_a_warning(referen
             (out / name).write_bytes((reference / name).read_bytes())
         (out / "metrics.jsonl").write_text(damaged.read_text())
         Run(_settings(5), out, resume=True).sim.state.client_state.close()
+
+
+
+MALFORMED = {  # round 2's line of metrics.jsonl, damaged: (name, function of the whole line -> damaged text)
+    "nan_accuracy": lambda r: json.dumps({**r, "client_accuracy": [float("nan"), *r["client_accuracy"][1:]]}),
+    "huge_accuracy": lambda r: json.dumps(r).replace(json.dumps(r["client_accuracy"]),
+                                                      "[1e400" + json.dumps(r["client_accuracy"])[1:]),
+    "accuracy_above_one": lambda r: json.dumps({**r, "client_accuracy": [1.5, *r["client_accuracy"][1:]]}),
+    "accuracy_not_a_list": lambda r: json.dumps({**r, "client_accuracy": "0.5"}),
+    "string_client_id": lambda r: json.dumps({**r, "participation": {**r["participation"], "sampled": [
+        "0", *r["participation"]["sampled"][1:]]}}),
+    "bool_client_id": lambda r: json.dumps({**r, "participation": {**r["participation"], "accepted": [
+        True] * len(r["participation"]["accepted"])}}),
+    "negative_client_id": lambda r: json.dumps({**r, "participation": {**r["participation"], "sampled": [
+        -1, *r["participation"]["sampled"][1:]]}}),
+    "sampled_too_short": lambda r: json.dumps({**r, "participation": {**r["participation"], "sampled":
+                                                                      r["participation"]["sampled"][:-1]}}),
+    "participation_a_list": lambda r: json.dumps({**r, "participation": [1, 2]}),
+    "stray_rejection": lambda r: json.dumps({**r, "rejections": [{"client": 0, "reason": "x"}]}),
+    "truncated_line": lambda r: json.dumps(r)[:-20],
+    "not_an_object": lambda r: "[2, 3]",
+    "flipped_byte": lambda r: json.dumps(r).replace('"participation"', '"participatioN"'),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(MALFORMED))
+def test_malformed_file_lines_restore_compact_never_crash(reference: Path, tmp_path: Path, damage: str) -> None:
+    """A line of metrics.jsonl whose per-client lists break their schema (non-finite or out-of-range accuracy,
+    ids that are not non-negative ints, lengths against the row's own counts, wrong types, a torn or non-object
+    line, a renamed key) is not used: its round comes back compact and is reported missing; the other rows stay
+    whole, byte for byte the file's."""
+    ckpt = read_checkpoint(reference / "checkpoint.pt")["metrics"]
+    rows = _lines(reference / "metrics.jsonl")
+    assert rows[1]["client_accuracy"] is not None and "rejections" not in rows[1]  # round 2 was evaluated
+    damaged = tmp_path / "metrics.jsonl"
+    bad = MALFORMED[damage](rows[1]).replace("\n", " ")
+    damaged.write_text("".join(json.dumps(r) + "\n" for r in rows[:1]) + bad + "\n"
+                       + "".join(json.dumps(r) + "\n" for r in rows[2:]))
+    text, missing = restore_rows(damaged, ckpt)
+    assert missing == [2]
+    back = [json.loads(line) for line in text.splitlines()]
+    assert back[1] == compact_row(rows[1])
+    assert back[:1] + back[2:] == rows[:1] + rows[2:]
+    merged = whole_rows(damaged, ckpt)
+    assert "participation" not in merged[1] and "participation" in merged[0] and "participation" in merged[2]

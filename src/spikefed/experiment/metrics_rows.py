@@ -15,14 +15,16 @@ checkpoint. The file keeps every key of every row, as before.
 On ``--resume`` (:func:`restore_rows`) the file is rebuilt from its own complete lines for rounds ``1 .. r-1``
 (each must be the row the checkpoint holds in compact form: the same keys and values apart from
 :data:`PER_CLIENT_KEYS`) and from the checkpoint's whole row ``r`` (the one a kill may have kept out of the
-file). Lines of rounds after the checkpoint, a torn last line, and a line that does not match its compact row are
-dropped. A round the file does not hold (the file deleted or edited) gets its compact row, and the caller is told
-which rounds lost their per-client lists.
+file). Lines of rounds after the checkpoint, a torn last line, a line that does not match its compact row, and
+a line whose per-client lists fail their schema (:func:`_lists_ok`: ids, lengths against the row's counts,
+finite accuracies in [0, 1]) are dropped. A round the file does not hold (the file deleted or edited) gets its
+compact row, and the caller is told which rounds lost their per-client lists.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +77,51 @@ def _match(found: dict[int, tuple[str, dict[str, Any]]], row: dict[str, Any], la
     if last or not isinstance(row, dict) or any(k in row for k in PER_CLIENT_KEYS) or not isinstance(rnd, int):
         return None  # a whole row (the last one; or a checkpoint written before rows were compacted)
     hit = found.get(rnd)
-    if hit is not None and _normal(compact_row(hit[1])) == _normal(row):
+    if hit is not None and _normal(compact_row(hit[1])) == _normal(row) and _lists_ok(hit[1]):
         return hit
     return None
+
+
+def _finite(value: Any) -> bool:
+    """Whether a JSON value holds only finite numbers (``json`` reads ``NaN``, ``Infinity`` and ``1e400``)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
+
+
+def _ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in value)
+
+
+def _accuracies(value: Any) -> bool:
+    """``None`` or a list of accuracies in [0, 1] (``None`` for a client without one)."""
+    return value is None or isinstance(value, list) and all(
+        a is None or isinstance(a, (int, float)) and not isinstance(a, bool) and 0.0 <= a <= 1.0 for a in value)
+
+
+def _lists_ok(row: dict[str, Any]) -> bool:
+    """The file row's per-client lists against their schema and the row's own counts (checked by the checkpoint):
+    client ids are non-negative ints, ``participation.sampled`` / ``accepted`` as long as ``clients`` /
+    ``accepted``, one rejection ``{client, reason, ...}`` per ``rejected``, accuracies finite in [0, 1] or null.
+    A file row that fails is not used (its round is restored compact)."""
+    if not _finite([row.get(k) for k in PER_CLIENT_KEYS]):
+        return False
+    part = row.get("participation")
+    if part is not None:
+        if not isinstance(part, dict) or not all(_ids(v) for v in part.values()):
+            return False
+        for key, count in (("sampled", row.get("clients")), ("accepted", row.get("accepted"))):
+            if isinstance(count, int) and key in part and len(part[key]) != count:
+                return False
+    rej = row.get("rejections")
+    if rej is not None and not (isinstance(rej, list) and len(rej) == row.get("rejected") and all(
+            isinstance(r, dict) and _ids([r.get("client")]) and isinstance(r.get("reason"), str) for r in rej)):
+        return False
+    return _accuracies(row.get("client_accuracy")) and _accuracies(row.get("accuracy_by_client_device"))
 
 
 def whole_rows(path: Path, rows: list[dict[str, Any]], last_whole: bool = True) -> list[dict[str, Any]]:
