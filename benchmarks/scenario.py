@@ -54,9 +54,9 @@ from spikefed.hardware.fleet import Fleet
 from spikefed.hardware.metrics import measure
 from spikefed.runtime import configure_allocator
 from spikefed.seeding import Purpose, derive_seed, numpy_rng
-from spikefed.snn.delay import Delay
-from spikefed.snn.models import ModelOutput, init_linear
-from spikefed.snn.neurons import LIF
+from spikefed.snn.delay import INITS as DELAY_INITS, Delay
+from spikefed.snn.models import READOUTS, ModelOutput, init_linear
+from spikefed.snn.neurons import LIF, LeakyIntegrator
 from spikefed.snn.train import encode_inputs
 
 SIDE, POLARITIES = 16, 2
@@ -73,15 +73,19 @@ ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step
 class DelayedConvNet(nn.Module):
     """``[T, B, 2*16*16]`` event frames -> conv -> LIF -> maxpool -> axonal delays -> Linear -> LIF (10)."""
 
-    def __init__(self, channels: int, generator: torch.Generator, beta: float = 0.9) -> None:
+    def __init__(self, channels: int, generator: torch.Generator, beta: float = 0.9,
+                 readout: str = "spikes", delay_init: str = "uniform") -> None:
         super().__init__()
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        self.readout = readout
         self.conv = nn.Conv2d(POLARITIES, channels, 3, padding=1)
         self.lif = LIF((channels, SIDE, SIDE), beta=beta)
         self.pool = nn.MaxPool2d(2)
         width = channels * (SIDE // 2) ** 2
-        self.delay = Delay(width, max_delay=4, init="uniform", generator=generator)
+        self.delay = Delay(width, max_delay=4, init=delay_init, generator=generator)
         self.fc = nn.Linear(width, 10)
-        self.out = LIF(10, beta=beta)
+        self.out = LIF(10, beta=beta) if readout == "spikes" else LeakyIntegrator(10, beta=beta)
         init_linear([self.conv, self.fc], generator)
 
     def forward(self, x: torch.Tensor, state: Any = None) -> ModelOutput:
@@ -90,6 +94,9 @@ class DelayedConvNet(nn.Module):
         s = self.lif.run(h).spikes
         p = self.pool(s.reshape(t * b, *s.shape[2:])).reshape(t, b, -1)
         d, _ = self.delay(p)
+        if isinstance(self.out, LeakyIntegrator):
+            mem, _ = self.out(self.fc(d))
+            return ModelOutput(mem, mem, [s.flatten(2)], [])
         o = self.out.run(self.fc(d))
         return ModelOutput(o.spikes, o.membrane, [s.flatten(2), o.spikes], [])
 
@@ -131,7 +138,8 @@ def base_spec(args: argparse.Namespace, seed: int) -> Any:
 
 def run_row(args: argparse.Namespace, row: str, seed: int, base: Any) -> dict[str, Any]:
     spec = dataclasses.replace(base, strategy=copy.deepcopy(base.strategy))
-    model = DelayedConvNet(args.channels, torch.Generator().manual_seed(derive_seed(seed, Purpose.INIT)))
+    model = DelayedConvNet(args.channels, torch.Generator().manual_seed(derive_seed(seed, Purpose.INIT)),
+                           readout=args.readout, delay_init=args.delay_init)
     fleet = build_fleet(model, row, args.clients, seed)
     spec = dataclasses.replace(spec, model=model, fleet=fleet)
     sim = Simulation(spec)
@@ -161,7 +169,8 @@ def engine_round(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     clients (the issue's 100 by default), one local epoch each, from the same global parameters."""
     k = args.engine_clients
     spec = build_spec(settings_for(argparse.Namespace(**{**vars(args), "clients": k, "per_round": k}), seed))
-    model = DelayedConvNet(args.channels, torch.Generator().manual_seed(derive_seed(seed, Purpose.INIT)))
+    model = DelayedConvNet(args.channels, torch.Generator().manual_seed(derive_seed(seed, Purpose.INIT)),
+                           readout=args.readout, delay_init=args.delay_init)
     clients: list[ClientData] = [build_client(spec, c) for c in range(k)]
     out: dict[str, Any] = {"clients": k, "samples": sum(c.num_samples for c in clients),
                            "threads": torch.get_num_threads(), "load_1min": os.getloadavg()[0]}
@@ -191,6 +200,11 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=6)
     ap.add_argument("--channels", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--delay-init", choices=DELAY_INITS, default="uniform", help="initial axonal delays: "
+                    "uniform in [0, 4) steps or zeros (learned from no delay)")
+    ap.add_argument("--readout", choices=READOUTS, default="spikes", help="output layer: spiking LIF neurons "
+                    "(classes by spike count) or a non-spiking leaky integrator (classes by potential; give "
+                    "--set local.loss=ce_membrane)")
     ap.add_argument("--test", type=int, default=400, help="held-out samples for the deployed accuracy")
     ap.add_argument("--energy-samples", type=int, default=200)
     ap.add_argument("--ablation", action="store_true", help="calibrated fleets with only 8-bit weights / only "

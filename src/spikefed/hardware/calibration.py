@@ -60,6 +60,7 @@ class Calibration:
     alpha_factors: list[torch.Tensor] | None = None
     rho_factors: list[torch.Tensor] | None = None
     delay_factors: dict[str, torch.Tensor] = field(default_factory=dict)
+    delay_periods: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.alpha_factors is None:
@@ -151,8 +152,22 @@ class Calibration:
                     out[name] = scale(values[name], 1 / self.threshold_factors[i])
         for name, h in self.delay_factors.items():
             if name in values:
-                out[name] = scale(values[name], 1 / (self.dt * h))
+                out[name] = self._delay(name, values[name], h, to_device)
         return out
+
+    def _delay(self, name: str, value: torch.Tensor, h: torch.Tensor, to_device: bool) -> torch.Tensor:
+        """Delay line ``name``: ``d_p = s / (dt h)`` towards the device, ``d = (d_p dt h) mod D`` back, where
+        ``s`` is the latent delay ``d`` taken on its ring of ``D`` slots as the signed value its interpolation
+        mostly means: ``r = d mod D``, ``s = r - D`` when ``r > D - 1/2`` (the two taps there are ``D - 1`` and
+        ``0``, and tap 0 weighs more), else ``r``. Without the ring's length (``delay_periods``) the plain
+        ``d / (dt h)``."""
+        period = self.delay_periods.get(name)
+        if period is None:
+            return value / (self.dt * h) if to_device else value * (self.dt * h)
+        if not to_device:
+            return torch.remainder(value * (self.dt * h), period)
+        r = torch.remainder(value, period)
+        return torch.where(r > period - 0.5, r - period, r) / (self.dt * h)
 
 
 def _fit_decay(u: torch.Tensor, probe: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +250,8 @@ def calibrate(device: Device, generator: torch.Generator, repeats: int = 16, ste
                        (rho_factors, m_rho)):
             lst.append(v.float().reshape(u.shape))
     return Calibration(gains, thr_factors, tau_factors, float(device.profile.dt), device.layers,
-                       alpha_factors, rho_factors, _calibrate_delays(device, generator, repeats))
+                       alpha_factors, rho_factors, _calibrate_delays(device, generator, repeats),
+                       dict(device.delay_periods))
 
 
 def digital_twin(device: Device, calibration: Calibration, dt: float = 1.0) -> Device:
