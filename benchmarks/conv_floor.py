@@ -163,18 +163,19 @@ def conv_rules(layer: dict[str, Any], k: int, n: int) -> dict[str, float]:
 
 
 def engine_seconds(model: nn.Module, clients: list[ClientData], cfg: TrainConfig, engine: str,
-                   conv: str = "loop", bucket: int = WIDTH_STEP, rounds: int = 2) -> float:
-    """Seconds of the last of ``rounds`` rounds (the first a warm-up)."""
+                   conv: str = "loop", bucket: int = WIDTH_STEP, rounds: int = 2,
+                   clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of the last of ``rounds`` rounds (the first a warm-up) by ``clock`` (wall or process CPU time)."""
     g = params_of(model)
     seconds = 0.0
     for _ in range(rounds):
         gens = [client_generator(0, 1, c.client_id) for c in clients]
-        t = time.perf_counter()
+        t = clock()
         if engine == "sequential":
             train_sequential(model, g, clients, gens, cfg, FitInstructions(1))
         else:
             train_cohort(model, g, clients, gens, cfg, FitInstructions(1), conv=conv, bucket=bucket)
-        seconds = time.perf_counter() - t
+        seconds = clock() - t
     return seconds
 
 
@@ -183,27 +184,35 @@ def bucket_table(net: str, model: nn.Module, clients: list[ClientData], cfg: Tra
     """Cohort seconds per round for each batch-width rule (``bucket``: 0 pads every batch to ``batch_width``, the
     rule before width groups; q >= 1 rounds each batch up to a multiple of q), with the padded share of the
     computed samples, against the sequential engine; the engines interleaved ``repeats`` times in this
-    process (best of the repeats, as the load moves)."""
+    process (best of the repeats, as the load moves). Timed twice per run: wall clock, and the process's CPU
+    time (with one torch thread: the work itself, less what the other processes of a loaded machine add)."""
     gens = [client_generator(0, 1, c.client_id) for c in clients]
     schedules = [client_schedule(c.num_samples, cfg, gen) for c, gen in zip(clients, gens)]
-    runs: dict[str, list[float]] = {"sequential": [], **{f"cohort, bucket={q}": [] for q in buckets}}
-    for name in runs:  # warm-up
-        engine_seconds(model, clients, cfg, name.split(",")[0], bucket=int(name.rsplit("=", 1)[-1]) if
-                       "bucket" in name else WIDTH_STEP, rounds=1)
+    names = ["sequential", *(f"cohort, bucket={q}" for q in buckets)]
+
+    def one(name: str, clock: Callable[[], float]) -> float:
+        q = int(name.rsplit("=", 1)[-1]) if "bucket" in name else WIDTH_STEP
+        return engine_seconds(model, clients, cfg, name.split(",")[0], bucket=q, rounds=1, clock=clock)
+
+    for name in names:  # warm-up
+        one(name, time.perf_counter)
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     loads = []
     for _ in range(repeats):
-        for name, times in runs.items():
-            q = int(name.rsplit("=", 1)[-1]) if "bucket" in name else WIDTH_STEP
-            times.append(engine_seconds(model, clients, cfg, name.split(",")[0], bucket=q, rounds=1))
+        for name in names:
+            wall[name].append(one(name, time.perf_counter))
+            cpu[name].append(one(name, time.process_time))
         loads.append(os.getloadavg()[0])
-    seq = min(runs["sequential"])
+    seq, seq_cpu = min(wall["sequential"]), min(cpu["sequential"])
     print(f"\n## {net}: batch widths, {repeats} interleaved repeats, load {min(loads):.1f}-{max(loads):.1f}\n\n"
-          "| engine | padded share of computed samples | s / round (best) | all repeats | sequential / this |\n"
-          "|---|---|---|---|---|")
-    for name, times in runs.items():
+          "| engine | padded share of computed samples | wall s / round (best; all) | sequential / this (wall) "
+          "| CPU s / round (best) | sequential / this (CPU) |\n|---|---|---|---|---|---|")
+    for name in names:
         pad = "-" if name == "sequential" else f"{padded_fraction(schedules, cfg, int(name.rsplit('=', 1)[-1])):.3f}"
-        print(f"| {name} | {pad} | {min(times):.3f} | {' '.join(f'{t:.3f}' for t in times)} | "
-              f"{seq / min(times):.2f} |", flush=True)
+        print(f"| {name} | {pad} | {min(wall[name]):.3f}; {' '.join(f'{t:.3f}' for t in wall[name])} | "
+              f"{seq / min(wall[name]):.2f} | {min(cpu[name]):.3f} | {seq_cpu / min(cpu[name]):.2f} |", flush=True)
+    runs = wall
     return " ".join(f"{net}_bucket{q}_vs_sequential={seq / min(runs[f'cohort, bucket={q}']):.2f}" for q in buckets)
 
 
