@@ -263,40 +263,37 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     if reason is not None:
         raise ValueError(reason)
     chunk = max_clients or (clients_per_chunk(model, clients[0].x[:1], cfg) if clients else 1)
-    if len(clients) > chunk:  # independent clients: the same updates, activations that stay in cache
-        return [u for lo in range(0, len(clients), chunk) for u in train_cohort(
-            model, global_params, clients[lo:lo + chunk], generators[lo:lo + chunk], cfg, fit,
-            None if controls is None else controls[lo:lo + chunk],
-            None if step_budgets is None else step_budgets[lo:lo + chunk],
-            None if devices is None else devices[lo:lo + chunk],
-            None if penalties is None else penalties[lo:lo + chunk], path, max_clients=chunk, conv=conv,
-            checked=True, bucket=bucket)]
-    path = forward_path(model, path)
     k = len(clients)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    dev = clients[0].x.device if clients else torch.device("cpu")
     budgets = list(step_budgets) if step_budgets is not None else [None] * k
-    if len(budgets) != k:
-        raise ValueError(f"step_budgets has {len(budgets)} entries for {k} clients")
+    for what, seq in (("step_budgets", budgets), ("devices", devices), ("penalties", penalties),
+                      ("controls", controls)):
+        if seq is not None and len(seq) != k:
+            raise ValueError(f"{what} has {len(seq)} entries for {k} clients")
     if schedules is None:  # drawn here, or handed down (already drawn) by the reordering call below
         schedules = [client_schedule(c.num_samples, cfg, g, b) for c, g, b in zip(clients, generators, budgets)]
     lengths = [len(s) for s in schedules]
-    order = sorted(range(k), key=lambda i: -lengths[i])  # stable: longest schedules first
-    if order != list(range(k)):  # the clients active at step j are then a prefix: slices, no index tensors
-        def perm(seq: Sequence[Any] | None) -> list[Any] | None:
-            return None if seq is None else [seq[i] for i in order]
-        done = train_cohort(model, global_params, perm(clients), perm(generators), cfg, fit,  # type: ignore[arg-type]
-                            perm(controls), perm(budgets), perm(devices), perm(penalties), path,
-                            max_clients=max(k, 1), schedules=perm(schedules), conv=conv,
-                            checked=True, bucket=bucket)
-        back = [None] * k
-        for pos, i in enumerate(order):
-            back[i] = done[pos]  # type: ignore[call-overload]
+    # longest schedules first (the clients active at step j are then a prefix: slices, no index tensors), and
+    # among equal lengths the larger clients first, so that a chunk's clients share batch widths (fewer width
+    # groups per step); clients are independent, so chunks give the same updates; activations stay in cache
+    order = sorted(range(k), key=lambda i: (-lengths[i], -clients[i].num_samples))
+    if k > chunk or order != list(range(k)):
+        def perm(seq: Sequence[Any] | None, rows: list[int]) -> list[Any] | None:
+            return None if seq is None else [seq[i] for i in rows]
+        back: list[ClientUpdate | None] = [None] * k
+        for lo in range(0, k, chunk):
+            rows = order[lo:lo + chunk]
+            done = train_cohort(model, global_params, perm(clients, rows), perm(generators, rows),  # type: ignore[arg-type]
+                                cfg, fit, perm(controls, rows), perm(budgets, rows), perm(devices, rows),
+                                perm(penalties, rows), path, max_clients=chunk, schedules=perm(schedules, rows),
+                                conv=conv, checked=True, bucket=bucket)
+            for i, u in zip(rows, done):
+                back[i] = u
         return back  # type: ignore[return-value]
+    path = forward_path(model, path)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    dev = clients[0].x.device if clients else torch.device("cpu")
     fixed: list[ParamDict] = []
     if devices is not None:
-        if len(devices) != k:
-            raise ValueError(f"need one device per client, got {len(devices)} for {k} clients")
         if fit.server_control is not None:
             raise ValueError("SCAFFOLD control variates are not supported on device fleets")
         stacked = {n: torch.stack([d.program[n].detach() for d in devices]).clone() for n in names}
@@ -354,7 +351,7 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
                 seen[sel] += counts.long()
         if fit.prox_mu:
             ref = anchor if devices is None else {n: anchor[n][:m] for n in names}
-            prox = sum(((leaves[n] - ref[n]) ** 2).flatten(1).sum(1) for n in names)
+            prox = tensor_sum(((leaves[n] - ref[n]) ** 2).flatten(1).sum(1) for n in names)
             total = total + 0.5 * fit.prox_mu * prox.sum()
         if stability is not None:
             total = total + stacked_penalty(leaves, stability[0], stability[1], torch.arange(m, device=dev)).sum()
