@@ -21,7 +21,12 @@ convolutions, the cohort engine's default rule and the sequential engine's work)
 rule, one grouped convolution), ``unfold_bmm`` (im2col + one batched matmul over the client axis) and
 ``grouped_cl`` (the grouped convolution in channels-last memory).
 
+Batch widths (``--buckets 0 8 ...``, only this table): the cohort round per batch-width rule of
+:mod:`spikefed.federated.cohort_widths` (0: every batch padded to ``batch_width``, the rule before width groups),
+the padded share of the computed samples, against the sequential engine, interleaved ``--repeats`` times.
+
 Run:  .venv/bin/python benchmarks/conv_floor.py [--nets scenario,conv] [--clients 100] [--threads 1]
+      .venv/bin/python benchmarks/conv_floor.py --buckets 0 1 4 8 16 [--repeats 3]
 Last line:  ``<net>_seq_over_floor=<x> <net>_cohort_over_floor=<y> <net>_cohort_vs_sequential=<r>`` per net
 (floors by the conv rate).
 """
@@ -45,7 +50,8 @@ import cohort_models  # noqa: E402  (the conv workload of cohort_models.py, not 
 import scenario  # noqa: E402  (the scenario's conv net and partition)
 
 from spikefed.experiment.runner import build_spec  # noqa: E402
-from spikefed.federated.cohort import ClientData, train_cohort, train_sequential  # noqa: E402
+from spikefed.federated.cohort import ClientData, client_schedule, train_cohort, train_sequential  # noqa: E402
+from spikefed.federated.cohort_widths import WIDTH_STEP, padded_fraction  # noqa: E402
 from spikefed.federated.simulation import build_client, client_generator  # noqa: E402
 from spikefed.federated.types import FitInstructions, params_of  # noqa: E402
 from spikefed.runtime import configure_allocator  # noqa: E402
@@ -66,7 +72,7 @@ def best_of(fn: Callable[[], Any], repeats: int = 3) -> float:
 def workload(net: str, k: int) -> tuple[nn.Module, list[ClientData], TrainConfig]:
     if net == "conv":
         return cohort_models.workload("conv", k)
-    args = argparse.Namespace(clients=k, per_round=k, bins=6, rounds=1, epochs=1, lr=5e-3)
+    args = argparse.Namespace(clients=k, per_round=k, bins=6, rounds=1, epochs=1, lr=5e-3, set=[])
     spec = build_spec(scenario.settings_for(args, 0))
     model = scenario.DelayedConvNet(4, torch.Generator().manual_seed(derive_seed(0, Purpose.INIT)))
     return model, [build_client(spec, c) for c in range(k)], spec.local
@@ -157,18 +163,57 @@ def conv_rules(layer: dict[str, Any], k: int, n: int) -> dict[str, float]:
 
 
 def engine_seconds(model: nn.Module, clients: list[ClientData], cfg: TrainConfig, engine: str,
-                   conv: str = "loop") -> float:
+                   conv: str = "loop", bucket: int = WIDTH_STEP, rounds: int = 2,
+                   clock: Callable[[], float] = time.perf_counter) -> float:
+    """Seconds of the last of ``rounds`` rounds (the first a warm-up) by ``clock`` (wall or process CPU time)."""
     g = params_of(model)
     seconds = 0.0
-    for _ in range(2):  # a warm-up round, then the timed one
+    for _ in range(rounds):
         gens = [client_generator(0, 1, c.client_id) for c in clients]
-        t = time.perf_counter()
+        t = clock()
         if engine == "sequential":
             train_sequential(model, g, clients, gens, cfg, FitInstructions(1))
         else:
-            train_cohort(model, g, clients, gens, cfg, FitInstructions(1), conv=conv)
-        seconds = time.perf_counter() - t
+            train_cohort(model, g, clients, gens, cfg, FitInstructions(1), conv=conv, bucket=bucket)
+        seconds = clock() - t
     return seconds
+
+
+def bucket_table(net: str, model: nn.Module, clients: list[ClientData], cfg: TrainConfig, buckets: list[int],
+                 repeats: int) -> str:
+    """Cohort seconds per round for each batch-width rule (``bucket``: 0 pads every batch to ``batch_width``, the
+    rule before width groups; q >= 1 rounds each batch up to a multiple of q), with the padded share of the
+    computed samples, against the sequential engine; the engines interleaved ``repeats`` times in this
+    process (best of the repeats, as the load moves). Timed twice per run: wall clock, and the process's CPU
+    time (with one torch thread: the work itself, less what the other processes of a loaded machine add)."""
+    gens = [client_generator(0, 1, c.client_id) for c in clients]
+    schedules = [client_schedule(c.num_samples, cfg, gen) for c, gen in zip(clients, gens)]
+    names = ["sequential", *(f"cohort, bucket={q}" for q in buckets)]
+
+    def one(name: str, clock: Callable[[], float]) -> float:
+        q = int(name.rsplit("=", 1)[-1]) if "bucket" in name else WIDTH_STEP
+        return engine_seconds(model, clients, cfg, name.split(",")[0], bucket=q, rounds=1, clock=clock)
+
+    for name in names:  # warm-up
+        one(name, time.perf_counter)
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    loads = []
+    for _ in range(repeats):
+        for name in names:
+            wall[name].append(one(name, time.perf_counter))
+            cpu[name].append(one(name, time.process_time))
+        loads.append(os.getloadavg()[0])
+    seq, seq_cpu = min(wall["sequential"]), min(cpu["sequential"])
+    print(f"\n## {net}: batch widths, {repeats} interleaved repeats, load {min(loads):.1f}-{max(loads):.1f}\n\n"
+          "| engine | padded share of computed samples | wall s / round (best; all) | sequential / this (wall) "
+          "| CPU s / round (best) | sequential / this (CPU) |\n|---|---|---|---|---|---|")
+    for name in names:
+        pad = "-" if name == "sequential" else f"{padded_fraction(schedules, cfg, int(name.rsplit('=', 1)[-1])):.3f}"
+        print(f"| {name} | {pad} | {min(wall[name]):.3f}; {' '.join(f'{t:.3f}' for t in wall[name])} | "
+              f"{seq / min(wall[name]):.2f} | {min(cpu[name]):.3f} | {seq_cpu / min(cpu[name]):.2f} |", flush=True)
+    runs = wall
+    return " ".join(f"{net}_bucket{q}_vs_sequential={seq / min(runs[f'cohort, bucket={q}']):.2f}" for q in buckets)
 
 
 #: profiler rows of each part of a round: (group, op names, counted by "total" (with children) or "self")
@@ -218,6 +263,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--chunk", type=int, default=14, help="clients per stacked convolution in the rule table")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no thread contention under load)")
+    ap.add_argument("--buckets", type=int, nargs="+", default=None, metavar="Q", help="only the batch-width table: "
+                    "cohort rounds with each bucket Q (0: pad every batch to batch_width, the earlier rule) against "
+                    "the sequential engine, interleaved --repeats times")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     configure_allocator()
@@ -228,6 +277,9 @@ def main() -> None:
     summary = []
     for net in args.nets.split(","):
         model, clients, cfg = workload(net, args.clients)
+        if args.buckets:
+            summary.append(bucket_table(net, model, clients, cfg, args.buckets, args.repeats))
+            continue
         images = cfg.num_steps * sum(c.num_samples for c in clients) * cfg.epochs
         found = layers(model, clients[0].x, cfg)
         print(f"## {net}: {len(clients)} clients, {sum(c.num_samples for c in clients)} samples, T = "

@@ -5,8 +5,9 @@ of every trained parameter into ``[K, ...]`` tensors and runs all clients' mini-
 once, by the model's own forward under ``torch.func.functional_call`` + ``torch.func.vmap`` (any spikefed
 model: every neuron, conv nets, recurrent layers, delays), or, for LIF/IF MLPs, by the faster hand-written
 stacked forward (:mod:`spikefed.snn.stacked`, :func:`~spikefed.snn.stacked.forward_path`). Clients own
-different amounts of data, so step ``j`` only involves the clients that still have a batch at ``j``; batches
-shorter than the longest are padded and masked (padded samples carry weight 0). Each client's loss is the mean
+different amounts of data, so step ``j`` only involves the clients that still have a batch at ``j``; the clients
+of a step run in groups of equal batch width (:mod:`.cohort_widths`: a batch's length rounded up to a multiple
+of 8), the few padded samples masked (weight 0). Each client's loss is the mean
 over its own batch, so summing the K losses and differentiating w.r.t. the stacks gives every client exactly
 its own gradient. The optimizer (Adam or SGD with momentum, as ``torch.optim``) keeps per-client moments and
 step counts and only moves the clients that took a step.
@@ -39,6 +40,7 @@ from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, per_
                            stacked_forward, vmap_reason)
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .cohort_memory import clients_per_chunk
+from .cohort_widths import WIDTH_STEP, batch_widths, width_groups
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
@@ -193,10 +195,8 @@ def _gather_batch(clients: Sequence[ClientData], schedules: Sequence[list[torch.
                   active: list[int], dtype: torch.dtype, width: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack the active clients' batches at ``step``: x ``[Ka, Bmax, *F]`` (the model's float ``dtype``: compact
-    stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``. ``Bmax`` is at least
-    ``width`` (``TrainConfig.batch_width``): padded to a width that does not depend on the cohort, a client's
-    arithmetic does not depend on which clients share it (the reductions over the batch keep their length), so
-    a cohort split across ranks or chunks gives bit-identical updates."""
+    stores are converted here, batch by batch), y ``[Ka, Bmax]``, mask ``[Ka, Bmax]``; ``Bmax`` is the longest
+    batch, at least ``width`` (the group's width, :func:`batch_widths`)."""
     batches = [schedules[k][step] for k in active]
     bmax = max(width, max(len(b) for b in batches))
     feat = clients[active[0]].x.shape[1:]
@@ -236,14 +236,16 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
                  penalties: Sequence[StabilityPenalty | None] | None = None,
                  path: str = "auto", max_clients: int | None = None,
                  schedules: Sequence[list[torch.Tensor]] | None = None,
-                 conv: str = DEFAULT_CONV, checked: bool = False) -> list[ClientUpdate]:
+                 conv: str = DEFAULT_CONV, checked: bool = False, bucket: int = WIDTH_STEP) -> list[ClientUpdate]:
     """Train every client in ``clients`` from ``global_params`` as one batched computation (in chunks of
     ``max_clients``, by default as many as :func:`~spikefed.federated.cohort_memory.clients_per_chunk` fits in
     its activation budget; clients are independent, so the updates are the same).
 
     ``path`` picks the stacked forward (:func:`~spikefed.snn.stacked.forward_path`: ``auto``, ``mlp``, ``vmap``),
     ``conv`` how its ``vmap`` path runs convolutions (:mod:`spikefed.snn.client_conv`: ``auto`` |
-    ``loop`` | ``grouped``).
+    ``loop`` | ``grouped``); ``bucket`` the batch widths (:func:`~.cohort_widths.batch_widths`: each step's
+    clients grouped by their batch length rounded up to a multiple of ``bucket``, one stacked forward per
+    group; 0 pads every batch to ``cfg.batch_width``).
     ``checked=True`` skips :func:`supports_cohort` (for the chunk and reordering calls below, already checked).
 
     With ``devices``, client k starts from ``devices[k].program`` and its forward runs through its device's
@@ -255,45 +257,43 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     its own number of steps (step ``j`` only moves the clients whose schedule is longer than ``j``), so a
     budget is just a shorter schedule. Returns one update per client.
     """
-    resolve_conv_mode(conv)  # a bad rule name fails here, before any work
+    resolve_conv_mode(conv)  # a bad rule name or bucket fails here, before any work
+    batch_widths([], cfg, bucket)
     reason = None if checked else supports_cohort(model, cfg)
     if reason is not None:
         raise ValueError(reason)
     chunk = max_clients or (clients_per_chunk(model, clients[0].x[:1], cfg) if clients else 1)
-    if len(clients) > chunk:  # independent clients: the same updates, activations that stay in cache
-        return [u for lo in range(0, len(clients), chunk) for u in train_cohort(
-            model, global_params, clients[lo:lo + chunk], generators[lo:lo + chunk], cfg, fit,
-            None if controls is None else controls[lo:lo + chunk],
-            None if step_budgets is None else step_budgets[lo:lo + chunk],
-            None if devices is None else devices[lo:lo + chunk],
-            None if penalties is None else penalties[lo:lo + chunk], path, max_clients=chunk, conv=conv,
-            checked=True)]
-    path = forward_path(model, path)
     k = len(clients)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    dev = clients[0].x.device if clients else torch.device("cpu")
     budgets = list(step_budgets) if step_budgets is not None else [None] * k
-    if len(budgets) != k:
-        raise ValueError(f"step_budgets has {len(budgets)} entries for {k} clients")
+    for what, seq in (("step_budgets", budgets), ("devices", devices), ("penalties", penalties),
+                      ("controls", controls)):
+        if seq is not None and len(seq) != k:
+            raise ValueError(f"{what} has {len(seq)} entries for {k} clients")
     if schedules is None:  # drawn here, or handed down (already drawn) by the reordering call below
         schedules = [client_schedule(c.num_samples, cfg, g, b) for c, g, b in zip(clients, generators, budgets)]
     lengths = [len(s) for s in schedules]
-    order = sorted(range(k), key=lambda i: -lengths[i])  # stable: longest schedules first
-    if order != list(range(k)):  # the clients active at step j are then a prefix: slices, no index tensors
-        def perm(seq: Sequence[Any] | None) -> list[Any] | None:
-            return None if seq is None else [seq[i] for i in order]
-        done = train_cohort(model, global_params, perm(clients), perm(generators), cfg, fit,  # type: ignore[arg-type]
-                            perm(controls), perm(budgets), perm(devices), perm(penalties), path,
-                            max_clients=max(k, 1), schedules=perm(schedules), conv=conv,
-                            checked=True)
-        back = [None] * k
-        for pos, i in enumerate(order):
-            back[i] = done[pos]  # type: ignore[call-overload]
+    # longest schedules first (the clients active at step j are then a prefix: slices, no index tensors), and
+    # among equal lengths the larger clients first, so that a chunk's clients share batch widths (fewer width
+    # groups per step); clients are independent, so chunks give the same updates; activations stay in cache
+    order = sorted(range(k), key=lambda i: (-lengths[i], -clients[i].num_samples))
+    if k > chunk or order != list(range(k)):
+        def perm(seq: Sequence[Any] | None, rows: list[int]) -> list[Any] | None:
+            return None if seq is None else [seq[i] for i in rows]
+        back: list[ClientUpdate | None] = [None] * k
+        for lo in range(0, k, chunk):
+            rows = order[lo:lo + chunk]
+            done = train_cohort(model, global_params, perm(clients, rows), perm(generators, rows),  # type: ignore[arg-type]
+                                cfg, fit, perm(controls, rows), perm(budgets, rows), perm(devices, rows),
+                                perm(penalties, rows), path, max_clients=chunk, schedules=perm(schedules, rows),
+                                conv=conv, checked=True, bucket=bucket)
+            for i, u in zip(rows, done):
+                back[i] = u
         return back  # type: ignore[return-value]
+    path = forward_path(model, path)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    dev = clients[0].x.device if clients else torch.device("cpu")
     fixed: list[ParamDict] = []
     if devices is not None:
-        if len(devices) != k:
-            raise ValueError(f"need one device per client, got {len(devices)} for {k} clients")
         if fit.server_control is not None:
             raise ValueError("SCAFFOLD control variates are not supported on device fleets")
         stacked = {n: torch.stack([d.program[n].detach() for d in devices]).clone() for n in names}
@@ -326,29 +326,36 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
     # the schedule is known on the host: no device -> host sync inside the loop (no nonzero/tolist/item)
     for j in range(lengths[0] if k else 0):
         m = sum(1 for n_j in lengths if n_j > j)  # clients 0..m-1 take step j (lengths are sorted)
-        active = list(range(m))
-        sizes = [len(schedules[a][j]) for a in active]
-        xb, yb, mask = _gather_batch(clients, schedules, j, active, dtype, cfg.batch_width)
-        xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in active], sizes)
         leaves = {n: stacked[n][:m].detach().requires_grad_(True) for n in names}
-        if devices is not None:
-            out, spikes = _device_forward(model, leaves, xs, active, devices, fixed, generators, mask, path, sizes,
-                                          conv)
-        else:
-            out, spikes = stacked_forward(model, leaves, xs, path, kernel=cfg.kernel, conv=conv)
-        per = per_sample_loss(out, yb, cfg)
-        w = mask.to(per.dtype)
-        counts = w.sum(1)
-        client_loss = (per * w).sum(1) / counts
-        reg = masked_regularizers(spikes, mask, cfg) if spikes and (cfg.reg_l1 or cfg.reg_l2 or cfg.reg_bounds) else 0.0
-        total = client_loss + reg
+        total = torch.zeros((), dtype=leaves[names[0]].dtype, device=dev)
+        for rows, sel, width in width_groups([len(schedules[a][j]) for a in range(m)], cfg, bucket, dev):
+            sizes = [len(schedules[a][j]) for a in rows]
+            xb, yb, mask = _gather_batch(clients, schedules, j, rows, dtype, width)
+            xs = _encode_cohort(xb, mask, cfg, [generators[a] for a in rows], sizes)
+            part = leaves if len(rows) == m else {n: leaf[sel] for n, leaf in leaves.items()}
+            if devices is not None:
+                out, spikes = _device_forward(model, part, xs, rows, devices, fixed, generators, mask, path, sizes,
+                                              conv)
+            else:
+                out, spikes = stacked_forward(model, part, xs, path, kernel=cfg.kernel, conv=conv)
+            per = per_sample_loss(out, yb, cfg)
+            w = mask.to(per.dtype)
+            counts = w.sum(1)
+            total = total + ((per * w).sum(1) / counts).sum()
+            if spikes and (cfg.reg_l1 or cfg.reg_l2 or cfg.reg_bounds):
+                total = total + masked_regularizers(spikes, mask, cfg).sum()
+            with torch.no_grad():
+                pred = predict_cohort(out.detach(), cfg)
+                loss_sum[sel] += (per.detach() * w).sum(1).double()
+                correct[sel] += ((pred == yb) & mask).sum(1)
+                seen[sel] += counts.long()
         if fit.prox_mu:
             ref = anchor if devices is None else {n: anchor[n][:m] for n in names}
-            prox = sum(((leaves[n] - ref[n]) ** 2).flatten(1).sum(1) for n in names)
-            total = total + 0.5 * fit.prox_mu * prox
+            prox = tensor_sum(((leaves[n] - ref[n]) ** 2).flatten(1).sum(1) for n in names)
+            total = total + 0.5 * fit.prox_mu * prox.sum()
         if stability is not None:
-            total = total + stacked_penalty(leaves, stability[0], stability[1], torch.arange(m, device=dev))
-        grads_list = torch.autograd.grad(total.sum(), [leaves[n] for n in names])
+            total = total + stacked_penalty(leaves, stability[0], stability[1], torch.arange(m, device=dev)).sum()
+        grads_list = torch.autograd.grad(total, [leaves[n] for n in names])
         grads = {n: g if correction is None else g + correction[n][:m] for n, g in zip(names, grads_list)}
         if cfg.grad_clip is not None:
             norms = torch.sqrt(tensor_sum((grads[n].flatten(1) ** 2).sum(1) for n in names))
@@ -356,11 +363,6 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
             for n in names:
                 grads[n].mul_(scale.view(-1, *([1] * (grads[n].dim() - 1))))
         opt.step_prefix(grads, m)
-        with torch.no_grad():
-            pred = predict_cohort(out.detach(), cfg)
-            loss_sum[:m] += (per.detach() * w).sum(1).double()
-            correct[:m] += ((pred == yb) & mask).sum(1)
-            seen[:m] += counts.long()
     updates = []
     losses, corrects, seens = loss_sum.tolist(), correct.tolist(), seen.tolist()  # one sync per cohort
     for i, c in enumerate(clients):

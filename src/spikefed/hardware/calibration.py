@@ -209,7 +209,11 @@ def calibrate(device: Device, generator: torch.Generator, repeats: int = 16, ste
     """Estimate ``device``'s map from its probes only (see the module docstring)."""
     if repeats < 1 or steps < 2:
         raise ValueError(f"calibration needs repeats >= 1 and steps >= 2, got {repeats}, {steps}")
-    gains, thr_factors, tau_factors, alpha_factors, rho_factors = [], [], [], [], []
+    gains: list[torch.Tensor] = []
+    thr_factors: list[torch.Tensor] = []
+    tau_factors: list[torch.Tensor] = []
+    alpha_factors: list[torch.Tensor] = []
+    rho_factors: list[torch.Tensor] = []
     for i, u in enumerate(device.layers):
         width = int(device.gains[i].numel())
 

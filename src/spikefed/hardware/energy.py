@@ -56,9 +56,10 @@ class EnergyModel:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ValueError(f"{name} must be a number of joules, got {value!r}")
-            if not value >= 0 or not math.isfinite(value):
+            joules = float(value)
+            if not joules >= 0 or not math.isfinite(joules):
                 raise ValueError(f"{name} must be a finite energy >= 0 joules, got {value!r}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, joules)
 
     def energy(self, acs: float, macs: float, spikes: float) -> float:
         """``e_ac * acs + e_mac * macs + e_spike * spikes`` joules."""
@@ -121,9 +122,13 @@ def linear_dense_ops(z: torch.Tensor, weight: torch.Tensor) -> int:
     return (z.numel() // in_features) * in_features * out_features
 
 
-def _batched(layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
+#: the convolutions :func:`conv_events` / :func:`conv_dense_ops` count
+ConvLayer = nn.Conv1d | nn.Conv2d | nn.Conv3d
+
+
+def _batched(layer: ConvLayer, z: torch.Tensor) -> torch.Tensor:
     """``z`` with a leading batch dim (convolutions accept one unbatched sample)."""
-    spatial = len(layer.kernel_size)  # type: ignore[attr-defined]
+    spatial = len(layer.kernel_size)
     if z.dim() == spatial + 1:
         return z.unsqueeze(0)
     if z.dim() != spatial + 2:
@@ -131,7 +136,7 @@ def _batched(layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
     return z
 
 
-def conv_events(layer: nn.Module, z: torch.Tensor) -> int:
+def conv_events(layer: ConvLayer, z: torch.Tensor) -> int:
     """Synaptic events of a convolution (``nn.Conv1d/2d/3d``) on ``z``: ``sum(conv(nonzero(z), W != 0))``.
 
     Each output element counts the non-zero inputs it is connected to through a non-zero kernel weight, so the
@@ -140,17 +145,17 @@ def conv_events(layer: nn.Module, z: torch.Tensor) -> int:
     integer, summed in int64.
     """
     mask = (_batched(layer, z) != 0).to(torch.float32)
-    wmask = (layer.weight != 0).to(device=mask.device, dtype=torch.float32)  # type: ignore[attr-defined]
-    counts = layer._conv_forward(mask, wmask, None)  # type: ignore[attr-defined]
+    wmask = (layer.weight != 0).to(device=mask.device, dtype=torch.float32)
+    counts = layer._conv_forward(mask, wmask, None)
     return int(counts.round().to(torch.int64).sum())
 
 
-def conv_dense_ops(layer: nn.Module, z: torch.Tensor) -> int:
+def conv_dense_ops(layer: ConvLayer, z: torch.Tensor) -> int:
     """MACs of a dense convolution on ``z``: ``rows * sum(conv(ones(1, ...), ones_like(W)))`` (in-bounds only)."""
     zb = _batched(layer, z)
     ones = torch.ones((1, *zb.shape[1:]), dtype=torch.float32, device=zb.device)
-    wones = torch.ones_like(layer.weight, dtype=torch.float32, device=zb.device)  # type: ignore[attr-defined]
-    per_sample = int(layer._conv_forward(ones, wones, None).round().to(torch.int64).sum())  # type: ignore[attr-defined]
+    wones = torch.ones_like(layer.weight, dtype=torch.float32, device=zb.device)
+    per_sample = int(layer._conv_forward(ones, wones, None).round().to(torch.int64).sum())
     return zb.shape[0] * per_sample
 
 
@@ -169,6 +174,7 @@ def mlp_operations(model: SpikingMLP, x: torch.Tensor, out: ModelOutput) -> dict
     inputs = [x] + list(out.hidden[: len(model.linears) - 1])
     acs = macs = dense = 0
     for z, lin in zip(inputs, model.linears):
+        assert isinstance(lin, nn.Linear)  # a SpikingMLP's layers
         events = linear_events(z, lin.weight)
         dense += linear_dense_ops(z, lin.weight)
         if is_binary(z):

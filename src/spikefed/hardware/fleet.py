@@ -178,6 +178,7 @@ class Fleet:
                     stacked = {n: torch.stack([e[n] for e in eff]) for n in eff[0]}
                     inputs = [self.devices[k].perturb_input(xs, generator) for k in part]
                     xk = torch.stack(inputs, dim=1)  # [T, K, B, F]
+                    assert isinstance(self.model, SpikingMLP)  # what self._stacked checked
                     out, _ = cohort_forward(self.model, stacked, xk)
                     pred = predict_cohort(out, gcfg)  # [K, B]
                     for row, k in enumerate(part):

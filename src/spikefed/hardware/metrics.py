@@ -70,7 +70,8 @@ __all__ = [
 ]
 
 #: Module types counted as synaptic layers (their input drives the events).
-SYNAPTIC_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+SYNAPTIC_TYPES: tuple[type[nn.Linear], type[nn.Conv1d], type[nn.Conv2d], type[nn.Conv3d]] = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _KINDS = ("linear", "conv1d", "conv2d", "conv3d")
 
 
@@ -329,8 +330,10 @@ class _Recorder:
             z = args[0]
             if isinstance(module, nn.Linear):
                 events, dense = linear_events(z, module.weight), linear_dense_ops(z, module.weight)
-            else:
+            elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
                 events, dense = conv_events(module, z), conv_dense_ops(module, z)
+            else:  # hooks are installed on SYNAPTIC_TYPES only
+                raise TypeError(f"no synaptic count for {type(module).__name__} ({label})")
             self._touch(("syn", label))
             self.synaptic[label].add(events, dense, is_binary(z), _step_of(z, self.x))
 
@@ -346,8 +349,8 @@ class _Recorder:
             tally = self.neurons[label]
             tally.spikes += int((spikes != 0).sum())
             tally.outputs += spikes.numel()
-            if recurrent is not None:
-                weight = neuron.recurrent  # type: ignore[attr-defined]
+            if recurrent is not None and isinstance(neuron, RECURRENT_NEURONS):
+                weight = neuron.recurrent
                 previous = getattr(state, "spikes", None)
                 first = torch.zeros_like(spikes[0]) if previous is None else previous.to(spikes.device)
                 inputs = torch.cat([first.unsqueeze(0), spikes[:-1]], dim=0)  # s[t-1] drives step t

@@ -88,8 +88,9 @@ def _walk(model: nn.Module) -> tuple[list[Unit], str | None]:
     for (sname, syn), (nname, neu) in zip(synapses, neurons):
         conv = isinstance(syn, nn.Conv2d)
         kind = _neuron_kind(neu)
-        features = tuple(getattr(neu, "features", ()) or ())
-        if conv:
+        features: tuple[int, ...] = tuple(getattr(neu, "features", ()) or ())
+        shape: tuple[int, ...]
+        if isinstance(syn, nn.Conv2d):
             if len(features) != 3 or features[0] != syn.out_channels:
                 return [], (f"device simulation needs the neuron after conv layer {sname} to declare its feature "
                             f"map shape (C={syn.out_channels}, H, W); {nname} has features {features or None}")
@@ -98,6 +99,7 @@ def _walk(model: nn.Module) -> tuple[list[Unit], str | None]:
                             "folded into the threshold, which a leaky integrator lacks")
             shape = features
         else:
+            assert isinstance(syn, nn.Linear)  # the synapses are Linear or Conv2d
             shape = (syn.out_features,)
             if features not in ((), shape):
                 return [], f"neuron {nname} has features {features}, but {sname} has {syn.out_features} outputs"

@@ -22,8 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from .kernels import (LIFFunction, LowpassFunction, lif_backward, lif_vmap, lowpass_backward, lowpass_vmap,
-                      reverse_scan_)
+from .kernels import LIFFunction, LowpassFunction, lif_vmap, lowpass_vmap
 from .surrogate import Surrogate
 
 #: values of ``local.kernel``
@@ -95,8 +94,8 @@ def _ranks(*tensors: torch.Tensor) -> tuple[Any, ...]:
 
 
 class CompiledLIFFunction(LIFFunction):
-    """:class:`~.kernels.LIFFunction` with its forward time loop compiled (same inputs, outputs, saved tensors
-    and backward)."""
+    """:class:`~.kernels.LIFFunction` with its forward time loop compiled (same inputs, outputs and saved
+    tensors); ``setup_context`` and ``backward`` are the parent's, inherited."""
 
     @staticmethod
     def forward(x, u0, beta, thr, v_r, mode: int, detach_reset: bool, surrogate: Surrogate):  # type: ignore[override]
@@ -106,13 +105,10 @@ class CompiledLIFFunction(LIFFunction):
     def vmap(info, in_dims, x, u0, beta, thr, v_r, mode, detach_reset, surrogate):  # type: ignore[override]
         return lif_vmap(CompiledLIFFunction, info, in_dims, x, u0, beta, thr, v_r, mode, detach_reset, surrogate)
 
-    @staticmethod
-    def backward(ctx, gS, gU):  # type: ignore[override]
-        return lif_backward(ctx, gS, gU, reverse_scan_)
-
 
 class CompiledLowpassFunction(LowpassFunction):
-    """:class:`~.kernels.LowpassFunction` with its forward time loop compiled (same backward)."""
+    """:class:`~.kernels.LowpassFunction` with its forward time loop compiled; ``setup_context`` and
+    ``backward`` are the parent's, inherited."""
 
     @staticmethod
     def forward(x, y0, a):  # type: ignore[override]
@@ -121,7 +117,3 @@ class CompiledLowpassFunction(LowpassFunction):
     @staticmethod
     def vmap(info, in_dims, x, y0, a):  # type: ignore[override]
         return lowpass_vmap(CompiledLowpassFunction, info, in_dims, x, y0, a)
-
-    @staticmethod
-    def backward(ctx, gY):  # type: ignore[override]
-        return lowpass_backward(ctx, gY, reverse_scan_)

@@ -387,6 +387,8 @@ def _recurrent_matrix(owner: str, features: int, generator: torch.Generator | No
 class RecurrentLIF(LIF):
     """LIF layer with learned recurrent weights: input ``x[t] + V s[t-1]`` (``V``: ``features x features``)."""
 
+    recurrent: nn.Parameter  # V, registered in __init__ (declared for type checkers)
+
     def __init__(self, features: int, beta: float = 0.9, generator: torch.Generator | None = None,
                  recurrent_scale: float = 1.0, **kwargs) -> None:
         recurrent = _recurrent_matrix("RecurrentLIF", features, generator, recurrent_scale)
@@ -430,6 +432,8 @@ class RecurrentLIF(LIF):
 class RecurrentALIF(ALIF):
     """Adaptive LIF layer with learned recurrent weights (LSNN): :class:`ALIF` driven by ``x[t] + V s[t-1]``."""
 
+    recurrent: nn.Parameter  # V, registered in __init__ (declared for type checkers)
+
     def __init__(self, features: int, beta: float = 0.9, generator: torch.Generator | None = None,
                  recurrent_scale: float = 1.0, **kwargs) -> None:
         recurrent = _recurrent_matrix("RecurrentALIF", features, generator, recurrent_scale)
@@ -468,7 +472,7 @@ NEURONS: dict[str, type[LIF]] = {
 }
 
 #: neuron layers with a recurrent matrix ``recurrent`` (input ``x[t] + V s[t-1]``)
-RECURRENT_NEURONS: tuple[type[LIF], ...] = (RecurrentLIF, RecurrentALIF)
+RECURRENT_NEURONS: tuple[type[RecurrentLIF], type[RecurrentALIF]] = (RecurrentLIF, RecurrentALIF)
 
 
 #: neuron models in their own modules (issue 17): built through :func:`make_neuron` like the ones above

@@ -118,9 +118,10 @@ class TrainConfig:
     distill_epochs: int = 20  # epochs of the ANN teacher
     distill_hidden: int = 128  # hidden width of the ANN teacher
     kernel: str = "loop"  # LIF / low-pass kernels of the cohort engine: loop | compiled | numba | auto (snn.compiled)
-    # cohort engine: pad each step's batch to at least this many samples (0: the cohort's widest batch).
-    # FederationSpec sets it to the federation's widest batch, so a client's update is the same bits whichever
-    # clients share its cohort (one process, chunks, or torchrun ranks: spikefed.federated.distributed)
+    # cohort engine with train_cohort(bucket=0) only (the earlier padding rule): pad each step's batch to at
+    # least this many samples (0: the cohort's widest batch). FederationSpec sets it to the federation's widest
+    # batch. The default rule (bucket=8, spikefed.federated.cohort_widths) computes each batch at its own
+    # length rounded up to a multiple of 8, a width that does not depend on the cohort either.
     batch_width: int = 0
 
     def __post_init__(self) -> None:
