@@ -100,3 +100,40 @@ def test_errors_name_argument_and_shape() -> None:
         dec.predict("vote", SPIKES)
     with pytest.raises(ValueError, match=r"reduction 'mean'"):
         dec.predict_membrane(SPIKES, "mean")
+
+
+def _count_then_first_spike_loop(spikes: torch.Tensor) -> list[int]:
+    """Plain reference: the highest count; among those, the earliest first spike; then the lowest index."""
+    steps, batch, classes = spikes.shape
+    out = []
+    for b in range(batch):
+        counts = [sum(float(spikes[t, b, c]) for t in range(steps)) for c in range(classes)]
+        firsts = [next((t for t in range(steps) if float(spikes[t, b, c]) != 0), steps) for c in range(classes)]
+        out.append(min(range(classes), key=lambda c: (-counts[c], firsts[c], c)))
+    return out
+
+
+def test_count_ties_go_to_the_first_spike_against_a_loop() -> None:
+    gen = torch.Generator().manual_seed(4)
+    spikes = (torch.rand(3, 200, 5, generator=gen) < 0.3).float()  # 3 steps: ties for the top count are common
+    lowest = dec.predict_count(spikes)
+    first = dec.predict_count(spikes, ties="first_spike")
+    assert first.tolist() == _count_then_first_spike_loop(spikes)
+    assert (first != lowest).sum() > 10  # the rule decides many of these samples
+    # hand case: classes 1 and 2 tie on two spikes, class 2 spiked first; class 0 never spiked
+    s = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0]]).unsqueeze(1)  # [T=3, B=1, C=3]
+    assert dec.predict_count(s).tolist() == [1] and dec.predict_count(s, "first_spike").tolist() == [2]
+    assert dec.predict_count(torch.zeros(4, 2, 3), "first_spike").tolist() == [0, 0]  # no spikes: lowest index
+
+
+def test_count_ties_bad_value_and_config_key() -> None:
+    from spikefed.experiment.config import LocalTrainSettings
+    from spikefed.snn.train import TrainConfig, predict
+
+    with pytest.raises(ValueError, match="count tie-break 'random'"):
+        dec.predict_count(SPIKES, ties="random")
+    with pytest.raises(ValueError, match="count_ties 'random'"):
+        TrainConfig(count_ties="random")
+    s = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0]]).unsqueeze(1)
+    cfg = LocalTrainSettings(count_ties="first_spike").to_train_config()
+    assert predict(s, cfg).tolist() == [2] and predict(s, TrainConfig()).tolist() == [1]

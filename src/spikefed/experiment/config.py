@@ -336,6 +336,9 @@ class LocalTrainSettings(_Section):
     membrane_reduction: Literal["time_mean", "max", "last"] = Field(
         "max", description="ce_membrane: output potentials over time reduced by their mean, max or last value")
     temporal_scale: float = Field(1.0, gt=0, description="ce_temporal: how sharply earlier first spikes win")
+    count_ties: Literal["lowest", "first_spike"] = Field(
+        "lowest", description="spike-count read-out (mse_count, ce_count): a tie for the top count goes to the "
+        "lowest class index, or to the tied class that spiked first (few time steps tie often)")
     population: int = Field(1, ge=1, description="output neurons per class (their activity is averaged)")
     reg_l1: float = Field(0.0, ge=0, description="weight of an L1 penalty on hidden spikes (sparser activity)")
     reg_l2: float = Field(0.0, ge=0, description="weight of an L2 penalty on hidden spikes")

@@ -112,9 +112,28 @@ def population(x: torch.Tensor, num_classes: int, neurons_per_class: int) -> tor
     return counts.reshape(counts.shape[0], num_classes, neurons_per_class).sum(dim=-1)
 
 
-def predict_count(spikes: torch.Tensor) -> torch.Tensor:
-    """Rate-coded prediction: ``argmax_c n[b, c]`` (ties -> lowest index). ``[T, B, C]`` -> ``[B]``."""
-    return _argmax_first(spike_count(spikes))
+#: How :func:`predict_count` breaks a tie for the top spike count.
+COUNT_TIES = ("lowest", "first_spike")
+
+
+def predict_count(spikes: torch.Tensor, ties: str = "lowest") -> torch.Tensor:
+    """Rate-coded prediction: ``argmax_c n[b, c]``. ``[T, B, C]`` -> ``[B]``.
+
+    Ties for the top count go to the lowest index (``ties="lowest"``), or to the class among them that spiked
+    first, ``argmin t*[b, c]``, and only then to the lowest index (``ties="first_spike"``). With few time steps
+    counts tie often (a chip running 3 steps counts 0-3 spikes per class); the first-spike order is information
+    the count throws away.
+    """
+    if ties not in COUNT_TIES:
+        raise ValueError(f"unknown count tie-break {ties!r}; valid: {', '.join(COUNT_TIES)}")
+    counts = spike_count(spikes)
+    if ties == "lowest":
+        return _argmax_first(counts)
+    counts = counts.detach()
+    times = first_spike_time(spikes)
+    top = counts == counts.amax(dim=1, keepdim=True)
+    times_of_top = torch.where(top, times, torch.full_like(times, float("inf")))
+    return _argmax_first((top & (times_of_top == times_of_top.amin(dim=1, keepdim=True))).to(times.dtype))
 
 
 def predict_first_spike(spikes: torch.Tensor) -> torch.Tensor:

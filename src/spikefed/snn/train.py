@@ -80,6 +80,7 @@ class TrainConfig:
     correct_rate: float = 0.8
     incorrect_rate: float = 0.2
     membrane_reduction: str = "max"
+    count_ties: str = "lowest"
     temporal_scale: float = 1.0
     population: int = 1
     reg_l1: float = 0.0
@@ -142,6 +143,8 @@ class TrainConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.count_ties not in decoding.COUNT_TIES:
+            raise ValueError(f"unknown count_ties {self.count_ties!r}; valid: {', '.join(decoding.COUNT_TIES)}")
         if self.encoder not in TRAIN_ENCODERS:
             raise ValueError(f"unknown encoder {self.encoder!r}; valid: {', '.join(TRAIN_ENCODERS)}"
                              " (delta modulation needs sequence data; events needs pre-binned event data)")
@@ -317,7 +320,7 @@ def predict(output: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
         return decoding.predict_first_spike(out)
     if cfg.loss == "mse_membrane":  # the class whose potential sits highest on average (ties: lowest index)
         return decoding.predict_count(out)
-    return decoding.predict_count(out)
+    return decoding.predict_count(out, cfg.count_ties)
 
 
 def objective(output: torch.Tensor, hidden: list[torch.Tensor], y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
