@@ -13,14 +13,19 @@ server: the server refuses a request whose ``OMP_NUM_THREADS``/``MKL_NUM_THREADS
 ``PYTHONHASHSEED`` differ from its own (torch reads the thread count once, at import).
 
 Run as a script, it is the server: one JSON request per stdin line, one JSON reply per stdout line.
-Imported, :class:`ForkServer` is the test side.
+Imported, :class:`ForkServer` is the test side, and :func:`run_python` is ``subprocess.run([sys.executable,
+*args], capture_output=True, text=True)`` through one server per test process (started at first use, one per
+distinct import-time environment, stopped at exit).
 """
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import os
+import shutil
+import tempfile
 import subprocess
 import sys
 import threading
@@ -68,6 +73,11 @@ def _child(req: dict[str, Any]) -> int:
         sys.modules["numpy"].random.seed()
     try:
         if req.get("module"):
+            # ``python -m pkg.mod`` executes pkg.mod afresh as __main__ with no pkg.mod imported: drop the
+            # preloaded one (what it imported stays loaded)
+            parent, _, leaf = req["module"].rpartition(".")
+            if sys.modules.pop(req["module"], None) is not None and parent in sys.modules:
+                vars(sys.modules[parent]).pop(leaf, None)
             sys.argv = [req["module"], *req["args"]]
             sys.path[0] = os.getcwd()
             runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
@@ -138,12 +148,17 @@ class ForkServer:
         self.env, self.scratch = dict(env), scratch
         self._lock = threading.Lock()
         self._n = 0
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *preload], cwd=cwd, env=self.env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # its own stderr goes to a file: what the preloaded libraries see at import is not a terminal, as for a
+        # program whose output a test captures
+        with open(scratch / "server.err", "w") as log:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *preload], cwd=cwd,
+                                         env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         text=True)
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         if not first:
-            raise RuntimeError(f"the fork server did not start (exit {self.proc.wait()})")
+            raise RuntimeError(f"the fork server did not start (exit {self.proc.wait()}): "
+                               f"{(scratch / 'server.err').read_text()[-2000:]}")
         self.ready = json.loads(first)
 
     def run(self, args: list[str], *, cwd: Path, env: dict[str, str] | None = None,
@@ -167,6 +182,8 @@ class ForkServer:
         if "error" in rep:
             raise RuntimeError(rep["error"])
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        out.unlink()
+        err.unlink()
         if rep.get("timeout"):
             raise subprocess.TimeoutExpired(args, timeout, stdout, stderr)
         return subprocess.CompletedProcess(args, rep["returncode"], stdout, stderr)
@@ -178,6 +195,23 @@ class ForkServer:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 stream.close()
+
+
+_SERVERS: dict[tuple[str | None, ...], ForkServer] = {}
+
+
+def run_python(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | str | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=cwd,
+    timeout=timeout)``, run by this process's fork server for ``env``'s import-time variables."""
+    env = dict(os.environ) if env is None else dict(env)
+    key = tuple(env.get(k) for k in IMPORT_ENV)
+    if key not in _SERVERS:
+        scratch = Path(tempfile.mkdtemp(prefix="spikefed-forkserver-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        _SERVERS[key] = ForkServer(env, Path.cwd(), scratch)
+        atexit.register(_SERVERS[key].close)
+    return _SERVERS[key].run(args, cwd=Path.cwd() if cwd is None else Path(cwd), env=env, timeout=timeout)
 
 
 if __name__ == "__main__":

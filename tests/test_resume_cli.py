@@ -20,6 +20,9 @@ from spikefed.experiment.metrics_rows import compact_row
 from spikefed.federated.checkpoint import read_checkpoint
 from spikefed.federated.simulation import CHECKPOINT_PAUSE_ENV
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
+
 # a tiny federation with every fault switched on; enough rounds that a kill always lands before the end
 CONFIG = """\
 seed: 3
@@ -45,8 +48,7 @@ def _start(config: Path, out: Path, **env: str) -> subprocess.Popen:
 
 
 def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spikefed.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
+    return run_python(["-m", "spikefed.cli", *args], timeout=timeout, env=_env())
 
 
 def _rows(run: Path) -> list[dict[str, Any]]:

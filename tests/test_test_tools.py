@@ -40,7 +40,7 @@ print("random", random.random())
 def server(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("fork")
     env = {k: v for k, v in os.environ.items() if k != "ANSWER"}
-    s = ForkServer(env, base, base, preload=("json",))
+    s = ForkServer(env, base, base, preload=("json", "json.tool"))  # a preloaded module run with -m too
     yield s
     s.close()
 
