@@ -5,10 +5,12 @@ torch's spinning threads then slow everything down several-fold. Subprocesses st
 tests) inherit ``OMP_NUM_THREADS``.
 
 The order: tests listed in ``tests/durations.json`` (recorded seconds, written by ``tests/durations_update.py``)
-run first, longest first; every other test keeps its collection order after them. xdist hands tests out in this
-order, so the minute-long real-process tests start at once instead of one of them ending the run on one worker
-while the other sits idle. The order is a stable sort on a file in the repository: every worker collects the
-same list, as xdist requires.
+run first, longest first; every other test keeps its collection order after them. Under xdist's ``load``
+distribution the controller then hands tests out one at a time (``--maxschedchunk 1`` unless given): its default
+sends each worker a consecutive quarter of the list at the start, which after this sort would put every long test
+on one worker. One at a time, each worker takes the next longest test when it is free (list scheduling, longest
+first), so the minute-long real-process tests overlap and the many short ones fill the gaps at the end. The order
+is a stable sort on a file in the repository: every worker collects the same list, as xdist requires.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ def _recorded() -> dict[str, float]:
     if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
         raise pytest.UsageError(f"{DURATIONS}: expected an object of test id -> seconds")
     return {str(k): float(v) for k, v in data.items()}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.has_plugin("xdist") and config.getoption("dist", "no") == "load" \
+            and config.getoption("maxschedchunk", None) is None:
+        config.option.maxschedchunk = 1
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
