@@ -1,5 +1,6 @@
-"""The suite's own tools: the fork server (tests/forkserver.py) runs a program as ``python`` does, and the
-durations recorder (tests/durations_update.py) sums a ``--durations`` report. References: the real interpreter
+"""The suite's own tools: the fork server (tests/forkserver.py) runs a program as ``python`` does, the
+durations recorder (tests/durations_update.py) sums a ``--durations`` report, and tests/session_once.py makes a
+shared directory once. References: the real interpreter
 started by ``subprocess.run`` on the same script; sums computed by hand."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # importlib import mode
 from durations_update import parse  # noqa: E402
 from forkserver import ForkServer  # noqa: E402
+from session_once import once  # noqa: E402
 
 PROGRAM = """\
 import os, random, sys, tempfile
@@ -95,3 +97,25 @@ def test_durations_are_summed_per_test_from_a_pytest_report() -> None:
 2 passed in 130.00s
 """
     assert parse(report.splitlines()) == {"tests/a.py::test_x[1]": 124.0, "tests/b.py::test_y": 7.0}
+
+
+def test_session_once_makes_a_directory_once_and_retries_after_a_failure(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    calls: list[Path] = []
+
+    def make(where: Path) -> None:
+        calls.append(where)
+        (where / "x").write_text(str(len(calls)))
+
+    first = once(tmp_path_factory, "tools-test", make)
+    again = once(tmp_path_factory, "tools-test", make)
+    assert first == again and len(calls) == 1 and (first / "x").read_text() == "1"
+
+    def broken(where: Path) -> None:
+        (where / "half").write_text("")
+        raise RuntimeError("failed")
+
+    with pytest.raises(RuntimeError):
+        once(tmp_path_factory, "tools-broken", broken)
+    fixed = once(tmp_path_factory, "tools-broken", make)  # tried again, from an empty directory
+    assert sorted(p.name for p in fixed.iterdir()) == ["x"] and len(calls) == 2

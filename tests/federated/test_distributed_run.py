@@ -5,12 +5,10 @@ on rank 0 that ends every rank. Every process runs with one torch thread (as tor
 diagnostics in the rows are summed the same way too.
 
 The one-process reference runs are made once per configuration for the whole test session, whichever xdist
-worker asks first (a file lock under the session's shared temporary directory), and shared by the tests that
-compare against them."""
+worker asks first (tests/session_once.py), and shared by the tests that compare against them."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -25,6 +23,9 @@ import torch
 
 from spikefed.federated.checkpoint import read_checkpoint
 from spikefed.federated.distributed import KILL_ENV
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/session_once.py (importlib import mode)
+from session_once import once  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -68,22 +69,17 @@ def _config_args(config: str, where: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[list[str], Path, dict[str, Any]]]:
     """``reference(config)`` -> (its arguments, the one-process run's directory, its JSON summary), run once per
-    session and configuration (shared by the xdist workers through a file lock)."""
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "distributed-references"
-    shared.mkdir(exist_ok=True)
+    session and configuration (shared by the xdist workers)."""
 
     def get(config: str) -> tuple[list[str], Path, dict[str, Any]]:
-        where = shared / config
-        with open(shared / f"{config}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            where.mkdir(exist_ok=True)
-            args = _config_args(config, where)
-            if not (where / "summary.out").is_file():
-                one = _one_process(where / "one", *args)
-                assert one.returncode == 0, one.stderr[-2000:]
-                (where / "summary.out").write_text(one.stdout)
-        return args, where / "one", json.loads((where / "summary.out").read_text())
+        def make(where: Path) -> None:
+            one = _one_process(where / "one", *_config_args(config, where))
+            assert one.returncode == 0, one.stderr[-2000:]
+            (where / "summary.out").write_text(one.stdout)
+
+        where = once(tmp_path_factory, f"distributed-{config}", make)
+        return ([a.format(dir=where) for a in CONFIGS[config]], where / "one",
+                json.loads((where / "summary.out").read_text()))
 
     return get
 
