@@ -43,9 +43,10 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
-    """``python`` for the examples: one fork server per test worker, with the examples' environment."""
+    """``python`` for the examples: one fork server per test worker, with the examples' environment (session
+    scope: the longest-first order interleaves these tests with other modules')."""
     server = ForkServer(_env(), ROOT, tmp_path_factory.mktemp("forkserver"))
     yield server
     server.close()
