@@ -4,19 +4,22 @@ Trains one small label-skewed federation (Dirichlet alpha = 0.1, 10 clients) wit
 1/N weights, q-FFL and power-of-choice selection, and prints the test accuracy beside the fairness of the final
 global model across the clients (mean, worst 10 %, Jain index of the per-client accuracy).
 
-Run:  .venv/bin/python examples/fairness.py      (about a minute on a laptop)
+Run:  .venv/bin/python examples/fairness.py      (about a minute on a laptop; SPIKEFED_EXAMPLE_SMALL=1, CI: 2 rounds)
 The same from the command line:  spikefed run --set partition.alpha=0.1 --set federation.strategy=qffl \\
                                      --set federation.qffl_lipschitz=1
 """
 
 from __future__ import annotations
 
+import os
+
 from spikefed.experiment.config import RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.simulation import Simulation
 
 BASE = ["partition.num_clients=10", "partition.alpha=0.1", "model.hidden=[64]", "local.num_steps=10",
-        "local.epochs=1", "federation.rounds=8", "local.lr=0.002"]
+        "local.epochs=1", f"federation.rounds={2 if os.environ.get('SPIKEFED_EXAMPLE_SMALL') == '1' else 8}",
+        "local.lr=0.002"]
 CASES = [
     ("FedAvg", []),
     ("FedAvg, uniform 1/N weights", ["federation.weights=uniform"]),

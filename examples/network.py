@@ -4,10 +4,11 @@
 one local step = 10 ms, a 60-step deadline (0.6 s). The same federation runs with dense uploads and with top-10% /
 top-1% + error feedback; the table counts late clients and reports accuracy next to the simulated wall-clock time.
 
-Run:  .venv/bin/python examples/network.py [--rounds 10]
+Run:  .venv/bin/python examples/network.py [--rounds 10]      (SPIKEFED_EXAMPLE_SMALL=1, CI: 3 rounds by default)
 """
 
 import argparse
+import os
 
 from spikefed.experiment.config import RunSettings, build_settings
 from spikefed.experiment.runner import build_spec
@@ -19,7 +20,7 @@ RUNS = {"dense": [], "top-10% + EF": ["compression.uplink=topk", "compression.fr
         "top-1% + EF": ["compression.uplink=topk", "compression.fraction=0.01"]}
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--rounds", type=int, default=10)
+ap.add_argument("--rounds", type=int, default=3 if os.environ.get("SPIKEFED_EXAMPLE_SMALL") == "1" else 10)
 args = ap.parse_args()
 print("| uplink | late client-rounds | sampled | final accuracy | sim seconds | uplink bytes |")
 print("|---|---:|---:|---:|---:|---:|")

@@ -4,14 +4,17 @@ config validation (before any data loads), on the Flower path, in `spikefed conf
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from spikefed.deploy.flower import check_deployable
 from spikefed.experiment import compat
 from spikefed.experiment.config import ConfigError, RunSettings, apply_overrides, build_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
 
 FLEET = "devices.fleet=[{profile: analog20}]"
 #: one config per row that trips exactly that row (by name)
@@ -99,8 +102,7 @@ def test_defaults_are_refused_nowhere() -> None:
 
 
 def test_config_show_prints_the_table_and_the_flower_refusals() -> None:
-    r = subprocess.run([sys.executable, "-m", "spikefed.cli", "config", "show", "--set", "faults.dropout=0.1"],
-                       capture_output=True, text=True, timeout=120)
+    r = run_python(["-m", "spikefed.cli", "config", "show", "--set", "faults.dropout=0.1"], timeout=120)
     assert r.returncode == 0, r.stderr
     for row in compat.REFUSALS:
         assert row.name in r.stdout
@@ -108,10 +110,9 @@ def test_config_show_prints_the_table_and_the_flower_refusals() -> None:
 
 
 def test_engine_is_decided_once_and_recorded(tmp_path) -> None:
-    r = subprocess.run([sys.executable, "-m", "spikefed.cli", "run", "--out", str(tmp_path / "run"), "--json",
-                        "--set", "local.tbptt=2", "--set", "federation.rounds=1", "--set", "local.epochs=1",
-                        "--set", "partition.num_clients=4", "--set", "local.num_steps=4"],
-                       capture_output=True, text=True, timeout=300)
+    r = run_python(["-m", "spikefed.cli", "run", "--out", str(tmp_path / "run"), "--json",
+                    "--set", "local.tbptt=2", "--set", "federation.rounds=1", "--set", "local.epochs=1",
+                    "--set", "partition.num_clients=4", "--set", "local.num_steps=4"], timeout=300)
     assert r.returncode == 0, r.stderr
     assert "engine: sequential, not cohort:" in r.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

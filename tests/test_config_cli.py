@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from spikefed.experiment.config import ConfigError, TrainSettings, apply_overrides, build_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
 
 
 def test_overrides_parse_types_and_nest() -> None:
@@ -52,7 +56,7 @@ def test_yaml_and_toml_files(tmp_path) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spikefed.cli", *args], capture_output=True, text=True, timeout=300)
+    return run_python(["-m", "spikefed.cli", *args], timeout=300)
 
 
 def test_cli_train_json() -> None:

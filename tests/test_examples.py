@@ -1,5 +1,9 @@
 """Every example under examples/ runs to completion (CI runs them small: SPIKEFED_EXAMPLE_SMALL=1 makes each use
-fewer rounds / epochs; the code path is the same). A new example without a case here fails the coverage test."""
+fewer rounds / epochs; the code path is the same). A new example without a case here fails the coverage test.
+
+The Python examples run in a fork server (tests/forkserver.py): each is still its own process, started as
+``python examples/NAME.py`` would be, but torch and spikefed are imported once per test worker, not once per
+example."""
 
 from __future__ import annotations
 
@@ -8,8 +12,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # the fork server (importlib import mode)
+from forkserver import ForkServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -35,6 +43,15 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
 
 
+@pytest.fixture(scope="session")
+def python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    """``python`` for the examples: one fork server per test worker, with the examples' environment (session
+    scope: the longest-first order interleaves these tests with other modules')."""
+    server = ForkServer(_env(), ROOT, tmp_path_factory.mktemp("forkserver"))
+    yield server
+    server.close()
+
+
 def test_every_example_has_a_case() -> None:
     files = {p.name for p in EXAMPLES.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert files == set(SCRIPTS) | set(OTHER), "add the new example to tests/test_examples.py"
@@ -42,18 +59,18 @@ def test_every_example_has_a_case() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_python_example_runs(name: str, tmp_path: Path) -> None:
-    args = [sys.executable, str(EXAMPLES / name)]
+def test_python_example_runs(name: str, tmp_path: Path, python: ForkServer) -> None:
+    args = [str(EXAMPLES / name)]
     if name == "custom_federation.py":
         args += ["--out", str(tmp_path)]
-    done = _run(args, tmp_path)
+    done = python.run(args, cwd=ROOT, timeout=TIMEOUT)
     assert done.returncode == 0, f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert done.stdout.strip(), f"{name} printed nothing"
 
 
 @pytest.mark.slow
-def test_faults_config_runs(tmp_path: Path) -> None:
-    done = _run([sys.executable, *OTHER["faults.yaml"], "--out", str(tmp_path / "run"), "--json"], tmp_path)
+def test_faults_config_runs(tmp_path: Path, python: ForkServer) -> None:
+    done = python.run([*OTHER["faults.yaml"], "--out", str(tmp_path / "run"), "--json"], cwd=ROOT, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "run" / "summary.json").is_file()
 

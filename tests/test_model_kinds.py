@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,9 @@ import torch
 
 from spikefed.experiment.config import ConfigError, RunSettings, TrainSettings, build_settings
 from spikefed.experiment.runner import build_spec, run_experiment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
 
 TINY = ["federation.rounds=2", "partition.num_clients=2", "federation.fraction=1", "partition.method=iid",
         "local.epochs=1", "local.local_steps=2", "local.batch_size=8", "local.num_steps=3", "federation.eval_every=2"]
@@ -115,11 +117,11 @@ def test_centralized_train_builds_every_kind() -> None:
 @pytest.mark.slow
 def test_spikefed_run_conv_on_event_mnist5k(tmp_path: Path) -> None:
     """``spikefed run --set model.kind=conv --set data.name=event_mnist5k``, made small."""
-    r = subprocess.run([sys.executable, "-m", "spikefed.cli", "run", "--out", str(tmp_path / "run"), "--json",
+    r = run_python(["-m", "spikefed.cli", "run", "--out", str(tmp_path / "run"), "--json",
                         "--set", "model.kind=conv", "--set", "data.name=event_mnist5k", "--set", "federation.rounds=2",
                         "--set", "partition.num_clients=2", "--set", "local.local_steps=1",
                         "--set", "partition.method=iid", "--set", "data.bins=2", "--set", "federation.eval_every=2"],
-                       capture_output=True, text=True, timeout=600)
+                   timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout)
     assert summary["rounds"] == 2 and summary["engine"] == "cohort" and not summary["engine_note"]

@@ -20,6 +20,10 @@ from spikefed.experiment.metrics_rows import compact_row
 from spikefed.federated.checkpoint import read_checkpoint
 from spikefed.federated.simulation import CHECKPOINT_PAUSE_ENV
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
+from session_once import once  # noqa: E402
+
 # a tiny federation with every fault switched on; enough rounds that a kill always lands before the end
 CONFIG = """\
 seed: 3
@@ -45,8 +49,7 @@ def _start(config: Path, out: Path, **env: str) -> subprocess.Popen:
 
 
 def _cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spikefed.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=_env())
+    return run_python(["-m", "spikefed.cli", *args], timeout=timeout, env=_env())
 
 
 def _rows(run: Path) -> list[dict[str, Any]]:
@@ -98,14 +101,15 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The config file and an uninterrupted run of it."""
-    root = tmp_path_factory.mktemp("resume")
-    config = root / "tiny.yaml"
-    config.write_text(CONFIG)
-    out = root / "reference"
-    r = _cli("run", str(config), "--out", str(out), "--json")
-    assert r.returncode == 0, r.stderr[-2000:]
-    return config, out
+    """The config file and an uninterrupted run of it (once per session, shared by the xdist workers)."""
+
+    def make(root: Path) -> None:
+        (root / "tiny.yaml").write_text(CONFIG)
+        r = _cli("run", str(root / "tiny.yaml"), "--out", str(root / "reference"), "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+
+    root = once(tmp_path_factory, "resume-reference", make)
+    return root / "tiny.yaml", root / "reference"
 
 
 @pytest.mark.slow

@@ -14,13 +14,15 @@ import torch
 from spikefed.experiment.centralized import build_model
 from spikefed.experiment.config import ConfigError, TrainSettings, build_settings
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "spikefed.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return run_python(["-m", "spikefed.cli", *args], cwd=ROOT, env=env, timeout=600)
 
 
 @pytest.mark.parametrize("override, needle", [

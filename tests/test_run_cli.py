@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
+
 SMALL = ["--set", "partition.num_clients=6", "--set", "partition.min_size=5", "--set", "model.hidden=[24]",
          "--set", "local.num_steps=5", "--set", "local.epochs=1"]
 
 
 def _cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spikefed.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return run_python(["-m", "spikefed.cli", *args], timeout=timeout)
 
 
 def test_run_writes_the_run_directory_and_resumes(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from spikefed.snn import encoding as enc
 from spikefed.snn.train import TrainConfig, encode_inputs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept when the longest-first order leaves the module
 def small() -> DatasetSplit:
     return load_event_digits_split(num_bins=4, downsample=2, seed=1)
 

@@ -4,7 +4,6 @@ and the sensor-skew run with its measured divergence of event statistics. Small 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,14 +12,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # the byte-by-byte writers (importlib import mode)
 from official_formats import write_gesture_set, write_nmnist_set, write_shd_set  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
+
 SMALL = ["model.hidden=[64]", "local.epochs=2", "federation.rounds=3", "federation.fraction=1.0",
          "data.bins=6", "local.batch_size=16"]
 
 
 def _run(out: Path, *sets: str) -> dict:
     args = [a for s in [*SMALL, *sets] for a in ("--set", s)]
-    r = subprocess.run([sys.executable, "-m", "spikefed.cli", "run", "--out", str(out), "--json", *args],
-                       capture_output=True, text=True, timeout=600)
+    r = run_python(["-m", "spikefed.cli", "run", "--out", str(out), "--json", *args], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout)
 

@@ -154,7 +154,7 @@ def test_stacked_penalty_per_client_and_none_is_zero() -> None:
 
 # -- engines -------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept when the longest-first order leaves the module
 def clients() -> list[ClientData]:
     d = load_digits_split(seed=0)
     x, y = d.x_train.double(), d.y_train

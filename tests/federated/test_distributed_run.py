@@ -2,7 +2,10 @@
 ``spikefed run`` (the same global model bits, rows, bytes and accuracy), a rank killed mid-run (the survivor exits
 non-zero naming it, the last checkpoint intact) and ``--resume`` to the uninterrupted result, and a start-up error
 on rank 0 that ends every rank. Every process runs with one torch thread (as torchrun sets it), so the float64
-diagnostics in the rows are summed the same way too."""
+diagnostics in the rows are summed the same way too.
+
+The one-process reference runs are made once per configuration for the whole test session, whichever xdist
+worker asks first (tests/session_once.py), and shared by the tests that compare against them."""
 
 from __future__ import annotations
 
@@ -13,13 +16,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import torch
 
 from spikefed.federated.checkpoint import read_checkpoint
 from spikefed.federated.distributed import KILL_ENV
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/session_once.py (importlib import mode)
+from session_once import once  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +54,34 @@ def _env(**extra: str) -> dict[str, str]:
 def _one_process(out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "spikefed", "run", *args, "--out", str(out), "--json"],
                           capture_output=True, text=True, timeout=300, env=_env())
+
+
+#: the reference configurations: the default (three rounds) and every stateful stage
+CONFIGS = {"default": ["--set", "federation.rounds=3"], "stateful": ["{dir}/c.yaml"]}
+
+
+def _config_args(config: str, where: Path) -> list[str]:
+    if config == "stateful":
+        (where / "c.yaml").write_text(STATEFUL)
+    return [a.format(dir=where) for a in CONFIGS[config]]
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[list[str], Path, dict[str, Any]]]:
+    """``reference(config)`` -> (its arguments, the one-process run's directory, its JSON summary), run once per
+    session and configuration (shared by the xdist workers)."""
+
+    def get(config: str) -> tuple[list[str], Path, dict[str, Any]]:
+        def make(where: Path) -> None:
+            one = _one_process(where / "one", *_config_args(config, where))
+            assert one.returncode == 0, one.stderr[-2000:]
+            (where / "summary.out").write_text(one.stdout)
+
+        where = once(tmp_path_factory, f"distributed-{config}", make)
+        return ([a.format(dir=where) for a in CONFIGS[config]], where / "one",
+                json.loads((where / "summary.out").read_text()))
+
+    return get
 
 
 def _torchrun(*args: str, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
@@ -96,21 +130,15 @@ def _timeless(d: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("config", ["default", "stateful"])
-def test_two_ranks_equal_one_process(tmp_path: Path, config: str) -> None:
-    args = ["--set", "federation.rounds=3"]
-    if config == "stateful":
-        (tmp_path / "c.yaml").write_text(STATEFUL)
-        args = [str(tmp_path / "c.yaml")]
-    one = _one_process(tmp_path / "one", *args)
-    assert one.returncode == 0, one.stderr[-2000:]
+def test_two_ranks_equal_one_process(tmp_path: Path, config: str, reference) -> None:
+    args, one, ref = reference(config)
     two = _torchrun(*args, "--out", str(tmp_path / "two"), "--json")
     assert two.returncode == 0, two.stderr[-3000:]
     summaries = [json.loads(line) for line in two.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1  # printed by rank 0 only
-    ref = json.loads(one.stdout)
     assert summaries[0]["final_accuracy"] == ref["final_accuracy"]
     assert summaries[0]["total_bytes_up"] == ref["total_bytes_up"]
-    _assert_same_run(tmp_path / "one", tmp_path / "two")
+    _assert_same_run(one, tmp_path / "two")
 
 
 def _free_port() -> int:
@@ -119,11 +147,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_a_dead_rank_ends_the_run_and_resume_reaches_the_uninterrupted_result(tmp_path: Path) -> None:
-    args = ["--set", "federation.rounds=3", "--set", "partition.num_clients=10", "--set", "model.hidden=[16]",
-            "--set", "local.epochs=1"]
-    ref = _one_process(tmp_path / "ref", *args)
-    assert ref.returncode == 0, ref.stderr[-2000:]
+def test_a_dead_rank_ends_the_run_and_resume_reaches_the_uninterrupted_result(tmp_path: Path, reference) -> None:
+    """On the stateful configuration (10 clients, 3 rounds, every stage that keeps state between rounds): the
+    resumed two-rank run ends where the one-process run does."""
+    args, one, _ = reference("stateful")
     run = tmp_path / "run"
     port = str(_free_port())
     # two ranks as torchrun starts them but without its agent (which would stop rank 0 itself): rank 0 must notice
@@ -144,7 +171,7 @@ def test_a_dead_rank_ends_the_run_and_resume_reaches_the_uninterrupted_result(tm
     assert not (run / "summary.json").exists()
     again = _torchrun("--resume", str(run), "--json")
     assert again.returncode == 0, again.stderr[-3000:]
-    _assert_same_run(tmp_path / "ref", run)
+    _assert_same_run(one, run)
 
 
 def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path: Path) -> None:

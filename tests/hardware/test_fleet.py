@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +18,9 @@ from spikefed.hardware.devices import DeviceProfile, full_program, get_profile
 from spikefed.hardware.fleet import Fleet
 from spikefed.snn.models import SpikingMLP
 from spikefed.snn.train import TrainConfig, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
 
 BASE = ["partition.num_clients=6", "partition.min_size=5", "federation.rounds=2", "federation.fraction=0.5",
         "model.hidden=[24]", "local.num_steps=6", "local.epochs=1"]
@@ -158,7 +161,8 @@ def test_eprop_on_a_fleet_is_refused_by_the_table() -> None:
 
 
 def test_devices_cli_lists_presets() -> None:
-    out = subprocess.run([sys.executable, "-m", "spikefed.cli", "devices", "--json"], capture_output=True, text=True,
-                         check=True).stdout
+    done = run_python(["-m", "spikefed.cli", "devices", "--json"])
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     names = [p["name"] for p in json.loads(out)]
     assert {"ideal", "digital8", "analog20", "coarse_dt"} <= set(names)

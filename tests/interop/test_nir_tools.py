@@ -25,7 +25,7 @@ from spikefed.snn.train import encode_inputs  # noqa: E402
 SNNTORCH_DT = 1e-4
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: kept when the longest-first order leaves the module
 def trained() -> tuple[SpikingMLP, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A spiking MLP trained on digits (reset to zero: the dynamics NIR neurons have), the encoded test set,
     the labels and spikefed's own predictions (spike counts, argmax)."""

@@ -15,6 +15,9 @@ from spikefed.experiment.config import ConfigError, RunSettings, TrainSettings, 
 from spikefed.snn.models import SpikingMLP
 from spikefed.snn.train import TrainConfig, backward_batch, evaluate, fit
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
+
 RULES = ["stdp", "decolle", "fa", "dfa", "drtp"]
 
 
@@ -98,7 +101,7 @@ def test_two_federated_rounds_with_rule_clients(method: str) -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spikefed.cli", *args], capture_output=True, text=True, timeout=300)
+    return run_python(["-m", "spikefed.cli", *args], timeout=300)
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ truncated gradient (BPTT with e-prop's stop-gradients) where they do not, and it
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +21,9 @@ from spikefed.snn.online import (EpropLayer, Readout, eprop_backward, eprop_modu
                                  feedback_matrix, state_bytes)
 from spikefed.snn.surrogate import get_surrogate
 from spikefed.snn.train import TrainConfig, backward_batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/forkserver.py (importlib import mode)
+from forkserver import run_python  # noqa: E402
 
 D = torch.float64
 
@@ -421,12 +424,11 @@ def test_simulation_round_with_eprop_clients() -> None:
 
 @pytest.mark.slow
 def test_cli_train_with_eprop() -> None:
-    base = [sys.executable, "-m", "spikefed.cli", "train"]
+    base = ["-m", "spikefed.cli", "train"]
     sets = ["train.method=eprop", "train.loss=ce_membrane", "train.membrane_reduction=time_mean",
             "model.readout=membrane", "model.hidden=[32]", "train.epochs=2", "train.num_steps=8", "train.lr=0.01"]
-    r = subprocess.run(base + ["--json"] + [a for s in sets for a in ("--set", s)], capture_output=True, text=True,
-                       timeout=300)
+    r = run_python(base + ["--json"] + [a for s in sets for a in ("--set", s)], timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["test_accuracy"] > 0.6
-    bad = subprocess.run(base + ["--set", "train.method=eprop"], capture_output=True, text=True, timeout=300)
+    bad = run_python(base + ["--set", "train.method=eprop"], timeout=300)
     assert bad.returncode == 2 and "decomposes over time" in bad.stderr + bad.stdout
