@@ -40,6 +40,7 @@ from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, per_
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .cohort_memory import clients_per_chunk
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
+from .stacked_adam import fused_adam_
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
 ENGINES = ("cohort", "sequential")
@@ -112,6 +113,7 @@ class StackedOptimizer:
         self.params, self.cfg = params, cfg
         device = next(iter(params.values())).device if params else torch.device("cpu")
         self.steps = torch.zeros(k, dtype=torch.int64, device=device)
+        self.host_steps: list[int] | None = [0] * k  # the same counts on the host (None once unknown)
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}
         self.v = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.optimizer == "adam" else {}
 
@@ -119,6 +121,7 @@ class StackedOptimizer:
     def step(self, grads: ParamDict, active: torch.Tensor) -> None:
         cfg = self.cfg
         self.steps[active] += 1
+        self.host_steps = None  # not tracked on the host on this (masked) path
         if bool(active.all()):
             self._step_all(grads)
             return
@@ -156,6 +159,8 @@ class StackedOptimizer:
         first ``m`` rows, no gather/scatter and no index tensor (the cohort engine orders clients by schedule
         length, so the clients still training are always a prefix)."""
         self.steps[:m] += 1
+        if self.host_steps is not None:
+            self.host_steps[:m] = [t + 1 for t in self.host_steps[:m]]
         self._step_all(grads, m)
 
     def _step_all(self, grads: ParamDict, count: int | None = None) -> None:
@@ -163,6 +168,8 @@ class StackedOptimizer:
         cfg = self.cfg
         rows = slice(None) if count is None else slice(0, count)
         steps = self.steps[rows]
+        if cfg.optimizer == "adam" and self._fused_adam(grads, rows):
+            return
         for name, full in self.params.items():
             p = full[rows]
             g = grads[name]
@@ -187,6 +194,24 @@ class StackedOptimizer:
             manifold = manifold_of(full)
             if manifold.kind != "euclidean":
                 manifold.project_(p)
+
+    def _fused_adam(self, grads: ParamDict, rows: slice) -> bool:
+        """Adam on ``rows`` as one fused pass per stack (:mod:`.stacked_adam`) when those clients share one step
+        count (known on the host); ``False`` (nothing done) otherwise."""
+        host = self.host_steps
+        counts = set(host[rows]) if host is not None else set()
+        if len(counts) != 1:
+            return False
+        names = list(self.params)
+        params = [self.params[n][rows] for n in names]
+        if not fused_adam_(params, [grads[n] for n in names], [self.m[n][rows] for n in names],
+                           [self.v[n][rows] for n in names], counts.pop(), self.cfg.lr, self.cfg.weight_decay):
+            return False
+        for name, p in zip(names, params):
+            manifold = manifold_of(self.params[name])
+            if manifold.kind != "euclidean":
+                manifold.project_(p)
+        return True
 
 
 def _gather_batch(clients: Sequence[ClientData], schedules: Sequence[list[torch.Tensor]], step: int,
@@ -299,8 +324,8 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
         stacked = {n: torch.stack([d.program[n].detach() for d in devices]).clone() for n in names}
         fixed = [{n: v.detach() for n, v in d.program.items() if n not in names} for d in devices]
     else:
-        stacked = {n: global_params[n].detach().unsqueeze(0).repeat(k, *([1] * global_params[n].dim())).clone()
-                   for n in names}
+        stacked = {n: global_params[n].detach().unsqueeze(0).repeat(k, *([1] * global_params[n].dim()))
+                   for n in names}  # repeat writes a fresh tensor: no clone needed
     for n, p in model.named_parameters():
         if n in stacked:
             setattr(stacked[n], "_spikefed_manifold", manifold_of(p))
