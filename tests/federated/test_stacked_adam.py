@@ -71,3 +71,19 @@ def test_refuses_without_touching_what_it_cannot_fuse() -> None:
     assert not fused_adam_([p], [torch.ones(3, 4)], [torch.zeros(3, 4)], [torch.zeros(3, 4)], 1, 0.1, 0.0)
     assert torch.equal(p, before)
     assert not fused_adam_([torch.zeros(2)], [torch.ones(2)], [torch.zeros(2)], [torch.zeros(2)], 0, 0.1, 0.0)
+
+
+def test_strided_gradients_are_read_as_their_values() -> None:
+    """Gradients from the vmap path can be strided views (transposed, expanded): the update must use their
+    values, not their memory."""
+    g = torch.Generator().manual_seed(3)
+    k, lr = 3, 0.05
+    p = torch.randn(k, 4, 2, dtype=torch.float64, generator=g)
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    grad = torch.randn(k, 2, 4, dtype=torch.float64, generator=g).transpose(1, 2)  # [k, 4, 2], not contiguous
+    shared = torch.randn(4, 2, dtype=torch.float64, generator=g)
+    expect = _per_row_adam(list(p), [[grad[i] for i in range(k)], [shared] * k], lr, 0.0)
+    assert fused_adam_([p], [grad], [m], [v], 1, lr, 0.0)
+    assert fused_adam_([p], [shared.expand(k, 4, 2)], [m], [v], 2, lr, 0.0)
+    for i in range(k):
+        torch.testing.assert_close(p[i], expect[i], rtol=0, atol=1e-12)

@@ -33,8 +33,11 @@ def fused_adam_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], e
     if not params:
         return True
     key = (params[0].device.type, params[0].dtype)
-    if key in _UNAVAILABLE or step < 1 or any(not p.is_contiguous() for p in params):
+    if key in _UNAVAILABLE or step < 1 or any(not t.is_contiguous() for t in (*params, *exp_avgs, *exp_avg_sqs)):
         return False
+    if any(g.shape != p.shape or g.dtype != p.dtype for g, p in zip(grads, params)):
+        return False
+    grads = [g.contiguous() for g in grads]  # the kernel walks every tensor as dense memory
     steps = [torch.tensor(float(step - 1), dtype=torch.float32, device=p.device) for p in params]  # adam adds 1
     try:
         adam_functional(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), [], steps,
