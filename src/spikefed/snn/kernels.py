@@ -188,8 +188,9 @@ def lif_backward(ctx, gS: torch.Tensor | None, gU: torch.Tensor | None,  # type:
         A = beta.expand_as(U[0])  # constant over time
     per_step = A.dim() == U.dim() and A.shape[0] == steps
 
-    # reverse-time loop: delta[t] += A[t+1] * delta[t+1]
-    if not delta.is_contiguous():
+    # reverse-time loop: delta[t] += A[t+1] * delta[t+1], in place on dense memory: T-major, or client-major as
+    # the buffers of a time-constant stacked input (sequence_buffer) and the gradients that come back to them
+    if not (delta.is_contiguous() or (delta.dim() >= 2 and delta.transpose(0, 1).is_contiguous())):
         delta = delta.contiguous()
     delta = scan(delta, A, per_step)
 
