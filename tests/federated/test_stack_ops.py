@@ -74,8 +74,8 @@ def _numpy_drift(d: np.ndarray, w: np.ndarray) -> tuple[float, float]:
 def test_drift_sums_and_client_drift_equal_numpy(small_blocks: None) -> None:
     rng = np.random.default_rng(5)
     base = {"a": torch.from_numpy(rng.normal(size=(3, 4))).float(), "b": torch.from_numpy(rng.normal(size=5)).float()}
-    ups = [ClientUpdate(k, 3, {n: t + torch.from_numpy(rng.normal(size=t.shape)).float() + 0.5 for n, t in base.items()})
-           for k in range(13)]
+    ups = [ClientUpdate(k, 3, {n: t + torch.from_numpy(rng.normal(size=t.shape)).float() + 0.5
+                               for n, t in base.items()}) for k in range(13)]
     w = rng.uniform(1, 5, size=13)
     d = np.stack([np.concatenate([(u.params[n].double() - base[n].double()).numpy().ravel() for n in base])
                   for u in ups])

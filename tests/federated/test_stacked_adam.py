@@ -10,7 +10,8 @@ from spikefed.federated.stacked_adam import fused_adam_
 from spikefed.snn.train import TrainConfig
 
 
-def _per_row_adam(rows: list[torch.Tensor], grads: list[list[torch.Tensor]], lr: float, wd: float) -> list[torch.Tensor]:
+def _per_row_adam(rows: list[torch.Tensor], grads: list[list[torch.Tensor]], lr: float,
+                  wd: float) -> list[torch.Tensor]:
     """Each row a parameter of its own under ``torch.optim.Adam`` (the single-tensor path), ``len(grads)`` steps."""
     out = []
     for i, r in enumerate(rows):
