@@ -43,27 +43,52 @@ def test_stacked_optimizer_prefix_steps_equal_torch_adam() -> None:
     masked step afterwards (unfused path): every client as if trained alone with torch.optim.Adam."""
     g = torch.Generator().manual_seed(2)
     k, lr = 4, 0.02
-    w0 = torch.randn(k, 6, dtype=torch.float64, generator=g)
-    params = {"w": w0.clone()}
+    w0 = torch.randn(k, 64, dtype=torch.float64, generator=g)  # fused (64 values per client)
+    b0 = torch.randn(k, 6, dtype=torch.float64, generator=g)  # unfused (6 values per client)
+    params = {"w": w0.clone(), "b": b0.clone()}
     cfg = TrainConfig(optimizer="adam", lr=lr, weight_decay=0.01)
     opt = StackedOptimizer(params, cfg, k)
     active_sets = [range(4), range(2), range(1)]
-    per_client: list[list[torch.Tensor]] = [[] for _ in range(k)]
+    per_client: dict[str, list[list[torch.Tensor]]] = {n: [[] for _ in range(k)] for n in params}
     for act in active_sets:
         m = len(act)
-        gr = torch.randn(m, 6, dtype=torch.float64, generator=g)
-        opt.step_prefix({"w": gr}, m)
-        for i in act:
-            per_client[i].append(gr[i])
+        gr = {n: torch.randn(m, p.shape[1], dtype=torch.float64, generator=g) for n, p in params.items()}
+        opt.step_prefix(gr, m)
+        for n in params:
+            for i in act:
+                per_client[n][i].append(gr[n][i])
     mask = torch.tensor([False, True, False, True])
-    gr = torch.randn(k, 6, dtype=torch.float64, generator=g)
-    opt.step({"w": gr}, mask)
-    for i in (1, 3):
-        per_client[i].append(gr[i])
+    gr = {n: torch.randn(k, p.shape[1], dtype=torch.float64, generator=g) for n, p in params.items()}
+    opt.step(gr, mask)
+    for n in params:
+        for i in (1, 3):
+            per_client[n][i].append(gr[n][i])
     assert opt.host_steps is None  # the masked path leaves the host counts behind
-    for i in range(k):
-        expect = _per_row_adam([w0[i]], [[s] for s in per_client[i]], lr, 0.01)[0]
-        torch.testing.assert_close(params["w"][i], expect, rtol=0, atol=1e-12)
+    for n, start in (("w", w0), ("b", b0)):
+        for i in range(k):
+            expect = _per_row_adam([start[i]], [[s] for s in per_client[n][i]], lr, 0.01)[0]
+            torch.testing.assert_close(params[n][i], expect, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_clients_update_does_not_depend_on_the_stack_it_shares(dtype: torch.dtype) -> None:
+    """A fusable stack (64 values per client) split into parts of any size gives the same bits per client as the
+    whole stack: a cohort split across ranks or chunks reproduces the one-process run."""
+    from spikefed.federated.stacked_adam import fusable
+
+    g = torch.Generator().manual_seed(9)
+    k = 13
+    p = torch.randn(k, 2, 32, dtype=dtype, generator=g)
+    assert fusable(p) and not fusable(torch.zeros(k, 10))
+    grads = [torch.randn(k, 2, 32, dtype=dtype, generator=g) for _ in range(3)]
+    whole, m, v = p.clone(), torch.zeros_like(p), torch.zeros_like(p)
+    for t, gr in enumerate(grads):
+        assert fused_adam_([whole], [gr], [m], [v], t + 1, 0.01, 0.0)
+    for lo, hi in ((0, 1), (1, 6), (6, 13)):
+        part, mp, vp = p[lo:hi].clone(), torch.zeros_like(p[lo:hi]), torch.zeros_like(p[lo:hi])
+        for t, gr in enumerate(grads):
+            assert fused_adam_([part], [gr[lo:hi]], [mp], [vp], t + 1, 0.01, 0.0)
+        assert torch.equal(part, whole[lo:hi])
 
 
 def test_refuses_without_touching_what_it_cannot_fuse() -> None:

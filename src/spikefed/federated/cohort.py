@@ -40,7 +40,7 @@ from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, per_
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .cohort_memory import clients_per_chunk
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
-from .stacked_adam import fused_adam_
+from .stacked_adam import fusable, fused_adam_
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
 ENGINES = ("cohort", "sequential")
@@ -168,9 +168,10 @@ class StackedOptimizer:
         cfg = self.cfg
         rows = slice(None) if count is None else slice(0, count)
         steps = self.steps[rows]
-        if cfg.optimizer == "adam" and self._fused_adam(grads, rows):
-            return
+        fused = self._fused_adam(grads, rows) if cfg.optimizer == "adam" else set()
         for name, full in self.params.items():
+            if name in fused:
+                continue
             p = full[rows]
             g = grads[name]
             if cfg.weight_decay:
@@ -195,23 +196,25 @@ class StackedOptimizer:
             if manifold.kind != "euclidean":
                 manifold.project_(p)
 
-    def _fused_adam(self, grads: ParamDict, rows: slice) -> bool:
+    def _fused_adam(self, grads: ParamDict, rows: slice) -> set[str]:
         """Adam on ``rows`` as one fused pass per stack (:mod:`.stacked_adam`) when those clients share one step
-        count (known on the host); ``False`` (nothing done) otherwise."""
+        count (known on the host), for the stacks whose per-client size the kernel's vector loop divides
+        (:func:`~.stacked_adam.fusable`, so a client's numbers do not depend on how many clients share the
+        stack); returns the names it updated (the others take the unfused update)."""
         host = self.host_steps
         counts = set(host[rows]) if host is not None else set()
-        if len(counts) != 1:
-            return False
-        names = list(self.params)
+        names = [n for n, p in self.params.items() if fusable(p)]
+        if len(counts) != 1 or not names:
+            return set()
         params = [self.params[n][rows] for n in names]
         if not fused_adam_(params, [grads[n] for n in names], [self.m[n][rows] for n in names],
                            [self.v[n][rows] for n in names], counts.pop(), self.cfg.lr, self.cfg.weight_decay):
-            return False
+            return set()
         for name, p in zip(names, params):
             manifold = manifold_of(self.params[name])
             if manifold.kind != "euclidean":
                 manifold.project_(p)
-        return True
+        return set(names)
 
 
 def _gather_batch(clients: Sequence[ClientData], schedules: Sequence[list[torch.Tensor]], step: int,

@@ -21,8 +21,20 @@ from collections.abc import Sequence
 import torch
 from torch.optim.adam import adam as adam_functional
 
+#: a stack is fused only if each client's slice holds a multiple of this many values: the kernel runs a vector
+#: loop with a scalar tail (which may round differently, e.g. without fused multiply-add) over the flattened
+#: stack, so a client's values must sit at the same vector lanes whatever the number of clients in the stack,
+#: or a cohort split across ranks or chunks would not reproduce the one-process numbers bit for bit
+LANES = 64
+
 #: devices/dtypes on which the fused kernel raised once: not tried again in this process
 _UNAVAILABLE: set[tuple[str, torch.dtype]] = set()
+
+
+def fusable(stack: torch.Tensor) -> bool:
+    """Whether a ``[K, ...]`` stack goes through the fused kernel: each client's slice a multiple of :data:`LANES`
+    values (the 64-256-10 MLP's weights and hidden bias do; the 10 output biases take the unfused update)."""
+    return stack.dim() >= 1 and stack[0].numel() % LANES == 0
 
 
 def fused_adam_(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], exp_avgs: Sequence[torch.Tensor],
