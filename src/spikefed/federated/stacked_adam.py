@@ -10,7 +10,8 @@ scalars and the whole update is ``torch.optim.Adam``'s own fused kernel (``fused
 ``torch.optim.adam.adam``): one pass that reads the parameters, gradients and both moments and writes them
 back. The update per element is Adam's (L2 weight decay added to the gradient, bias correction with the
 step count), evaluated in a different order than the unfused expressions, so it agrees with them and with
-``torch.optim.Adam`` to float rounding (tests: float64, 1e-12). Where the fused kernel is missing (an older
+``torch.optim.Adam`` to float rounding (tests: float64, 1e-12). Only stacks :func:`fusable` says so go through
+it (a client's bits must not depend on the size of the stack). Where the fused kernel is missing (an older
 torch, a device without it) :func:`fused_adam_` says so and the caller keeps its unfused update.
 """
 
