@@ -9,7 +9,8 @@ the process's CPU seconds (``time.process_time``) per phase: with one torch thre
 on a machine shared with other jobs, where wall seconds stretch with the load (also printed).
 
 Run: ``python benchmarks/round_phases.py --clients 100,1000 --rounds 5`` (add ``--profile`` for a cProfile
-listing of one more round at the largest K). Prints one Markdown table.
+listing of one more round at the largest K, ``--ops`` for torch.profiler's table of the tensor ops of local
+training at each K). Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -81,12 +82,32 @@ def measure(k: int, rounds: int) -> dict[str, Any]:
     return {p: statistics.median(r[p] for r in runs) for p in runs[0]}
 
 
+def train_ops(k: int, rows: int = 20) -> str:
+    """The local training of one round (after a warm-up round) under ``torch.profiler``: the top ``rows`` tensor
+    ops by self CPU time, grouped by input shapes (where the step's time goes: products, LIF loops, optimizer)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sim = Simulation(build_spec(make_settings(k)))
+    sim.run_round()
+    ctx = sim.round_context(sim.state.round + 1)
+    for s in sim.stages:
+        s.begin(ctx)
+    for s in sim.stages:
+        s.configure(ctx)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        sim.train(ctx)
+    return prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows,
+                                                              max_name_column_width=28, max_shapes_column_width=70)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", default="100,1000")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ap.add_argument("--profile", action="store_true", help="cProfile one more round at the largest K")
+    ap.add_argument("--ops", action="store_true",
+                    help="torch.profiler on local training at each K: the tensor ops by self CPU time, with shapes")
     args = ap.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     if args.rounds < 1 or not clients or min(clients) < 1:
@@ -104,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         share = (cpu - m["cpu_train"]) / cpu
         print(f"| {k:,} | " + " | ".join(f"{m['cpu_' + p]:.4f}" for p in PHASES)
               + f" | {cpu:.4f} | {share:.0%} | {sum(m[p] for p in PHASES):.4f} | {os.getloadavg()[0]:.1f} |")
+    if args.ops:
+        for k in clients:
+            print(f"\nlocal training at {k:,} clients, one round (torch.profiler; times include its overhead):")
+            print(train_ops(k))
     if args.profile:
         sim = Simulation(build_spec(make_settings(max(clients))))
         sim.run_round()

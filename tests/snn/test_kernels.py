@@ -275,3 +275,23 @@ def test_lowpass_saves_one_sequence_tensor() -> None:
     a = torch.full((4,), 0.5, requires_grad=True)
     sizes = saved_numels(lambda: lowpass(x, a))
     assert sum(s for s in sizes if s >= x.numel()) == x.numel()
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_time_constant_stacked_input_gives_client_major_outputs_with_reference_values(reset: str) -> None:
+    """A direct (time-constant) ``[T, K, B, N]`` input: outputs in ``[K, T, ...]`` memory (the next stacked
+    linear reads them without a copy) and the values and input gradient of the step-by-step reference."""
+    g = torch.Generator().manual_seed(11)
+    base = torch.randn(3, 2, 5, dtype=torch.float64, generator=g)
+    x = base.clone().requires_grad_(True)
+    x_ref = base.clone().requires_grad_(True)
+    seq = x.unsqueeze(0).expand(6, *base.shape)
+    s, u = lif_fused(seq, None, 0.8, 0.7, reset=reset)
+    assert s.transpose(0, 1).is_contiguous() and u.transpose(0, 1).is_contiguous()
+    s_ref, u_ref = lif_reference(x_ref.unsqueeze(0).expand(6, *base.shape), None, 0.8, 0.7, reset=reset)
+    assert torch.equal(s, s_ref)
+    torch.testing.assert_close(u, u_ref, rtol=0, atol=1e-12)
+    up = torch.randn(u.shape, dtype=torch.float64, generator=g)
+    (gx,) = torch.autograd.grad((s.sum(0) * up.sum(0)).sum() + (u * up).sum(), [x])
+    (gx_ref,) = torch.autograd.grad((s_ref.sum(0) * up.sum(0)).sum() + (u_ref * up).sum(), [x_ref])
+    torch.testing.assert_close(gx, gx_ref, rtol=0, atol=1e-10)

@@ -35,6 +35,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from spikefed.federated.stack_ops import all_finite, finite_rows, weighted_sum64
 from spikefed.federated.types import ClientUpdate, ParamDict
 from spikefed.manifold import EUCLIDEAN, Manifold
 
@@ -194,9 +195,16 @@ def weighted_mean(
         raise ValueError(f"stack must have shape [K >= 1, ...], got {tuple(stack.shape)}")
     k = stack.shape[0]
     p = _check_weights(weights, k).to(stack.device)
-    x = stack.detach().to(torch.float64)
-    if not torch.isfinite(x).all():
+    if not all_finite(stack.detach()):
         raise ValueError("stack contains non-finite values")
+    if manifold.kind == "euclidean":  # float64 sums over blocks of rows: no float64 copy of the stack
+        mean = weighted_sum64(stack.detach(), p).to(stack.dtype)
+        if stack.dtype != torch.float64:
+            # the float64 mean of equal values v rounds back to v in any narrower dtype (its relative error,
+            # ~K * 1e-16, is far below half an ulp there), so the exact-tie rule below holds without a pass
+            return mean
+        return torch.where((stack == stack[0]).all(0), stack[0].detach(), mean)
+    x = stack.detach().to(torch.float64)
     if manifold.kind == "positive" and not (x > 0).all():
         raise ValueError("values on a positive manifold must be > 0")
     if manifold.kind == "unit_interval" and not ((x > 0) & (x < 1)).all():
@@ -216,12 +224,9 @@ def weighted_mean(
             mean = torch.where(degenerate, x[heaviest], mean)
         return wrap_circular(mean.to(stack.dtype), period)
 
-    y = x if manifold.kind == "euclidean" else to_chart(x, manifold)  # x is not written to: no copy needed
-    if manifold.kind == "euclidean":
-        mean_chart = torch.tensordot(p.to(torch.float64), y, dims=1)  # one pass; exact ties restored below
-    else:
-        y0 = y[0]
-        mean_chart = y0 + (pw * (y - y0)).sum(0)
+    y = to_chart(x, manifold)
+    y0 = y[0]
+    mean_chart = y0 + (pw * (y - y0)).sum(0)
     mean = from_chart(mean_chart, manifold).to(stack.dtype)
     # the mean of identical values is that value, exactly (the chart round trip may be off by an ulp)
     same = (stack == stack[0]).all(0)
@@ -428,7 +433,7 @@ def validate_updates(
     norm_sq = torch.zeros(k, dtype=torch.float64)
     for name, ref in reference.items():
         stack = stacked_rows([u.params[name] for u in ok], ref.device)
-        finite = torch.isfinite(stack).flatten(1).all(1)
+        finite = finite_rows(stack)
         m = (manifolds or {}).get(name, EUCLIDEAN)
         on = _on_manifold_rows(stack, m) if manifolds is not None else torch.ones(k, dtype=torch.bool)
         for i in (~finite | ~on).nonzero().flatten().tolist():
@@ -446,7 +451,7 @@ def validate_updates(
     if with_control:
         for name in reference:
             stack = torch.stack([ok[i].control_delta[name] for i in with_control])  # type: ignore[index]
-            bad = ~torch.isfinite(stack).flatten(1).all(1)
+            bad = ~finite_rows(stack)
             for j in bad.nonzero().flatten().tolist():
                 i = with_control[j]
                 if reasons[i] is None:

@@ -38,6 +38,7 @@ from ..manifold import Manifold
 from .aggregation import InvalidUpdate, check_structure
 from .compression import decode_message, decompress
 from .serialization import PayloadError, WireLayout, decode_params, decode_params_batch
+from .stack_ops import finite_rows
 from .types import ClientUpdate, ParamDict, Upload
 
 __all__ = ["UPLINK_MODES", "check_metadata", "parse_delta", "parse_upload", "parse_uploads"]
@@ -152,7 +153,7 @@ def parse_uploads(uploads: list[Upload], mode: str, global_params: ParamDict, re
         rows, deltas = decode_params_batch([u.payload for u in uploads], layout)
         finite = torch.ones(next(iter(deltas.values())).shape[0], dtype=torch.bool)
         for d in deltas.values():
-            finite &= torch.isfinite(d).reshape(d.shape[0], -1).all(1)
+            finite &= finite_rows(d)
         rows = [r if r is not None and bool(finite[r]) else None for r in rows]  # non-finite: parse_upload says so
     pending, answered = set(expected), set[int]()
     parsed: list[ClientUpdate] = []

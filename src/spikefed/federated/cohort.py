@@ -42,6 +42,7 @@ from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_
 from .cohort_memory import clients_per_chunk
 from .cohort_widths import WIDTH_STEP, batch_widths, width_groups
 from .continual import StabilityPenalty, stack_penalties, stacked_penalty
+from .stacked_adam import fusable, fused_adam_
 from .types import ClientUpdate, FitInstructions, ParamDict, load_params_, tensor_sum
 
 ENGINES = ("cohort", "sequential")
@@ -114,6 +115,7 @@ class StackedOptimizer:
         self.params, self.cfg = params, cfg
         device = next(iter(params.values())).device if params else torch.device("cpu")
         self.steps = torch.zeros(k, dtype=torch.int64, device=device)
+        self.host_steps: list[int] | None = [0] * k  # the same counts on the host (None once unknown)
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}
         self.v = {n: torch.zeros_like(p) for n, p in params.items()} if cfg.optimizer == "adam" else {}
 
@@ -121,6 +123,7 @@ class StackedOptimizer:
     def step(self, grads: ParamDict, active: torch.Tensor) -> None:
         cfg = self.cfg
         self.steps[active] += 1
+        self.host_steps = None  # not tracked on the host on this (masked) path
         if bool(active.all()):
             self._step_all(grads)
             return
@@ -158,6 +161,8 @@ class StackedOptimizer:
         first ``m`` rows, no gather/scatter and no index tensor (the cohort engine orders clients by schedule
         length, so the clients still training are always a prefix)."""
         self.steps[:m] += 1
+        if self.host_steps is not None:
+            self.host_steps[:m] = [t + 1 for t in self.host_steps[:m]]
         self._step_all(grads, m)
 
     def _step_all(self, grads: ParamDict, count: int | None = None) -> None:
@@ -165,7 +170,10 @@ class StackedOptimizer:
         cfg = self.cfg
         rows = slice(None) if count is None else slice(0, count)
         steps = self.steps[rows]
+        fused = self._fused_adam(grads, rows) if cfg.optimizer == "adam" else set()
         for name, full in self.params.items():
+            if name in fused:
+                continue
             p = full[rows]
             g = grads[name]
             if cfg.weight_decay:
@@ -189,6 +197,26 @@ class StackedOptimizer:
             manifold = manifold_of(full)
             if manifold.kind != "euclidean":
                 manifold.project_(p)
+
+    def _fused_adam(self, grads: ParamDict, rows: slice) -> set[str]:
+        """Adam on ``rows`` as one fused pass per stack (:mod:`.stacked_adam`) when those clients share one step
+        count (known on the host), for the stacks whose per-client size the kernel's vector loop divides
+        (:func:`~.stacked_adam.fusable`, so a client's numbers do not depend on how many clients share the
+        stack); returns the names it updated (the others take the unfused update)."""
+        host = self.host_steps
+        counts = set(host[rows]) if host is not None else set()
+        names = [n for n, p in self.params.items() if fusable(p)]
+        if len(counts) != 1 or not names:
+            return set()
+        params = [self.params[n][rows] for n in names]
+        if not fused_adam_(params, [grads[n] for n in names], [self.m[n][rows] for n in names],
+                           [self.v[n][rows] for n in names], counts.pop(), self.cfg.lr, self.cfg.weight_decay):
+            return set()
+        for name, p in zip(names, params):
+            manifold = manifold_of(self.params[name])
+            if manifold.kind != "euclidean":
+                manifold.project_(p)
+        return set(names)
 
 
 def _gather_batch(clients: Sequence[ClientData], schedules: Sequence[list[torch.Tensor]], step: int,
@@ -299,8 +327,8 @@ def train_cohort(model: torch.nn.Module, global_params: ParamDict, clients: Sequ
         stacked = {n: torch.stack([d.program[n].detach() for d in devices]).clone() for n in names}
         fixed = [{n: v.detach() for n, v in d.program.items() if n not in names} for d in devices]
     else:
-        stacked = {n: global_params[n].detach().unsqueeze(0).repeat(k, *([1] * global_params[n].dim())).clone()
-                   for n in names}
+        stacked = {n: global_params[n].detach().unsqueeze(0).repeat(k, *([1] * global_params[n].dim()))
+                   for n in names}  # repeat writes a fresh tensor: no clone needed
     for n, p in model.named_parameters():
         if n in stacked:
             setattr(stacked[n], "_spikefed_manifold", manifold_of(p))

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .aggregation import stacked_rows
+from .stack_ops import drift_sums
 
 #: metrics-row keys written by :func:`client_drift`
 DRIFT_KEYS = ("client_drift_cosine", "client_drift_norm")
@@ -33,6 +34,13 @@ def flat_delta(params: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tens
     return torch.cat([(params[n].detach().double() - base[n].detach().double()).flatten() for n in base])
 
 
+def _weights(weights: Sequence[float]) -> torch.Tensor:
+    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError(f"weights must be finite, >= 0 and not all zero, got {list(weights)}")
+    return w / w.sum()
+
+
 def update_dissimilarity(deltas: Sequence[torch.Tensor] | torch.Tensor, weights: Sequence[float]
                          ) -> tuple[float, float]:
     """``(D_cos, D_norm)`` of flat updates ``deltas`` (a list of vectors, or their stack ``[K, P]``) with weights
@@ -41,10 +49,7 @@ def update_dissimilarity(deltas: Sequence[torch.Tensor] | torch.Tensor, weights:
     if len(deltas) == 0 or len(deltas) != len(weights):
         raise ValueError(f"need one weight per update and at least one update, got {len(deltas)} updates and "
                          f"{len(weights)} weights")
-    w = torch.tensor([float(x) for x in weights], dtype=torch.float64)
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
-        raise ValueError(f"weights must be finite, >= 0 and not all zero, got {list(weights)}")
-    w = w / w.sum()
+    w = _weights(weights)
     if isinstance(deltas, torch.Tensor):
         if deltas.dim() != 2:
             raise ValueError("updates must be flat vectors of one length (a stack [K, P])")
@@ -55,13 +60,18 @@ def update_dissimilarity(deltas: Sequence[torch.Tensor] | torch.Tensor, weights:
             raise ValueError("updates must be flat vectors of one length")
         d = torch.stack([x.double() for x in deltas])
     mean = (w[:, None] * d).sum(0)
-    mean_sq = float(mean.dot(mean))
-    norms = d.norm(dim=1)
-    sq = float((w * norms**2).sum())
+    return dissimilarity_from_sums(w, float(mean.dot(mean)), (d * d).sum(1), d @ mean)
+
+
+def dissimilarity_from_sums(w: torch.Tensor, mean_sq: float, norm_sq: torch.Tensor, dots: torch.Tensor
+                            ) -> tuple[float, float]:
+    """``(D_cos, D_norm)`` from normalised float64 weights ``w [K]``, ``||dbar||^2``, ``||d_k||^2 [K]`` and
+    ``d_k . dbar [K]`` (module docstring; zero updates or a zero average as described there)."""
+    sq = float((w * norm_sq).sum())
     if mean_sq == 0.0:
         return 1.0, math.nan if sq == 0.0 else math.inf
-    denom = norms * math.sqrt(mean_sq)
-    cos = torch.where(denom > 0, (d @ mean) / torch.where(denom > 0, denom, 1.0), torch.zeros_like(denom))
+    denom = norm_sq.sqrt() * math.sqrt(mean_sq)
+    cos = torch.where(denom > 0, dots / torch.where(denom > 0, denom, 1.0), torch.zeros_like(denom))
     return float((w * (1.0 - cos)).sum()), sq / mean_sq
 
 
@@ -76,11 +86,12 @@ def client_drift(updates: Sequence[object], base: Mapping[str, torch.Tensor], we
         missing = [n for n in base if n not in p]
         if missing:
             raise ValueError(f"update lacks parameters {missing}")
-    # row k is flat_delta(params[k], base); per parameter on the stack of the clients' tensors
-    sizes = [base[n].numel() for n in base]
-    deltas = torch.empty((len(params), sum(sizes)), dtype=torch.float64)
-    for n, part in zip(base, deltas.split(sizes, dim=1)):
-        part.copy_(stacked_rows([p[n] for p in params]).reshape(len(params), -1))
-        part.sub_(base[n].detach().double().reshape(1, -1))
-    cos, norm = update_dissimilarity(deltas, weights)
+    # row k is flat_delta(params[k], base): its sums read per parameter from the stack of the clients' tensors,
+    # in blocks of rows (no [K, P] float64 matrix; spikefed.federated.stack_ops)
+    w = _weights(weights)
+    stacks = {n: stacked_rows([p[n] for p in params]) for n in base}
+    if len(params) != w.shape[0]:
+        raise ValueError(f"need one weight per update, got {len(params)} updates and {w.shape[0]} weights")
+    mean_sq, norm_sq, dots = drift_sums(stacks, base, w)
+    cos, norm = dissimilarity_from_sums(w, mean_sq, norm_sq, dots)
     return dict(zip(DRIFT_KEYS, (cos, norm)))

@@ -87,14 +87,24 @@ def lowpass_vmap(fn: Any, info: Any, in_dims: tuple, x: torch.Tensor, y0: Any, a
     return fn.apply(xs, lift(y0, in_dims[1]), lift(a, in_dims[2])), 1
 
 
+def sequence_buffer(x: torch.Tensor) -> torch.Tensor:
+    """An output buffer shaped like the sequence ``x [T, ...]``: ``x``'s own layout (``empty_like``), except for a
+    time-constant view (stride 0 over T, as the cohort engine's direct input) of a stacked ``[T, K, B, N]``
+    sequence: then in ``[K, T, ...]`` memory, the layout in which the next stacked linear reads it as
+    ``[K, T*B, N]`` without a transposing copy, and in which its gradient comes back. Values do not depend on it."""
+    if x.dim() >= 4 and x.stride(0) == 0:
+        return torch.empty((x.shape[1], x.shape[0], *x.shape[2:]), dtype=x.dtype, device=x.device).transpose(0, 1)
+    return torch.empty_like(x)
+
+
 class LIFFunction(torch.autograd.Function):
     """Fused multi-step LIF: ``(x [T,...], u0, beta, thr, v_r) -> (spikes [T,...], membrane [T,...])``."""
 
     @staticmethod
     def forward(x, u0, beta, thr, v_r, mode: int, detach_reset: bool, surrogate: Surrogate):  # type: ignore[override]
         steps = x.shape[0]
-        U = torch.empty_like(x)
-        S = torch.empty_like(x)
+        U = sequence_buffer(x)
+        S = sequence_buffer(x)
         jump = thr - v_r  # subtract mode: the potential drops by thr - v_r after a spike
         u = u0.expand_as(x[0])
         r = heaviside(u - thr)  # reset signal for step 0, from the initial state
@@ -178,8 +188,9 @@ def lif_backward(ctx, gS: torch.Tensor | None, gU: torch.Tensor | None,  # type:
         A = beta.expand_as(U[0])  # constant over time
     per_step = A.dim() == U.dim() and A.shape[0] == steps
 
-    # reverse-time loop: delta[t] += A[t+1] * delta[t+1]
-    if not delta.is_contiguous():
+    # reverse-time loop: delta[t] += A[t+1] * delta[t+1], in place on dense memory: T-major, or client-major as
+    # the buffers of a time-constant stacked input (sequence_buffer) and the gradients that come back to them
+    if not (delta.is_contiguous() or (delta.dim() >= 2 and delta.transpose(0, 1).is_contiguous())):
         delta = delta.contiguous()
     delta = scan(delta, A, per_step)
 
