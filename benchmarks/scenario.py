@@ -4,8 +4,9 @@ heterogeneous fleet of neuromorphic chips; deployed accuracy calibrated vs naive
 Data: the 34x34 two-polarity synthetic MNIST recordings (``data.name=event_mnist5k``, 5,000 samples), cropped to
 32x32 and pooled 2x2 to 16x16, ``--bins`` time bins. Dirichlet(0.3) label skew over 50 clients, FedAvg,
 ``--per-round`` clients per round. Model (built here in Python, the config has no delay model):
-``conv 3x3 (2 -> C) -> LIF [C, 16, 16] -> maxpool 2 -> Delay (learnable axonal delays, ring of 4) -> Linear ->
-LIF [10]`` (spike-count read-out).
+``conv 3x3 (2 -> C) -> LIF [C, 16, 16] -> maxpool 2 -> Delay (learnable axonal delays, ring of 4, from zero) ->
+Linear -> LIF [10]`` (spike-count read-out; a tie for the top count goes to the tied class that spiked first,
+``local.count_ties=first_spike``; ``--readout membrane`` swaps the output layer for a leaky integrator).
 
 Fleet (seed 000's setting): every device has 20% analog mismatch (threshold, leak, gain CV 0.2 per neuron, delay
 lines CV 0.2); 8-bit and 4-bit weights; two time steps (dt = 1 and dt = 2: half of the devices run T/2 steps on
@@ -13,8 +14,9 @@ event frames rebinned to them); delay ring buffers of 3 slots. Rows:
 
 - naive: every client writes the global values to its chip as they are and uploads its raw program;
 - calibrated: each client calibrates its chip from probes and speaks the latent language (docs/hardware.md); a
-  client whose chip runs dt = 2 trains the chip's digital twin (its calibrated mismatch, bits and delay buffer)
-  at the nominal step (``devices.training_step=nominal``); every chip is deployed at its own dt;
+  client whose chip runs dt = 2 trains on the sum of two losses, its digital twin's (its calibrated mismatch,
+  bits and delay buffer at the nominal step) and its chip's at its own dt (``devices.training_step=mixed``,
+  sequential engine); every chip is deployed at its own dt (ablation ``calibrated_nominal``: the twin alone);
 - ideal: the same run on ideal hardware (no mismatch, float weights, dt = 1).
 
 Deployed accuracy is the global model written to every device of the fleet (each with its client's map), mean
@@ -67,7 +69,7 @@ FLEET = [  # (profile overrides, share): 4/8-bit x dt 1/2, all with 20% mismatch
 ]
 
 
-ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_mixed")
+ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_nominal")
 
 
 class DelayedConvNet(nn.Module):
@@ -107,8 +109,8 @@ def settings_for(args: argparse.Namespace, seed: int) -> RunSettings:
         "partition.method=dirichlet", "partition.alpha=0.3", f"partition.num_clients={args.clients}",
         "partition.min_size=5", f"federation.rounds={args.rounds}",
         f"federation.fraction={args.per_round / args.clients}", f"federation.eval_every={args.rounds}",
-        f"local.epochs={args.epochs}", "local.batch_size=32", f"local.lr={args.lr}", f"seed={seed}",
-        *args.set])
+        f"local.epochs={args.epochs}", "local.batch_size=32", f"local.lr={args.lr}", "local.count_ties=first_spike",
+        f"seed={seed}", *args.set])
 
 
 def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
@@ -124,7 +126,7 @@ def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
                  [derive_seed(seed, Purpose.DEVICE, client=c) for c in range(n)],
                  [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16,
                  training_step="device" if row.startswith("naive") or row.endswith("_chip_step") else
-                 "mixed" if row.endswith("_mixed") else "nominal")
+                 "nominal" if row.endswith("_nominal") else "mixed")
 
 
 def base_spec(args: argparse.Namespace, seed: int) -> Any:
@@ -200,8 +202,8 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=6)
     ap.add_argument("--channels", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--delay-init", choices=DELAY_INITS, default="uniform", help="initial axonal delays: "
-                    "uniform in [0, 4) steps or zeros (learned from no delay)")
+    ap.add_argument("--delay-init", choices=DELAY_INITS, default="zeros", help="initial axonal delays: "
+                    "zeros (learned from no delay) or uniform in [0, 4) steps")
     ap.add_argument("--readout", choices=READOUTS, default="spikes", help="output layer: spiking LIF neurons "
                     "(classes by spike count) or a non-spiking leaky integrator (classes by potential; give "
                     "--set local.loss=ce_membrane)")
