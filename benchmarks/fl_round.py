@@ -174,7 +174,7 @@ def compute_floor(k: int) -> dict[str, Any]:
     cfg, sizes = spec.local, [64, 256, 10]
     counts = [len(p) for p in spec.parts]
     samples = cfg.epochs * sum(counts)
-    width = min(cfg.batch_size, max(counts))  # samples per client per step, as the cohort engine pads them
+    width = min(cfg.batch_size, max(counts))  # a full batch: the shape the GEMM rate is timed on
     flops = gemm_flops(samples, cfg.num_steps, sizes)
     rate, products = gemm_rate(k, width, cfg.num_steps, sizes)
     return {"gemm_flops": flops, "gemm_flops_per_s": rate, "compute_floor_s": flops / rate, "products": products}
