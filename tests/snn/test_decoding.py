@@ -126,6 +126,22 @@ def test_count_ties_go_to_the_first_spike_against_a_loop() -> None:
     assert dec.predict_count(torch.zeros(4, 2, 3), "first_spike").tolist() == [0, 0]  # no spikes: lowest index
 
 
+def test_first_spike_prediction_against_a_loop() -> None:
+    """The mirror rule: the earliest first spike; among those, the highest count; then the lowest index."""
+    gen = torch.Generator().manual_seed(5)
+    spikes = (torch.rand(4, 300, 6, generator=gen) < 0.25).float()
+    steps, batch, classes = spikes.shape
+    expected = []
+    for b in range(batch):
+        counts = [sum(float(spikes[t, b, c]) for t in range(steps)) for c in range(classes)]
+        firsts = [next((t for t in range(steps) if float(spikes[t, b, c]) != 0), steps) for c in range(classes)]
+        expected.append(min(range(classes), key=lambda c: (firsts[c], -counts[c], c)))
+    assert dec.predict_first_spike(spikes).tolist() == expected
+    earliest_lowest = [min(range(classes), key=lambda c: (next((t for t in range(steps)
+                       if float(spikes[t, b, c]) != 0), steps), c)) for b in range(batch)]
+    assert sum(e != x for e, x in zip(expected, earliest_lowest)) > 10  # the count decides many of these samples
+
+
 def test_count_ties_bad_value_and_config_key() -> None:
     from spikefed.experiment.config import LocalTrainSettings
     from spikefed.snn.train import TrainConfig, predict

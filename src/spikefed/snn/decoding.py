@@ -129,11 +129,8 @@ def predict_count(spikes: torch.Tensor, ties: str = "lowest") -> torch.Tensor:
     counts = spike_count(spikes)
     if ties == "lowest":
         return _argmax_first(counts)
-    counts = counts.detach()
     times = first_spike_time(spikes)
-    top = counts == counts.amax(dim=1, keepdim=True)
-    times_of_top = torch.where(top, times, torch.full_like(times, float("inf")))
-    return _argmax_first((top & (times_of_top == times_of_top.amin(dim=1, keepdim=True))).to(times.dtype))
+    return _argbest_lexicographic(counts.detach().to(times.dtype), -times)
 
 
 def predict_first_spike(spikes: torch.Tensor) -> torch.Tensor:
@@ -143,11 +140,7 @@ def predict_first_spike(spikes: torch.Tensor) -> torch.Tensor:
     (so a sample with no output spike at all predicts class 0).
     """
     times = first_spike_time(spikes)
-    counts = spike_count(spikes).detach().to(times.dtype)
-    earliest = times == times.amin(dim=1, keepdim=True)
-    counts_of_earliest = torch.where(earliest, counts, torch.full_like(counts, float("-inf")))
-    best = earliest & (counts_of_earliest == counts_of_earliest.amax(dim=1, keepdim=True))
-    return _argmax_first(best.to(times.dtype))
+    return _argbest_lexicographic(-times, spike_count(spikes).detach().to(times.dtype))
 
 
 def predict_membrane(mem: torch.Tensor, reduction: str = "max") -> torch.Tensor:
@@ -176,6 +169,15 @@ def predict(kind: str, x: torch.Tensor) -> torch.Tensor:
     if kind == "membrane_last":
         return predict_membrane(x, "last")
     raise ValueError(f"unknown predictor kind {kind!r}; expected one of {PREDICTORS}")
+
+
+def _argbest_lexicographic(primary: torch.Tensor, secondary: torch.Tensor) -> torch.Tensor:
+    """Row-wise best class by ``primary``, ties broken by the larger ``secondary``, then by the lowest index.
+
+    Both ``[B, C]`` of one floating dtype (``-inf`` allowed, e.g. a never-spiking class's negated time)."""
+    top = primary == primary.amax(dim=1, keepdim=True)
+    secondary_of_top = torch.where(top, secondary, torch.full_like(secondary, float("-inf")))
+    return _argmax_first((top & (secondary_of_top == secondary_of_top.amax(dim=1, keepdim=True))).to(primary.dtype))
 
 
 def _argmax_first(scores: torch.Tensor) -> torch.Tensor:
