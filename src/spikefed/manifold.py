@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Iterator, Literal, TypeVar
 
 import torch
 from torch import nn
+
+_T = TypeVar("_T", bound=torch.Tensor)
 
 Kind = Literal["euclidean", "positive", "unit_interval", "circular"]
 KINDS: tuple[str, ...] = ("euclidean", "positive", "unit_interval", "circular")
@@ -83,7 +85,7 @@ def circular(period: float) -> Manifold:
     return Manifold("circular", float(period))
 
 
-def declare(param: torch.Tensor, manifold: Manifold | Kind) -> torch.Tensor:
+def declare(param: _T, manifold: Manifold | Kind) -> _T:
     """Attach a manifold to ``param`` (returned for chaining). Checks that its current value lies on it."""
     m = manifold if isinstance(manifold, Manifold) else Manifold(manifold)
     if not m.contains(param.detach()):

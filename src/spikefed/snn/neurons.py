@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..manifold import EPS, POSITIVE, UNIT_INTERVAL, EUCLIDEAN, Manifold, check_open_interval, declare
-from .kernels import RESET_MODES, lif_fused, lif_reference, lif_step, lif_update, lowpass, lowpass_reference
+from .kernels import RESET_MODES, ResetMode, lif_fused, lif_reference, lif_step, lif_update, lowpass, lowpass_reference
 from .surrogate import DerivativeFn, Surrogate, get_surrogate
 
 
@@ -141,6 +141,12 @@ class LIF(_ParamsMixin):
     """
 
     _beta_low, _beta_high = 0.0, 1.0  # open interval allowed for beta
+    # registered in __init__ as parameters or buffers by _make (declared for type checkers)
+    beta: torch.Tensor
+    threshold: torch.Tensor
+    reset_value: torch.Tensor
+    amplitude: torch.Tensor
+    reset: ResetMode
 
     def __init__(
         self,
@@ -168,7 +174,7 @@ class LIF(_ParamsMixin):
             raise ValueError(f"unknown reset {reset!r}; valid: {', '.join(RESET_MODES)}")
         if int(refractory) != refractory or refractory < 0:
             raise ValueError(f"refractory must be an integer number of steps >= 0, got {refractory!r}")
-        self.reset = reset
+        self.reset = reset  # type: ignore[assignment]  # checked against RESET_MODES above
         self.detach_reset = bool(detach_reset)
         self.surrogate = get_surrogate(surrogate, slope)
         self.refractory = int(refractory)
@@ -247,12 +253,12 @@ class LIF(_ParamsMixin):
             v = torch.zeros_like(x[0]) if state is None else state.v
             last, count = torch.zeros_like(x[0]), torch.zeros_like(x[0])
         else:
-            v, last, count = state
+            v, last, count = state.v, state.spikes, state.refractory
         spikes, mems = [], []
         for t in range(x.shape[0]):
             free = (count <= 0).to(x.dtype)
             r = last.detach() if self.detach_reset else last
-            v = lif_update(v, x[t] * free, r, beta, thr, self.reset_value, self.reset)  # type: ignore[arg-type]
+            v = lif_update(v, x[t] * free, r, beta, thr, self.reset_value, self.reset)
             s = self.surrogate(v - thr) * free
             count = torch.where(s > 0, torch.full_like(count, self.refractory), (count - 1).clamp(min=0))
             last = s
@@ -278,6 +284,8 @@ class IF(LIF):
 
 class Synaptic(LIF):
     """Current-based (CuBa) LIF: ``i[t] = alpha i[t-1] + x[t]`` feeds the LIF membrane (two decays)."""
+
+    alpha: torch.Tensor  # registered in __init__ by _make
 
     def __init__(self, features: int | tuple[int, ...] | None = None, alpha: float = 0.8, beta: float = 0.9,
                  learn_alpha: bool = False, **kwargs) -> None:
@@ -321,6 +329,9 @@ class ALIF(LIF):
     threshold), ``s[t] = H(u[t] - theta[t])``. ``rho`` is a unit-interval parameter, ``gamma >= 0`` euclidean.
     """
 
+    rho: torch.Tensor  # registered in __init__ by _make
+    gamma: torch.Tensor
+
     def __init__(self, features: int | tuple[int, ...] | None = None, beta: float = 0.9, rho: float = 0.95,
                  gamma: float = 0.5, learn_adaptation: bool = False, **kwargs) -> None:
         super().__init__(features, beta=beta, **kwargs)
@@ -346,7 +357,7 @@ class ALIF(LIF):
               beta: torch.Tensor, thr: torch.Tensor, rho: torch.Tensor) -> tuple[torch.Tensor, ...]:
         r = last.detach() if self.detach_reset else last
         a = rho * a + r
-        v = lif_update(v, x, r, beta, thr, self.reset_value, self.reset)  # type: ignore[arg-type]
+        v = lif_update(v, x, r, beta, thr, self.reset_value, self.reset)
         s = self.surrogate(v - (thr + self.gamma * a))
         return s, v, a
 
@@ -413,7 +424,7 @@ class RecurrentLIF(LIF):
         for t in range(x.shape[0]):
             drive = x[t] + last @ self.recurrent.t()
             r = last.detach() if self.detach_reset else last
-            v = lif_update(v, drive, r, beta, thr, self.reset_value, self.reset)  # type: ignore[arg-type]
+            v = lif_update(v, drive, r, beta, thr, self.reset_value, self.reset)
             last = self.surrogate(v - thr)
             spikes.append(last)
             mems.append(v)
@@ -446,6 +457,8 @@ class RecurrentALIF(ALIF):
 
 class LeakyIntegrator(_ParamsMixin):
     """Non-spiking leaky read-out ``y[t] = beta y[t-1] + x[t]`` (a low-pass synaptic filter); fused."""
+
+    beta: torch.Tensor  # registered in __init__ by _make
 
     def __init__(self, features: int | tuple[int, ...] | None = None, beta: float = 0.9,
                  learn_beta: bool = False) -> None:
