@@ -219,7 +219,8 @@ class ConstantInputLIFFunction(torch.autograd.Function):
                               dtype=np.float64 if z.dtype == torch.float64 else np.float32)
             params = [param_array(p, step) for p in (u0, beta, thr, v_r)]
             zc = z.detach().contiguous().view(-1).numpy()
-            launch_kernel("const_backward", _KERNELS, zc, *params, ctx.mode, *span, SURROGATE_IDS[sur.name], slope, consts, G.view(-1).numpy(), ctx.steps, a, c, _BLOCK)
+            launch_kernel("const_backward", _KERNELS, zc, *params, ctx.mode, *span, SURROGATE_IDS[sur.name], slope,
+                          consts, G.view(-1).numpy(), ctx.steps, a, c, _BLOCK)
         return G, None, None, None, None, None, None, None
 
 
