@@ -81,16 +81,41 @@ def _forward_py(z, u0, beta, thr, vr, mode, S, T, A, C, blk):  # type: ignore[no
         for t in range(T):
             ob = (a * T + t) * C + lo
             sr = S[ob:ob + n]
-            for j in range(n):
-                prev = u[j]
-                if mode == 0:
+            if mode == 0:  # the arithmetic of _step, with the spikes written in the same loop
+                for j in range(n):
+                    prev = u[j]
                     nu = zr[j] + b[j] * prev - (jump[j] if prev > th[j] else zero)
-                elif mode == 1:
+                    u[j] = nu
+                    sr[j] = one if nu > th[j] else zero
+            elif mode == 1:
+                for j in range(n):
+                    prev = u[j]
                     nu = zr[j] + b[j] * (v[j] if prev > th[j] else prev)
-                else:
-                    nu = zr[j] + b[j] * prev
-                u[j] = nu
-                sr[j] = one if nu > th[j] else zero
+                    u[j] = nu
+                    sr[j] = one if nu > th[j] else zero
+            else:
+                for j in range(n):
+                    nu = zr[j] + b[j] * u[j]
+                    u[j] = nu
+                    sr[j] = one if nu > th[j] else zero
+
+
+def _step_py(out, u, zr, b, th, v, jump, mode, n):  # type: ignore[no-untyped-def]
+    """One membrane step of a block, ``out[j] = u[t]`` from ``u[j] = u[t-1]`` (``out`` may be ``u``); the mode
+    branch outside the element loops and float32 constants (so that LLVM vectorises them and float32 stays
+    float32: the backward recomputes exactly the forward's membrane)."""
+    zero = np.float32(0.0)
+    if mode == 0:
+        for j in range(n):
+            prev = u[j]
+            out[j] = zr[j] + b[j] * prev - (jump[j] if prev > th[j] else zero)
+    elif mode == 1:
+        for j in range(n):
+            prev = u[j]
+            out[j] = zr[j] + b[j] * (v[j] if prev > th[j] else prev)
+    else:
+        for j in range(n):
+            out[j] = zr[j] + b[j] * u[j]
 
 
 def _backward_py(z, u0, beta, thr, vr, mode, gS, gst, gsa, sid, slope, consts, G, T, A, C, blk):  # type: ignore[no-untyped-def]
@@ -108,19 +133,10 @@ def _backward_py(z, u0, beta, thr, vr, mode, gS, gst, gsa, sid, slope, consts, G
         th = _row(thr, p, n)
         v = _row(vr, p, n)
         jump = th - v
-        zero = np.float32(0.0)  # float32 constants: the forward's arithmetic, so its spikes are recomputed
         Ub = np.empty((T, n), dtype=z.dtype)
-        for t in range(T):
-            for j in range(n):
-                prev = u[j]
-                if mode == 0:
-                    nu = zr[j] + b[j] * prev - (jump[j] if prev > th[j] else zero)
-                elif mode == 1:
-                    nu = zr[j] + b[j] * (v[j] if prev > th[j] else prev)
-                else:
-                    nu = zr[j] + b[j] * prev
-                u[j] = nu
-                Ub[t, j] = nu
+        _step(Ub[0], u, zr, b, th, v, jump, mode, n)
+        for t in range(1, T):
+            _step(Ub[t], Ub[t - 1], zr, b, th, v, jump, mode, n)
         dn = np.zeros(n, dtype=z.dtype)  # delta[t + 1]
         an = b.copy()  # A[t + 1]
         acc = np.zeros(n, dtype=z.dtype)
@@ -161,6 +177,7 @@ def _row_py(arr, p, n):  # type: ignore[no-untyped-def]
 
 
 _row = njit(inline="always", cache=True)(_row_py) if njit is not None else _row_py
+_step = njit(inline="always", cache=True)(_step_py) if njit is not None else _step_py
 _KERNELS: dict[str, Any] = {"const_forward": _forward_py, "const_backward": _backward_py}
 
 
