@@ -30,7 +30,9 @@ per cent of a round. Values agree with :func:`~.kernels.lif_reference` to float 
 1e-12, float32 2e-6 relative, ``torch.autograd.gradcheck``, and under vmap against the loop kernel). The first
 call per dtype compiles (about 20 s on 2 cores; ``cache=True`` keeps the machine code in ``__pycache__``, so later
 processes load it in about a second). Measured per round it is not faster than the loop kernel by the 1.3x that
-would make it ``local.kernel=auto``'s CPU choice (docs/performance.md), so it is opt-in.
+would make it ``local.kernel=auto``'s CPU choice (docs/performance.md), so it is opt-in. With
+``local.kernel=numba`` the cohort engine runs a direct-coded hidden layer through :mod:`.kernels_constant`
+instead (one input current for all T; nothing of size T saved for backward).
 """
 
 from __future__ import annotations

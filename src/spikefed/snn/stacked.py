@@ -190,7 +190,10 @@ def cohort_forward(model: SpikingMLP, params: Mapping[str, torch.Tensor],
     """Forward of K stacked copies of ``model``: ``x [T, K, B, in]`` -> output ``[T, K, B, C]``, spiking layers.
 
     ``params[name]`` has shape ``[K, *shape]`` for every ``model.named_parameters()`` name; ``kernel``: the LIF /
-    low-pass kernels (``loop``, ``compiled`` or ``auto``: :func:`~.compiled.resolve_kernel`).
+    low-pass kernels (``loop``, ``compiled``, ``numba`` or ``auto``: :func:`~.compiled.resolve_kernel`). With
+    ``numba``, a spiking layer whose input is the same at every step (direct coding: the first layer) runs
+    :func:`~.kernels_constant.lif_constant_input` on the one ``[K, B, N]`` current instead of the expanded
+    sequence, where that kernel covers the layer (else the reference kernels run).
     """
     kernel = resolve_kernel(kernel, x.device)
     steps, k, b, _ = x.shape
