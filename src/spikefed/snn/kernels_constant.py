@@ -37,7 +37,7 @@ from .surrogate import Surrogate
 try:  # the optional extra spikefed[numba]; numba_reason() says why the kernel cannot run without it
     from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised only where numba is missing
-    njit = prange = None  # type: ignore[assignment]
+    njit = prange = None  # type: ignore[assignment,misc]
 
 #: neurons per parallel job: the backward's scratch of T x _BLOCK membrane values stays in L1/L2
 _BLOCK = 512

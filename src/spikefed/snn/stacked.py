@@ -19,7 +19,7 @@ Used by the cohort trainer (:mod:`spikefed.federated.cohort`) and by device flee
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -229,7 +229,7 @@ def cohort_forward(model: SpikingMLP, params: Mapping[str, torch.Tensor],
     return h, spikes
 
 
-def _neuron_params(neuron: LIF | IF, i: int, params: Mapping[str, torch.Tensor],
+def _neuron_params(neuron: Any, i: int, params: Mapping[str, torch.Tensor],
                    k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decay, threshold and reset offset of spiking layer ``i`` as stacked ``[K, 1, N]`` or fixed buffers."""
     beta = stacked_param(params, f"neurons.{i}.beta", neuron.beta, k)
@@ -242,7 +242,7 @@ def _neuron_params(neuron: LIF | IF, i: int, params: Mapping[str, torch.Tensor],
     return beta, thr, vr
 
 
-def _constant_input_layer(neuron: LIF | IF, i: int, params: Mapping[str, torch.Tensor], z: torch.Tensor,
+def _constant_input_layer(neuron: Any, i: int, params: Mapping[str, torch.Tensor], z: torch.Tensor,
                           steps: int) -> torch.Tensor | None:
     """Spikes ``[T, K, B, N]`` of spiking layer ``i`` driven by the time-constant current ``z [K, B, N]``
     through :func:`~.kernels_constant.lif_constant_input`, or None where that kernel does not cover the layer
@@ -253,10 +253,10 @@ def _constant_input_layer(neuron: LIF | IF, i: int, params: Mapping[str, torch.T
         return None
     beta, thr, vr = _neuron_params(neuron, i, params, z.shape[0])
     u0 = torch.zeros((), dtype=z.dtype, device=z.device)
-    p = tuple(torch.as_tensor(v, dtype=z.dtype) for v in (beta, thr, vr))
-    if constant_input_reason(z, (u0, *p), neuron.detach_reset, neuron.surrogate) is not None:
+    b, th, v = (torch.as_tensor(t, dtype=z.dtype) for t in (beta, thr, vr))
+    if constant_input_reason(z, (u0, b, th, v), neuron.detach_reset, neuron.surrogate) is not None:
         return None
-    return lif_constant_input(z, steps, u0, *p, RESET_IDS[neuron.reset], neuron.surrogate)
+    return lif_constant_input(z, steps, u0, b, th, v, RESET_IDS[neuron.reset], neuron.surrogate)
 
 
 def per_sample_loss(output: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
