@@ -76,6 +76,7 @@ from floors import gemm_flops, gemm_rate  # noqa: E402
 from spikefed.experiment.config import RunSettings
 from spikefed.experiment.runner import build_spec
 from spikefed.federated.cohort import ClientData, train_sequential
+from spikefed.federated.cohort_widths import batch_widths
 from spikefed.federated.simulation import Simulation
 from spikefed.seeding import Purpose, torch_generator
 from spikefed.federated.types import FitInstructions, params_of
@@ -174,7 +175,9 @@ def compute_floor(k: int) -> dict[str, Any]:
     cfg, sizes = spec.local, [64, 256, 10]
     counts = [len(p) for p in spec.parts]
     samples = cfg.epochs * sum(counts)
-    width = min(cfg.batch_size, max(counts))  # a full batch: the shape the GEMM rate is timed on
+    # the shape the GEMM rate is timed on: the largest client's first batch at the width the cohort engine runs
+    # it (width groups: a batch of s samples at ceil(s / 8) * 8, at most batch_size; federated/cohort_widths.py)
+    width = batch_widths([min(cfg.batch_size, max(counts))], cfg)[0]
     flops = gemm_flops(samples, cfg.num_steps, sizes)
     rate, products = gemm_rate(k, width, cfg.num_steps, sizes)
     return {"gemm_flops": flops, "gemm_flops_per_s": rate, "compute_floor_s": flops / rate, "products": products}

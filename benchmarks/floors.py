@@ -10,10 +10,11 @@ epoch), in float32, per trained sample:
   once (its gradient summed over T first), no input gradient (the data needs none): ``2 * 2 * in * out``.
   Counting it T times would count products that no engine needs to do, which a floor must not.
 
-The rate: ``torch.bmm`` of the round's own stacked shapes (K clients, ``b`` samples per client: a full batch,
-which the cohort engine computes at that width; float32, torch's current threads), each of the products above
-timed (best of ``repeats`` after a warm-up); rate = their FLOPs / their seconds. The compute floor = the round's
-GEMM FLOPs / that rate.
+The rate: ``torch.bmm`` of the round's own stacked shapes (K clients, ``b`` samples per client: the width at
+which the cohort engine computes a full batch; it runs each step's clients in width groups, a batch of ``s``
+samples at ``ceil(s / 8) * 8``, ``federated/cohort_widths.py``; float32, torch's current threads), each of the
+products above timed (best of ``repeats`` after a warm-up); rate = their FLOPs / their seconds. The compute
+floor = the round's GEMM FLOPs / that rate.
 """
 
 from __future__ import annotations

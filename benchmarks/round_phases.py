@@ -8,9 +8,9 @@ optimizer), ``row`` (the metrics row and the commit). Median over ``--rounds`` r
 the process's CPU seconds (``time.process_time``) per phase: with one torch thread they measure the work done even
 on a machine shared with other jobs, where wall seconds stretch with the load (also printed).
 
-Run: ``python benchmarks/round_phases.py --clients 100,1000 --rounds 5`` (add ``--profile`` for a cProfile
-listing of one more round at the largest K, ``--ops`` for torch.profiler's table of the tensor ops of local
-training at each K). Prints one Markdown table.
+Run: ``python benchmarks/round_phases.py --clients 100,1000 --rounds 5 [--kernel numba]`` (add ``--profile``
+for a cProfile listing of one more round at the largest K, ``--ops`` for torch.profiler's table of the tensor ops
+of local training at each K). Prints one Markdown table.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import fl_round  # noqa: E402
 import torch  # noqa: E402
 from fl_round import make_settings  # noqa: E402
 
@@ -108,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile one more round at the largest K")
     ap.add_argument("--ops", action="store_true",
                     help="torch.profiler on local training at each K: the tensor ops by self CPU time, with shapes")
+    ap.add_argument("--kernel", default="loop", choices=("loop", "compiled", "numba", "auto"),
+                    help="local.kernel of the cohort engine (as fl_round.py --kernel)")
     args = ap.parse_args(argv)
+    fl_round.KERNEL = args.kernel  # read by make_settings
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
     if args.rounds < 1 or not clients or min(clients) < 1:
         ap.error("--rounds and every --clients value must be >= 1")
     configure_allocator()  # as fl_round.py
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"torch threads: {torch.get_num_threads()}, local.kernel={args.kernel}")
     print("CPU seconds of this process per phase (load-independent with 1 thread), wall seconds in the last columns")
     print("| clients | " + " | ".join(PHASES) + " | CPU total | bookkeeping share (CPU) | wall total | load |")
     print("|---:|" + "---:|" * (len(PHASES) + 4))

@@ -36,8 +36,8 @@ from ..manifold import manifold_of
 from ..snn.client_conv import resolve_conv_mode
 from ..snn.encoding import encode
 from ..snn.stacked import cohort_forward as cohort_forward  # re-exported (the hand-written LIF/IF MLP forward)
-from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, per_sample_loss, predict_cohort,
-                           stacked_forward, vmap_reason)
+from ..snn.stacked import (DEFAULT_CONV, forward_path, masked_regularizers, mlp_path_reason, per_sample_loss,
+                           predict_cohort, stacked_forward, vmap_reason)
 from ..snn.train import TrainConfig, input_dtype, make_optimizer, predict, task_loss
 from .cohort_memory import clients_per_chunk
 from .cohort_widths import WIDTH_STEP, batch_widths, width_groups
@@ -99,6 +99,8 @@ def supports_cohort(model: torch.nn.Module, cfg: TrainConfig) -> str | None:
                 "regularisers (local.reg_membrane_l1/l2); they train on the sequential engine")
     if cfg.ib_weight or cfg.adversarial != "none" or cfg.distill:
         return "the information bottleneck, adversarial training and distillation run on the sequential engine"
+    if mlp_path_reason(model) is None and any(p.requires_grad for p in model.parameters()):
+        return None  # the hand-written stacked forward runs it: no vmap probe (a forward under vmap per round)
     return vmap_reason(model)
 
 

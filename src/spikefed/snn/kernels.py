@@ -38,6 +38,8 @@ from .surrogate import Surrogate, heaviside
 ResetMode = Literal["subtract", "zero", "none"]
 RESET_MODES: tuple[str, ...] = ("subtract", "zero", "none")
 _MODE_ID = {"subtract": 0, "zero": 1, "none": 2}
+#: the kernels' integer id of each reset mode (0 subtract, 1 zero, 2 none)
+RESET_IDS = _MODE_ID
 
 
 def _reduce_to(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

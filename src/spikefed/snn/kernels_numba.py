@@ -30,7 +30,9 @@ per cent of a round. Values agree with :func:`~.kernels.lif_reference` to float 
 1e-12, float32 2e-6 relative, ``torch.autograd.gradcheck``, and under vmap against the loop kernel). The first
 call per dtype compiles (about 20 s on 2 cores; ``cache=True`` keeps the machine code in ``__pycache__``, so later
 processes load it in about a second). Measured per round it is not faster than the loop kernel by the 1.3x that
-would make it ``local.kernel=auto``'s CPU choice (docs/performance.md), so it is opt-in.
+would make it ``local.kernel=auto``'s CPU choice (docs/performance.md), so it is opt-in. With
+``local.kernel=numba`` the cohort engine runs a direct-coded hidden layer through :mod:`.kernels_constant`
+instead (one input current for all T; nothing of size T saved for backward).
 """
 
 from __future__ import annotations
@@ -80,10 +82,15 @@ _LAUNCH = threading.Lock()
 
 
 def _launch(name: str, *args: Any) -> None:
-    """Run kernel ``name`` with numba's threads = torch's, one launch at a time (the workqueue layer does not
-    nest), and torch's thread count as it was (numba's OpenMP layer, where a user picks it, resets it when its
-    pool starts)."""
-    kernel = _kernel(name)
+    """Run kernel ``name`` of this module (see :func:`launch_kernel`)."""
+    launch_kernel(name, {"forward": _forward, "backward": _backward}, *args)
+
+
+def launch_kernel(name: str, table: dict[str, Any], *args: Any) -> None:
+    """Run the plain-Python kernel ``table[name]``, compiled on first use (``@njit(parallel=True)``, cached),
+    with numba's threads = torch's, one launch at a time (the workqueue layer does not nest), and torch's thread
+    count as it was (numba's OpenMP layer, where a user picks it, resets it when its pool starts)."""
+    kernel = _kernel(name, table)
     with _LAUNCH:
         torch_threads = torch.get_num_threads()
         sync_threads()
@@ -108,6 +115,8 @@ def _sg_py(z: float, sid: int, a: float) -> float:
 
 
 _sg = njit(inline="always", cache=True)(_sg_py) if numba is not None else _sg_py
+#: the surrogate derivative for other numba kernels (inlined where they call it)
+surrogate_derivative = _sg
 
 
 def _row_py(arr, p, n):  # type: ignore[no-untyped-def]
@@ -317,8 +326,8 @@ def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sg
 _jit: dict[str, Any] = {}
 
 
-def _kernel(name: str) -> Any:
-    """The compiled ``forward`` / ``backward`` (built on first use; numba specialises per dtype)."""
+def _kernel(name: str, table: dict[str, Any]) -> Any:
+    """The compiled kernel ``table[name]`` (built on first use; numba specialises per dtype)."""
     if name not in _jit:
         reason = numba_reason()
         if reason is not None:
@@ -326,7 +335,7 @@ def _kernel(name: str) -> Any:
         if "NUMBA_THREADING_LAYER" not in os.environ:
             # numba's own thread pool (no OpenMP runtime beside torch's; read at the first parallel launch)
             numba.config.THREADING_LAYER = "workqueue"
-        fn = {"forward": _forward, "backward": _backward}[name]
+        fn = table[name]
         _jit[name] = njit(parallel=True, fastmath=False, cache=True, error_model="numpy")(fn)
     return _jit[name]
 
@@ -374,7 +383,7 @@ def _span(t: torch.Tensor, a: int, c: int) -> tuple[np.ndarray, int, int]:
     return flat.numpy(), st_t, st_a
 
 
-def _param(p: torch.Tensor, step: tuple[int, ...]) -> np.ndarray:
+def param_array(p: torch.Tensor, step: tuple[int, ...]) -> np.ndarray:
     """A parameter for the kernels: one value (length 1) if it is one number, else per element ``[A * C]``."""
     if p.numel() == 1:
         return p.detach().reshape(1).contiguous().numpy()
@@ -407,8 +416,8 @@ def numba_lif_forward(x: torch.Tensor, u0: torch.Tensor, beta: torch.Tensor, thr
     xs, xt, xa = _span(x, a, c)
     us, ot, oa = _span(U, a, c)
     ss, _, _ = _span(S, a, c)
-    _launch("forward", xs, xt, xa, _param(u0, step), _param(beta, step), _param(thr, step), _param(v_r, step),
-            mode, us, ss, ot, oa, steps, a, c, _BLOCK)
+    params = [param_array(p, step) for p in (u0, beta, thr, v_r)]
+    _launch("forward", xs, xt, xa, *params, mode, us, ss, ot, oa, steps, a, c, _BLOCK)
     return S, U
 
 
@@ -442,14 +451,14 @@ def numba_lif_backward(ctx: Any, gS: torch.Tensor | None, gU: torch.Tensor | Non
     gss, gst, gsa = _span(gS, a, c) if gS is not None else (dummy, 0, 0)
     gus, gut, gua = _span(gU, a, c) if gU is not None else (dummy, 0, 0)
     sgs, sgt, sga = _span(sg, a, c) if sg is not None else (dummy, 0, 0)
-    sg0s = _param(sg0, step) if sg0 is not None else dummy
+    sg0s = param_array(sg0, step) if sg0 is not None else dummy
     slope = float(sur.slope or 0.0)
     consts = np.array([math.pi ** 2 * slope / 2.0, 2.0 / slope if slope else 0.0, 1.0], dtype=dummy.dtype)
     m = a * c
     outs = [np.zeros(m if need else 0, dtype=dummy.dtype) for need in (need_u0, need_beta, need_thr, need_vr)]
     _launch("backward", us, ut, ua, gss, gst, gsa, gS is not None, gus, gut, gua, gU is not None, sgs, sgt, sga,
-            sg0s, sid, slope, consts, _param(u0, step), _param(beta, step), _param(thr, step),
-            _param(v_r, step), mode, detach, ds, dt, da, *outs, steps, a, c, _BLOCK)
+            sg0s, sid, slope, consts, param_array(u0, step), param_array(beta, step), param_array(thr, step),
+            param_array(v_r, step), mode, detach, ds, dt, da, *outs, steps, a, c, _BLOCK)
     grads = [(_grad_sum(g, step, p) if need else None)
              for g, need, p in zip(outs, (need_u0, need_beta, need_thr, need_vr), (u0, beta, thr, v_r))]
     return (D if need_x else None, *grads, None, None, None)

@@ -19,7 +19,7 @@ Used by the cohort trainer (:mod:`spikefed.federated.cohort`) and by device flee
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from torch import nn
 
 from .client_conv import conv_mode
 from .compiled import resolve_kernel
-from .kernels import lif_fused, lowpass
+from .kernels import RESET_IDS, lif_fused, lowpass
 from .losses import soft_first_spike_time
 from .models import SpikingMLP, as_model_output, is_time_constant
 from .neurons import IF, LIF
@@ -190,7 +190,10 @@ def cohort_forward(model: SpikingMLP, params: Mapping[str, torch.Tensor],
     """Forward of K stacked copies of ``model``: ``x [T, K, B, in]`` -> output ``[T, K, B, C]``, spiking layers.
 
     ``params[name]`` has shape ``[K, *shape]`` for every ``model.named_parameters()`` name; ``kernel``: the LIF /
-    low-pass kernels (``loop``, ``compiled`` or ``auto``: :func:`~.compiled.resolve_kernel`).
+    low-pass kernels (``loop``, ``compiled``, ``numba`` or ``auto``: :func:`~.compiled.resolve_kernel`). With
+    ``numba``, a spiking layer whose input is the same at every step (direct coding: the first layer) runs
+    :func:`~.kernels_constant.lif_constant_input` on the one ``[K, B, N]`` current instead of the expanded
+    sequence, where that kernel covers the layer (else the reference kernels run).
     """
     kernel = resolve_kernel(kernel, x.device)
     steps, k, b, _ = x.shape
@@ -201,19 +204,19 @@ def cohort_forward(model: SpikingMLP, params: Mapping[str, torch.Tensor],
         constant = is_time_constant(h)  # direct coding: one matmul for all T steps
         flat = h[0] if constant else h.transpose(0, 1).reshape(k, steps * b, h.shape[-1])
         z = stacked_linear(flat, w, params.get(f"linears.{i}.bias"))
+        if i < len(model.neurons) and constant and kernel == "numba":
+            s = _constant_input_layer(model.neurons[i], i, params, z, steps)
+            if s is not None:  # the layer's whole LIF in one numba pass each way (kernels_constant)
+                h = s
+                spikes.append(s)
+                continue
         if constant:
             h = z.unsqueeze(0).expand(steps, *z.shape)  # [T, K, B, out], broadcast over time
         else:
             h = z.view(k, steps, b, -1).transpose(0, 1)  # [T, K, B, out], K-major memory
         if i < len(model.neurons):
             neuron = model.neurons[i]
-            beta = stacked_param(params, f"neurons.{i}.beta", neuron.beta, k)
-            thr = stacked_param(params, f"neurons.{i}.threshold", neuron.threshold, k)
-            vr = stacked_param(params, f"neurons.{i}.reset_value", neuron.reset_value, k)
-            if f"neurons.{i}.beta" in params:
-                beta = beta.clamp(1e-4, 1 - 1e-4)
-            if f"neurons.{i}.threshold" in params:
-                thr = thr.clamp(min=1e-4)
+            beta, thr, vr = _neuron_params(neuron, i, params, k)
             s, _ = lif_fused(h, None, beta, thr, vr, neuron.reset, neuron.detach_reset, neuron.surrogate, kernel)
             if neuron.graded:
                 s = s * stacked_param(params, f"neurons.{i}.amplitude", neuron.amplitude, k)
@@ -224,6 +227,36 @@ def cohort_forward(model: SpikingMLP, params: Mapping[str, torch.Tensor],
         out = lowpass(h, beta, kernel=kernel)
         return out, spikes
     return h, spikes
+
+
+def _neuron_params(neuron: Any, i: int, params: Mapping[str, torch.Tensor],
+                   k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decay, threshold and reset offset of spiking layer ``i`` as stacked ``[K, 1, N]`` or fixed buffers."""
+    beta = stacked_param(params, f"neurons.{i}.beta", neuron.beta, k)
+    thr = stacked_param(params, f"neurons.{i}.threshold", neuron.threshold, k)
+    vr = stacked_param(params, f"neurons.{i}.reset_value", neuron.reset_value, k)
+    if f"neurons.{i}.beta" in params:
+        beta = beta.clamp(1e-4, 1 - 1e-4)
+    if f"neurons.{i}.threshold" in params:
+        thr = thr.clamp(min=1e-4)
+    return beta, thr, vr
+
+
+def _constant_input_layer(neuron: Any, i: int, params: Mapping[str, torch.Tensor], z: torch.Tensor,
+                          steps: int) -> torch.Tensor | None:
+    """Spikes ``[T, K, B, N]`` of spiking layer ``i`` driven by the time-constant current ``z [K, B, N]``
+    through :func:`~.kernels_constant.lif_constant_input`, or None where that kernel does not cover the layer
+    (graded spikes, a trained neuron parameter, ...: the caller runs the reference kernels)."""
+    from .kernels_constant import constant_input_reason, lif_constant_input
+
+    if neuron.graded:
+        return None
+    beta, thr, vr = _neuron_params(neuron, i, params, z.shape[0])
+    u0 = torch.zeros((), dtype=z.dtype, device=z.device)
+    b, th, v = (torch.as_tensor(t, dtype=z.dtype) for t in (beta, thr, vr))
+    if constant_input_reason(z, (u0, b, th, v), neuron.detach_reset, neuron.surrogate) is not None:
+        return None
+    return lif_constant_input(z, steps, u0, b, th, v, RESET_IDS[neuron.reset], neuron.surrogate)
 
 
 def per_sample_loss(output: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
