@@ -68,8 +68,10 @@ FLEET = [  # (profile overrides, share): 4/8-bit x dt 1/2, all with 20% mismatch
     ({**MISMATCH, "weight_bits": 8, "dt": 2.0}, 0.25), ({**MISMATCH, "weight_bits": 4, "dt": 2.0}, 0.25),
 ]
 
+CALIBRATED_STEP = "mixed"  # devices.training_step of the calibrated row
 
-ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_nominal")
+ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_nominal",
+            "calibrated_mixed", "calibrated_resolutions")
 
 
 class DelayedConvNet(nn.Module):
@@ -126,7 +128,8 @@ def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
                  [derive_seed(seed, Purpose.DEVICE, client=c) for c in range(n)],
                  [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16,
                  training_step="device" if row.startswith("naive") or row.endswith("_chip_step") else
-                 "nominal" if row.endswith("_nominal") else "mixed")
+                 "nominal" if row.endswith("_nominal") else "mixed" if row.endswith("_mixed") else
+                 "resolutions" if row.endswith("_resolutions") else CALIBRATED_STEP)
 
 
 def base_spec(args: argparse.Namespace, seed: int) -> Any:
