@@ -16,7 +16,9 @@ event frames rebinned to them); delay ring buffers of 3 slots. Rows:
 - calibrated: each client calibrates its chip from probes and speaks the latent language (docs/hardware.md); a
   client whose chip runs dt = 2 trains on the sum of two losses, its digital twin's (its calibrated mismatch,
   bits and delay buffer at the nominal step) and its chip's at its own dt (``devices.training_step=mixed``,
-  sequential engine); every chip is deployed at its own dt (ablation ``calibrated_nominal``: the twin alone);
+  sequential engine); every chip is deployed at its own dt (ablation rows: ``calibrated_nominal``, the twin
+  alone; ``calibrated_mixed``, the same as the calibrated row; ``calibrated_resolutions``, every client also trains
+  its device's twin at dt = 2, ``devices.training_step=resolutions``);
 - ideal: the same run on ideal hardware (no mismatch, float weights, dt = 1).
 
 Deployed accuracy is the global model written to every device of the fleet (each with its client's map), mean
@@ -247,7 +249,8 @@ def main() -> None:
         for row in ((args.rows or ABLATION) if args.ablation else ("naive", "calibrated", "ideal")):
             r = run_row(args, row, seed, base)
             runs.append(r)
-            print(f"{row} seed {seed}: deployed {r['deployed']:.4f} (ideal hw {r['on_ideal_hardware']:.4f}) "
+            by = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["by_device"].items()))
+            print(f"{row} seed {seed}: deployed {r['deployed']:.4f} (ideal hw {r['on_ideal_hardware']:.4f}; {by}) "
                   f"{r['seconds']:.0f} s, engine {r['engine']}", flush=True)
 
     if args.ablation:
