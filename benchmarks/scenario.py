@@ -212,7 +212,8 @@ def main() -> None:
     ap.add_argument("--readout", choices=READOUTS, default="spikes", help="output layer: spiking LIF neurons "
                     "(classes by spike count) or a non-spiking leaky integrator (classes by potential; give "
                     "--set local.loss=ce_membrane)")
-    ap.add_argument("--test", type=int, default=400, help="held-out samples for the deployed accuracy")
+    ap.add_argument("--test", type=int, default=1000, help="held-out samples for the deployed accuracy (default: "
+                    "the whole test split of 1,000; the runs before 2026-12-06 03:40 used 400)")
     ap.add_argument("--energy-samples", type=int, default=200)
     ap.add_argument("--ablation", action="store_true", help="calibrated fleets with only 8-bit weights / only "
                     "dt = 1 / training through the dt = 2 chips at their own step (where the gap to ideal hardware "
