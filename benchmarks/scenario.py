@@ -16,7 +16,9 @@ event frames rebinned to them); delay ring buffers of 3 slots. Rows:
 - calibrated: each client calibrates its chip from probes and speaks the latent language (docs/hardware.md); a
   client whose chip runs dt = 2 trains on the sum of two losses, its digital twin's (its calibrated mismatch,
   bits and delay buffer at the nominal step) and its chip's at its own dt (``devices.training_step=mixed``,
-  sequential engine); every chip is deployed at its own dt (ablation ``calibrated_nominal``: the twin alone);
+  sequential engine); every chip is deployed at its own dt (ablation rows: ``calibrated_nominal``, the twin
+  alone; ``calibrated_mixed``, the same as the calibrated row; ``calibrated_resolutions``, every client also trains
+  its device's twin at dt = 2, ``devices.training_step=resolutions``);
 - ideal: the same run on ideal hardware (no mismatch, float weights, dt = 1).
 
 Deployed accuracy is the global model written to every device of the fleet (each with its client's map), mean
@@ -68,8 +70,10 @@ FLEET = [  # (profile overrides, share): 4/8-bit x dt 1/2, all with 20% mismatch
     ({**MISMATCH, "weight_bits": 8, "dt": 2.0}, 0.25), ({**MISMATCH, "weight_bits": 4, "dt": 2.0}, 0.25),
 ]
 
+CALIBRATED_STEP = "mixed"  # devices.training_step of the calibrated row
 
-ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_nominal")
+ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_nominal",
+            "calibrated_mixed", "calibrated_resolutions")
 
 
 class DelayedConvNet(nn.Module):
@@ -126,7 +130,8 @@ def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
                  [derive_seed(seed, Purpose.DEVICE, client=c) for c in range(n)],
                  [derive_seed(seed, Purpose.CALIBRATION, client=c) for c in range(n)], probe_repeats=16,
                  training_step="device" if row.startswith("naive") or row.endswith("_chip_step") else
-                 "nominal" if row.endswith("_nominal") else "mixed")
+                 "nominal" if row.endswith("_nominal") else "mixed" if row.endswith("_mixed") else
+                 "resolutions" if row.endswith("_resolutions") else CALIBRATED_STEP)
 
 
 def base_spec(args: argparse.Namespace, seed: int) -> Any:
@@ -207,7 +212,8 @@ def main() -> None:
     ap.add_argument("--readout", choices=READOUTS, default="spikes", help="output layer: spiking LIF neurons "
                     "(classes by spike count) or a non-spiking leaky integrator (classes by potential; give "
                     "--set local.loss=ce_membrane)")
-    ap.add_argument("--test", type=int, default=400, help="held-out samples for the deployed accuracy")
+    ap.add_argument("--test", type=int, default=1000, help="held-out samples for the deployed accuracy (default: "
+                    "the whole test split of 1,000; the runs before 2026-12-06 03:40 used 400)")
     ap.add_argument("--energy-samples", type=int, default=200)
     ap.add_argument("--ablation", action="store_true", help="calibrated fleets with only 8-bit weights / only "
                     "dt = 1 / training through the dt = 2 chips at their own step (where the gap to ideal hardware "
@@ -244,7 +250,8 @@ def main() -> None:
         for row in ((args.rows or ABLATION) if args.ablation else ("naive", "calibrated", "ideal")):
             r = run_row(args, row, seed, base)
             runs.append(r)
-            print(f"{row} seed {seed}: deployed {r['deployed']:.4f} (ideal hw {r['on_ideal_hardware']:.4f}) "
+            by = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["by_device"].items()))
+            print(f"{row} seed {seed}: deployed {r['deployed']:.4f} (ideal hw {r['on_ideal_hardware']:.4f}; {by}) "
                   f"{r['seconds']:.0f} s, engine {r['engine']}", flush=True)
 
     if args.ablation:

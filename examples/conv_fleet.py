@@ -7,7 +7,9 @@ round, the clients train their device's program through the device (``train_on_d
 (calibrated) or raw programs (naive), and the server averages them; the deployed accuracy is the global model
 written to every device. A third row lets the dt = 2 clients train their chip's digital twin at the nominal
 step instead (``training_step="nominal"``: calibrated mismatch, bits, T steps); the chips are still deployed at
-their own dt. The same loop works for any model the devices accept (recurrent, CuBa, ALIF, delays).
+their own dt. A fourth row trains every client at both time steps of the fleet (``training_step="resolutions"``:
+its device's loss at dt = 1 plus at dt = 2, its chip where that is its chip's step, else its digital twin, on
+inputs of T/2 steps). The same loop works for any model the devices accept (recurrent, CuBa, ALIF, delays).
 
 Run:  .venv/bin/python examples/conv_fleet.py [--rounds 6]
 """
@@ -50,7 +52,8 @@ def main() -> None:
     analog = get_profile("analog20")
     kinds = [analog.replace(name=f"{b}bit_dt{dt:g}", weight_bits=b, dt=dt) for b in (8, 4) for dt in (1.0, 2.0)]
     profiles = [kinds[k % len(kinds)] for k in range(args.clients)]
-    for mode, step in (("naive", "device"), ("calibrated", "device"), ("calibrated", "nominal")):
+    for mode, step in (("naive", "device"), ("calibrated", "device"), ("calibrated", "nominal"),
+                       ("calibrated", "resolutions")):
         model = SpikingConvNet((1, 8, 8), 10, channels=(6,), generator=torch.Generator().manual_seed(args.seed))
         fleet = Fleet(model, profiles, mode,
                       [derive_seed(args.seed, Purpose.DEVICE, client=k) for k in range(args.clients)],

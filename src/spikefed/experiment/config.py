@@ -669,11 +669,14 @@ class DeviceSettings(_Section):
         "calibrated", description="calibrated: each device measures its own behaviour with test stimuli and "
         "translates the shared model to and from it; naive: the devices' raw parameters are averaged")
     probe_repeats: int = Field(16, ge=1, description="noisy read-outs averaged per calibration probe")
-    training_step: Literal["device", "nominal", "mixed"] = Field(
+    training_step: Literal["device", "nominal", "mixed", "resolutions"] = Field(
         "device", description="device: each client trains through its chip at the chip's own time step; "
         "nominal (calibrated aggregation): a client whose chip has another dt trains the chip's digital twin "
         "(its calibrated mismatch, bits and delay buffer) at the nominal step, and the chip still runs its own "
-        "dt when the model is deployed; mixed: such a client's loss is its twin's plus its chip's (docs/hardware.md)")
+        "dt when the model is deployed; mixed: such a client's loss is its twin's plus its chip's; resolutions: "
+        "as mixed, and every client also adds the loss of its device's digital twin at every other dt of the "
+        "fleet (inputs rebinned to it), so the shared model is trained for every clock it is deployed on "
+        "(docs/hardware.md)")
 
     @field_validator("fleet")
     @classmethod

@@ -23,7 +23,9 @@ Terms that belong to the latent space are evaluated there, differentiably throug
 
 With ``devices.training_step=nominal`` a client whose chip has another ``dt`` trains its chip's digital twin at
 the nominal step (:meth:`~spikefed.hardware.fleet.Fleet.for_training`); both engines train on that view. With
-``mixed`` its loss is the twin's plus its chip's (:class:`ChipOfTwin`, sequential device engine).
+``mixed`` its loss is the twin's plus its chip's (:class:`ChipOfTwin`, sequential device engine); with
+``resolutions`` every client adds the losses of its device at every other time step of the fleet (its chip at
+the chip's dt, its digital twin at the others), each through a :class:`ChipOfTwin`.
 
 On a fleet of ideal devices (``to_latent`` and ``effective`` are identities) this is exactly the sequential
 engine's training without a fleet.
@@ -38,6 +40,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..data.compact import as_float_batch
+from ..hardware.fleet import inputs_for
 from ..manifold import manifold_of
 from ..snn.train import TrainConfig, backward_batch, input_dtype, make_optimizer, predict, task_loss
 from .cohort import ClientData, ClientDevice, client_schedule, scaffold_control_delta, supports_cohort, train_cohort
@@ -48,8 +51,9 @@ __all__ = ["OnDevice", "fleet_engine", "train_on_devices", "train_on_fleet"]
 
 
 class ChipOfTwin(nn.Module):
-    """The chip behind a digital twin (``devices.training_step=mixed``): its program is derived from the twin's
-    trainable program ``p`` as ``to_device_k(to_latent_twin(p))`` (differentiable), run through the chip."""
+    """The chip behind a digital twin (``devices.training_step=mixed``), or the device at another time step
+    (``resolutions``): its program is derived from the trained program ``p`` as
+    ``to_device_view(to_latent_train(p))`` (differentiable), run through that device."""
 
     def __init__(self, twin: "OnDevice", twin_calibration: Any, chip_calibration: Any, chip: Any) -> None:
         super().__init__()
@@ -108,7 +112,8 @@ def fleet_engine(requested: str, model: nn.Module, cfg: TrainConfig, *, scaffold
     if reason is None and continual:
         reason = "continual stability terms on a fleet (evaluated in latent space) train on the sequential engine"
     if reason is None and mixed:
-        reason = "devices.training_step=mixed (twin and chip losses) trains on the sequential device engine"
+        reason = ("devices.training_step=mixed / resolutions (losses at several time steps) trains on the "
+                  "sequential device engine")
     if reason is None and rebinned_events:
         reason = "event frames rebinned to a device's dt train on the sequential device engine"
     return ("cohort", None) if reason is None else ("sequential", reason)
@@ -152,9 +157,9 @@ def train_on_devices(fleet: Any, model: nn.Module, received: ParamDict, clients:
             return out
 
         needs_extra = bool(fit.prox_mu) or penalty is not None or correction is not None
-        chips = fleet.chips  # devices.training_step=mixed: the twin's loss plus the chip's
-        chip = chips.devices[k] if chips is not None and chips.devices[k].profile.dt != 1.0 else None
-        on_chip = ChipOfTwin(net, fleet.calibrations[k], chips.calibrations[k], chip) if chip is not None else None
+        # devices.training_step=mixed / resolutions: the losses of the device at the fleet's other time steps
+        views = [(ChipOfTwin(net, fleet.calibrations[k], cal, dev), dev)
+                 for dev, cal in (fleet.step_views[k] if fleet.step_views is not None else [])]
         budget = step_budgets[i] if step_budgets is not None else None
         schedule = client_schedule(c.num_samples, cfg, gen, budget)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -164,9 +169,9 @@ def train_on_devices(fleet: Any, model: nn.Module, received: ParamDict, clients:
             xs = device.perturb_input(xs, gen)
             opt.zero_grad(set_to_none=True)
             _, out = backward_batch(net, xs, yb, dcfg, extra if needs_extra else None)
-            if on_chip is not None and chips is not None and chip is not None:  # gradients add up on the leaves
-                xc, ccfg = chips.device_inputs(k, xb, cfg, gen)
-                backward_batch(on_chip, chip.perturb_input(xc, gen), yb, ccfg)
+            for on_view, dev in views:  # gradients add up on the leaves
+                xc, ccfg = inputs_for(dev, xb, cfg, gen)
+                backward_batch(on_view, dev.perturb_input(xc, gen), yb, ccfg)
             if cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(leaves, cfg.grad_clip)
             opt.step()

@@ -19,6 +19,10 @@ steps on the nominal inputs) and map the program with the twin's ``dt = 1`` cali
 deployed accuracy are unchanged: the chip runs its own ``dt`` through the dt map. :meth:`Fleet.for_training`
 is the fleet the clients train on. ``mixed``: such a client's loss is the twin's (nominal step) plus its chip's
 (own step, program ``to_device_k(to_latent_twin(p))``), one optimiser step on the sum (sequential device engine).
+``resolutions``: as ``mixed``, and every client also trains at every other time step the fleet has: its loss is
+the sum over the fleet's ``dt`` values of its device simulated at that step (its chip at the chip's own ``dt``,
+its digital twin at the others; each with program ``to_device_{k,dt}(to_latent_train(p))`` and its event frames
+rebinned to ``round(T / dt)`` bins), so the shared model is trained for every clock it will be deployed on.
 """
 
 from __future__ import annotations
@@ -41,7 +45,18 @@ from .calibration import Calibration, calibrate, digital_twin
 from .devices import Device, DeviceProfile, full_program, rebin_time, supports_devices
 
 AGGREGATION_MODES = ("calibrated", "naive")
-TRAINING_STEPS = ("device", "nominal", "mixed")
+TRAINING_STEPS = ("device", "nominal", "mixed", "resolutions")
+
+
+def inputs_for(device: Device, x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None
+               ) -> tuple[torch.Tensor, TrainConfig]:
+    """Encode ``x [B, ...]`` for ``device``: ``(inputs [T_k, B, ...], cfg with T_k = round(T / dt))``; event
+    frames are encoded at the nominal ``T`` and rebinned (:meth:`Fleet.device_inputs`)."""
+    steps = device.num_steps(cfg.num_steps)
+    dcfg = cfg if steps == cfg.num_steps else replace(cfg, num_steps=steps)
+    if cfg.encoder == "events" and steps != cfg.num_steps:
+        return rebin_time(encode_inputs(x, cfg, generator), steps), dcfg
+    return encode_inputs(x, dcfg, generator), dcfg
 
 
 @dataclass
@@ -87,12 +102,16 @@ class Fleet:
             and not any(getattr(n, "refractory", 0) for n in model.neurons)
 
         self._training: Fleet | None = None
-        self.chips: Fleet | None = None  # on a mixed training view: the fleet of the real chips
+        self.chips: Fleet | None = None  # on a mixed / resolutions training view: the fleet of the real chips
+        # on such a view: per client, the (device, calibration) pairs at the other time steps whose losses are
+        # added to the trained device's (mixed: the coarse chip; resolutions: one per other dt of the fleet)
+        self.step_views: list[list[tuple[Device, Calibration]]] | None = None
 
     def for_training(self) -> "Fleet":
         """The fleet the clients train on: this one, or with ``training_step`` nominal / mixed a view in which
         every device with ``dt != 1`` is its digital twin at the nominal step (calibration with ``dt = 1``; mixed:
-        ``view.chips`` is this fleet). Built once; shares everything else with this fleet."""
+        ``view.chips`` is this fleet, ``view.step_views`` the extra views per client; resolutions: as mixed, plus a
+        digital twin at every other dt of the fleet for every client). Built once; shares everything else."""
         if self.training_step == "device" or all(p.dt == 1.0 for p in self.profiles):
             return self
         if self._training is None:
@@ -103,9 +122,21 @@ class Fleet:
                     view.devices[k] = digital_twin(dev, cal, 1.0)
                     view.calibrations[k] = replace(cal, dt=1.0)
             view.training_step = "device"  # the view trains on its (twin) devices as they are
-            view.chips = self if self.training_step == "mixed" else None  # mixed: the chips' loss as well
+            extra = self.training_step in ("mixed", "resolutions")
+            view.chips = self if extra else None  # mixed / resolutions: the chips' loss as well
+            view.step_views = [self._step_views(k) for k in range(len(self.devices))] if extra else None
             self._training = view
         return self._training
+
+    def _step_views(self, client: int) -> list[tuple[Device, Calibration]]:
+        """The (device, calibration) pairs whose losses a ``mixed`` / ``resolutions`` client adds to its trained
+        device's: its chip if the chip's ``dt != 1``; with ``resolutions`` also, for every other ``dt != 1`` of
+        the fleet, the chip's digital twin at that step with the calibration's map for that step."""
+        chip, cal = self.devices[client], self.calibrations[client]
+        steps = sorted({p.dt for p in self.profiles} - {1.0}) if self.training_step == "resolutions" else \
+            ([chip.profile.dt] if chip.profile.dt != 1.0 else [])
+        return [(chip, cal) if dt == chip.profile.dt else (digital_twin(chip, cal, dt), replace(cal, dt=dt))
+                for dt in steps]
 
     def __len__(self) -> int:
         return len(self.devices)
@@ -145,11 +176,7 @@ class Fleet:
         Event frames are binned at the nominal step, so they are encoded with the nominal ``T`` and rebinned to
         the device's ``T_k = round(T / dt)`` bins (:func:`~spikefed.hardware.devices.rebin_time`); other encoders
         encode ``T_k`` steps directly."""
-        dcfg = self.device_config(client, cfg)
-        steps = dcfg.num_steps
-        if cfg.encoder == "events" and steps != cfg.num_steps:
-            return rebin_time(encode_inputs(x, cfg, generator), steps), dcfg
-        return encode_inputs(x, dcfg, generator), dcfg
+        return inputs_for(self.devices[client], x, cfg, generator)
 
     def forward(self, client: int, program: dict[str, torch.Tensor], x: torch.Tensor,
                 generator: torch.Generator | None) -> torch.Tensor:
