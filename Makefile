@@ -19,8 +19,10 @@ run: $(STAMP)
 train: $(STAMP)
 	$(VENV)/bin/spikefed train
 
+# PYTHONDONTWRITEBYTECODE= : pytest keeps its assert-rewritten test modules (and Python the modules the test
+# programs import) in __pycache__, so a second run skips that work even where the variable is set to 1
 test: $(STAMP) lint
-	$(PY) -m pytest -q -n 2
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n 2
 
 # ruff (pyflakes + pycodestyle), mypy on spikefed.federated, the import-linter layer contract
 lint: $(STAMP)
@@ -29,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m "not slow"
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/snn_step.py

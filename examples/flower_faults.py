@@ -3,7 +3,9 @@
 Runs ``spikefed flower demo --nodes 3 --rounds 5`` and, while it runs, does to real processes what edge devices
 do: after round 2 it kills SuperNode 1 with SIGKILL; after round 3 it starts a new SuperNode for partition 1
 (it rejoins); it prints the round-by-round timeline from ``metrics.jsonl``. Every process it starts is stopped by
-PID. Run: ``python examples/flower_faults.py [WORKDIR]`` (about 3-4 minutes on 2 cores).
+PID. Run: ``python examples/flower_faults.py [WORKDIR]`` (a few minutes on 2 cores). The SuperNodes send a
+heartbeat every few seconds (``--heartbeat 10``), so Flower lists the killed node offline after about 20 s
+instead of its default 60 s (docs/deployment.md).
 
 With ``SPIKEFED_EXAMPLE_SMALL=1`` (CI) the same steps run on 2 SuperNodes for 3 rounds: the kill after round 1,
 the restart after round 2 (tests/deploy/test_flower_faults_real.py runs the 3-node, 5-round case and checks it).
@@ -45,7 +47,7 @@ def demo_processes(work: Path, needle: str) -> list[int]:
 def main() -> None:
     work = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="spikefed-faults-")).resolve()
     demo = subprocess.Popen([sys.executable, "-m", "spikefed.cli", "flower", "demo", "--nodes", str(NODES),
-                             "--rounds", str(ROUNDS), "--json", "--workdir", str(work)],
+                             "--rounds", str(ROUNDS), "--heartbeat", "10", "--json", "--workdir", str(work)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     restarted: subprocess.Popen[bytes] | None = None
     killed = False

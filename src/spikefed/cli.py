@@ -609,6 +609,8 @@ def flower_demo(
     timeout: float = typer.Option(900.0, "--timeout", min=1.0, help="seconds before the whole run is abandoned"),
     round_timeout: float = typer.Option(600.0, "--round-timeout", min=1.0,
                                         help="a round's deadline: seconds it waits for the nodes' replies"),
+    heartbeat: Optional[float] = typer.Option(None, "--heartbeat", help="SuperNode heartbeat interval in seconds, "
+                                              "10-1800 (default Flower's 30: a dead node is noticed after ~60 s)"),
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="keep logs, certificates and results here "
                                                                   "(default: a temporary directory)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --workdir from its checkpoint "
@@ -637,6 +639,12 @@ def flower_demo(
         if secure != "none" and virtual_clients > 1:
             raise ConfigError("--secure secaggplus needs one client per SuperNode (--virtual-clients 1)")
         from .deploy.flower_launch import LaunchError, run_demo
+        from .deploy.flower_supernode import HeartbeatError, check_heartbeat
+        if heartbeat is not None:
+            try:
+                check_heartbeat(heartbeat)
+            except HeartbeatError as e:
+                raise ConfigError(str(e)) from None
     except ConfigError as e:
         _fail(str(e))
         return
@@ -660,7 +668,7 @@ def flower_demo(
         node_configs = None if virtual_clients == 1 else [
             f"partition-id={i} num-partitions={nodes} virtual-clients={virtual_clients}" for i in range(nodes)]
         summary = run_demo(work, nodes, run_config, timeout, tls=tls, auth=auth, on_line=on_line,
-                           node_configs=node_configs)
+                           node_configs=node_configs, heartbeat=heartbeat)
     except LaunchError as e:
         _fail(str(e), 1)
         return

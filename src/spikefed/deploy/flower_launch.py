@@ -102,6 +102,7 @@ class LocalFederation:
     node_configs: list[str] | None = None  # one ``--node-config`` string per node (default: partition i of N)
     node_env: Mapping[int, Mapping[str, str]] | None = None  # extra environment of node i (tests)
     start_timeout: float = 60.0
+    heartbeat: float | None = None  # SuperNode heartbeat interval in s (None: Flower's 30 s); flower_supernode.py
     procs: list[Proc] = field(default_factory=list)
     seen: set[int] = field(default_factory=set)
     reported: set[int] = field(default_factory=set)  # PIDs of processes whose exit was reported
@@ -169,6 +170,9 @@ class LocalFederation:
         node_sec = ["--root-certificates", str(self.certs.ca_cert)] if self.tls else ["--insecure"]
         argv = ["flower-supernode", *node_sec, "--superlink", self.address, "--port", str(free_port()),
                 "--max-retries", "30", "--max-wait-time", str(int(self.start_timeout))]
+        if self.heartbeat is not None:  # Flower's own entry point, run after the interval is set
+            argv = [sys.executable, "-m", "spikefed.deploy.flower_supernode", "--heartbeat", str(self.heartbeat),
+                    *argv[1:]]
         cfg = self._node_configs()[i]
         if cfg:
             argv += ["--node-config", cfg]
@@ -425,7 +429,7 @@ def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout:
              auth: bool = False, on_line: Callable[[str], None] | None = None,
              node_configs: list[str] | None = None, record: list[int] | None = None,
              node_env: Mapping[int, Mapping[str, str]] | None = None,
-             federation: list[LocalFederation] | None = None) -> dict[str, Any]:
+             federation: list[LocalFederation] | None = None, heartbeat: float | None = None) -> dict[str, Any]:
     """Start a local federation, run the app, stop everything (also on error / Ctrl-C); returns the summary
     with the PIDs that were started (``pids``) so callers can check none is left (``record``, if given,
     receives them too, also when the run fails).
@@ -434,8 +438,18 @@ def run_demo(work: Path, num_nodes: int, run_config: Mapping[str, Any], timeout:
     dropped). A ServerApp or SuperLink that dies is restarted (at most :data:`MAX_SERVER_RESTARTS` times; a dead
     SuperLink with the SuperNodes that were alive) and the run resumes from its last checkpoint
     (``resume = true``). ``run_config["resume"]`` set: continue the run in ``work/out`` from the start.
-    ``federation`` (tests): receives the :class:`LocalFederation` once started, to kill or restart its nodes."""
-    fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs, node_env=node_env)
+    ``federation`` (tests): receives the :class:`LocalFederation` once started, to kill or restart its nodes.
+    ``heartbeat``: the SuperNodes' heartbeat interval in seconds (10-1800; None: Flower's 30 s, so a dead node
+    is noticed after about 60 s; 10: about 20 s), see :mod:`spikefed.deploy.flower_supernode`."""
+    if heartbeat is not None:
+        from .flower_supernode import HeartbeatError, check_heartbeat
+
+        try:
+            heartbeat = check_heartbeat(heartbeat)
+        except HeartbeatError as e:
+            raise LaunchError(str(e)) from None
+    fed = LocalFederation(work, num_nodes, tls=tls, auth=auth, node_configs=node_configs, node_env=node_env,
+                          heartbeat=heartbeat)
     previous = signal.getsignal(signal.SIGTERM)
 
     def _terminate(signum: int, frame: Any) -> None:
