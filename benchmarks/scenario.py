@@ -19,7 +19,11 @@ event frames rebinned to them); delay ring buffers of 3 slots. Rows:
   sequential engine); every chip is deployed at its own dt (ablation rows: ``calibrated_nominal``, the twin
   alone; ``calibrated_mixed``, the same as the calibrated row; ``calibrated_resolutions``, every client also trains
   its device's twin at dt = 2, ``devices.training_step=resolutions``);
-- ideal: the same run on ideal hardware (no mismatch, float weights, dt = 1).
+- ideal: the same run on ideal hardware (no mismatch, float weights, dt = 1): the headline reference;
+- ideal_fleet_dt: ideal chips (no mismatch, float weights) that keep the fleet's two clocks (half at dt = 2),
+  trained as the calibrated row: the reference for what mismatch and bits cost, with the clocks held equal.
+  Ablation row ``ideal_dt2_chip_step``: every chip ideal at dt = 2, trained at that step (what the net reaches on
+  3 rebinned steps when trained only for them).
 
 Deployed accuracy is the global model written to every device of the fleet (each with its client's map), mean
 over the 50 devices. Energy per inference (45 nm: 0.9 pJ per AC, 4.6 pJ per MAC) is measured on the final latent
@@ -29,6 +33,7 @@ its own Dirichlet(0.3) partition into ``--engine-clients`` clients (100, as the 
 train the model is reported with its reason.
 
 Run:  .venv/bin/python benchmarks/scenario.py [--seeds 0 1 2] [--rounds 30] [--quick]
+Line before the last:  ideal_same_clocks=<accuracy> calibrated_minus_ideal_same_clocks=<points>
 Last line:  calibrated_minus_naive=<points> ideal_minus_calibrated=<points> conv_cohort_vs_sequential=<ratio>
 """
 
@@ -74,6 +79,10 @@ CALIBRATED_STEP = "mixed"  # devices.training_step of the calibrated row
 
 ABLATION = ("calibrated_8bit_only", "calibrated_dt1_only", "calibrated_chip_step", "calibrated_nominal",
             "calibrated_mixed", "calibrated_resolutions")
+# references for the dt = 2 chips (rows of --rows): ideal chips with the fleet's two clocks (half at dt = 2), trained
+# as the calibrated row; and every ideal chip at dt = 2, trained at its own step (what this net reaches on 3 steps)
+REFERENCES = ("ideal_fleet_dt", "ideal_dt2_chip_step")
+MAIN_ROWS = ("naive", "calibrated", "ideal", "ideal_fleet_dt")
 
 
 class DelayedConvNet(nn.Module):
@@ -120,6 +129,10 @@ def settings_for(args: argparse.Namespace, seed: int) -> RunSettings:
 def build_fleet(model: nn.Module, row: str, n: int, seed: int) -> Fleet:
     if row == "ideal":
         profiles = [get_profile("ideal")] * n
+    elif row.startswith("ideal_"):  # ideal chips (no mismatch, float weights) at the fleet's clocks, or all at dt 2
+        dts = (2.0,) if row.startswith("ideal_dt2") else tuple(sorted({o["dt"] for o, _ in FLEET}))
+        entries = [(get_profile("ideal").replace(name=f"ideal_dt{dt:g}", dt=dt), 1 / len(dts)) for dt in dts]
+        profiles = assign_fleet(n, entries, numpy_rng(seed, Purpose.FLEET))
     else:
         kept = [(o, f) for o, f in FLEET if not (row.endswith("_8bit_only") and o["weight_bits"] != 8)
                 and not (row.endswith("_dt1_only") and o["dt"] != 1.0)]
@@ -219,7 +232,7 @@ def main() -> None:
                     "dt = 1 / training through the dt = 2 chips at their own step (where the gap to ideal hardware "
                     "comes from); no summary line")
     ap.add_argument("--rows", nargs="+", default=None, help="ablation: these rows instead of the default ablation "
-                    f"rows (any of naive, calibrated, ideal, {', '.join(ABLATION)})")
+                    f"rows (any of naive, calibrated, ideal, {', '.join(ABLATION + REFERENCES)})")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a further run-config "
                     "override for every row (ablations)")
     ap.add_argument("--no-engines", action="store_true", help="skip the cohort vs sequential timing")
@@ -247,7 +260,7 @@ def main() -> None:
         base = base_spec(args, seed)
         if seed == args.seeds[0] and not args.ablation and not args.no_engines:
             timing = engine_round(args, seed)
-        for row in ((args.rows or ABLATION) if args.ablation else ("naive", "calibrated", "ideal")):
+        for row in ((args.rows or ABLATION) if args.ablation else MAIN_ROWS):
             r = run_row(args, row, seed, base)
             runs.append(r)
             by = ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["by_device"].items()))
@@ -272,7 +285,7 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], timing: dict
     print("\n| aggregation | deployed accuracy (mean) | per seed | ACs / inference | MACs / inference | "
           "energy / inference | uplink bytes / round |")
     print("|---|---|---|---|---|---|---|")
-    for row in ("naive", "calibrated", "ideal"):
+    for row in (r for r in MAIN_ROWS if any(run["row"] == r for run in runs)):
         per = ", ".join(f"{r['deployed']:.4f}" for r in runs if r["row"] == row)
         print(f"| {row} | {mean(row, 'deployed'):.4f} | {per} | {mean(row, 'acs'):.3g} | {mean(row, 'macs'):.3g} | "
               f"{mean(row, 'energy_j') * 1e9:.2f} nJ | {mean(row, 'bytes_up_per_round'):.0f} |")
@@ -287,6 +300,9 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], timing: dict
     b = 100 * (mean("ideal", "deployed") - mean("calibrated", "deployed"))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "engines": timing}, indent=1))
+    if any(r["row"] == "ideal_fleet_dt" for r in runs):  # the reference with the fleet's own clocks
+        c = 100 * (mean("calibrated", "deployed") - mean("ideal_fleet_dt", "deployed"))
+        print(f"ideal_same_clocks={mean('ideal_fleet_dt', 'deployed'):.4f} calibrated_minus_ideal_same_clocks={c:.2f}")
     print(f"calibrated_minus_naive={a:.2f} ideal_minus_calibrated={b:.2f} conv_cohort_vs_sequential="
           f"{timing.get('ratio', math.nan):.2f}")
 

@@ -26,7 +26,13 @@ def test_scenario_quick_prints_the_table_and_the_last_line(tmp_path: Path) -> No
     assert "| calibrated |" in r.stdout and "| naive |" in r.stdout and "| ideal |" in r.stdout
     data = json.loads(out.read_text())
     rows = {(run["row"], run["seed"]): run for run in data["runs"]}
-    assert set(rows) == {("naive", 0), ("calibrated", 0), ("ideal", 0)}
+    assert set(rows) == {("naive", 0), ("calibrated", 0), ("ideal", 0), ("ideal_fleet_dt", 0)}
+    same = rows[("ideal_fleet_dt", 0)]  # ideal chips at the fleet's two clocks: both dt values present
+    assert {k.rsplit("_", 1)[-1] for k in same["by_device"]} == {"dt1", "dt2"}
+    m = re.fullmatch(r"ideal_same_clocks=(\d\.\d{4}) calibrated_minus_ideal_same_clocks=(-?\d+\.\d\d)", lines[-2])
+    assert m, lines[-2]
+    assert float(m[1]) == pytest.approx(same["deployed"], abs=5e-5)
+    assert float(m[2]) == pytest.approx(100 * (rows[("calibrated", 0)]["deployed"] - same["deployed"]), abs=5e-3)
     for run in rows.values():
         assert 0.0 <= run["deployed"] <= 1.0 and run["bytes_up_per_round"] > 0 and run["acs"] > 0
     ideal = rows[("ideal", 0)]
