@@ -21,9 +21,10 @@ Three pieces, all driven by the simulator's round (:meth:`spikefed.federated.sim
   ``fault_clients``). A round in which fewer than ``federation.min_clients`` updates were accepted is skipped:
   the global model is kept, the row says why (``skipped``).
 
-Liveness is Flower's: a SuperNode sends a heartbeat every ~24 s and the SuperLink lists it offline about 60 s
-after the last one (flwr 1.41: ``HEARTBEAT_DEFAULT_INTERVAL`` = 30 s, patience 2). A node that was killed is
-therefore *late* in the rounds whose deadline passes before Flower notices, and *dropped* from then on.
+Liveness is Flower's: a SuperNode sends a heartbeat every 17.5-22.5 s ((0.8 +- 0.1) x (30 s - 5 s)) and the
+SuperLink lists it offline about 60 s after the last one (flwr 1.41: ``HEARTBEAT_DEFAULT_INTERVAL`` = 30 s,
+patience 2). A node that was killed is therefore *late* in the rounds whose deadline passes before Flower
+notices, and *dropped* from then on.
 """
 
 from __future__ import annotations
