@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .kernels_numba import SURROGATE_IDS, launch_kernel, numba_reason, param_array, surrogate_derivative
+from .kernels_numba import (SURROGATE_IDS, launch_kernel, numba_reason, param_array, param_row,
+                            surrogate_derivative)
 from .surrogate import Surrogate
 
 try:  # the optional extra spikefed[numba]; numba_reason() says why the kernel cannot run without it
@@ -68,36 +69,25 @@ def _forward_py(z, u0, beta, thr, vr, mode, S, T, A, C, blk):  # type: ignore[no
     nb = (C + blk - 1) // blk
     zero, one = np.float32(0.0), np.float32(1.0)
     for job in prange(A * nb):
-        a = job // nb
-        lo = (job - a * nb) * blk
-        n = min(lo + blk, C) - lo
-        p = a * C + lo
-        zr = z[p:p + n]
-        u = _row(u0, p, n)
-        b = _row(beta, p, n)
-        th = _row(thr, p, n)
-        v = _row(vr, p, n)
-        jump = th - v
+        a, lo, n, p, zr, u, b, th, v, jump = _block(job, nb, blk, C, z, u0, beta, thr, vr)
         for t in range(T):
-            ob = (a * T + t) * C + lo
-            sr = S[ob:ob + n]
-            if mode == 0:  # the arithmetic of _step, with the spikes written in the same loop
-                for j in range(n):
-                    prev = u[j]
-                    nu = zr[j] + b[j] * prev - (jump[j] if prev > th[j] else zero)
-                    u[j] = nu
-                    sr[j] = one if nu > th[j] else zero
-            elif mode == 1:
-                for j in range(n):
-                    prev = u[j]
-                    nu = zr[j] + b[j] * (v[j] if prev > th[j] else prev)
-                    u[j] = nu
-                    sr[j] = one if nu > th[j] else zero
-            else:
-                for j in range(n):
-                    nu = zr[j] + b[j] * u[j]
-                    u[j] = nu
-                    sr[j] = one if nu > th[j] else zero
+            _step(u, u, zr, b, th, v, jump, mode, n)
+            o = (a * T + t) * C + lo
+            sr = S[o:o + n]
+            for j in range(n):
+                sr[j] = one if u[j] > th[j] else zero
+
+
+def _block_py(job, nb, blk, C, z, u0, beta, thr, vr):  # type: ignore[no-untyped-def]
+    """Block ``job`` of the ``A x ceil(C / blk)`` grid: its client ``a``, first neuron ``lo``, length ``n``, flat
+    offset ``p``, input row, and its own copies of the initial membrane and the parameters (``jump = thr - v_r``)."""
+    a = job // nb
+    lo = (job - a * nb) * blk
+    n = min(lo + blk, C) - lo
+    p = a * C + lo
+    th = param_row(thr, p, n)
+    v = param_row(vr, p, n)
+    return a, lo, n, p, z[p:p + n], param_row(u0, p, n), param_row(beta, p, n), th, v, th - v
 
 
 def _step_py(out, u, zr, b, th, v, jump, mode, n):  # type: ignore[no-untyped-def]
@@ -123,16 +113,7 @@ def _backward_py(z, u0, beta, thr, vr, mode, gS, gst, gsa, sid, slope, consts, G
     storage span indexed ``t * gst + a * gsa + c``); the membrane is recomputed per block into a scratch."""
     nb = (C + blk - 1) // blk
     for job in prange(A * nb):
-        a = job // nb
-        lo = (job - a * nb) * blk
-        n = min(lo + blk, C) - lo
-        p = a * C + lo
-        zr = z[p:p + n]
-        u = _row(u0, p, n)
-        b = _row(beta, p, n)
-        th = _row(thr, p, n)
-        v = _row(vr, p, n)
-        jump = th - v
+        a, lo, n, p, zr, u, b, th, v, jump = _block(job, nb, blk, C, z, u0, beta, thr, vr)
         Ub = np.empty((T, n), dtype=z.dtype)
         _step(Ub[0], u, zr, b, th, v, jump, mode, n)
         for t in range(1, T):
@@ -162,22 +143,15 @@ def _backward_py(z, u0, beta, thr, vr, mode, gS, gst, gsa, sid, slope, consts, G
                     for j in range(n):
                         an[j] = 0.0 if pr[j] > th[j] else b[j]
                 else:
-                    u0r = _row(u0, p, n)
+                    u0r = param_row(u0, p, n)
                     for j in range(n):
                         an[j] = 0.0 if u0r[j] > th[j] else b[j]
         for j in range(n):
             G[p + j] = acc[j]
 
 
-def _row_py(arr, p, n):  # type: ignore[no-untyped-def]
-    """Elements ``p .. p + n`` of a parameter given per element (length ``A * C``) or as one value (length 1)."""
-    if arr.shape[0] == 1:
-        return np.full(n, arr[0], dtype=arr.dtype)
-    return arr[p:p + n].copy()
-
-
-_row = njit(inline="always", cache=True)(_row_py) if njit is not None else _row_py
 _step = njit(inline="always", cache=True)(_step_py) if njit is not None else _step_py
+_block = njit(inline="always", cache=True)(_block_py) if njit is not None else _block_py
 _KERNELS: dict[str, Any] = {"const_forward": _forward_py, "const_backward": _backward_py}
 
 

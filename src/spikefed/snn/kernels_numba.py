@@ -119,14 +119,14 @@ _sg = njit(inline="always", cache=True)(_sg_py) if numba is not None else _sg_py
 surrogate_derivative = _sg
 
 
-def _row_py(arr, p, n):  # type: ignore[no-untyped-def]
+def param_row_py(arr, p, n):  # type: ignore[no-untyped-def]
     """Elements ``p .. p + n`` of a parameter given per element (length ``A * C``) or as one value (length 1)."""
     if arr.shape[0] == 1:
         return np.full(n, arr[0], dtype=arr.dtype)
     return arr[p:p + n].copy()
 
 
-_row = njit(inline="always", cache=True)(_row_py) if numba is not None else _row_py
+param_row = njit(inline="always", cache=True)(param_row_py) if numba is not None else param_row_py
 
 
 def _forward(x, xt, xa, u0, beta, thr, vr, mode, U, S, ot, oa, T, A, C, blk):  # type: ignore[no-untyped-def]
@@ -140,10 +140,10 @@ def _forward(x, xt, xa, u0, beta, thr, vr, mode, U, S, ot, oa, T, A, C, blk):  #
         lo = (job - a * nb) * blk
         n = min(lo + blk, C) - lo
         p = a * C + lo
-        u = _row(u0, p, n)
-        bb = _row(beta, p, n)
-        th = _row(thr, p, n)
-        v = _row(vr, p, n)
+        u = param_row(u0, p, n)
+        bb = param_row(beta, p, n)
+        th = param_row(thr, p, n)
+        v = param_row(vr, p, n)
         jump = th - v
         for t in range(T):
             xb = t * xt + a * xa + lo
@@ -209,10 +209,10 @@ def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sg
         lo = (job - a * nb) * blk
         n = min(lo + blk, C) - lo
         p = a * C + lo
-        th = _row(thr, p, n)
-        b = _row(beta, p, n)
-        v = _row(vr, p, n)
-        u0r = _row(u0, p, n)
+        th = param_row(thr, p, n)
+        b = param_row(beta, p, n)
+        v = param_row(vr, p, n)
+        u0r = param_row(u0, p, n)
         dn = np.zeros(n, dtype=D.dtype)  # delta[t + 1]
         an = b.copy()  # A[t + 1] = du[t + 1] / du[t]
         g = np.zeros(n, dtype=D.dtype)  # the direct term gU + gS * sg
@@ -279,7 +279,7 @@ def _backward(U, ut, ua, gS, gst, gsa, has_gs, gU, gut, gua, has_gu, sg, sgt, sg
                     sb = (t - 1) * sgt + a * sga + lo
                     sgpr = sg[sb:sb + n]
                 else:
-                    sgpr = _row(sg0, p, n)
+                    sgpr = param_row(sg0, p, n)
             else:
                 sgpr = dn  # unused
             for j in range(n):
